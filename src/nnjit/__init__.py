@@ -1,0 +1,1 @@
+"""nnjit: a deep-learning compiler."""

@@ -1,0 +1,140 @@
+"""The host target: LLVM initialisation, the target machine for this CPU, the O3 pipeline, and
+JIT-loading of LLVM IR text or cached object code.
+
+Everything native in nnjit goes through here, so AVX-512 (or whatever the host has) is used
+consistently: the target machine is built from `get_host_cpu_name()` and the host's features.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+from dataclasses import dataclass, field
+
+import llvmlite
+import llvmlite.binding as llvm
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _init() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    llvm.initialize_native_asmparser()
+
+
+@functools.cache
+def host_cpu() -> tuple[str, str]:
+    """(cpu name, feature string) of this machine, e.g. ('znver4', '+avx512f,...')."""
+    _init()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+def target_id() -> str:
+    """What compiled code depends on: triple, CPU, features and the llvmlite version."""
+    cpu, feats = host_cpu()
+    return f"{llvm.get_process_triple()}|{cpu}|{feats}|llvmlite-{llvmlite.__version__}"
+
+
+@functools.cache
+def target_machine(opt: int = 3) -> llvm.TargetMachine:
+    """The target machine for the host CPU (position-independent, so objects can go in a .so)."""
+    _init()
+    cpu, feats = host_cpu()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=cpu, features=feats, opt=opt, reloc="pic",
+                                        codemodel="default", jit=False)
+
+
+def prepare_module(module_ir: str) -> llvm.ModuleRef:
+    """Parse LLVM IR text for the host target and check it (raises RuntimeError when invalid)."""
+    _init()
+    tm = target_machine()
+    mod = llvm.parse_assembly(module_ir)
+    mod.triple = llvm.get_process_triple()
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    return mod
+
+
+def optimize(mod: llvm.ModuleRef, level: int = 3) -> llvm.ModuleRef:
+    """Run the standard O`level` pipeline with loop and SLP vectorization, in place."""
+    tm = target_machine()
+    pto = llvm.create_pipeline_tuning_options(speed_level=level)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = True
+    pb = llvm.create_pass_builder(tm, pto)
+    with _lock:
+        pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def compile_object(module_ir: str, level: int = 3) -> tuple[bytes, str]:
+    """Optimize `module_ir` and emit host object code; returns (object bytes, optimized IR)."""
+    mod = optimize(prepare_module(module_ir), level)
+    return target_machine().emit_object(mod), str(mod)
+
+
+def emit_assembly(module_ir: str, level: int = 3) -> str:
+    mod = optimize(prepare_module(module_ir), level)
+    return target_machine().emit_assembly(mod)
+
+
+@dataclass
+class JitLibrary:
+    """Object code loaded into this process; keeps the engine (and so the code) alive."""
+
+    engine: llvm.ExecutionEngine
+    symbols: dict[str, int] = field(default_factory=dict)
+
+    def address(self, name: str) -> int:
+        if name not in self.symbols:
+            addr = self.engine.get_function_address(name)
+            if not addr:
+                raise KeyError(f"symbol {name!r} is not defined in the compiled module")
+            self.symbols[name] = addr
+        return self.symbols[name]
+
+    def function(self, name: str, restype, *argtypes):
+        """A ctypes callable for symbol `name`."""
+        return ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
+
+
+def load_object(obj: bytes) -> JitLibrary:
+    """Link object code into the process and return its symbols. Undefined symbols resolve
+    against the process (libm, libgomp once loaded, and anything given to `llvm.add_symbol`)."""
+    _init()
+    with _lock:
+        # An empty module anchors the engine; the object file carries all the code.
+        anchor = llvm.parse_assembly("")
+        anchor.triple = llvm.get_process_triple()
+        engine = llvm.create_mcjit_compiler(anchor, _jit_target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+        engine.run_static_constructors()
+    return JitLibrary(engine)
+
+
+@functools.cache
+def _jit_target_machine() -> llvm.TargetMachine:
+    cpu, feats = host_cpu()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=cpu, features=feats, opt=3, reloc="pic",
+                                        codemodel="jitdefault", jit=True)
+
+
+def jit(module_ir: str, level: int = 3) -> JitLibrary:
+    """Optimize, compile and load LLVM IR text in one step."""
+    obj, _ = compile_object(module_ir, level)
+    return load_object(obj)
+
+
+def debug_level() -> int:
+    """NNJIT_DEBUG: 0 quiet, 1 timings, 2 also prints generated code before compiling."""
+    try:
+        return int(os.environ.get("NNJIT_DEBUG", "0"))
+    except ValueError:
+        return 0

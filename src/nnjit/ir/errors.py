@@ -1,0 +1,50 @@
+"""The exceptions nnjit raises. Every message names what went wrong and where (user line, IR node)."""
+from __future__ import annotations
+
+from .types import Loc
+
+
+class NnjitError(Exception):
+    """Base class of every error nnjit raises on purpose (the CLI prints these without a trace)."""
+
+
+class ShapeError(NnjitError, ValueError):
+    """An op was applied to operands of incompatible shapes/dtypes, or with a bad attribute.
+
+    Shape rules raise it with just the reason; the builder re-raises it with the op name and the
+    user's source line, e.g. `matmul: inner dims differ, (3, 4) @ (5, 6) at model.py:12 in fwd`.
+    """
+
+    def __init__(self, msg: str, op: str | None = None, loc: Loc | None = None):
+        self.reason, self.op, self.loc = msg, op, loc
+        text = f"{op}: {msg}" if op else msg
+        if loc is not None:
+            text += f" at {loc}"
+        super().__init__(text)
+
+    def at(self, op: str, loc: Loc | None) -> "ShapeError":
+        """The same error, attributed to `op` created at `loc`."""
+        return ShapeError(self.reason, op, loc)
+
+
+class VerifyError(NnjitError):
+    """The graph breaks an IR invariant; the message names the node (in IR text) and its loc."""
+
+
+class ParseError(NnjitError):
+    """Malformed IR text: carries the 1-based line and column and what the parser expected."""
+
+    def __init__(self, msg: str, line: int, col: int, source_line: str = ""):
+        self.msg, self.line, self.col = msg, line, col
+        text = f"{line}:{col}: {msg}"
+        if source_line:
+            text += f"\n  {source_line}\n  {' ' * (col - 1)}^"
+        super().__init__(text)
+
+
+class CompileError(NnjitError):
+    """A pass or backend failed on a graph; the message names the pass/kernel and the node's loc."""
+
+
+class ArgumentError(NnjitError, TypeError):
+    """A compiled function was called with arguments that do not match its signature."""

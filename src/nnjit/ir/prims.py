@@ -1,0 +1,399 @@
+"""One emitter per primitive, plus the few composites the IR itself needs (mean, sum_to, getitem).
+
+These are the `jax.lax` of nnjit: canonical arguments (normalized axes, explicit padding pairs),
+used by the DSL front end, by VJP rules and by passes. Binary functions accept Python scalars and
+numpy arrays; Python scalars take the tensor's dtype, and mixed dtypes are promoted with casts.
+"""
+from __future__ import annotations
+
+import builtins
+from typing import Any, Sequence
+
+import numpy as np
+
+from .builder import Builder, Sym
+from .errors import ShapeError
+from .ops import Op
+from .types import DType, promote
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def builder_of(*xs: Any) -> Builder:
+    """The innermost builder among the traced operands (scan bodies nest inside outer traces)."""
+    best: Builder | None = None
+    for x in xs:
+        if isinstance(x, Sym) and (best is None or x.builder._is_ancestor(best)):
+            best = x.builder
+    if best is None:
+        raise TypeError("at least one operand must be a traced tensor")
+    return best
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)) or (
+        isinstance(x, np.ndarray) and x.ndim == 0 and not isinstance(x, Sym))
+
+
+def lift(b: Builder, *xs: Any) -> list[Sym]:
+    """Operands as Syms of one dtype: Python scalars are weakly typed (they take the tensors'
+    dtype, or f32 when a float meets an int tensor); arrays and tensors promote."""
+    syms = [x for x in xs if isinstance(x, Sym)]
+    arrays = [np.asarray(x) for x in xs if not isinstance(x, Sym) and not _is_scalar(x)]
+    dts = [s.dtype for s in syms] + [DType.from_numpy(_canon_np(a.dtype)) for a in arrays]
+    if dts:
+        dt = dts[0]
+        for d in dts[1:]:
+            dt = promote(dt, d)
+    else:
+        dt = DType.F32
+    scalars = [x for x in xs if not isinstance(x, Sym) and _is_scalar(x)]
+    if any(isinstance(s, (float, np.floating)) for s in scalars) and not dt.is_float:
+        dt = DType.F32
+    if any(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+           for s in scalars) and dt == DType.BOOL:
+        dt = DType.I64
+    out = []
+    for x in xs:
+        if isinstance(x, Sym):
+            out.append(x if x.dtype == dt else cast(x, dt))
+        else:
+            out.append(b.const(np.asarray(x).astype(dt.np)))
+    return out
+
+
+def _canon_np(dt: np.dtype) -> np.dtype:
+    dt = np.dtype(dt)
+    if dt.kind == "f" and dt != np.float64:
+        return np.dtype(np.float32)
+    if dt.kind in "iu" and dt not in (np.int32, np.int64):
+        return np.dtype(np.int64)
+    return dt
+
+
+def norm_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < max(ndim, 1):
+        raise ShapeError(f"axis {axis} is out of range for a {ndim}-d tensor")
+    return axis % max(ndim, 1)
+
+
+def norm_axes(axis, ndim: int) -> tuple[int, ...]:
+    """`axis` (None, an int or a sequence) as sorted non-negative axes; errors name the axis."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    axes = tuple(norm_axis(int(a), ndim) for a in axis)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"repeated axis in {tuple(axis)}")
+    return tuple(sorted(axes))
+
+
+def _emit(op: Op, srcs, **attrs):
+    return builder_of(*srcs).emit(op, srcs, attrs)
+
+
+# -- elementwise -------------------------------------------------------------------------------
+
+def _unary(op: Op):
+    def f(x: Sym) -> Sym:
+        return _emit(op, (x,))
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x)."
+    return f
+
+
+neg = _unary(Op.NEG)
+exp = _unary(Op.EXP)
+log = _unary(Op.LOG)
+sqrt = _unary(Op.SQRT)
+abs = _unary(Op.ABS)  # noqa: A001  (mirrors numpy's name)
+tanh = _unary(Op.TANH)
+sigmoid = _unary(Op.SIGMOID)
+relu = _unary(Op.RELU)
+
+
+def logical_not(x: Sym) -> Sym:
+    return _emit(Op.NOT, (cast(x, DType.BOOL),))
+
+
+def cast(x: Sym, dtype) -> Sym:
+    dtype = dtype if isinstance(dtype, DType) else DType.from_numpy(dtype)
+    return x if x.dtype == dtype else _emit(Op.CAST, (x,), dtype=dtype)
+
+
+def _binary(op: Op, bool_operands: bool = False):
+    def f(x, y) -> Sym:
+        b = builder_of(x, y)
+        x, y = lift(b, x, y)
+        if bool_operands:
+            x, y = cast(x, DType.BOOL), cast(y, DType.BOOL)
+        return b.emit(op, (x, y))
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x, y) with numpy broadcasting."
+    return f
+
+
+add = _binary(Op.ADD)
+sub = _binary(Op.SUB)
+mul = _binary(Op.MUL)
+div = _binary(Op.DIV)
+pow = _binary(Op.POW)  # noqa: A001
+maximum = _binary(Op.MAXIMUM)
+minimum = _binary(Op.MINIMUM)
+logical_and = _binary(Op.AND, bool_operands=True)
+logical_or = _binary(Op.OR, bool_operands=True)
+eq = _binary(Op.EQ)
+ne = _binary(Op.NE)
+lt = _binary(Op.LT)
+le = _binary(Op.LE)
+gt = _binary(Op.GT)
+ge = _binary(Op.GE)
+
+
+def where(cond, x, y) -> Sym:
+    """`x` where `cond` else `y`, broadcasting all three."""
+    b = builder_of(cond, x, y)
+    cond = cond if isinstance(cond, Sym) else b.const(np.asarray(cond, dtype=bool))
+    x, y = lift(b, x, y)
+    return b.emit(Op.WHERE, (cast(cond, DType.BOOL), x, y))
+
+
+# -- sources --------------------------------------------------------------------------------------
+
+def iota(b: Builder, shape: Sequence[int], axis: int, dtype=DType.I64) -> Sym:
+    """A tensor whose value at each index is that index's coordinate along `axis`."""
+    return b.emit(Op.IOTA, (), {"shape": tuple(shape), "axis": axis, "dtype": dtype})
+
+
+def random_uniform(seed: Sym, shape: Sequence[int], salt: int = 0, dtype=DType.F32) -> Sym:
+    """Uniform [0, 1) numbers from Philox-4x32-10 keyed by `seed`, counter = (index, salt)."""
+    return _emit(Op.RANDOM_UNIFORM, (cast(seed, DType.I64),), shape=tuple(shape), salt=salt,
+                 dtype=dtype)
+
+
+# -- reductions ------------------------------------------------------------------------------------
+
+def reduce_sum(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    axes = norm_axes(axis, x.ndim)
+    return _emit(Op.SUM, (x,), axes=axes, keepdims=keepdims)
+
+
+def reduce_max(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    axes = norm_axes(axis, x.ndim)
+    return _emit(Op.MAX, (x,), axes=axes, keepdims=keepdims)
+
+
+def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
+    return _emit(Op.ARGMAX, (x,), axis=norm_axis(axis, x.ndim), keepdims=keepdims)
+
+
+def mean(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    """Composite: sum / count."""
+    axes = norm_axes(axis, x.ndim)
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    if not x.dtype.is_float:
+        x = cast(x, DType.F32)
+    return div(reduce_sum(x, axes, keepdims), float(max(n, 1)) if n else float("nan"))
+
+
+def sum_to(x: Sym, shape: Sequence[int]) -> Sym:
+    """Composite: sum `x` down to `shape` (undoes numpy broadcasting; used by VJP rules)."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1)
+    y = reduce_sum(x, axes, keepdims=True) if axes else x
+    return reshape(y, shape) if y.shape != shape else y
+
+
+# -- contractions and windows --------------------------------------------------------------------
+
+def matmul(a, b) -> Sym:
+    """Batched matrix product with numpy's broadcasting of leading (batch) dims; 1-d operands are
+    promoted to matrices and the added dim removed, as in numpy."""
+    bd = builder_of(a, b)
+    a, b = lift(bd, a, b)
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = reshape(a, (1, a.shape[0]))
+    if squeeze_b:
+        b = reshape(b, (b.shape[0], 1))
+    out = bd.emit(Op.MATMUL, (a, b))
+    if squeeze_a or squeeze_b:
+        shape = out.shape[:-2] + (() if squeeze_a else out.shape[-2:-1]) + (
+            () if squeeze_b else out.shape[-1:])
+        out = reshape(out, shape)
+    return out
+
+
+def conv2d(x: Sym, w: Sym, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)) -> Sym:
+    """NCHW x OIHW -> NOHW cross-correlation (as torch.nn.functional.conv2d, groups=1)."""
+    return _emit(Op.CONV2D, lift(builder_of(x, w), x, w), stride=stride, padding=padding,
+                 dilation=dilation)
+
+
+def conv2d_grad_input(dy: Sym, w: Sym, input_shape, stride, padding, dilation) -> Sym:
+    return _emit(Op.CONV2D_GRAD_INPUT, (dy, w), input_shape=tuple(input_shape), stride=stride,
+                 padding=padding, dilation=dilation)
+
+
+def conv2d_grad_weight(x: Sym, dy: Sym, weight_shape, stride, padding, dilation) -> Sym:
+    return _emit(Op.CONV2D_GRAD_WEIGHT, (x, dy), weight_shape=tuple(weight_shape), stride=stride,
+                 padding=padding, dilation=dilation)
+
+
+def max_pool2d(x: Sym, kernel, stride, padding=((0, 0), (0, 0))) -> Sym:
+    return _emit(Op.MAX_POOL2D, (x,), kernel=kernel, stride=stride, padding=padding)
+
+
+def avg_pool2d(x: Sym, kernel, stride, padding=((0, 0), (0, 0)),
+               count_include_pad: bool = True) -> Sym:
+    return _emit(Op.AVG_POOL2D, (x,), kernel=kernel, stride=stride, padding=padding,
+                 count_include_pad=count_include_pad)
+
+
+def max_pool2d_grad(x: Sym, dy: Sym, kernel, stride, padding) -> Sym:
+    return _emit(Op.MAX_POOL2D_GRAD, (x, dy), kernel=kernel, stride=stride, padding=padding)
+
+
+def avg_pool2d_grad(dy: Sym, input_shape, kernel, stride, padding, count_include_pad) -> Sym:
+    return _emit(Op.AVG_POOL2D_GRAD, (dy,), input_shape=tuple(input_shape), kernel=kernel,
+                 stride=stride, padding=padding, count_include_pad=count_include_pad)
+
+
+# -- data movement ---------------------------------------------------------------------------------
+
+def reshape(x: Sym, shape: Sequence[int]) -> Sym:
+    """Reshape (C order); one dim may be -1."""
+    shape = tuple(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape: at most one -1 in {shape}")
+    if -1 in shape:
+        known = 1
+        for d in shape:
+            if d != -1:
+                known *= d
+        if known == 0 or x.size % known:
+            raise ShapeError(f"reshape: cannot reshape {x.shape} into {shape}")
+        shape = tuple(x.size // known if d == -1 else d for d in shape)
+    if shape == x.shape:
+        return x
+    return _emit(Op.RESHAPE, (x,), shape=shape)
+
+
+def transpose(x: Sym, perm: Sequence[int]) -> Sym:
+    perm = tuple(norm_axis(int(p), x.ndim) for p in perm)
+    if perm == tuple(range(x.ndim)):
+        return x
+    return _emit(Op.TRANSPOSE, (x,), perm=perm)
+
+
+def broadcast_to(x: Sym, shape: Sequence[int]) -> Sym:
+    shape = tuple(shape)
+    return x if x.shape == shape else _emit(Op.BROADCAST_TO, (x,), shape=shape)
+
+
+def concat(xs: Sequence[Sym], axis: int = 0) -> Sym:
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("concat: needs at least one tensor")
+    b = builder_of(*xs)
+    xs = lift(b, *xs)
+    if len(xs) == 1:
+        return xs[0]
+    return b.emit(Op.CONCAT, xs, {"axis": norm_axis(axis, xs[0].ndim)})
+
+
+def slice(x: Sym, starts, stops, steps) -> Sym:  # noqa: A001
+    """x[starts[i]:stops[i]:steps[i]] per dim, with bounds already normalized (`slice.indices`)."""
+    return _emit(Op.SLICE, (x,), starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+
+
+def pad(x: Sym, pads, value: float = 0.0) -> Sym:
+    """Constant padding: `pads` is one (before, after) pair per dim."""
+    return _emit(Op.PAD, (x,), pads=tuple(pads), value=value)
+
+
+def take(x: Sym, indices, axis: int = 0) -> Sym:
+    """x gathered along `axis` at `indices` (numpy.take); indices wrap once if negative, and are
+    then clamped into range, so no index can read out of bounds."""
+    b = builder_of(x, indices)
+    if not isinstance(indices, Sym):
+        indices = b.const(np.asarray(indices, dtype=np.int64))
+    return b.emit(Op.TAKE, (x, indices), {"axis": norm_axis(axis, x.ndim)})
+
+
+def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
+    """zeros(shape) with `updates` added at `indices` along `axis` (the transpose of take)."""
+    return _emit(Op.SCATTER_ADD, (indices, updates), shape=tuple(shape), axis=axis)
+
+
+def getitem(x: Sym, idx) -> Sym:
+    """numpy basic indexing (ints, slices with steps, None, ...) plus one integer-array index."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    n_ell = sum(1 for i in idx if i is Ellipsis)
+    if n_ell > 1:
+        raise ShapeError("an index can only have a single ellipsis ('...')")
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if n_real > x.ndim:
+        raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {len(idx)}")
+    if n_ell:
+        k = idx.index(Ellipsis)
+        idx = idx[:k] + (builtins.slice(None),) * (x.ndim - n_real) + idx[k + 1:]
+    else:
+        idx = idx + (builtins.slice(None),) * (x.ndim - n_real)
+    starts, stops, steps, out_shape, gathers = [], [], [], [], []
+    dim = 0
+    for i in idx:
+        if i is None:
+            out_shape.append(1)
+            continue
+        n = x.shape[dim]
+        if isinstance(i, builtins.slice):
+            start, stop, step = i.indices(n)
+            starts.append(start), stops.append(stop), steps.append(step)
+            out_shape.append(len(range(start, stop, step)))
+        elif isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)):
+            j = int(i)
+            if not -n <= j < n:
+                raise ShapeError(f"index {j} is out of bounds for axis {dim} with size {n}")
+            j %= n
+            starts.append(j), stops.append(j + 1), steps.append(1)
+        elif isinstance(i, (Sym, np.ndarray, list)):
+            starts.append(0), stops.append(n), steps.append(1)
+            gathers.append((len(out_shape), i))
+            out_shape.append(n)
+        else:
+            raise ShapeError(f"unsupported index {i!r} (use ints, slices, None, ... or one "
+                             "integer tensor)")
+        dim += 1
+    if len(gathers) > 1:
+        raise ShapeError("only one integer-array index per indexing expression is supported")
+    full = all(s == 0 and e == n and st == 1 for s, e, st, n in zip(starts, stops, steps, x.shape))
+    y = x if full else slice(x, starts, stops, steps)
+    y = reshape(y, out_shape)
+    if gathers:
+        axis, ind = gathers[0]
+        y = take(y, ind, axis)
+    return y
+
+
+# -- control flow ----------------------------------------------------------------------------------
+
+def scan(body, consts: Sequence[Sym], carry: Sequence[Sym], xs: Sequence[Sym], length: int,
+         reverse: bool = False) -> tuple[Sym, ...]:
+    """Emit `scan`: body(consts..., carry..., x_t...) -> (carry'..., y_t...); returns the final
+    carries followed by the stacked ys."""
+    srcs = list(consts) + list(carry) + list(xs)
+    b = builder_of(*srcs) if srcs else None
+    if b is None:
+        raise ShapeError("scan: needs at least one carry or sequence")
+    out = b.emit(Op.SCAN, srcs, {"body": body, "num_consts": len(consts),
+                                 "num_carry": len(carry), "length": length, "reverse": reverse})
+    return out if isinstance(out, tuple) else (out,)
