@@ -1,0 +1,486 @@
+"""nnjit's own GEMM (GotoBLAS/BLIS recipe): packed A and B panels in a caller-owned workspace and
+a register-blocked AVX-512 micro-kernel, generated once per dtype into a runtime library module
+whose symbols (`nnjit_gemm_f32`, `nnjit_gemm_f64`) other JIT modules simply `declare`.
+
+C ABI (f64: double instead of float)::
+
+    void nnjit_gemm_f32(int64 M, int64 N, int64 K,
+                        const float *A, int64 a_row_stride, int64 a_col_stride,
+                        const float *B, int64 b_row_stride, int64 b_col_stride,
+                        float *C, int64 ldc, int32 accumulate, void *workspace,
+                        void (*epilogue)(void *ctx, float *c_block, int64 row0, int64 col0,
+                                         int64 rows, int64 cols, int64 ldc),
+                        void *epilogue_ctx, int32 nthreads)
+
+computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_stride] (any
+strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
+`accumulate == 0` never reads C. `workspace` is `gemm_workspace_bytes(dtype, nthreads)` bytes,
+64-byte aligned, and may not be shared by two concurrent calls; otherwise calls are reentrant.
+
+Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
+after the block's last K-slice has been accumulated, from the thread that computed the block,
+with `c_block = &C[row0*ldc + col0]` and the block's extent (rows x cols, each >= 1). The blocks
+are disjoint and tile C[0:M, 0:N] exactly; their size is at most MR x NR (an implementation detail
+callers must not rely on). Blocks may be visited in any order and concurrently on different
+threads, so an epilogue may only touch its own block (and read shared, read-only data).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+import numpy as np
+import llvmlite.ir as ir
+
+from nnjit.backends.llvm import target
+from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID, alloca_once,
+                                         call_indirect, ceil_div, const_float, const_i32,
+                                         const_i64, fma, for_range, gep, imax, imin, lane_mask,
+                                         load, load_vec, masked_load_vec, masked_store_vec,
+                                         splat, store_vec)
+from nnjit.backends.llvm.parallel import gomp_available, num_threads, parallel_for, thread_index
+
+#: Problems with M*N*max(K,1) below this run on one thread (a fork costs a few microseconds).
+SERIAL_WORK = 64 ** 3
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Blocking for one dtype: an MR x (NV*lanes) register tile, KC x NR B micro-panels in L1,
+    an MC x KC block of packed A in L2 and a KC x NC block of packed B in L3."""
+
+    name: str
+    ty: ir.Type
+    size: int  # bytes per element
+    lanes: int  # elements per zmm register
+    mr: int
+    nv: int  # vectors per tile row
+    kc: int
+    mc: int
+    nc: int
+    unroll: int = 4  # k-loop unroll of the micro-kernel
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    @property
+    def vec(self) -> ir.VectorType:
+        return ir.VectorType(self.ty, self.lanes)
+
+    def thread_bytes(self) -> int:
+        """Per-thread workspace: packed A block, then packed B block (both 64-byte multiples)."""
+        return _round64(self.mc * self.kc * self.size) + _round64(self.kc * self.nc * self.size)
+
+
+CONFIGS = {
+    "f32": GemmConfig("f32", F32, 4, 16, mr=14, nv=2, kc=256, mc=14 * 16, nc=2048),
+    "f64": GemmConfig("f64", F64, 8, 8, mr=14, nv=2, kc=256, mc=14 * 8, nc=1024),
+}
+_ALIASES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+
+
+def _round64(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def _config(dtype) -> GemmConfig:
+    key = _ALIASES.get(str(getattr(dtype, "name", dtype)))
+    if key is None:
+        raise TypeError(f"nnjit gemm: unsupported dtype {dtype!r} (want float32 or float64)")
+    return CONFIGS[key]
+
+
+def gemm_symbol(dtype) -> str:
+    """The exported symbol for `dtype`: 'nnjit_gemm_f32' or 'nnjit_gemm_f64'."""
+    return f"nnjit_gemm_{_config(dtype).name}"
+
+
+def gemm_workspace_bytes(dtype, nthreads: int) -> int:
+    """Workspace a call with `nthreads` threads needs (allocate 64-byte aligned, reuse freely)."""
+    return max(1, nthreads) * _config(dtype).thread_bytes()
+
+
+def gemm_type(dtype) -> ir.FunctionType:
+    """The LLVM function type of `nnjit_gemm_<dtype>` (all pointers opaque)."""
+    return ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I32,
+                                  PTR, PTR, PTR, I32])
+
+
+#: void epilogue(ptr ctx, ptr c_block, i64 row0, i64 col0, i64 rows, i64 cols, i64 ldc)
+EPILOGUE_TYPE = ir.FunctionType(VOID, [PTR, PTR, I64, I64, I64, I64, I64])
+
+
+def declare_gemm(module: ir.Module, dtype) -> ir.Function:
+    """Declare `nnjit_gemm_<dtype>` in a caller's module (idempotent); link it with
+    `ensure_runtime_loaded()` (JIT) or `runtime_object()` (AOT)."""
+    name = gemm_symbol(dtype)
+    existing = module.globals.get(name)
+    return existing if existing is not None else ir.Function(module, gemm_type(dtype), name)
+
+
+# --- micro-kernel -----------------------------------------------------------------------------
+def _emit_microkernel(module: ir.Module, cfg: GemmConfig) -> ir.Function:
+    """`ukernel(kc, a, b, c, ldc, load_c, mr, nr)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T Bp[kc x NR].
+    The MR*NV accumulators live in registers (loop phis); full tiles use plain vector stores,
+    edge tiles masked stores, so nothing outside the mr x nr tile is read or written."""
+    fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64])
+    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.ukernel")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    kc, a, b, c, ldc, load_c, mr, nr = fn.args
+    for p in (a, b, c):
+        p.add_attribute("noalias")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero = const_float(cfg.vec, 0.0)
+    acc = [[zero] * cfg.nv for _ in range(cfg.mr)]
+
+    def step(bld: ir.IRBuilder, k: ir.Value, acc: list[list[ir.Value]]) -> list[list[ir.Value]]:
+        bv = [load_vec(bld, gep(bld, b, cfg.ty, bld.add(bld.mul(k, const_i64(cfg.nr)),
+                                                         const_i64(v * cfg.lanes))),
+                       cfg.ty, cfg.lanes, align=64) for v in range(cfg.nv)]
+        arow = gep(bld, a, cfg.ty, bld.mul(k, const_i64(cfg.mr)))
+        out = []
+        for i in range(cfg.mr):
+            ai = splat(bld, load(bld, gep(bld, arow, cfg.ty, i), cfg.ty), cfg.lanes)
+            out.append([fma(bld, ai, bv[v], acc[i][v]) for v in range(cfg.nv)])
+        return out
+
+    main_end = builder.mul(builder.sdiv(kc, const_i64(cfg.unroll)), const_i64(cfg.unroll))
+    acc = _carried_loop(builder, const_i64(0), main_end, cfg.unroll, acc,
+                        lambda bld, k, acc: _unrolled(bld, k, acc, step, cfg.unroll), "kmain")
+    acc = _carried_loop(builder, main_end, kc, 1, acc, step, "ktail")
+
+    full = builder.and_(builder.icmp_signed("==", mr, const_i64(cfg.mr)),
+                        builder.icmp_signed("==", nr, const_i64(cfg.nr)))
+    with builder.if_else(full) as (then, otherwise):
+        with then:
+            _store_tile(builder, cfg, acc, c, ldc, load_c, None, None)
+        with otherwise:
+            _store_tile(builder, cfg, acc, c, ldc, load_c, mr, nr)
+    builder.ret_void()
+    return fn
+
+
+def _unrolled(bld, k, acc, step, unroll):
+    for u in range(unroll):
+        acc = step(bld, bld.add(k, const_i64(u)), acc)
+    return acc
+
+
+def _carried_loop(builder: ir.IRBuilder, start, stop, stride: int, acc, body, name: str):
+    """A counted loop whose accumulators (a nested list of values) are loop-carried phis."""
+    flat = [v for row in acc for v in row]
+    pre = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    loop = builder.append_basic_block(f"{name}.body")
+    end = builder.append_basic_block(f"{name}.end")
+    builder.branch(head)
+    builder.position_at_end(head)
+    k = builder.phi(I64, name="k")
+    phis = [builder.phi(v.type) for v in flat]
+    k.add_incoming(start, pre)
+    for phi, v in zip(phis, flat):
+        phi.add_incoming(v, pre)
+    builder.cbranch(builder.icmp_signed("<", k, stop), loop, end)
+    builder.position_at_end(loop)
+    width = len(acc[0])
+    cur = [phis[i:i + width] for i in range(0, len(phis), width)]
+    new = [v for row in body(builder, k, cur) for v in row]
+    k.add_incoming(builder.add(k, const_i64(stride)), builder.block)
+    for phi, v in zip(phis, new):
+        phi.add_incoming(v, builder.block)
+    builder.branch(head)
+    builder.position_at_end(end)
+    return cur
+
+
+def _store_tile(builder, cfg, acc, c, ldc, load_c, mr, nr) -> None:
+    """Write the accumulators to C: whole tile (mr is None) or rows < mr, columns < nr."""
+    def emit(add: bool) -> None:
+        for i in range(cfg.mr):
+            def row(i=i):
+                crow = gep(builder, c, cfg.ty, builder.mul(const_i64(i), ldc))
+                for v in range(cfg.nv):
+                    ptr = gep(builder, crow, cfg.ty, v * cfg.lanes)
+                    if mr is None:
+                        val = acc[i][v]
+                        if add:
+                            val = builder.fadd(load_vec(builder, ptr, cfg.ty, cfg.lanes), val)
+                        store_vec(builder, val, ptr)
+                        continue
+                    mask = lane_mask(builder, cfg.lanes,
+                                     builder.sub(nr, const_i64(v * cfg.lanes)))
+                    val = acc[i][v]
+                    if add:
+                        old = masked_load_vec(builder, ptr, cfg.ty, cfg.lanes, mask)
+                        val = builder.fadd(old, val)
+                    masked_store_vec(builder, val, ptr, mask)
+            if mr is None:
+                row()
+            else:
+                with builder.if_then(builder.icmp_signed(">", mr, const_i64(i))):
+                    row()
+
+    with builder.if_else(load_c) as (then, otherwise):
+        with then:
+            emit(True)
+        with otherwise:
+            emit(False)
+
+
+# --- packing ----------------------------------------------------------------------------------
+def _emit_pack(module: ir.Module, cfg: GemmConfig, which: str) -> ir.Function:
+    """`pack(rows, kc, src, s_row, s_k, dst)`: copy a rows x kc operand block into micro-panels
+    of W = MR (A) or NR (B) rows, k-major inside a panel (dst[p*W*kc + k*W + r]), zero-padding
+    the last panel. For B, "rows" are the columns of B (s_row = b_col_stride, s_k = b_row_stride).
+    """
+    width = cfg.mr if which == "a" else cfg.nr
+    fn = ir.Function(module, ir.FunctionType(VOID, [I64, I64, PTR, I64, I64, PTR]),
+                     f"nnjit_gemm_{cfg.name}.pack_{which}")
+    fn.linkage = "internal"
+    rows, kc, src, s_row, s_k, dst = fn.args
+    src.add_attribute("noalias")
+    dst.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    full = b.sdiv(rows, const_i64(width))
+    with for_range(b, 0, full, name="p") as p:
+        psrc = gep(b, src, cfg.ty, b.mul(b.mul(p, const_i64(width)), s_row), inbounds=False)
+        pdst = gep(b, dst, cfg.ty, b.mul(b.mul(p, const_i64(width)), kc))
+        contiguous = b.icmp_signed("==", s_row, const_i64(1))
+        if which == "b":
+            # Rows of B (k) hold NR consecutive columns: copy them as whole vectors.
+            with b.if_else(contiguous) as (vec_path, gen_path):
+                with vec_path:
+                    with for_range(b, 0, kc, name="k") as k:
+                        srow = gep(b, psrc, cfg.ty, b.mul(k, s_k), inbounds=False)
+                        drow = gep(b, pdst, cfg.ty, b.mul(k, const_i64(width)))
+                        for v in range(cfg.nv):
+                            val = load_vec(b, gep(b, srow, cfg.ty, v * cfg.lanes, inbounds=False),
+                                           cfg.ty, cfg.lanes)
+                            store_vec(b, val, gep(b, drow, cfg.ty, v * cfg.lanes), align=64)
+                with gen_path:
+                    _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
+        else:
+            _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
+    left = b.sub(rows, b.mul(full, const_i64(width)))
+    with b.if_then(b.icmp_signed(">", left, const_i64(0))):
+        psrc = gep(b, src, cfg.ty, b.mul(b.mul(full, const_i64(width)), s_row), inbounds=False)
+        pdst = gep(b, dst, cfg.ty, b.mul(b.mul(full, const_i64(width)), kc))
+        _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, left)
+    b.ret_void()
+    return fn
+
+
+def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count) -> None:
+    """One panel, any strides: dst[k*W + r] = src[r*s_row + k*s_k] for r < count, else 0.
+    A constant `count` (a full panel) is unrolled with no bounds checks."""
+    with for_range(b, 0, kc, name="k") as k:
+        scol = gep(b, psrc, cfg.ty, b.mul(k, s_k), inbounds=False)
+        drow = gep(b, pdst, cfg.ty, b.mul(k, const_i64(width)))
+        if isinstance(count, ir.Constant):
+            for r in range(width):
+                addr = gep(b, scol, cfg.ty, b.mul(const_i64(r), s_row), inbounds=False)
+                b.store(load(b, addr, cfg.ty), gep(b, drow, cfg.ty, r))
+        else:
+            with for_range(b, 0, count, name="r") as r:
+                addr = gep(b, scol, cfg.ty, b.mul(r, s_row), inbounds=False)
+                b.store(load(b, addr, cfg.ty), gep(b, drow, cfg.ty, r))
+            with for_range(b, count, width, name="z") as r:
+                b.store(const_float(cfg.ty, 0.0), gep(b, drow, cfg.ty, r))
+
+
+# --- drivers ----------------------------------------------------------------------------------
+def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernel, pack_a, pack_b) -> ir.Function:
+    """The five GotoBLAS loops on one thread over a sub-problem; (row0, col0) is the
+    sub-problem's position in the caller's C, reported to the epilogue."""
+    fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I32,
+                                  PTR, PTR, PTR, I64, I64])
+    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.serial")
+    fn.linkage = "internal"
+    m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, row0, col0 = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ap = ws
+    bp = gep(b, ws, ir.IntType(8), _round64(cfg.mc * cfg.kc * cfg.size))
+    has_epi = b.icmp_unsigned("!=", epi, ir.Constant(PTR, None))
+    accumulate = b.icmp_signed("!=", accumulate, const_i32(0))
+    kblocks = imax(b, ceil_div(b, k, cfg.kc), const_i64(1))  # K == 0 still stores C (= 0)
+    with for_range(b, 0, n, step=cfg.nc, name="jc") as jc:
+        nc = imin(b, const_i64(cfg.nc), b.sub(n, jc))
+        with for_range(b, 0, kblocks, name="pb") as pb:
+            pc = b.mul(pb, const_i64(cfg.kc))
+            kc = imin(b, const_i64(cfg.kc), b.sub(k, pc))
+            load_c = b.or_(accumulate, b.icmp_signed(">", pb, const_i64(0)))
+            last = b.icmp_signed("==", pb, b.sub(kblocks, const_i64(1)))
+            bsrc = gep(b, bm, cfg.ty, b.add(b.mul(pc, rsb), b.mul(jc, csb)), inbounds=False)
+            b.call(pack_b, [nc, kc, bsrc, csb, rsb, bp])
+            with for_range(b, 0, m, step=cfg.mc, name="ic") as ic:
+                mc = imin(b, const_i64(cfg.mc), b.sub(m, ic))
+                asrc = gep(b, a, cfg.ty, b.add(b.mul(ic, rsa), b.mul(pc, csa)), inbounds=False)
+                b.call(pack_a, [mc, kc, asrc, rsa, csa, ap])
+                with for_range(b, 0, nc, step=cfg.nr, name="jr") as jr:
+                    nr = imin(b, const_i64(cfg.nr), b.sub(nc, jr))
+                    bpanel = gep(b, bp, cfg.ty, b.mul(jr, kc))
+                    with for_range(b, 0, mc, step=cfg.mr, name="ir") as ir_:
+                        mr = imin(b, const_i64(cfg.mr), b.sub(mc, ir_))
+                        row, col = b.add(ic, ir_), b.add(jc, jr)
+                        ctile = gep(b, c, cfg.ty, b.add(b.mul(row, ldc), col), inbounds=False)
+                        b.call(ukernel, [kc, gep(b, ap, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
+                                         ldc, load_c, mr, nr])
+                        with b.if_then(b.and_(last, has_epi)):
+                            call_indirect(b, EPILOGUE_TYPE, epi,
+                                          [ctx, ctile, b.add(row0, row), b.add(col0, col),
+                                           mr, nr, ldc])
+    b.ret_void()
+    return fn
+
+
+def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
+    """The exported entry: picks a thread count, splits the larger of M and N (in micro-panel
+    units) into one contiguous range per thread, and runs the serial driver on each range with
+    that thread's slice of the workspace. No barriers: the ranges share nothing writable."""
+    ukernel = _emit_microkernel(module, cfg)
+    pack_a = _emit_pack(module, cfg, "a")
+    pack_b = _emit_pack(module, cfg, "b")
+    serial = _emit_serial(module, cfg, ukernel, pack_a, pack_b)
+    fn = ir.Function(module, gemm_type(cfg.name), f"nnjit_gemm_{cfg.name}")
+    args = list(fn.args)
+    m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, nthreads = args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    empty = b.or_(b.icmp_signed("<=", m, const_i64(0)), b.icmp_signed("<=", n, const_i64(0)))
+    with b.if_then(empty, likely=False):
+        b.ret_void()
+
+    mpanels, npanels = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
+    split_n = b.icmp_signed(">=", npanels, mpanels)
+    units = b.select(split_n, npanels, mpanels)
+    work = b.mul(b.mul(m, n), imax(b, k, const_i64(1)))
+    nt = imax(b, b.sext(nthreads, I64), const_i64(1))
+    nt = b.select(b.icmp_signed("<", work, const_i64(SERIAL_WORK)), const_i64(1), nt)
+    nt = b.trunc(imin(b, nt, units), I32)
+
+    def body(bld: ir.IRBuilder, lo, hi, cap) -> None:
+        (m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, split_n) = cap
+        tid = bld.sext(thread_index(bld), I64)
+        tws = gep(bld, ws, ir.IntType(8), bld.mul(tid, const_i64(cfg.thread_bytes())))
+        zero = const_i64(0)
+        with bld.if_else(split_n) as (by_cols, by_rows):
+            with by_cols:
+                n0 = bld.mul(lo, const_i64(cfg.nr))
+                n1 = imin(bld, bld.mul(hi, const_i64(cfg.nr)), n)
+                bsub = gep(bld, bm, cfg.ty, bld.mul(n0, csb), inbounds=False)
+                csub = gep(bld, c, cfg.ty, n0, inbounds=False)
+                bld.call(serial, [m, bld.sub(n1, n0), k, a, rsa, csa, bsub, rsb, csb, csub, ldc,
+                                  accumulate, tws, epi, ctx, zero, n0])
+            with by_rows:
+                m0 = bld.mul(lo, const_i64(cfg.mr))
+                m1 = imin(bld, bld.mul(hi, const_i64(cfg.mr)), m)
+                asub = gep(bld, a, cfg.ty, bld.mul(m0, rsa), inbounds=False)
+                csub = gep(bld, c, cfg.ty, bld.mul(m0, ldc), inbounds=False)
+                bld.call(serial, [bld.sub(m1, m0), n, k, asub, rsa, csa, bm, rsb, csb, csub,
+                                  ldc, accumulate, tws, epi, ctx, m0, zero])
+
+    captures = [m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, split_n]
+    parallel_for(module, b, f"nnjit_gemm_{cfg.name}.worker", units, captures, body, nt)
+    b.ret_void()
+    return fn
+
+
+# --- the runtime library ----------------------------------------------------------------------
+def runtime_module_ir() -> str:
+    """LLVM IR text of the runtime library: `nnjit_gemm_f32` and `nnjit_gemm_f64` and their
+    internal helpers (packing, micro-kernels, thread workers)."""
+    module = ir.Module(name="nnjit_runtime")
+    for cfg in CONFIGS.values():
+        _emit_gemm(module, cfg)
+    return str(module)
+
+
+RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64")
+_lock = threading.Lock()
+
+
+def runtime_cache_key() -> str:
+    """What the runtime object depends on (host target, libgomp presence, generated IR):
+    a disk cache may store `runtime_object()` under this key."""
+    text = f"{target.target_id()}|gomp={gomp_available()}|{runtime_module_ir()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def runtime_object() -> bytes:
+    """Host object code of the runtime library (compiled once per process; link it into AOT
+    shared objects together with `parallel.link_flags()`)."""
+    obj, _ = target.compile_object(runtime_module_ir())
+    return obj
+
+
+_loaded: target.JitLibrary | None = None
+
+
+def ensure_runtime_loaded(obj: bytes | None = None) -> target.JitLibrary:
+    """Load the runtime library once per process and register its symbols with
+    `llvm.add_symbol`, so JIT modules that `declare_gemm` resolve against it. Pass `obj`
+    (from a disk cache) to skip compilation. Call before loading any module that uses it."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            gomp_available()  # the object may call GOMP_parallel: load libgomp first
+            lib = target.load_object(obj if obj is not None else runtime_object())
+            for name in RUNTIME_SYMBOLS:
+                llvm.add_symbol(name, lib.address(name))
+            _loaded = lib
+        return _loaded
+
+
+# --- a numpy entry point (tests, benchmarks, eager fallbacks) ---------------------------------
+_C_GEMM = {}
+
+
+def gemm_cfunc(dtype):
+    """A ctypes callable for `nnjit_gemm_<dtype>` (loads the runtime library if needed)."""
+    cfg = _config(dtype)
+    if cfg.name not in _C_GEMM:
+        i64, p, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
+        proto = ctypes.CFUNCTYPE(None, i64, i64, i64, p, i64, i64, p, i64, i64, p, i64, i32,
+                                 p, p, p, i32)
+        _C_GEMM[cfg.name] = proto(ensure_runtime_loaded().address(gemm_symbol(dtype)))
+    return _C_GEMM[cfg.name]
+
+
+def workspace(dtype, nthreads: int) -> np.ndarray:
+    """A 64-byte aligned uint8 workspace for `nthreads` threads."""
+    nbytes = gemm_workspace_bytes(dtype, nthreads)
+    raw = np.empty(nbytes + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + nbytes]
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
+           accumulate: bool = False, nthreads: int | None = None,
+           ws: np.ndarray | None = None, epilogue: int = 0, epilogue_ctx: int = 0) -> np.ndarray:
+    """`out (+)= a @ b` with our GEMM, for 2-D float32/float64 arrays of any strides (`out`
+    must have unit column stride). Example: `matmul(x, w.T)` packs `w.T` without a copy."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
+        raise ValueError(f"matmul: bad operands {a.shape} {a.dtype} @ {b.shape} {b.dtype}")
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), a.dtype)
+    if out.shape != (m, n) or out.dtype != a.dtype or (n > 1 and out.strides[1] != a.itemsize):
+        raise ValueError(f"matmul: bad output {out.shape} {out.dtype} strides {out.strides}")
+    nthreads = num_threads() if nthreads is None else nthreads
+    ws = workspace(a.dtype, nthreads) if ws is None else ws
+    if ws.nbytes < gemm_workspace_bytes(a.dtype, nthreads) or ws.ctypes.data % 64:
+        raise ValueError("matmul: workspace too small or not 64-byte aligned")
+    item = a.itemsize
+    ldc = out.strides[0] // item if m > 1 else n
+    gemm_cfunc(a.dtype)(m, n, k, a.ctypes.data, a.strides[0] // item, a.strides[1] // item,
+                        b.ctypes.data, b.strides[0] // item, b.strides[1] // item,
+                        out.ctypes.data, ldc, int(accumulate), ws.ctypes.data,
+                        epilogue or None, epilogue_ctx or None, nthreads)
+    return out
