@@ -118,8 +118,9 @@ def load_object(obj: bytes) -> JitLibrary:
     return JitLibrary(engine)
 
 
-@functools.cache
 def _jit_target_machine() -> llvm.TargetMachine:
+    # NOTE: not cached. MCJIT takes ownership of its target machine and frees it with the
+    # engine, so a shared one is a use-after-free (segfault) once any JitLibrary is collected.
     cpu, feats = host_cpu()
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(cpu=cpu, features=feats, opt=3, reloc="pic",
