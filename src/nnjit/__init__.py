@@ -1,1 +1,20 @@
-"""nnjit: a deep-learning compiler."""
+"""nnjit: a deep-learning compiler. Trace a Python function into a typed graph IR, optimize it
+(autodiff, fusion, memory planning) and run it with native code.
+
+    >>> import nnjit, numpy as np
+    >>> f = nnjit.jit(lambda x: nnjit.relu(x) * 2.0)
+    >>> f(np.array([-1.0, 2.0], np.float32))
+    array([0., 4.], dtype=float32)
+"""
+from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
+from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
+from .frontend.pytree import tree_leaves, tree_map
+from .frontend.tracing import trace
+from .ir import (ArgumentError, CompileError, DType, Graph, NnjitError, ParseError, ShapeError,
+                 TensorType, VerifyError, parse, verify)
+from .ir import Sym as Tensor
+
+__version__ = "0.1.0"
+
+float32, float64, int32, int64 = DType.F32, DType.F64, DType.I32, DType.I64
+bool_ = DType.BOOL

@@ -162,6 +162,24 @@ class Builder:
         self.nodes.append(node)
         return node
 
+    def inline(self, graph: Graph, args: Sequence[Any]) -> list["Sym"]:
+        """Copy `graph`'s nodes into this builder with its inputs bound to `args`; returns the
+        outputs. Nodes keep their source locations."""
+        if len(args) != len(graph.inputs):
+            raise ShapeError(f"@{graph.name} takes {len(graph.inputs)} inputs, got {len(args)}")
+        env: dict[Value, Value] = {}
+        for v, a in zip(graph.inputs, args):
+            av = self.value_of(a)
+            if av.type != v.type:
+                raise ShapeError(f"@{graph.name}: input {v.node.attrs['name']} is {v.type}, "
+                                 f"got {av.type}")
+            env[v] = av
+        for n in graph.nodes:
+            new = n.replace(srcs=tuple(env[s] for s in n.srcs))
+            self.nodes.append(new)
+            env.update(zip(n.outs, new.outs))
+        return [self.wrap(env[v]) for v in graph.outputs]
+
     def build(self, outputs: Iterable[Any], meta: dict | None = None) -> Graph:
         outs = tuple(self.value_of(s) if isinstance(s, Sym) else s for s in outputs)
         return Graph(self.name, tuple(self.inputs), tuple(self.nodes), outs, meta or {})

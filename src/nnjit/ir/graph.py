@@ -101,7 +101,7 @@ class Graph:
     inputs: tuple[Value, ...]
     nodes: tuple[Node, ...]
     outputs: tuple[Value, ...]
-    meta: Mapping[str, Any] = field(default=_EMPTY, compare=False)
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))

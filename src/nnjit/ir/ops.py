@@ -27,6 +27,7 @@ class Op(enum.Enum):
     RELU = "relu"
     NOT = "logical_not"
     CAST = "cast"
+    STOP_GRADIENT = "stop_gradient"
     # elementwise, binary (numpy broadcasting, equal dtypes)
     ADD = "add"
     SUB = "sub"
@@ -89,7 +90,8 @@ class Kind(enum.IntEnum):
     OPAQUE = 5        # scatter, control flow, graph inputs: fused with nothing
 
 
-UNARY = {Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.ABS, Op.TANH, Op.SIGMOID, Op.RELU, Op.NOT, Op.CAST}
+UNARY = {Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.ABS, Op.TANH, Op.SIGMOID, Op.RELU, Op.NOT, Op.CAST,
+         Op.STOP_GRADIENT}
 COMPARISON = {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE}
 BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR} | COMPARISON
 TERNARY = {Op.WHERE}

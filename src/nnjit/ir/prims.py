@@ -113,6 +113,11 @@ sigmoid = _unary(Op.SIGMOID)
 relu = _unary(Op.RELU)
 
 
+def stop_gradient(x: Sym) -> Sym:
+    """`x`, but autodiff treats it as a constant."""
+    return _emit(Op.STOP_GRADIENT, (x,))
+
+
 def logical_not(x: Sym) -> Sym:
     return _emit(Op.NOT, (cast(x, DType.BOOL),))
 
@@ -386,14 +391,14 @@ def getitem(x: Sym, idx) -> Sym:
 
 # -- control flow ----------------------------------------------------------------------------------
 
-def scan(body, consts: Sequence[Sym], carry: Sequence[Sym], xs: Sequence[Sym], length: int,
+def scan(body, carry: Sequence[Sym], xs: Sequence[Sym], consts: Sequence[Sym], length: int,
          reverse: bool = False) -> tuple[Sym, ...]:
-    """Emit `scan`: body(consts..., carry..., x_t...) -> (carry'..., y_t...); returns the final
+    """Emit `scan`: body(carry..., x_t..., consts...) -> (carry'..., y_t...); returns the final
     carries followed by the stacked ys."""
-    srcs = list(consts) + list(carry) + list(xs)
-    b = builder_of(*srcs) if srcs else None
-    if b is None:
+    srcs = list(carry) + list(xs) + list(consts)
+    if not srcs:
         raise ShapeError("scan: needs at least one carry or sequence")
-    out = b.emit(Op.SCAN, srcs, {"body": body, "num_consts": len(consts),
-                                 "num_carry": len(carry), "length": length, "reverse": reverse})
+    b = builder_of(*srcs)
+    out = b.emit(Op.SCAN, srcs, {"body": body, "num_carry": len(carry),
+                                 "num_consts": len(consts), "length": length, "reverse": reverse})
     return out if isinstance(out, tuple) else (out,)

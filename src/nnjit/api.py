@@ -1,0 +1,222 @@
+"""The transforms users call: `jit`, `grad`, `value_and_grad`, `compile`.
+
+    >>> step = nnjit.jit(train_step, backend="llvm", donate_argnums=(0,))
+    >>> params, loss = step(params, x, y)          # traced and compiled on first call
+    >>> loss_grad = nnjit.grad(loss_fn)            # composes with jit, works on pytrees
+
+`jit` specializes on the shapes and dtypes of its arguments. A call with a new signature traces
+again; `NNJIT_LOG=recompiles` says which argument changed and how.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from .frontend.pytree import TreeDef, flatten, flatten_with_paths, unflatten
+from .frontend.tracing import Traced, leaf_type, trace_flat
+from .ir import Builder, NnjitError, ShapeError, Sym
+from .ir.prims import builder_of, lift
+from .passes.autodiff import grad as grad_pass
+from .runtime.compiled import CompiledFunction, Options, compile_traced
+
+
+def _log_enabled(topic: str) -> bool:
+    return topic in {t.strip() for t in os.environ.get("NNJIT_LOG", "").split(",")}
+
+
+def _is_tracing(args) -> bool:
+    return any(isinstance(x, Sym) for x in flatten(tuple(args))[0])
+
+
+def _signature(args) -> tuple[TreeDef, tuple]:
+    leaves, tree = flatten_with_paths(tuple(args))
+    return tree, tuple((p, leaf_type(x, p)) for p, x in leaves)
+
+
+def describe_change(old: tuple, new: tuple, names: Sequence[str]) -> str:
+    """Why signature `new` missed the cache entry `old`: which argument changed and how."""
+    (old_tree, old_leaves), (new_tree, new_leaves) = old, new
+    if old_tree != new_tree:
+        return f"argument structure changed from {old_tree} to {new_tree}"
+    for (path, t_old), (_, t_new) in zip(old_leaves, new_leaves):
+        if t_old != t_new:
+            head, _, rest = path.partition("/")
+            label = names[int(head)] + (f"[{rest}]" if rest else "") if head.isdigit() else path
+            what = "shape" if t_old.dtype == t_new.dtype else "dtype"
+            return f"argument '{label}' {what} changed from {t_old} to {t_new}"
+    return "signature changed"
+
+
+class JitFunction:
+    """`fn` compiled per argument signature; transparent when called inside another trace."""
+
+    def __init__(self, fn: Callable, backend: str = "interp", fuse: bool = True,
+                 donate_argnums: Sequence[int] = (), name: str | None = None):
+        self.fn = fn
+        self.backend = backend
+        self.fuse = fuse
+        self.donate_argnums = tuple(donate_argnums)
+        self.name = name
+        self._cache: dict[tuple, CompiledFunction] = {}
+        self.recompiles: list[str] = []
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        if _is_tracing(args):
+            return self.fn(*args)
+        return self._compiled(args)(*args)
+
+    def _compiled(self, args) -> CompiledFunction:
+        sig = _signature(args)
+        key = (sig[0], tuple(t for _, t in sig[1]))
+        cf = self._cache.get(key)
+        if cf is None:
+            if self._cache:
+                last = next(reversed(self._cache.values()))
+                from .frontend.tracing import arg_names
+
+                why = describe_change(last._sig, sig, arg_names(self.fn, len(args)))
+                self.recompiles.append(why)
+                if _log_enabled("recompiles"):
+                    print(f"nnjit: recompiling {self.__name__}: {why}", file=sys.stderr)
+            cf = self.lower(*args)
+            cf._sig = sig
+            self._cache[key] = cf
+        return cf
+
+    def trace(self, *args) -> Traced:
+        return trace_flat(self.fn, args, self.name)
+
+    def lower(self, *args) -> CompiledFunction:
+        """Trace and compile for the signature of `args` (without running)."""
+        traced = self.trace(*args)
+        donate = _donated_leaves(traced, self.donate_argnums, len(args))
+        return compile_traced(traced, Options(self.backend, self.fuse, donate))
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int) -> tuple[int, ...]:
+    """Flat input indices belonging to the donated positional arguments."""
+    out, start = [], 0
+    for i, sub in enumerate(traced.in_tree.children):
+        n = sub.num_leaves
+        if i in argnums or i - nargs in argnums:
+            out.extend(range(start, start + n))
+        start += n
+    return tuple(out)
+
+
+def jit(fn: Callable | None = None, *, backend: str = "interp", fuse: bool = True,
+        donate_argnums: Sequence[int] = (), name: str | None = None):
+    """Compile `fn` on first call for each argument signature. Usable as `@jit` or
+    `@jit(backend="llvm")`. `donate_argnums`: arguments whose buffers the compiled code may
+    overwrite (their arrays must not be used after the call)."""
+    if fn is None:
+        return lambda f: JitFunction(f, backend, fuse, donate_argnums, name)
+    return JitFunction(fn, backend, fuse, donate_argnums, name)
+
+
+def compile(fn: Callable, *example_args, backend: str = "interp", fuse: bool = True,  # noqa: A001
+            donate_argnums: Sequence[int] = ()) -> CompiledFunction:
+    """Trace and compile `fn` for arguments shaped like `example_args`."""
+    return JitFunction(fn, backend, fuse, donate_argnums).lower(*example_args)
+
+
+# -- differentiation ------------------------------------------------------------------------------
+
+def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
+    """`fn`'s value and its gradient w.r.t. the arguments `argnums` (pytrees welcome).
+
+    Returns `(value, grads)`, or `((value, aux), grads)` with `has_aux=True` where fn returns
+    `(loss, aux)`. Inside `jit` the gradient graph is built inline (one compiled step); called
+    on concrete arrays it is compiled and run with the reference backend."""
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+
+    def traced_vg(*args):
+        b = builder_of(*[x for x in flatten(tuple(args))[0] if isinstance(x, Sym)])
+        args = [_lift_tree(b, a) for a in args]
+        for i in nums:
+            if i >= len(args):
+                raise ShapeError(f"grad: argnums {nums} out of range for {len(args)} arguments")
+
+        def body(*a):
+            out = fn(*a)
+            if has_aux:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise ShapeError("grad(has_aux=True): fn must return (loss, aux)")
+                loss, aux = out
+            else:
+                loss, aux = out, None
+            return (loss, aux)
+
+        traced = trace_flat(body, args, getattr(fn, "__name__", "loss"), parent=b)
+        graph = traced.graph
+        # Flat input indices of the differentiated arguments.
+        starts, pos = [], 0
+        for sub in traced.in_tree.children:
+            starts.append(pos)
+            pos += sub.num_leaves
+        wrt = [k for i in nums for k in range(starts[i], starts[i] + traced.in_tree.children[
+            i].num_leaves)]
+        loss_t = graph.outputs[0].type
+        if loss_t.shape != () or not loss_t.dtype.is_float:
+            raise ShapeError(f"grad: {getattr(fn, '__name__', 'fn')} must return a float scalar, "
+                             f"got {loss_t}")
+        gg = grad_pass(graph, wrt)
+        captured = list(traced.captures)
+        flat_args = flatten(tuple(args))[0]
+        outs = b.inline(gg, flat_args + captured)
+        n_out = len(graph.outputs)
+        value_tree = unflatten(traced.out_tree, outs[:n_out])
+        grads_flat = outs[n_out:]
+        grads, k = [], 0
+        for i in nums:
+            n = traced.in_tree.children[i].num_leaves
+            grads.append(unflatten(traced.in_tree.children[i], grads_flat[k:k + n]))
+            k += n
+        loss, aux = value_tree
+        value = (loss, aux) if has_aux else loss
+        return value, (grads[0] if single else tuple(grads))
+
+    @functools.wraps(fn)
+    def vg(*args):
+        if _is_tracing(args):
+            return traced_vg(*args)
+        return _eager(vg, traced_vg)(*args)
+
+    return vg
+
+
+def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
+    """The gradient of scalar-valued `fn` w.r.t. `argnums` (see `value_and_grad`)."""
+    vg = value_and_grad(fn, argnums, has_aux)
+
+    @functools.wraps(fn)
+    def g(*args):
+        value, grads = vg(*args)
+        return (grads, value[1]) if has_aux else grads
+
+    return g
+
+
+def _eager(owner, traced_fn) -> JitFunction:
+    """A jit of `traced_fn` cached on `owner`, for transforms called on concrete arrays."""
+    jf = getattr(owner, "_nnjit_eager", None)
+    if jf is None:
+        jf = JitFunction(traced_fn, name=getattr(owner, "__name__", None))
+        owner._nnjit_eager = jf
+    return jf
+
+
+def _lift_tree(b: Builder, tree):
+    leaves, td = flatten(tree)
+    return unflatten(td, [x if isinstance(x, Sym) else lift(b, x)[0] for x in leaves])
+
+
+__all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "jit",
+           "value_and_grad"]

@@ -1,0 +1,297 @@
+"""The user-facing op functions, exported as `nnjit.<name>`.
+
+Signatures follow what users already know: torch.nn.functional where it has the op (`conv2d`,
+`max_pool2d`, `dropout`, `linear`), numpy for array ops (`concat`, `where`, `take`, `pad`, with
+numpy's `axis` naming), and jax.lax for `scan`. Primitives come from `nnjit.ir.prims`;
+`mean`, `softmax`, `log_softmax`, `logsumexp`, `one_hot`, `dropout`, `linear` and `stack` are
+composites built from them here (they need no VJP and no lowering of their own).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..ir import Builder, DType, ShapeError, Sym, TensorType, prims as P
+from ..ir.prims import builder_of
+from .pytree import flatten, unflatten
+from .tracing import leaf_type
+
+# -- elementwise (primitives re-exported under numpy names) -----------------------------------
+add, subtract, multiply = P.add, P.sub, P.mul
+sub, mul = P.sub, P.mul
+negative = neg = P.neg
+exp, log, sqrt, tanh, sigmoid, relu = P.exp, P.log, P.sqrt, P.tanh, P.sigmoid, P.relu
+abs = P.abs  # noqa: A001
+maximum, minimum, where = P.maximum, P.minimum, P.where
+equal, not_equal, less, less_equal, greater, greater_equal = P.eq, P.ne, P.lt, P.le, P.gt, P.ge
+logical_and, logical_or, logical_not = P.logical_and, P.logical_or, P.logical_not
+stop_gradient, matmul = P.stop_gradient, P.matmul
+reshape, broadcast_to = P.reshape, P.broadcast_to
+
+
+def cast(x, dtype) -> Sym:
+    """`x` converted to `dtype` (a numpy dtype or nnjit DType)."""
+    return P.cast(x, dtype)
+
+
+def divide(x, y) -> Sym:
+    """True division; integer operands are converted to f32 first."""
+    b = builder_of(x, y)
+    x, y = P.lift(b, x, y)
+    if not x.dtype.is_float:
+        x, y = P.cast(x, DType.F32), P.cast(y, DType.F32)
+    return P.div(x, y)
+
+
+div = divide
+
+
+def power(x, y) -> Sym:
+    b = builder_of(x, y)
+    x, y = P.lift(b, x, y)
+    if not x.dtype.is_float:
+        x, y = P.cast(x, DType.F32), P.cast(y, DType.F32)
+    return P.pow(x, y)
+
+
+pow = power  # noqa: A001
+
+
+def square(x) -> Sym:
+    return x * x
+
+
+# -- reductions -------------------------------------------------------------------------------
+
+def sum(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
+    return P.reduce_sum(x, axis, keepdims)
+
+
+def mean(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    return P.mean(x, axis, keepdims)
+
+
+def max(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
+    return P.reduce_max(x, axis, keepdims)
+
+
+def min(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
+    return P.neg(P.reduce_max(P.neg(x), axis, keepdims))
+
+
+def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
+    return P.argmax(x, axis, keepdims)
+
+
+def logsumexp(x: Sym, axis=-1, keepdims: bool = False) -> Sym:
+    """log(sum(exp(x))) computed stably by shifting by the (gradient-stopped) max."""
+    m = P.stop_gradient(P.reduce_max(x, axis, keepdims=True))
+    m = P.where(P.gt(m, -np.inf), m, 0.0)  # rows of all -inf stay -inf, not NaN
+    out = P.log(P.reduce_sum(P.exp(x - m), axis, keepdims=True)) + m
+    return out if keepdims else P.reshape(out, tuple(
+        d for i, d in enumerate(x.shape) if i not in P.norm_axes(axis, x.ndim)))
+
+
+def log_softmax(x: Sym, axis: int = -1) -> Sym:
+    return x - logsumexp(x, axis, keepdims=True)
+
+
+def softmax(x: Sym, axis: int = -1) -> Sym:
+    m = P.stop_gradient(P.reduce_max(x, axis, keepdims=True))
+    e = P.exp(x - m)
+    return e / P.reduce_sum(e, axis, keepdims=True)
+
+
+# -- contractions and windows (torch.nn.functional conventions) --------------------------------
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    v = tuple(int(a) for a in v)
+    if len(v) != 2:
+        raise ShapeError(f"{name} must be an int or a pair, got {v}")
+    return v
+
+
+def _padding_pairs(padding, kernel=None, dilation=(1, 1)) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same" and kernel is not None:
+            pads = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ShapeError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        return tuple((int(a), int(b)) for a, b in padding)
+    ph, pw = _pair(padding, "padding")
+    return ((ph, ph), (pw, pw))
+
+
+def conv2d(x: Sym, weight, bias=None, stride=1, padding=0, dilation=1) -> Sym:
+    """2-d convolution of NCHW `x` with OIHW `weight` (torch.nn.functional.conv2d, groups=1).
+    `padding` is an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same'."""
+    b = builder_of(x, weight)
+    x, weight = P.lift(b, x, weight)
+    dil = _pair(dilation, "dilation")
+    pads = _padding_pairs(padding, weight.shape[2:] if weight.ndim == 4 else None, dil)
+    y = P.conv2d(x, weight, _pair(stride, "stride"), pads, dil)
+    if bias is not None:
+        y = y + P.reshape(P.lift(b, bias)[0], (1, -1, 1, 1))
+    return y
+
+
+def max_pool2d(x: Sym, kernel_size, stride=None, padding=0) -> Sym:
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return P.max_pool2d(x, k, s, _padding_pairs(padding))
+
+
+def avg_pool2d(x: Sym, kernel_size, stride=None, padding=0, count_include_pad: bool = True
+               ) -> Sym:
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return P.avg_pool2d(x, k, s, _padding_pairs(padding), count_include_pad)
+
+
+def linear(x: Sym, weight, bias=None) -> Sym:
+    """x @ weight.T + bias, with torch's (out_features, in_features) weight layout."""
+    y = P.matmul(x, P.transpose(weight, (1, 0)) if isinstance(weight, Sym) else np.asarray(
+        weight).T)
+    return y if bias is None else y + bias
+
+
+# -- data movement ----------------------------------------------------------------------------
+
+def transpose(x: Sym, axes: Sequence[int] | None = None) -> Sym:
+    return P.transpose(x, tuple(reversed(range(x.ndim))) if axes is None else axes)
+
+
+def concat(xs: Sequence[Any], axis: int = 0) -> Sym:
+    return P.concat(list(xs), axis)
+
+
+concatenate = concat
+
+
+def stack(xs: Sequence[Any], axis: int = 0) -> Sym:
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("stack: needs at least one tensor")
+    b = builder_of(*xs)
+    xs = P.lift(b, *xs)
+    axis = P.norm_axis(axis, xs[0].ndim + 1)
+    return P.concat([P.reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
+
+
+def pad(x: Sym, pad_width, constant_values: float = 0.0) -> Sym:
+    """numpy.pad with mode='constant': `pad_width` is an int, a (before, after) pair, or one pair
+    per dim."""
+    if isinstance(pad_width, (int, np.integer)):
+        pads = [(int(pad_width), int(pad_width))] * x.ndim
+    else:
+        pw = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pad_width]
+        if len(pw) == 2 and all(isinstance(p, (int, np.integer)) for p in pw):
+            pads = [tuple(pw)] * x.ndim
+        else:
+            pads = pw
+    return P.pad(x, pads, constant_values)
+
+
+def take(x: Sym, indices, axis: int | None = None) -> Sym:
+    """numpy.take (axis=None takes from the flattened array). Out-of-range indices are clamped."""
+    if axis is None:
+        x, axis = P.reshape(x, (-1,)), 0
+    return P.take(x, indices, axis)
+
+
+def one_hot(indices: Sym, num_classes: int, dtype=np.float32) -> Sym:
+    """out[..., k] = (indices[...] == k), as `dtype`."""
+    b = builder_of(indices)
+    if not indices.dtype.is_int:
+        raise ShapeError(f"one_hot: indices must be integers, got {indices.type}")
+    classes = P.iota(b, indices.shape + (num_classes,), indices.ndim, indices.dtype)
+    return P.cast(P.eq(classes, P.reshape(indices, indices.shape + (1,))), dtype)
+
+
+# -- randomness -------------------------------------------------------------------------------
+
+def dropout(x: Sym, rate: float, seed, training: bool = True, salt: int | None = None) -> Sym:
+    """Zero each element with probability `rate` and scale the rest by 1/(1-rate).
+
+    The mask is Philox(seed, (element index, salt)): the same on every backend. `seed` is an
+    int or a traced i64 scalar (pass a new one each step); `salt` defaults to the number of
+    random ops already in the trace, so two dropout layers draw different masks."""
+    if not training or rate == 0.0:
+        return x
+    if not 0.0 <= rate <= 1.0:
+        raise ShapeError(f"dropout: rate must be in [0, 1], got {rate}")
+    b = builder_of(x, seed)
+    if rate == 1.0:
+        return x * 0.0
+    seed = seed if isinstance(seed, Sym) else b.const(np.int64(seed))
+    if salt is None:
+        salt = sum_random_nodes(b)
+    u = P.random_uniform(seed, x.shape, salt, x.dtype if x.dtype.is_float else DType.F32)
+    return P.where(P.ge(u, rate), x * (1.0 / (1.0 - rate)), 0.0)
+
+
+def sum_random_nodes(b: Builder) -> int:
+    from ..ir import Op
+
+    return len([n for n in b.nodes if n.op == Op.RANDOM_UNIFORM])
+
+
+# -- control flow -----------------------------------------------------------------------------
+
+def scan(body: Callable, init, xs, length: int | None = None, reverse: bool = False):
+    """jax.lax.scan: `body(carry, x_t) -> (carry, y_t)` over the leading axis of `xs` (pytrees),
+    returning `(final_carry, stacked_ys)`. Compiles to one `scan` op, not an unrolled loop."""
+    c_leaves, c_tree = flatten(init)
+    x_leaves, x_tree = flatten(xs)
+    syms = [v for v in c_leaves + x_leaves if isinstance(v, Sym)]
+    if not syms:
+        raise ShapeError("scan: init or xs must contain a traced tensor (call scan inside a "
+                         "jit/trace)")
+    b = builder_of(*syms)
+    c_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in c_leaves]
+    x_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in x_leaves]
+    lengths = {x.shape[0] if x.ndim else None for x in x_leaves}
+    if None in lengths:
+        raise ShapeError("scan: every xs leaf needs a leading axis to scan over")
+    if length is not None:
+        lengths.add(length)
+    if len(lengths) != 1:
+        raise ShapeError(f"scan: xs leading dims / length disagree: {sorted(lengths)}")
+    (n,) = lengths
+    child = Builder(f"{b.name}_scan_body", parent=b)
+    c_in = [child.input(c.type, f"carry{i}") for i, c in enumerate(c_leaves)]
+    x_in = [child.input(TensorType(x.shape[1:], x.dtype), f"x{i}") for i, x in enumerate(x_leaves)]
+    out = body(unflatten(c_tree, c_in), unflatten(x_tree, x_in))
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ShapeError("scan: body must return a pair (new_carry, y)")
+    new_c, new_c_tree = flatten(out[0])
+    if new_c_tree != c_tree:
+        raise ShapeError(f"scan: body returned a carry of structure {new_c_tree}, but init is "
+                         f"{c_tree}")
+    new_c = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in new_c]
+    for i, (old, new) in enumerate(zip(c_leaves, new_c)):
+        if old.type != new.type:
+            raise ShapeError(f"scan: carry {i} changes type from {old.type} to {new.type} in "
+                             "the body (the carry must keep its shape and dtype)")
+    y_leaves, y_tree = flatten(out[1])
+    y_leaves = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in y_leaves]
+    graph = child.build(new_c + y_leaves)
+    consts = [outer for outer, _ in child.captures]
+    res = P.scan(graph, c_leaves, x_leaves, consts, n, reverse)
+    k = len(c_leaves)
+    return unflatten(c_tree, res[:k]), unflatten(y_tree, res[k:])
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in (
+    "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "ShapeError", "Sym",
+    "TensorType", "P", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]

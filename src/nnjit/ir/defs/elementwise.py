@@ -1,0 +1,191 @@
+"""Elementwise primitives: unary math, binary arithmetic with numpy broadcasting, comparisons,
+logic, `where` and `cast`. Each is a scalar function applied at every index of the broadcast
+output, which is what lets the fusion pass merge chains of them into one loop nest."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import prims as P
+from ..opdef import AttrSpec, OpDef, register
+from ..ops import Kind, Op
+from ..types import DType, TensorType
+from .common import broadcast_shapes, require, require_float, require_numeric, same_dtype
+
+# -- shape rules --------------------------------------------------------------------------------
+
+
+def _float_unary_shape(ts, attrs):
+    require_float(ts[0])
+    return ts[0]
+
+
+def _numeric_unary_shape(ts, attrs):
+    require_numeric(ts[0])
+    return ts[0]
+
+
+def _bool_unary_shape(ts, attrs):
+    require(ts[0].dtype == DType.BOOL, f"operand must be bool, got {ts[0]}")
+    return ts[0]
+
+
+def _binary_shape(check=None, out_dtype=None):
+    def rule(ts, attrs):
+        dt = same_dtype(ts)
+        if check:
+            check(ts[0])
+        return TensorType(broadcast_shapes(*(t.shape for t in ts)), out_dtype or dt)
+    return rule
+
+
+def _bool_operands(t):
+    require(t.dtype == DType.BOOL, f"operands must be bool, got {t}")
+
+
+def _where_shape(ts, attrs):
+    c, x, y = ts
+    require(c.dtype == DType.BOOL, f"condition must be bool, got {c}")
+    same_dtype([x, y])
+    return TensorType(broadcast_shapes(c.shape, x.shape, y.shape), x.dtype)
+
+
+def _cast_shape(ts, attrs):
+    return ts[0].with_dtype(attrs["dtype"])
+
+
+# -- numpy references -----------------------------------------------------------------------------
+
+def _np(fn):
+    """A reference that applies `fn` with numpy warnings silenced and keeps the input dtype."""
+    def ref(xs, attrs):
+        with np.errstate(all="ignore"):
+            out = fn(*xs)
+        return np.asarray(out).astype(xs[0].dtype, copy=False)
+    return ref
+
+
+def _cmp(fn):
+    def ref(xs, attrs):
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(*xs))
+    return ref
+
+
+def _sigmoid_ref(xs, attrs):
+    (x,) = xs
+    with np.errstate(all="ignore"):
+        return np.exp(-np.logaddexp(0, -x)).astype(x.dtype)
+
+
+def _cast_ref(xs, attrs):
+    """Float -> int truncates toward zero, saturates out-of-range values and maps NaN to 0 (the
+    semantics of LLVM's fptosi.sat, so no backend has undefined behaviour)."""
+    (x,) = xs
+    dst = attrs["dtype"].np
+    if x.dtype.kind == "f" and dst.kind == "i":
+        info = np.iinfo(dst)
+        t = np.trunc(np.where(np.isnan(x), 0.0, x)).astype(np.float64)
+        hi, lo = t >= float(info.max), t <= float(info.min)
+        out = np.where(hi | lo, 0.0, t).astype(dst)
+        out[hi], out[lo] = info.max, info.min
+        return out
+    return x.astype(dst)
+
+
+# -- VJP rules ---------------------------------------------------------------------------------------
+
+def _ew(rule):
+    """Wrap an elementwise VJP: `rule(xs, out, g)` gives per-input gradients at the broadcast
+    shape; they are summed back to each input's shape."""
+    def vjp(xs, outs, cts, attrs):
+        g = cts[0]
+        grads = rule(xs, outs[0], g)
+        return [None if gr is None else P.sum_to(gr, x.shape) for gr, x in zip(grads, xs)]
+    return vjp
+
+
+_add_vjp = _ew(lambda xs, y, g: [g, g])
+_sub_vjp = _ew(lambda xs, y, g: [g, -g])
+_mul_vjp = _ew(lambda xs, y, g: [g * xs[1], g * xs[0]])
+_div_vjp = _ew(lambda xs, y, g: [g / xs[1], -g * y / xs[1]])
+_neg_vjp = _ew(lambda xs, y, g: [-g])
+_exp_vjp = _ew(lambda xs, y, g: [g * y])
+_log_vjp = _ew(lambda xs, y, g: [g / xs[0]])
+_sqrt_vjp = _ew(lambda xs, y, g: [g / (y * 2.0)])
+_tanh_vjp = _ew(lambda xs, y, g: [g * (1.0 - y * y)])
+_sigmoid_vjp = _ew(lambda xs, y, g: [g * y * (1.0 - y)])
+_relu_vjp = _ew(lambda xs, y, g: [P.where(xs[0] > 0.0, g, 0.0)])
+_abs_vjp = _ew(lambda xs, y, g: [g * P.where(xs[0] >= 0.0, 1.0, -1.0)])
+# Ties go to the first operand, as in numpy's and torch's maximum/minimum gradients (split
+# would also be valid; this keeps gradients sparse like relu's).
+_maximum_vjp = _ew(lambda xs, y, g: [P.where(xs[0] >= xs[1], g, 0.0),
+                                     P.where(xs[0] >= xs[1], 0.0, g)])
+_minimum_vjp = _ew(lambda xs, y, g: [P.where(xs[0] <= xs[1], g, 0.0),
+                                     P.where(xs[0] <= xs[1], 0.0, g)])
+_where_vjp = _ew(lambda xs, y, g: [None, P.where(xs[0], g, 0.0), P.where(xs[0], 0.0, g)])
+
+
+def _pow_rule(xs, y, g):
+    x, p = xs
+    # d/dx x**p = p * x**(p-1); d/dp = log(x) * x**p, taken as 0 where x == 0 (as torch does).
+    dx = g * p * P.pow(x, p - 1.0)
+    dp = g * P.where(x > 0.0, P.log(P.where(x > 0.0, x, 1.0)) * y, 0.0)
+    return [dx, dp]
+
+
+_pow_vjp = _ew(_pow_rule)
+
+
+def _cast_vjp(xs, outs, cts, attrs):
+    (x,), g = xs, cts[0]
+    if not (x.dtype.is_float and attrs["dtype"].is_float):
+        return [None]
+    return [P.cast(g, x.dtype)]
+
+
+# -- declarations ------------------------------------------------------------------------------------
+
+def _unary(op, shape, ref, vjp=None, doc=""):
+    return OpDef(op, Kind.ELEMENTWISE, 1, shape, ref, vjp=vjp, doc=doc)
+
+
+def _binary(op, ref, vjp=None, check=None, out_dtype=None, doc=""):
+    return OpDef(op, Kind.ELEMENTWISE, 2, _binary_shape(check, out_dtype), ref, vjp=vjp, doc=doc)
+
+
+register(
+    _unary(Op.NEG, _numeric_unary_shape, _np(np.negative), _neg_vjp),
+    _unary(Op.EXP, _float_unary_shape, _np(np.exp), _exp_vjp),
+    _unary(Op.LOG, _float_unary_shape, _np(np.log), _log_vjp),
+    _unary(Op.SQRT, _float_unary_shape, _np(np.sqrt), _sqrt_vjp),
+    _unary(Op.ABS, _numeric_unary_shape, _np(np.abs), _abs_vjp),
+    _unary(Op.TANH, _float_unary_shape, _np(np.tanh), _tanh_vjp),
+    _unary(Op.SIGMOID, _float_unary_shape, _sigmoid_ref, _sigmoid_vjp, doc="1 / (1 + exp(-x))"),
+    _unary(Op.RELU, _numeric_unary_shape, _np(lambda x: np.maximum(x, 0)), _relu_vjp),
+    _unary(Op.NOT, _bool_unary_shape, _np(np.logical_not)),
+    OpDef(Op.STOP_GRADIENT, Kind.ELEMENTWISE, 1, lambda ts, a: ts[0], lambda xs, a: xs[0],
+          vjp=lambda xs, outs, cts, a: [None],
+          doc="identity whose gradient is zero (removed by simplification after autodiff)"),
+    OpDef(Op.CAST, Kind.ELEMENTWISE, 1, _cast_shape, _cast_ref,
+          attrs=(AttrSpec("dtype", "dtype"),), vjp=_cast_vjp,
+          doc="dtype conversion; float->int truncates, saturates, and maps NaN to 0"),
+    _binary(Op.ADD, _np(np.add), _add_vjp, require_numeric),
+    _binary(Op.SUB, _np(np.subtract), _sub_vjp, require_numeric),
+    _binary(Op.MUL, _np(np.multiply), _mul_vjp, require_numeric),
+    _binary(Op.DIV, _np(np.divide), _div_vjp, require_float, doc="true division (floats only)"),
+    _binary(Op.POW, _np(np.power), _pow_vjp, require_float),
+    _binary(Op.MAXIMUM, _np(np.maximum), _maximum_vjp, require_numeric,
+            doc="NaN-propagating maximum (numpy semantics)"),
+    _binary(Op.MINIMUM, _np(np.minimum), _minimum_vjp, require_numeric),
+    _binary(Op.AND, _np(np.logical_and), check=_bool_operands),
+    _binary(Op.OR, _np(np.logical_or), check=_bool_operands),
+    _binary(Op.EQ, _cmp(np.equal), out_dtype=DType.BOOL),
+    _binary(Op.NE, _cmp(np.not_equal), out_dtype=DType.BOOL),
+    _binary(Op.LT, _cmp(np.less), out_dtype=DType.BOOL),
+    _binary(Op.LE, _cmp(np.less_equal), out_dtype=DType.BOOL),
+    _binary(Op.GT, _cmp(np.greater), out_dtype=DType.BOOL),
+    _binary(Op.GE, _cmp(np.greater_equal), out_dtype=DType.BOOL),
+    OpDef(Op.WHERE, Kind.ELEMENTWISE, 3, _where_shape,
+          lambda xs, a: np.where(*xs).astype(xs[1].dtype, copy=False), vjp=_where_vjp,
+          nondiff_inputs=frozenset({0})),
+)

@@ -1,0 +1,222 @@
+"""Data movement: reshape, transpose, broadcast_to, concat, strided slice, constant pad, and the
+gather/scatter pair `take` / `scatter_add` (embedding lookup and its gradient).
+
+Indices of take/scatter_add wrap once when negative and are then clamped into range: out-of-range
+indices can never make generated code read or write out of bounds (JAX's gather does the same)."""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .. import prims as P
+from ..opdef import AttrSpec, OpDef, register
+from ..ops import Kind, Op
+from ..types import TensorType
+from .common import check_len, require, same_dtype
+
+
+# -- shape rules ------------------------------------------------------------------------------
+
+def _reshape_shape(ts, attrs):
+    (t,) = ts
+    new = attrs["shape"]
+    require(all(d >= 0 for d in new), f"cannot reshape to {new}: negative dims")
+    require(TensorType(new, t.dtype).size == t.size, f"cannot reshape {t.shape} into {new}")
+    return t.with_shape(new)
+
+
+def _transpose_shape(ts, attrs):
+    (t,) = ts
+    perm = attrs["perm"]
+    require(sorted(perm) == list(range(t.ndim)), f"perm {perm} is not a permutation of the "
+            f"{t.ndim} axes of {t.shape}")
+    return t.with_shape(tuple(t.shape[p] for p in perm))
+
+
+def _broadcast_to_shape(ts, attrs):
+    (t,) = ts
+    shape = attrs["shape"]
+    lead = len(shape) - t.ndim
+    require(lead >= 0 and all(d in (1, s) for d, s in zip(t.shape, shape[lead:])),
+            f"cannot broadcast {t.shape} to {shape}")
+    return t.with_shape(shape)
+
+
+def _concat_shape(ts, attrs):
+    ax = attrs["axis"]
+    same_dtype(ts)
+    t0 = ts[0]
+    require(0 <= ax < t0.ndim, f"axis {ax} out of range for {t0}")
+    for t in ts[1:]:
+        require(t.ndim == t0.ndim and all(a == b for i, (a, b) in enumerate(zip(t.shape, t0.shape))
+                                          if i != ax),
+                "shapes differ off the concat axis: " + ", ".join(str(t.shape) for t in ts))
+    return t0.with_shape(t0.shape[:ax] + (sum(t.shape[ax] for t in ts),) + t0.shape[ax + 1:])
+
+
+def slice_len(start: int, stop: int, step: int) -> int:
+    return len(range(start, stop, step))
+
+
+def _slice_shape(ts, attrs):
+    (t,) = ts
+    starts, stops, steps = attrs["starts"], attrs["stops"], attrs["steps"]
+    for name in ("starts", "stops", "steps"):
+        check_len(name, attrs[name], t.ndim)
+    out = []
+    for d, (n, a, b, s) in enumerate(zip(t.shape, starts, stops, steps)):
+        require(s != 0, f"slice step is zero in dim {d}")
+        lo, hi = (0, n) if s > 0 else (-1, n - 1)
+        require(lo <= a <= hi and lo <= b <= hi,
+                f"slice {a}:{b}:{s} is not normalized for dim {d} of size {n}")
+        out.append(slice_len(a, b, s))
+    return t.with_shape(out)
+
+
+def _pad_shape(ts, attrs):
+    (t,) = ts
+    pads = attrs["pads"]
+    check_len("pads", pads, t.ndim)
+    require(all(lo >= 0 and hi >= 0 for lo, hi in pads), f"pads {pads} must be non-negative")
+    return t.with_shape(tuple(n + lo + hi for n, (lo, hi) in zip(t.shape, pads)))
+
+
+def _take_shape(ts, attrs):
+    x, idx = ts
+    ax = attrs["axis"]
+    require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
+    require(0 <= ax < x.ndim, f"axis {ax} out of range for {x}")
+    require(x.shape[ax] > 0 or idx.size == 0, f"cannot take from the empty axis {ax} of {x}")
+    return x.with_shape(x.shape[:ax] + idx.shape + x.shape[ax + 1:])
+
+
+def _scatter_add_shape(ts, attrs):
+    idx, upd = ts
+    shape, ax = attrs["shape"], attrs["axis"]
+    require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
+    require(0 <= ax < len(shape), f"axis {ax} out of range for shape {shape}")
+    want = shape[:ax] + idx.shape + shape[ax + 1:]
+    require(upd.shape == want, f"updates {upd.shape} must have shape {want} for indices "
+            f"{idx.shape} into {shape} along axis {ax}")
+    require(shape[ax] > 0 or idx.size == 0, f"cannot scatter into the empty axis {ax}")
+    return upd.with_shape(shape)
+
+
+# -- references ------------------------------------------------------------------------------------
+
+def clamp_indices(idx: np.ndarray, n: int) -> np.ndarray:
+    """Negative indices wrap once, then everything is clamped into [0, n)."""
+    idx = idx.astype(np.int64)
+    idx = np.where(idx < 0, idx + n, idx)
+    return np.clip(idx, 0, max(n - 1, 0))
+
+
+def _slice_ref(xs, attrs):
+    (x,) = xs
+    sl = tuple(builtins.slice(a, None if b < 0 else b, s)
+               for a, b, s in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
+    return np.ascontiguousarray(x[sl])
+
+
+def _take_ref(xs, attrs):
+    x, idx = xs
+    ax = attrs["axis"]
+    return np.take(x, clamp_indices(idx, x.shape[ax]), axis=ax)
+
+
+def _scatter_add_ref(xs, attrs):
+    idx, upd = xs
+    shape, ax = attrs["shape"], attrs["axis"]
+    out = np.zeros(shape, upd.dtype)
+    idx = clamp_indices(idx, shape[ax])
+    # Move the scattered axis first so np.add.at indexes it directly.
+    moved = np.moveaxis(out, ax, 0)
+    upd_moved = np.moveaxis(upd.reshape(shape[:ax] + (idx.size,) + shape[ax + 1:]), ax, 0)
+    np.add.at(moved, idx.reshape(-1), upd_moved)
+    return out
+
+
+# -- VJP rules -------------------------------------------------------------------------------------
+
+def _inverse(perm):
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def _concat_vjp(xs, outs, cts, attrs):
+    g, ax = cts[0], attrs["axis"]
+    grads, offset = [], 0
+    for x in xs:
+        n = x.shape[ax]
+        starts = [0] * g.ndim
+        stops = list(g.shape)
+        starts[ax], stops[ax] = offset, offset + n
+        grads.append(P.slice(g, starts, stops, [1] * g.ndim))
+        offset += n
+    return grads
+
+
+def _slice_vjp(xs, outs, cts, attrs):
+    """Scatter the cotangent back into zeros: reverse negative-step dims, interleave zeros for
+    steps > 1, then pad to the input's extent."""
+    (x,), g = xs, cts[0]
+    if g.size == 0:
+        return [P.broadcast_to(P.builder_of(g).const(np.zeros((), x.dtype.np)), x.shape)]
+    for d, (n, a, s) in enumerate(zip(x.shape, attrs["starts"], attrs["steps"])):
+        m = g.shape[d]
+        if s < 0:
+            g = P.getitem(g, (builtins.slice(None),) * d + (builtins.slice(None, None, -1),))
+            a, s = a + (m - 1) * s, -s
+        if s > 1:
+            spread = P.reshape(g, g.shape[:d + 1] + (1,) + g.shape[d + 1:])
+            pads = [(0, 0)] * spread.ndim
+            pads[d + 1] = (0, s - 1)
+            spread = P.pad(spread, pads)
+            g = P.reshape(spread, g.shape[:d] + (m * s,) + g.shape[d + 1:])
+            g = P.getitem(g, (builtins.slice(None),) * d + (builtins.slice(0, (m - 1) * s + 1),))
+        pads = [(0, 0)] * g.ndim
+        pads[d] = (a, n - a - g.shape[d])
+        g = P.pad(g, pads)
+    return [g]
+
+
+def _pad_vjp(xs, outs, cts, attrs):
+    (x,), g = xs, cts[0]
+    starts = [lo for lo, _ in attrs["pads"]]
+    stops = [lo + n for (lo, _), n in zip(attrs["pads"], x.shape)]
+    return [P.slice(g, starts, stops, [1] * g.ndim)]
+
+
+register(
+    OpDef(Op.RESHAPE, Kind.INJECTIVE, 1, _reshape_shape,
+          lambda xs, a: xs[0].reshape(a["shape"]), attrs=(AttrSpec("shape", "ints"),),
+          vjp=lambda xs, outs, cts, a: [P.reshape(cts[0], xs[0].shape)]),
+    OpDef(Op.TRANSPOSE, Kind.INJECTIVE, 1, _transpose_shape,
+          lambda xs, a: np.ascontiguousarray(np.transpose(xs[0], a["perm"])),
+          attrs=(AttrSpec("perm", "ints"),),
+          vjp=lambda xs, outs, cts, a: [P.transpose(cts[0], _inverse(a["perm"]))]),
+    OpDef(Op.BROADCAST_TO, Kind.INJECTIVE, 1, _broadcast_to_shape,
+          lambda xs, a: np.ascontiguousarray(np.broadcast_to(xs[0], a["shape"])),
+          attrs=(AttrSpec("shape", "ints"),),
+          vjp=lambda xs, outs, cts, a: [P.sum_to(cts[0], xs[0].shape)]),
+    OpDef(Op.CONCAT, Kind.INJECTIVE, None, _concat_shape,
+          lambda xs, a: np.concatenate(xs, axis=a["axis"]), attrs=(AttrSpec("axis", "int"),),
+          vjp=_concat_vjp),
+    OpDef(Op.SLICE, Kind.INJECTIVE, 1, _slice_shape, _slice_ref,
+          attrs=(AttrSpec("starts", "ints"), AttrSpec("stops", "ints"), AttrSpec("steps", "ints")),
+          vjp=_slice_vjp, doc="x[start:stop:step] per dim; bounds as slice.indices() gives them"),
+    OpDef(Op.PAD, Kind.INJECTIVE, 1, _pad_shape,
+          lambda xs, a: np.pad(xs[0], a["pads"], constant_values=a["value"]),
+          attrs=(AttrSpec("pads", "pairs"), AttrSpec("value", "float", 0.0)), vjp=_pad_vjp),
+    OpDef(Op.TAKE, Kind.INJECTIVE, 2, _take_shape, _take_ref, attrs=(AttrSpec("axis", "int"),),
+          vjp=lambda xs, outs, cts, a: [P.scatter_add(xs[1], cts[0], xs[0].shape, a["axis"]),
+                                        None],
+          nondiff_inputs=frozenset({1}), doc="numpy.take with clamped indices"),
+    OpDef(Op.SCATTER_ADD, Kind.OPAQUE, 2, _scatter_add_shape, _scatter_add_ref,
+          attrs=(AttrSpec("shape", "ints"), AttrSpec("axis", "int")),
+          vjp=lambda xs, outs, cts, a: [None, P.take(cts[0], xs[0], a["axis"])],
+          nondiff_inputs=frozenset({0}), doc="zeros(shape) with updates added at indices"),
+)

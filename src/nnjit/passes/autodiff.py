@@ -1,0 +1,180 @@
+"""Reverse-mode autodiff as a graph transform.
+
+`grad(g, wrt)` returns a graph computing g's outputs followed by the gradient of its first
+output (a scalar loss) with respect to the inputs `wrt`. It walks the nodes in reverse order,
+applies each op's `OpDef.vjp` (written with ordinary builder ops), and sums cotangents of values
+used several times, so the backward graph is plain IR that is fused and planned like any other.
+
+`scan` is differentiated as a reverse scan (backpropagation through time): the forward scan also
+stacks the carries it saw; the backward body recomputes one step of the forward body from the
+saved carry and applies its VJP, accumulating the cotangents of the scan's consts in its carry.
+
+Guarantees: the result verifies; the forward outputs are computed exactly as before; integer and
+bool values never get cotangents; an input that does not affect the loss gets a zero gradient.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..ir import Builder, CompileError, Graph, Node, Op, Sym, Value, opdef
+from ..ir import prims as P
+
+
+def grad(g: Graph, wrt: Sequence[int], name: str | None = None) -> Graph:
+    """Graph with outputs `(*g.outputs, *d g.outputs[0] / d g.inputs[i] for i in wrt)`."""
+    loss = g.outputs[0]
+    if loss.type.shape != () or not loss.type.dtype.is_float:
+        raise CompileError(f"grad: the first output of @{g.name} must be a float scalar (the "
+                           f"loss), got {loss.type}")
+    for i in wrt:
+        if not g.inputs[i].type.dtype.is_float:
+            raise CompileError(f"grad: cannot differentiate with respect to input "
+                               f"'{g.input_names[i]}' of type {g.inputs[i].type} (not float)")
+    b = Builder(name or f"{g.name}_grad")
+    ins = [b.input(v.type, v.node.attrs["name"], v.node.loc) for v in g.inputs]
+    one = b.const(np.ones((), loss.type.dtype.np))
+    outs, in_cts = backprop(b, g, ins, {0: one}, needed=set(wrt))
+    grads = [in_cts[i] if in_cts[i] is not None else zeros(b, g.inputs[i].type) for i in wrt]
+    return b.build(list(outs) + grads)
+
+
+def zeros(b: Builder, t) -> Sym:
+    z = b.const(np.zeros((), t.dtype.np))
+    return P.broadcast_to(z, t.shape) if t.shape else z
+
+
+def _differentiable(v: Value) -> bool:
+    return v.type.dtype.is_float
+
+
+def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
+             needed: set[int] | None = None) -> tuple[list[Sym], list[Sym | None]]:
+    """Emit `g` applied to `ins` into `b`, then its VJP for the given output cotangents.
+
+    Returns (forward outputs, cotangent of each input or None). Only inputs in `needed` (all when
+    None) are differentiated; nodes that cannot reach them are not visited.
+    """
+    needed = set(range(len(g.inputs))) if needed is None else needed
+    active = _active_values(g, {g.inputs[i] for i in needed if _differentiable(g.inputs[i])})
+    env: dict[Value, Sym] = {v: s for v, s in zip(g.inputs, ins)}
+    saved: dict[Node, list[Sym]] = {}
+    for n in g.nodes:
+        srcs = [env[s] for s in n.srcs]
+        with b.at(n.loc):
+            if n.op == Op.SCAN and any(o in active for o in n.outs):
+                outs, saved[n] = _scan_forward_saving_carries(n, srcs)
+            else:
+                new = b.add_node(n.replace(srcs=tuple(s.value for s in srcs)))
+                outs = [b.wrap(v) for v in new.outs]
+        env.update(zip(n.outs, outs))
+
+    cts: dict[Value, Sym] = {}
+    for k, ct in out_cts.items():
+        v = g.outputs[k]
+        if v in active:
+            _accumulate(cts, v, ct)
+    for n in reversed(g.nodes):
+        node_cts = [cts.get(o) for o in n.outs]
+        if all(c is None for c in node_cts):
+            continue
+        with b.at(n.loc):
+            if n.op == Op.SCAN:
+                grads = _scan_vjp(b, n, [env[s] for s in n.srcs], saved[n], node_cts)
+            else:
+                d = opdef(n.op)
+                if d.vjp is None:
+                    raise CompileError(f"{n.op.value} is not differentiable (no VJP rule), at "
+                                       f"{n.loc}")
+                grads = d.vjp([env[s] for s in n.srcs], [env[o] for o in n.outs], node_cts,
+                              dict(n.attrs))
+            for s, gr in zip(n.srcs, grads):
+                if gr is None or s not in active:
+                    continue
+                if gr.type != s.type:
+                    raise CompileError(f"VJP of {n.op.value} gave a cotangent of type {gr.type} "
+                                       f"for an operand of type {s.type}, at {n.loc}")
+                _accumulate(cts, s, gr)
+    return [env[v] for v in g.outputs], [cts.get(v) for v in g.inputs]
+
+
+def _accumulate(cts: dict[Value, Sym], v: Value, ct: Sym) -> None:
+    cts[v] = cts[v] + ct if v in cts else ct
+
+
+def _active_values(g: Graph, sources: set[Value]) -> set[Value]:
+    """Float values that depend on `sources` (only these can carry cotangents)."""
+    active = set(sources)
+    for n in g.nodes:
+        if any(s in active for s in n.srcs):
+            active.update(o for o in n.outs if _differentiable(o))
+    return active
+
+
+# -- scan -----------------------------------------------------------------------------------------
+
+def _scan_parts(n: Node, srcs: Sequence):
+    nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
+    return list(srcs[:nk]), list(srcs[nk:len(srcs) - nc]), list(srcs[len(srcs) - nc:])
+
+
+def _scan_forward_saving_carries(n: Node, srcs: list[Sym]) -> tuple[list[Sym], list[Sym]]:
+    """Emit the scan with its body also returning its input carries, so the stacked carries of
+    every step are available to the backward pass. Returns (original results, stacked carries)."""
+    body: Graph = n.attrs["body"]
+    nk = n.attrs["num_carry"]
+    carry_in = list(body.inputs[:nk])
+    aug = Graph(body.name, body.inputs, body.nodes, body.outputs + tuple(carry_in))
+    carry, xs, consts = _scan_parts(n, srcs)
+    res = P.scan(aug, carry, xs, consts, n.attrs["length"], n.attrs["reverse"])
+    n_out = len(n.types)
+    return list(res[:n_out]), list(res[n_out:])
+
+
+def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], stacked_carries: list[Sym],
+              cts: list[Sym | None]) -> list[Sym | None]:
+    body: Graph = n.attrs["body"]
+    nk, nc, length = n.attrs["num_carry"], n.attrs["num_consts"], n.attrs["length"]
+    carry, xs, consts = _scan_parts(n, srcs)
+    nx = len(xs)
+    ct_carry = [c if c is not None else zeros(b, t) for c, t in zip(cts[:nk], n.types[:nk])]
+    ct_ys = [c if c is not None else zeros(b, t) for c, t in zip(cts[nk:], n.types[nk:])]
+    fc = [i for i in range(nk) if carry[i].dtype.is_float]         # differentiable carries
+    fk = [i for i in range(nc) if consts[i].dtype.is_float]        # differentiable consts
+    fx = [i for i in range(nx) if xs[i].dtype.is_float]            # differentiable sequences
+    n_y = len(ct_ys)
+
+    # Backward body: carry (ct_carry[fc], acc_consts[fk]), xs (saved carry, x, ct_y), consts.
+    bb = Builder(f"{body.name}_vjp", parent=b)
+    in_ct = [bb.input(carry[i].type, f"ct_carry{i}") for i in fc]
+    in_acc = [bb.input(consts[i].type, f"ct_const{i}") for i in fk]
+    in_c = [bb.input(c.type, f"carry{i}") for i, c in enumerate(carry)]
+    in_x = [bb.input(x.type.with_shape(x.shape[1:]), f"x{i}") for i, x in enumerate(xs)]
+    in_cty = [bb.input(t.with_shape(t.shape[1:]), f"ct_y{i}") for i, t in enumerate(n.types[nk:])]
+    in_k = [bb.input(c.type, f"const{i}") for i, c in enumerate(consts)]
+    step_cts = {i: ct for i, ct in zip(fc, in_ct)}
+    step_cts.update({nk + j: in_cty[j] for j in range(n_y)})
+    _, body_in_cts = backprop(bb, body, in_c + in_x + in_k, step_cts,
+                              needed=set(fc) | {nk + i for i in fx} | {nk + nx + i for i in fk})
+    new_ct = [body_in_cts[i] if body_in_cts[i] is not None else zeros(bb, carry[i].type)
+              for i in fc]
+    new_acc = [acc + body_in_cts[nk + nx + i] if body_in_cts[nk + nx + i] is not None else acc
+               for acc, i in zip(in_acc, fk)]
+    ct_x = [body_in_cts[nk + i] if body_in_cts[nk + i] is not None else
+            zeros(bb, xs[i].type.with_shape(xs[i].shape[1:])) for i in fx]
+    # Inputs are (carry, xs, consts) in scan order; values the body captured from the outer
+    # graph were appended after the consts while tracing, so they simply extend the consts.
+    bgraph = bb.build(new_ct + new_acc + ct_x)
+    extra = [outer for outer, _ in bb.captures]
+    res = P.scan(bgraph, [ct_carry[i] for i in fc] + [zeros(b, consts[i].type) for i in fk],
+                 stacked_carries + xs + ct_ys, consts + extra, length,
+                 reverse=not n.attrs["reverse"])
+    grads: list[Sym | None] = [None] * len(srcs)
+    for j, i in enumerate(fc):
+        grads[i] = res[j]
+    for j, i in enumerate(fk):
+        grads[nk + nx + i] = res[len(fc) + j]
+    for j, i in enumerate(fx):
+        grads[nk + i] = res[len(fc) + len(fk) + j]
+    return grads

@@ -1,0 +1,106 @@
+"""The pass manager: runs named Graph -> Graph passes in order, verifies after each in debug
+mode, times them, keeps every stage for inspection, and dumps IR on request.
+
+    NNJIT_DUMP=after-all            print the IR after every pass (with a diff to the last stage)
+    NNJIT_DUMP=fuse,plan_memory     only after these passes
+    NNJIT_DUMP_DIR=dir              write one numbered file per stage instead of printing
+    NNJIT_VERIFY=1                  verify after every pass (always on in the test suite)
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..ir import CompileError, Graph, NnjitError, verify
+
+Pass = Callable[[Graph], Graph]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The graph after one pass, and what the pass cost."""
+
+    name: str
+    graph: Graph
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return str(self.graph)
+
+
+def dump_request() -> set[str] | None:
+    """The pass names NNJIT_DUMP asks for (`{"*"}` for after-all), or None."""
+    spec = os.environ.get("NNJIT_DUMP", "").strip()
+    if not spec:
+        return None
+    if spec in ("after-all", "all", "1"):
+        return {"*"}
+    return {s.strip() for s in spec.split(",") if s.strip()}
+
+
+def verify_enabled() -> bool:
+    return os.environ.get("NNJIT_VERIFY", "") not in ("", "0")
+
+
+class PassManager:
+    def __init__(self, passes: Sequence[tuple[str, Pass]], verify_each: bool | None = None,
+                 dump: set[str] | None = None, dump_dir: str | None = None):
+        self.passes = list(passes)
+        self.verify_each = verify_enabled() if verify_each is None else verify_each
+        self.dump = dump_request() if dump is None else dump
+        self.dump_dir = dump_dir if dump_dir is not None else os.environ.get("NNJIT_DUMP_DIR")
+
+    def run(self, graph: Graph) -> tuple[Graph, list[Stage]]:
+        """The final graph and every stage, starting with the input as stage "input"."""
+        stages = [Stage("input", graph, 0.0)]
+        self._dump(stages, 0)
+        done: list[str] = []
+        for name, fn in self.passes:
+            t0 = time.perf_counter()
+            try:
+                out = fn(graph)
+                if self.verify_each:
+                    verify(out)
+            except NnjitError as e:
+                raise type(e)(f"in pass '{name}' (after {', '.join(done) or 'no passes'}): {e}"
+                              ) from e
+            except Exception as e:  # a bug in a pass: say which one, keep the cause
+                raise CompileError(f"pass '{name}' failed (after {', '.join(done) or 'no passes'})"
+                                   f": {type(e).__name__}: {e}") from e
+            stages.append(Stage(name, out, time.perf_counter() - t0))
+            done.append(name)
+            graph = out
+            self._dump(stages, len(stages) - 1)
+        return graph, stages
+
+    def _dump(self, stages: list[Stage], i: int) -> None:
+        st = stages[i]
+        if self.dump is None or not ("*" in self.dump or st.name in self.dump):
+            return
+        write_stage(st, i, stages[i - 1] if i else None, self.dump_dir)
+
+
+def write_stage(st: Stage, index: int, prev: Stage | None, dump_dir: str | None) -> str | None:
+    """Print a stage (with a diff against `prev`) to stderr, or write it to `dump_dir`."""
+    header = f"// stage {index}: after {st.name} ({st.seconds * 1e3:.2f} ms)"
+    body = st.text
+    if dump_dir:
+        os.makedirs(dump_dir, exist_ok=True)
+        path = os.path.join(dump_dir, f"{st.graph.name}.{index:02d}.{st.name}.nnir")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(header + "\n" + body + "\n")
+        os.replace(tmp, path)
+        return path
+    out = [header, body]
+    if prev is not None:
+        diff = list(difflib.unified_diff(prev.text.splitlines(), body.splitlines(),
+                                         f"before {st.name}", f"after {st.name}", lineterm="", n=1))
+        out.append("// diff:\n" + ("\n".join(diff) if diff else "// (no change)"))
+    print("\n".join(out), file=sys.stderr)
+    return None

@@ -1,0 +1,10 @@
+"""The default pipeline: one list of named stages, top to bottom."""
+from __future__ import annotations
+
+from .manager import Pass
+
+
+def default_pipeline(fuse: bool = True) -> list[tuple[str, Pass]]:
+    """The passes `nnjit.jit` runs, in order. `fuse=False` gives the one-kernel-per-op baseline."""
+    stages: list[tuple[str, Pass]] = []
+    return stages
