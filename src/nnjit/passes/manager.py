@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..ir import CompileError, Graph, NnjitError, verify
+from ..ir import CompileError, Graph, NnjitError, parse, verify
 
 Pass = Callable[[Graph], Graph]
 
@@ -47,6 +47,16 @@ def verify_enabled() -> bool:
     return os.environ.get("NNJIT_VERIFY", "") not in ("", "0")
 
 
+def check_graph(g: Graph) -> Graph:
+    """Verify `g` and that its text parses back to an equal graph (debug mode and tests)."""
+    verify(g)
+    text = str(g)
+    back = parse(text)
+    if back != g:
+        raise CompileError(f"@{g.name} does not round-trip through its text form:\n{text}")
+    return g
+
+
 class PassManager:
     def __init__(self, passes: Sequence[tuple[str, Pass]], verify_each: bool | None = None,
                  dump: set[str] | None = None, dump_dir: str | None = None):
@@ -57,6 +67,8 @@ class PassManager:
 
     def run(self, graph: Graph) -> tuple[Graph, list[Stage]]:
         """The final graph and every stage, starting with the input as stage "input"."""
+        if self.verify_each:
+            check_graph(graph)
         stages = [Stage("input", graph, 0.0)]
         self._dump(stages, 0)
         done: list[str] = []
@@ -65,7 +77,7 @@ class PassManager:
             try:
                 out = fn(graph)
                 if self.verify_each:
-                    verify(out)
+                    check_graph(out)
             except NnjitError as e:
                 raise type(e)(f"in pass '{name}' (after {', '.join(done) or 'no passes'}): {e}"
                               ) from e
