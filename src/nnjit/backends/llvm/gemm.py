@@ -41,7 +41,7 @@ from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID, allo
                                          call_indirect, ceil_div, const_float, const_i32,
                                          const_i64, fma, for_range, gep, imax, imin, lane_mask,
                                          load, load_vec, masked_load_vec, masked_store_vec,
-                                         splat, store_vec)
+                                         splat, store_vec, transpose_vectors)
 from nnjit.backends.llvm.parallel import gomp_available, num_threads, parallel_for, thread_index
 
 #: Problems with M*N*max(K,1) below this run on one thread (a fork costs a few microseconds).
@@ -278,7 +278,15 @@ def _emit_pack(module: ir.Module, cfg: GemmConfig, which: str) -> ir.Function:
                                            cfg.ty, cfg.lanes)
                             store_vec(b, val, gep(b, drow, cfg.ty, v * cfg.lanes), align=64)
                 with gen_path:
-                    _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
+                    # k contiguous (B is a transposed row-major matrix): lanes x lanes blocks
+                    # transposed in registers, so reads and writes both use whole cache lines.
+                    k_contiguous = b.icmp_signed("==", s_k, const_i64(1))
+                    kmain = b.mul(b.sdiv(kc, const_i64(cfg.lanes)), const_i64(cfg.lanes))
+                    kstart = b.select(k_contiguous, kmain, const_i64(0))
+                    with b.if_then(k_contiguous):
+                        _pack_transposed(b, cfg, psrc, s_row, pdst, kmain)
+                    _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width),
+                                  kstart)
         else:
             _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
     left = b.sub(rows, b.mul(full, const_i64(width)))
@@ -290,10 +298,25 @@ def _emit_pack(module: ir.Module, cfg: GemmConfig, which: str) -> ir.Function:
     return fn
 
 
-def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count) -> None:
-    """One panel, any strides: dst[k*W + r] = src[r*s_row + k*s_k] for r < count, else 0.
-    A constant `count` (a full panel) is unrolled with no bounds checks."""
-    with for_range(b, 0, kc, name="k") as k:
+def _pack_transposed(b, cfg, psrc, s_row, pdst, kmain) -> None:
+    """Full B panel with unit k stride, k in [0, kmain) (a multiple of lanes): load `lanes`
+    columns of `lanes` consecutive k each, transpose, store `lanes` packed rows."""
+    lanes = cfg.lanes
+    with for_range(b, 0, kmain, step=lanes, name="k0") as k0:
+        for g in range(cfg.nv):
+            cols = [load_vec(b, gep(b, psrc, cfg.ty,
+                                    b.add(b.mul(const_i64(g * lanes + j), s_row), k0),
+                                    inbounds=False), cfg.ty, lanes) for j in range(lanes)]
+            for kk, row in enumerate(transpose_vectors(b, cols)):
+                drow = b.add(b.mul(b.add(k0, const_i64(kk)), const_i64(cfg.nr)),
+                             const_i64(g * lanes))
+                store_vec(b, row, gep(b, pdst, cfg.ty, drow), align=64)
+
+
+def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count, kstart=None) -> None:
+    """One panel, any strides: dst[k*W + r] = src[r*s_row + k*s_k] for r < count, else 0, for
+    k in [kstart, kc). A constant `count` (a full panel) is unrolled with no bounds checks."""
+    with for_range(b, kstart if kstart is not None else 0, kc, name="k") as k:
         scol = gep(b, psrc, cfg.ty, b.mul(k, s_k), inbounds=False)
         drow = gep(b, pdst, cfg.ty, b.mul(k, const_i64(width)))
         if isinstance(count, ir.Constant):

@@ -129,6 +129,32 @@ def splat(builder: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
     return builder.shuffle_vector(one, ir.Constant(vty, None), zeros)
 
 
+def transpose_vectors(builder: ir.IRBuilder, rows: Sequence[ir.Value]) -> list[ir.Value]:
+    """Transpose an n x n matrix held as n vectors of n lanes (n a power of two): result[l][r]
+    is rows[r][l]. log2(n) stages of two-input shuffles (64 for 16 x 16 floats)."""
+    n = len(rows)
+    if n & (n - 1) or any(r.type.count != n for r in rows):
+        raise ValueError(f"transpose_vectors: need n vectors of n lanes, n a power of two")
+    rows = list(rows)
+    d = 1
+    while d < n:
+        # Swap the (row bit d = 0, lane bit d = 1) elements with (row bit d = 1, lane bit d = 0).
+        lo_mask = [lane if not lane & d else n + lane - d for lane in range(n)]
+        hi_mask = [lane + d if not lane & d else n + lane for lane in range(n)]
+        for r in range(n):
+            if r & d:
+                continue
+            a, b = rows[r], rows[r + d]
+            rows[r] = builder.shuffle_vector(a, b, _mask(lo_mask))
+            rows[r + d] = builder.shuffle_vector(a, b, _mask(hi_mask))
+        d *= 2
+    return rows
+
+
+def _mask(indices: Sequence[int]) -> ir.Constant:
+    return ir.Constant(vector_type(I32, len(indices)), [const_i32(i) for i in indices])
+
+
 def _size(ty: ir.Type) -> int:
     if isinstance(ty, ir.IntType):
         return max(1, ty.width // 8)
