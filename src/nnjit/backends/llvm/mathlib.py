@@ -221,7 +221,11 @@ def _expm1_core(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 def emit_expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """e**x - 1, accurate near 0 (expm1(tiny) == tiny); -1 for very negative x, inf on overflow."""
     c = _cs(x)
-    return _expm1_core(b, _clamp(b, x, c.expm1_lo, c.exp_hi))
+    res = _expm1_core(b, _clamp(b, x, c.expm1_lo, c.exp_hi))
+    # Below 2**-(p+1) expm1(x) rounds to x: keeps -0.0 and subnormals, which the core's
+    # 0.5*q + 0 would round away.
+    tiny = _lt(b, _intrinsic(b, "fabs", x), _k(x.type, 2.0 ** -(c.mbits + 2)))
+    return b.select(tiny, x, res)
 
 
 def emit_tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -404,8 +408,8 @@ def _pow_const(b: ir.IRBuilder, x: ir.Value, y: float) -> ir.Value | None:
         sq = b.fmul(x, x)
         pos = {1: x, 2: sq, 3: b.fmul(sq, x), 4: b.fmul(sq, sq)}[abs(int(y))]
         return pos if y > 0 else b.fdiv(one, pos)
-    if y == 0.5:
-        return _sqrt_pow(b, x)
+    if y == 0.5:  # numpy computes x ** 0.5 with a scalar exponent as sqrt(x): same here
+        return emit_sqrt(b, x)
     if y == -0.5:
         return b.fdiv(one, _sqrt_pow(b, x))
     return None
@@ -415,7 +419,9 @@ def emit_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value | float) -> ir.Value:
     """x**y with numpy (C99 pow) semantics: negative x with integer y, 0**0 == 1, 0**-1 == inf,
     (-8)**(1/3) == nan, inf and nan rules. Max error measured: f32 1 ulp (computed in double),
     f64 a few ulp up to results near overflow (double-double log). A Python number `y` is
-    specialised: 0, 1, 2, 3, 4, -1, -2 multiply (<= 1.5 ulp), 0.5 and -0.5 use sqrt.
+    specialised: 0, 1, 2, 3, 4, -1, -2 multiply (<= 1.5 ulp); 0.5 is sqrt, as numpy's
+    `x ** 0.5` is (so (-0.0)**0.5 == -0.0 and (-inf)**0.5 == nan there, unlike C pow);
+    -0.5 is 1/sqrt with pow's signs. A runtime y of 0.5 follows C pow.
     """
     if not isinstance(y, ir.Value):
         fast = _pow_const(b, x, float(y))
