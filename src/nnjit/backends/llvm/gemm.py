@@ -303,31 +303,33 @@ def _pack_transposed(b, cfg, psrc, s_row, pdst, kmain) -> None:
     columns of `lanes` consecutive k each, transpose, store `lanes` packed rows."""
     lanes = cfg.lanes
     with for_range(b, 0, kmain, step=lanes, name="k0") as k0:
-        for g in range(cfg.nv):
+        with for_range(b, 0, cfg.nr, step=lanes, unroll=False, name="j0") as j0:
             cols = [load_vec(b, gep(b, psrc, cfg.ty,
-                                    b.add(b.mul(const_i64(g * lanes + j), s_row), k0),
+                                    b.add(b.mul(b.add(j0, const_i64(j)), s_row), k0),
                                     inbounds=False), cfg.ty, lanes) for j in range(lanes)]
             for kk, row in enumerate(transpose_vectors(b, cols)):
-                drow = b.add(b.mul(b.add(k0, const_i64(kk)), const_i64(cfg.nr)),
-                             const_i64(g * lanes))
+                drow = b.add(b.mul(b.add(k0, const_i64(kk)), const_i64(cfg.nr)), j0)
                 store_vec(b, row, gep(b, pdst, cfg.ty, drow), align=64)
 
 
 def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count, kstart=None) -> None:
     """One panel, any strides: dst[k*W + r] = src[r*s_row + k*s_k] for r < count, else 0, for
-    k in [kstart, kc). A constant `count` (a full panel) is unrolled with no bounds checks."""
+    k in [kstart, kc). A full A panel (constant `count`, MR rows) is unrolled; other loops are
+    kept rolled and unvectorized: they are rare, and SLP-vectorizing 64 strided scalar copies
+    was most of the runtime module's compile time."""
+    plain = {"vectorize": False, "unroll": False}
     with for_range(b, kstart if kstart is not None else 0, kc, name="k") as k:
         scol = gep(b, psrc, cfg.ty, b.mul(k, s_k), inbounds=False)
         drow = gep(b, pdst, cfg.ty, b.mul(k, const_i64(width)))
-        if isinstance(count, ir.Constant):
+        if isinstance(count, ir.Constant) and width <= 8:
             for r in range(width):
                 addr = gep(b, scol, cfg.ty, b.mul(const_i64(r), s_row), inbounds=False)
                 b.store(load(b, addr, cfg.ty), gep(b, drow, cfg.ty, r))
         else:
-            with for_range(b, 0, count, name="r") as r:
+            with for_range(b, 0, count, name="r", **plain) as r:
                 addr = gep(b, scol, cfg.ty, b.mul(r, s_row), inbounds=False)
                 b.store(load(b, addr, cfg.ty), gep(b, drow, cfg.ty, r))
-            with for_range(b, count, width, name="z") as r:
+            with for_range(b, count, width, name="z", **plain) as r:
                 b.store(const_float(cfg.ty, 0.0), gep(b, drow, cfg.ty, r))
 
 
