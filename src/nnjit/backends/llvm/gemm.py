@@ -510,7 +510,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
     n = b.shape[1]
     if out is None:
         out = np.empty((m, n), a.dtype)
-    if out.shape != (m, n) or out.dtype != a.dtype or (n > 1 and out.strides[1] != a.itemsize):
+    unit_cols = m == 0 or n <= 1 or out.strides[1] == a.itemsize
+    if out.shape != (m, n) or out.dtype != a.dtype or not unit_cols:
         raise ValueError(f"matmul: bad output {out.shape} {out.dtype} strides {out.strides}")
     nthreads = num_threads() if nthreads is None else nthreads
     ws = workspace(a.dtype, nthreads) if ws is None else ws

@@ -1,0 +1,137 @@
+"""The GOMP thread runtime (`parallel_for`, thread counts) and the IR helpers it is built on."""
+import ctypes
+
+import llvmlite.ir as ir
+import numpy as np
+import pytest
+
+from nnjit.backends.llvm import parallel, target
+from nnjit.backends.llvm.helpers import (F32, I32, I64, PTR, VOID, alloca_once, const_i32,
+                                         for_range, gep, lane_mask, load, load_vec,
+                                         masked_load_vec, masked_store_vec, store_vec,
+                                         transpose_vectors)
+
+
+def cover_module(nthreads):
+    """`cover(i32* counts, i32* tids, i64 n, i32 nt)`: counts[i] += 1, tids[i] = thread index,
+    for i in [0, n), through parallel_for (compile-time `nthreads`, or the runtime `nt` if None)."""
+    mod = ir.Module(name="cover")
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, PTR, I64, I32]), "cover")
+    counts, tids, n, nt = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def body(bld, lo, hi, captured):
+        cnt, tid_out = captured
+        with for_range(bld, lo, hi) as i:
+            p = gep(bld, cnt, I32, i)
+            bld.store(bld.add(load(bld, p, I32), const_i32(1)), p)
+            bld.store(parallel.thread_index(bld), gep(bld, tid_out, I32, i))
+
+    parallel.parallel_for(mod, b, "cover_worker", n, [counts, tids], body,
+                          nt if nthreads is None else nthreads)
+    b.ret_void()
+    return str(mod)
+
+
+@pytest.fixture(scope="module")
+def cover():
+    lib = target.jit(cover_module(None))
+    fn = lib.function("cover", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                      ctypes.c_int32)
+    return lib, fn
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+def test_covers_range_exactly_once(cover, nthreads, n):
+    _, fn = cover
+    counts = np.zeros(n + 8, np.int32)
+    tids = np.full(n + 8, -1, np.int32)
+    fn(counts.ctypes.data, tids.ctypes.data, n, nthreads)
+    assert np.all(counts[:n] == 1) and np.all(counts[n:] == 0)
+    if parallel.gomp_available():
+        # Contiguous chunks: thread indices are non-decreasing along the range.
+        assert np.all(np.diff(tids[:n]) >= 0) and set(tids[:n]) <= set(range(nthreads))
+        if n >= nthreads:
+            assert len(set(tids[:n])) == nthreads
+
+
+def test_compile_time_single_thread_emits_plain_loop():
+    text = cover_module(1)
+    assert "GOMP_parallel" not in text and "omp_get" not in text
+    lib = target.jit(text)
+    fn = lib.function("cover", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                      ctypes.c_int32)
+    counts, tids = np.zeros(10, np.int32), np.full(10, -1, np.int32)
+    fn(counts.ctypes.data, tids.ctypes.data, 10, 4)
+    assert np.all(counts == 1) and np.all(tids == 0)
+
+
+def test_compile_time_threads_forks_team():
+    if not parallel.gomp_available():
+        pytest.skip("libgomp not available")
+    text = cover_module(2)
+    assert "GOMP_parallel" in text
+    target.prepare_module(text)
+
+
+def test_without_libgomp_falls_back_to_one_thread(monkeypatch):
+    monkeypatch.setattr(parallel, "gomp_available", lambda: False)
+    text = cover_module(None)
+    assert "GOMP_parallel" not in text
+    assert parallel.choose_threads(1 << 30, 8) == 1
+    assert parallel.link_flags() == ["-lm"]
+
+
+def test_num_threads_env_override(monkeypatch):
+    monkeypatch.setenv("NNJIT_NUM_THREADS", "3")
+    assert parallel.num_threads() == 3
+    monkeypatch.delenv("NNJIT_NUM_THREADS")
+    import os
+    assert parallel.num_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("NNJIT_NUM_THREADS", "zero")
+    with pytest.warns(RuntimeWarning, match="NNJIT_NUM_THREADS"):
+        assert parallel.num_threads() >= 1
+
+
+def test_choose_threads_and_link_flags():
+    if not parallel.gomp_available():
+        pytest.skip("libgomp not available")
+    assert parallel.choose_threads(10, 4) == 1
+    assert parallel.choose_threads(4 * parallel.MIN_PARALLEL_WORK, 2) == 2
+    assert parallel.choose_threads(3 * parallel.MIN_PARALLEL_WORK // 2, 4) == 1
+    assert "-lgomp" in parallel.link_flags()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def test_helpers_loops_masks_transpose():
+    """for_range with steps and hints, alloca_once, masked vector tails and a 16x16 transpose."""
+    mod = ir.Module(name="helpers")
+    v16 = ir.VectorType(F32, 16)
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, PTR, I64]), "f")
+    src, dst, n = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    # dst[0:256] = transpose(src[0:256]) as a 16x16 matrix
+    rows = [load_vec(b, gep(b, src, F32, 16 * r), F32, 16) for r in range(16)]
+    for r, vec in enumerate(transpose_vectors(b, rows)):
+        store_vec(b, vec, gep(b, dst, F32, 16 * r))
+    # dst[256 + i] = src[i] * 2 for i < n, 16 lanes at a time with a masked tail
+    slot = alloca_once(b, v16, align=64)
+    with for_range(b, 0, n, step=16, vectorize=False, unroll=2) as i:
+        mask = lane_mask(b, 16, b.sub(n, i))
+        x = masked_load_vec(b, gep(b, src, F32, i), F32, 16, mask)
+        b.store(b.fadd(x, x), slot)
+        masked_store_vec(b, load(b, slot, v16), gep(b, dst, F32, b.add(i, ir.Constant(I64, 256))),
+                         mask)
+    b.ret_void()
+    text = str(mod)
+    assert "llvm.loop.unroll.count" in text and "distinct !{" in text.replace("!{ ", "!{")
+    lib = target.jit(text)
+    f = lib.function("f", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+    x = np.arange(256, dtype=np.float32)
+    for count in (0, 5, 16, 37):
+        out = np.full(256 + 48, -1, np.float32)
+        f(x.ctypes.data, out.ctypes.data, count)
+        np.testing.assert_array_equal(out[:256].reshape(16, 16), x.reshape(16, 16).T)
+        np.testing.assert_array_equal(out[256:256 + count], 2 * x[:count])
+        assert np.all(out[256 + count:] == -1)
