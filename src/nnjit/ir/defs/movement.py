@@ -45,6 +45,7 @@ def _broadcast_to_shape(ts, attrs):
 
 def _concat_shape(ts, attrs):
     ax = attrs["axis"]
+    require(len(ts) >= 1, "needs at least one operand")
     same_dtype(ts)
     t0 = ts[0]
     require(0 <= ax < t0.ndim, f"axis {ax} out of range for {t0}")
