@@ -52,5 +52,10 @@ def window_out(size: int, lo: int, hi: int, kernel: int, stride: int, dilation: 
     return (size + lo + hi - span) // stride + 1
 
 
+def check_dims(name: str, shape: Sequence[int]) -> None:
+    """A shape given as an attribute has non-negative dims (else TensorType would raise)."""
+    require(all(d >= 0 for d in shape), f"attribute '{name}' has a negative dim: {tuple(shape)}")
+
+
 def check_len(name: str, v: Sequence, n: int) -> None:
     require(len(v) == n, f"attribute '{name}' must have {n} entries, got {tuple(v)}")

@@ -11,7 +11,8 @@ from .. import prims as P
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
-from .common import broadcast_shapes, check_len, require, require_float, same_dtype, window_out
+from .common import (broadcast_shapes, check_dims, check_len, require, require_float, same_dtype,
+                     window_out)
 
 # -- matmul ------------------------------------------------------------------------------------
 
@@ -71,6 +72,7 @@ def _conv2d_grad_input_shape(ts, attrs):
     dy, w = ts
     shape = attrs["input_shape"]
     check_len("input_shape", shape, 4)
+    check_dims("input_shape", shape)
     expect = _conv2d_shape([TensorType(shape, dy.dtype), w], attrs)
     require(expect.shape == dy.shape, f"dy {dy.shape} does not match conv2d{shape} -> "
             f"{expect.shape}")
@@ -81,6 +83,7 @@ def _conv2d_grad_weight_shape(ts, attrs):
     x, dy = ts
     shape = attrs["weight_shape"]
     check_len("weight_shape", shape, 4)
+    check_dims("weight_shape", shape)
     expect = _conv2d_shape([x, TensorType(shape, x.dtype)], attrs)
     require(expect.shape == dy.shape, f"dy {dy.shape} does not match conv2d of {x.shape} with "
             f"weight {shape} -> {expect.shape}")

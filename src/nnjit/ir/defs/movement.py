@@ -13,7 +13,7 @@ from .. import prims as P
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
-from .common import check_len, require, same_dtype
+from .common import check_dims, check_len, require, same_dtype
 
 
 # -- shape rules ------------------------------------------------------------------------------
@@ -37,6 +37,7 @@ def _transpose_shape(ts, attrs):
 def _broadcast_to_shape(ts, attrs):
     (t,) = ts
     shape = attrs["shape"]
+    check_dims("shape", shape)
     lead = len(shape) - t.ndim
     require(lead >= 0 and all(d in (1, s) for d, s in zip(t.shape, shape[lead:])),
             f"cannot broadcast {t.shape} to {shape}")
@@ -96,6 +97,7 @@ def _scatter_add_shape(ts, attrs):
     idx, upd = ts
     shape, ax = attrs["shape"], attrs["axis"]
     require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
+    check_dims("shape", shape)
     require(0 <= ax < len(shape), f"axis {ax} out of range for shape {shape}")
     want = shape[:ax] + idx.shape + shape[ax + 1:]
     require(upd.shape == want, f"updates {upd.shape} must have shape {want} for indices "

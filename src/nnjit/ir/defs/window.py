@@ -7,7 +7,7 @@ from .. import prims as P
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
-from .common import check_len, require, require_float, window_out
+from .common import check_dims, check_len, require, require_float, window_out
 
 POOL_ATTRS = (AttrSpec("kernel", "ints"), AttrSpec("stride", "ints"),
               AttrSpec("padding", "pairs", ((0, 0), (0, 0))))
@@ -42,6 +42,7 @@ def _avg_pool_grad_shape(ts, attrs):
     (dy,) = ts
     shape = attrs["input_shape"]
     check_len("input_shape", shape, 4)
+    check_dims("input_shape", shape)
     y = _pool_shape([TensorType(shape, dy.dtype)], attrs)
     require(dy == y, f"dy {dy} does not match the pooled shape {y} of input {shape}")
     return TensorType(shape, dy.dtype)
