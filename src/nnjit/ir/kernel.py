@@ -1,0 +1,407 @@
+"""The kernel IR: what a group of graph nodes becomes before any backend sees it.
+
+Native backends (LLVM, CUDA) render this IR and nothing else; lowering from graph ops happens
+once, in `nnjit.backends.lowering`. A `Program` is a list of buffers and a sequence of kernels:
+
+- `LoopKernel`: a loop nest over an index space with scalar statements (loads, arithmetic,
+  stores, accumulators). The outermost loop may be `parallel`; loops marked `reduce` fold into
+  accumulators declared just before them (softmax-style rows: reduce, reduce, map).
+- `GemmKernel`: C = A @ B over strided views, with a batch loop and an optional elementwise
+  epilogue applied to each finished C block (bias, activation, residual add).
+- `ScanKernel`: a native loop over steps running a nested `Program` (the scan body), with
+  double-buffered carries and xs/ys sliced in place.
+
+Scalars are typed expressions (`Const`, `Var`, `Load`, `Call`); indices are i64 expressions of
+loop variables. Everything is a frozen dataclass, so identical subexpressions hash equal and a
+renderer can compute each once.
+
+    kernel k2_relu(in0: f32[4096], out0: f32[4096]):
+      parallel for i0 in [0, 4096):
+        out0[i0] = relu(in0[i0])
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+import numpy as np
+
+from .types import DType
+
+
+class KOp(enum.Enum):
+    """Scalar operations. Float semantics follow numpy (NaN propagates through MAX/MIN/RELU)."""
+
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"          # floats: true division; ints: floor division (index math)
+    MOD = "mod"          # ints: floor modulo (index math)
+    NEG = "neg"
+    ABS = "abs"
+    EXP = "exp"
+    LOG = "log"
+    SQRT = "sqrt"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    RELU = "relu"
+    POW = "pow"
+    MAX = "max"
+    MIN = "min"
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    EQ = "eq"
+    NE = "ne"
+    AND = "and"
+    OR = "or"
+    NOT = "not"
+    ISNAN = "isnan"
+    WHERE = "where"      # (cond, a, b)
+    CAST = "cast"        # float->int truncates, saturates, NaN -> 0
+    RAND = "rand"        # (seed i64, index i64) -> uniform [0, 1): Philox, attrs salt
+
+
+COMPARE = {KOp.LT, KOp.LE, KOp.GT, KOp.GE, KOp.EQ, KOp.NE}
+
+
+# -- expressions ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Const:
+    value: Union[int, float, bool]
+    dtype: DType
+
+    def __str__(self) -> str:
+        if self.dtype == DType.BOOL:
+            return "true" if self.value else "false"
+        if self.dtype.is_float:
+            v = float(self.value)
+            return repr(v) if v == v and abs(v) != float("inf") else str(v)
+        return str(int(self.value))
+
+
+@dataclass(frozen=True)
+class Var:
+    """A loop index (i64), an accumulator, or a let-bound scalar."""
+
+    name: str
+    dtype: DType = DType.I64
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Load:
+    """buffer[index]; `index` is an i64 expression in elements. Lowering guarantees it is in
+    bounds for every iteration (clamped where data decides it)."""
+
+    buf: str
+    index: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.buf}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Call:
+    op: KOp
+    args: tuple["Expr", ...]
+    dtype: DType
+    salt: int = 0            # RAND only
+
+    def __str__(self) -> str:
+        if self.op in _INFIX:
+            a, b = self.args
+            return f"({a} {_INFIX[self.op]} {b})"
+        if self.op == KOp.CAST:
+            return f"{self.dtype.value}({self.args[0]})"
+        extra = f", salt={self.salt}" if self.op == KOp.RAND else ""
+        return f"{self.op.value}({', '.join(map(str, self.args))}{extra})"
+
+
+_INFIX = {KOp.ADD: "+", KOp.SUB: "-", KOp.MUL: "*", KOp.DIV: "/", KOp.MOD: "%", KOp.LT: "<",
+          KOp.LE: "<=", KOp.GT: ">", KOp.GE: ">=", KOp.EQ: "==", KOp.NE: "!=", KOp.AND: "&&",
+          KOp.OR: "||"}
+
+Expr = Union[Const, Var, Load, Call]
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, Load):
+        return (e.index,)
+    if isinstance(e, Call):
+        return e.args
+    return ()
+
+
+# -- statements -----------------------------------------------------------------------------------
+
+class LoopKind(enum.Enum):
+    SERIAL = "for"
+    PARALLEL = "parallel for"    # iterations independent: split across threads / GPU blocks
+    REDUCE = "reduce for"        # only updates accumulators declared before it
+
+
+@dataclass(frozen=True)
+class Loop:
+    var: str
+    extent: int
+    body: tuple["Stmt", ...]
+    kind: LoopKind = LoopKind.SERIAL
+
+
+@dataclass(frozen=True)
+class Store:
+    buf: str
+    index: Expr
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Let:
+    """Declare scalar `var` = value (a new name, visible to the following statements)."""
+
+    var: Var
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Update an accumulator declared by `Let` in an enclosing scope: var = value."""
+
+    var: Var
+    value: Expr
+
+
+Stmt = Union[Loop, Store, Let, Assign]
+
+
+# -- buffers and kernels -----------------------------------------------------------------------
+
+class BufKind(enum.Enum):
+    INPUT = "input"      # caller's argument
+    OUTPUT = "output"    # a result handed back to the caller
+    TEMP = "temp"        # lives in the arena at `offset`
+    CONST = "const"      # baked into the compiled code
+    ALIAS = "alias"      # same memory as `base` (a reshape), at `offset` elements into it
+
+
+@dataclass(frozen=True)
+class Buffer:
+    name: str
+    dtype: DType
+    size: int                         # elements
+    kind: BufKind
+    offset: int = 0                   # TEMP: byte offset in the arena; ALIAS: element offset
+    base: str | None = None           # ALIAS: the buffer this one views
+    value: np.ndarray | None = field(default=None, compare=False, hash=False)  # CONST data
+    index: int = -1                   # INPUT/OUTPUT: position in the signature
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __str__(self) -> str:
+        extra = {BufKind.TEMP: f" @ arena+{self.offset}", BufKind.ALIAS: f" = {self.base}"
+                 f"+{self.offset}", BufKind.INPUT: f" = arg{self.index}",
+                 BufKind.OUTPUT: f" = result{self.index}"}.get(self.kind, "")
+        return f"{self.name}: {self.dtype.value}[{self.size}] {self.kind.value}{extra}"
+
+
+@dataclass(frozen=True)
+class LoopKernel:
+    name: str
+    body: tuple[Stmt, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    cost: int = 0                # rough work estimate (elements touched), for thread decisions
+    src: str = ""                # the graph node(s) it came from, for printing and bisect
+
+    def loops(self) -> Iterator[Loop]:
+        yield from _loops(self.body)
+
+
+def _loops(stmts) -> Iterator[Loop]:
+    for s in stmts:
+        if isinstance(s, Loop):
+            yield s
+            yield from _loops(s.body)
+
+
+@dataclass(frozen=True)
+class MatView:
+    """A (batched) matrix inside a buffer: element (b..., r, c) is at
+    offset + sum(b_i * batch_strides_i) + r * row_stride + c * col_stride."""
+
+    buf: str
+    offset: int
+    batch_strides: tuple[int, ...]
+    row_stride: int
+    col_stride: int
+
+    def __str__(self) -> str:
+        bs = ",".join(map(str, self.batch_strides))
+        return (f"{self.buf}[+{self.offset}; batch*({bs}) + r*{self.row_stride} + "
+                f"c*{self.col_stride}]")
+
+
+@dataclass(frozen=True)
+class GemmKernel:
+    """C[b] (=|+=) A[b] @ B[b] for each batch index b (row-major C with leading dim `ldc`).
+
+    `accumulate_batches`: every batch adds into the same C (conv2d's weight gradient sums over
+    images); then C is initialised by the first batch and accumulated by the rest.
+    `epilogue`: statements run for every element of C once it is final, with Var "acc" bound to
+    its value and Vars "row", "col" (and "b0".. for batch coordinates) to its position; they
+    store the fused result (e.g. relu(acc + bias[col]) into the output). When present, C is
+    scratch space and only the epilogue's stores are results."""
+
+    name: str
+    dtype: DType
+    batch: tuple[int, ...]
+    m: int
+    n: int
+    k: int
+    a: MatView
+    b: MatView
+    c: MatView
+    accumulate_batches: bool = False
+    epilogue: tuple[Stmt, ...] = ()
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    src: str = ""
+
+    @property
+    def flops(self) -> int:
+        n = 1
+        for d in self.batch:
+            n *= d
+        return 2 * n * self.m * self.n * self.k
+
+
+@dataclass(frozen=True)
+class ScanKernel:
+    """for t in (reversed) range(length): body(carry, xs[t], consts) -> (carry', ys[t]).
+
+    `body` is a Program whose inputs are (carry..., x slices..., consts...) and whose outputs
+    are (carry'..., y slices...). Before the loop `carry_bufs` are initialised from `init_bufs`;
+    each step reads the carries from one of (`carry_bufs`, `next_bufs`) and writes them to the
+    other (a renderer swaps the two pointer sets instead of copying), and after the loop the
+    last carries are copied to `final_bufs`. xs and ys are sliced in place: step t reads
+    xs[t * slice] and writes ys[t * slice]. The body's own temporaries live in `arena_buf`."""
+
+    name: str
+    length: int
+    reverse: bool
+    body: "Program"
+    init_bufs: tuple[str, ...]
+    carry_bufs: tuple[str, ...]
+    next_bufs: tuple[str, ...]
+    final_bufs: tuple[str, ...]
+    xs_bufs: tuple[str, ...]
+    ys_bufs: tuple[str, ...]
+    const_bufs: tuple[str, ...]
+    arena_buf: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    src: str = ""
+
+
+@dataclass(frozen=True)
+class CopyKernel:
+    """dst[0:size] = src[0:size] (results that alias inputs or constants are copied out)."""
+
+    name: str
+    src_buf: str
+    dst_buf: str
+    size: int
+    dtype: DType
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    src: str = ""
+
+
+Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel]
+
+
+@dataclass(frozen=True)
+class Program:
+    """Buffers and the kernels that run over them, in order. Inputs and outputs are buffer
+    names in signature order; `arena_bytes` is the size of the TEMP region."""
+
+    name: str
+    buffers: tuple[Buffer, ...]
+    kernels: tuple[Kernel, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    arena_bytes: int
+
+    def buffer(self, name: str) -> Buffer:
+        for b in self.buffers:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        return print_program(self)
+
+
+# -- printing -------------------------------------------------------------------------------------
+
+def print_program(p: Program, indent: str = "") -> str:
+    lines = [f"{indent}program {p.name}({', '.join(p.inputs)}) -> ({', '.join(p.outputs)}) "
+             f"arena={p.arena_bytes}B {{"]
+    for b in p.buffers:
+        lines.append(f"{indent}  buffer {b}")
+    for k in p.kernels:
+        lines.append(print_kernel(k, indent + "  "))
+    lines.append(indent + "}")
+    return "\n".join(lines)
+
+
+def print_kernel(k: Kernel, indent: str = "") -> str:
+    src = f"  // {k.src}" if k.src else ""
+    head = f"{indent}kernel {k.name}(reads {', '.join(k.reads)}; writes {', '.join(k.writes)})"
+    if isinstance(k, LoopKernel):
+        return "\n".join([head + ":" + src] + _stmts(k.body, indent + "  "))
+    if isinstance(k, GemmKernel):
+        acc = " accumulate-batches" if k.accumulate_batches else ""
+        lines = [head + ":" + src,
+                 f"{indent}  gemm {k.dtype.value} batch={list(k.batch)} m={k.m} n={k.n} "
+                 f"k={k.k}{acc}",
+                 f"{indent}    A = {k.a}", f"{indent}    B = {k.b}", f"{indent}    C = {k.c}"]
+        if k.epilogue:
+            lines.append(f"{indent}    epilogue(acc, row, col):")
+            lines += _stmts(k.epilogue, indent + "      ")
+        return "\n".join(lines)
+    if isinstance(k, ScanKernel):
+        order = "reversed " if k.reverse else ""
+        lines = [head + ":" + src,
+                 f"{indent}  scan {order}t in [0, {k.length}): carry ({', '.join(k.carry_bufs)} "
+                 f"<-> {', '.join(k.next_bufs)}) "
+                 f"from ({', '.join(k.init_bufs)}) to ({', '.join(k.final_bufs)}); "
+                 f"xs ({', '.join(k.xs_bufs)}); ys ({', '.join(k.ys_bufs)}); "
+                 f"consts ({', '.join(k.const_bufs)})",
+                 print_program(k.body, indent + "  ")]
+        return "\n".join(lines)
+    return f"{head}: copy {k.size} x {k.dtype.value}{src}"
+
+
+def _stmts(stmts, indent: str) -> list[str]:
+    out = []
+    for s in stmts:
+        if isinstance(s, Loop):
+            out.append(f"{indent}{s.kind.value} {s.var} in [0, {s.extent}):")
+            out += _stmts(s.body, indent + "  ")
+        elif isinstance(s, Store):
+            out.append(f"{indent}{s.buf}[{s.index}] = {s.value}")
+        elif isinstance(s, Let):
+            out.append(f"{indent}let {s.var.name}: {s.var.dtype.value} = {s.value}")
+        else:
+            out.append(f"{indent}{s.var.name} = {s.value}")
+    return out
