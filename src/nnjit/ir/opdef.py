@@ -121,11 +121,14 @@ def coerce_attr(spec: AttrSpec, v: Any) -> Any:
             raise bad("a sequence of ints")
         return tuple(int(x) for x in v)
     if k == "pairs":
-        try:
-            pairs = tuple((int(a), int(b)) for a, b in v)
-        except (TypeError, ValueError):
-            raise bad("a sequence of (int, int) pairs") from None
-        return pairs
+        # NOTE: no int() on arbitrary values: 1.5, True or "1" must not pass as 1.
+        seq = (tuple, list, np.ndarray)
+        if not isinstance(v, seq) or not all(
+                isinstance(p, seq) and len(p) == 2 and all(
+                    isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+                    for x in p) for p in v):
+            raise bad("a sequence of (int, int) pairs")
+        return tuple((int(a), int(b)) for a, b in v)
     if k == "graph":
         if not isinstance(v, Graph):
             raise bad("a graph")
