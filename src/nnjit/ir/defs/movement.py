@@ -117,7 +117,9 @@ def clamp_indices(idx: np.ndarray, n: int) -> np.ndarray:
 
 def _slice_ref(xs, attrs):
     (x,) = xs
-    sl = tuple(builtins.slice(a, None if b < 0 else b, s)
+    # Normalized bounds use -1 for "before index 0" (negative steps), which Python reads as the
+    # last element: a start of -1 is an empty slice, a stop of -1 runs to the front.
+    sl = tuple(builtins.slice(a, None if b < 0 else b, s) if a >= 0 else builtins.slice(0, 0)
                for a, b, s in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
     return np.ascontiguousarray(x[sl])
 
