@@ -228,9 +228,10 @@ def test_other_jit_modules_can_declare_and_call_it():
     a, b, c, ws = fn.args
     bld = ir.IRBuilder(fn.append_basic_block("entry"))
     i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
+    i32 = lambda v: ir.Constant(ir.IntType(32), v)  # noqa: E731
     null = ir.Constant(PTR, None)
     bld.call(callee, [i64(4), i64(4), i64(4), a, i64(4), i64(1), b, i64(4), i64(1), c, i64(4),
-                      ir.Constant(ir.IntType(32), 0), ws, null, null, ir.Constant(ir.IntType(32), 1)])
+                      i32(0), ws, null, null, i32(1)])
     bld.ret_void()
     lib = target.jit(str(mod))
     f = lib.function("square_matmul_4", None, *[ctypes.c_void_p] * 4)

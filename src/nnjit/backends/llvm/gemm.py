@@ -37,7 +37,7 @@ import numpy as np
 import llvmlite.ir as ir
 
 from nnjit.backends.llvm import target
-from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID, alloca_once,
+from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID,
                                          call_indirect, ceil_div, const_float, const_i32,
                                          const_i64, fma, for_range, gep, imax, imin, lane_mask,
                                          load, load_vec, masked_load_vec, masked_store_vec,

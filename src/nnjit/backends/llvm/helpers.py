@@ -97,7 +97,7 @@ def store_vec(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value,
 
 
 def lane_mask(builder: ir.IRBuilder, lanes: int, count: ir.Value) -> ir.Value:
-    """`<lanes x i1>` that is true for lanes `0 .. count-1` (count is an i64, may be <0 or >lanes)."""
+    """`<lanes x i1>`, true for lanes `0 .. count-1` (count: any i64, also < 0 or > lanes)."""
     iota = ir.Constant(vector_type(I64, lanes), [ir.Constant(I64, i) for i in range(lanes)])
     return builder.icmp_signed("<", iota, splat(builder, count, lanes))
 
@@ -107,7 +107,8 @@ def masked_load_vec(builder: ir.IRBuilder, ptr: ir.Value, elem_ty: ir.Type, lane
     """Load only the lanes where `mask` is set; others read as `passthru` (default 0).
     Masked-off lanes never touch memory, so this is safe at the end of a buffer."""
     vty = vector_type(elem_ty, lanes)
-    fn = intrinsic(builder.module, "llvm.masked.load", vty, [PTR, I32, mask.type, vty])
+    fn = intrinsic(builder.module, "llvm.masked.load", vty, [PTR, I32, mask.type, vty],
+                   [vty, PTR])
     passthru = passthru if passthru is not None else ir.Constant(vty, None)
     return builder.call(fn, [ptr, const_i32(_size(elem_ty)), mask, passthru])
 
@@ -116,7 +117,7 @@ def masked_store_vec(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value,
                      mask: ir.Value) -> ir.Instruction:
     """Store only the lanes of `value` where `mask` is set."""
     fn = intrinsic(builder.module, "llvm.masked.store", VOID,
-                   [value.type, PTR, I32, mask.type])
+                   [value.type, PTR, I32, mask.type], [value.type, PTR])
     return builder.call(fn, [value, ptr, const_i32(_size(value.type.element)), mask])
 
 
@@ -162,27 +163,12 @@ def _size(ty: ir.Type) -> int:
 
 
 # --- functions and intrinsics -----------------------------------------------------------------
-def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]) -> ir.Function:
-    """Declare an overloaded LLVM intrinsic once, e.g. `intrinsic(m, "llvm.fma", v16f32, [v16f32]*3)`
-    declares `llvm.fma.v16f32`. The overload suffix is derived from the types."""
-    mangled = name
-    if name in _OVERLOADED:
-        mangled = name + "." + ".".join(_mangle(t) for t in _OVERLOADED[name](ret, args))
+def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type],
+              overloads: Sequence[ir.Type] = ()) -> ir.Function:
+    """Declare an LLVM intrinsic once. `overloads` are the types its name is mangled with, e.g.
+    `intrinsic(m, "llvm.fma", v16f32, [v16f32] * 3, [v16f32])` declares `llvm.fma.v16f32`."""
+    mangled = ".".join([name, *(_mangle(t) for t in overloads)])
     return get_or_declare(module, mangled, ir.FunctionType(ret, list(args)))
-
-
-_OVERLOADED = {
-    "llvm.fma": lambda ret, args: [ret],
-    "llvm.fabs": lambda ret, args: [ret],
-    "llvm.sqrt": lambda ret, args: [ret],
-    "llvm.exp": lambda ret, args: [ret],
-    "llvm.log": lambda ret, args: [ret],
-    "llvm.maxnum": lambda ret, args: [ret],
-    "llvm.minnum": lambda ret, args: [ret],
-    "llvm.masked.load": lambda ret, args: [ret, args[0]],
-    "llvm.masked.store": lambda ret, args: [args[0], args[1]],
-    "llvm.prefetch": lambda ret, args: [args[0]],
-}
 
 
 def _mangle(ty: ir.Type) -> str:
@@ -205,7 +191,7 @@ def get_or_declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Fu
 
 def fma(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
     """`a * b + c` rounded once (`llvm.fma`), for scalars or vectors."""
-    fn = intrinsic(builder.module, "llvm.fma", a.type, [a.type] * 3)
+    fn = intrinsic(builder.module, "llvm.fma", a.type, [a.type] * 3, [a.type])
     return builder.call(fn, [a, b, c])
 
 
@@ -222,7 +208,7 @@ def call_indirect(builder: ir.IRBuilder, fnty: ir.FunctionType, fnptr: ir.Value,
 def alloca_once(builder: ir.IRBuilder, ty: ir.Type, size: int | ir.Value | None = None,
                 align: int | None = None, name: str = "") -> ir.Value:
     """An alloca at the top of the function's entry block, so it is created once per call
-    (not per loop iteration) and mem2reg/SROA can promote it."""
+    (not per loop iteration) and mem2reg/SROA can promote it. `size` must be a constant."""
     entry = builder.function.entry_basic_block
     with builder.goto_block(entry):
         builder.position_at_start(entry)
