@@ -28,6 +28,7 @@ from .ops import Op
 from .types import DType, Loc, TensorType
 
 _DENSE_INLINE_MAX = 16
+_MAX_NESTING = 64   # attribute lists / nested graphs: deeper input is rejected, not a RecursionError
 
 # -- printer ------------------------------------------------------------------------------------
 
@@ -89,6 +90,15 @@ def _scalar(x) -> str:
     return str(int(x))
 
 
+def _inline_exact(v: np.ndarray) -> bool:
+    """Whether a decimal list reproduces `v` bit for bit: NaNs other than the canonical one
+    (e.g. -nan from 0 * -inf) all print as `nan`, so such arrays are printed as hex."""
+    if v.dtype.kind != "f":
+        return True
+    nans = v[np.isnan(v)]
+    return bool((nans.tobytes() == np.full(nans.shape, np.nan, v.dtype).tobytes()))
+
+
 def format_attr(v: Any, indent: str = "") -> str:
     if isinstance(v, Graph):
         return print_graph(v, indent)
@@ -100,7 +110,7 @@ def format_attr(v: Any, indent: str = "") -> str:
         return "[" + ", ".join(format_attr(x, indent) for x in v) + "]"
     if isinstance(v, np.ndarray):
         t = TensorType(v.shape, DType.from_numpy(v.dtype))
-        if v.size <= _DENSE_INLINE_MAX:
+        if v.size <= _DENSE_INLINE_MAX and _inline_exact(v):
             return f"dense<{t}, [" + ", ".join(_scalar(x) for x in v.reshape(-1)) + "]>"
         data = np.ascontiguousarray(v).astype(v.dtype.newbyteorder("<"), copy=False).tobytes()
         return f'dense<{t}, "0x{data.hex()}">'
@@ -163,6 +173,7 @@ class _Parser:
         self.text = text
         self.toks = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     # token helpers
     @property
@@ -388,6 +399,15 @@ class _Parser:
                              f"{', '.join(map(str, node.types))} is declared", op_tok)
 
     def attr_value(self) -> Any:
+        if self.depth >= _MAX_NESTING:
+            raise self.error(f"attribute values nest deeper than {_MAX_NESTING} levels")
+        self.depth += 1
+        try:
+            return self._attr_value()
+        finally:
+            self.depth -= 1
+
+    def _attr_value(self) -> Any:
         t = self.tok
         if t.kind == "number":
             self.i += 1
@@ -435,18 +455,54 @@ class _Parser:
                 raise self.error("bad hex data", s_tok) from None
             if len(data) != ty.nbytes:
                 raise self.error(f"{len(data)} bytes given for {ty} ({ty.nbytes} bytes)", s_tok)
+            if ty.dtype == DType.BOOL and any(b > 1 for b in data):
+                raise self.error("bool data bytes must be 00 or 01", s_tok)
             arr = np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(ty.shape)
         else:
-            vals = self.attr_value()
-            if not isinstance(vals, list):
-                raise self.error("expected a list of values", ty_tok)
+            if self.tok.text != "[" or self.tok.kind == "string":
+                raise self.error(f"expected a list of values or a hex string, found "
+                                 f"{self._describe(self.tok)}")
+            vals = self.dense_values(ty.dtype)
             if len(vals) != ty.size:
                 raise self.error(f"{len(vals)} values given for {ty} ({ty.size} elements)", ty_tok)
-            if any(not isinstance(x, (int, float, bool)) for x in vals):
-                raise self.error("dense values must be numbers or true/false", ty_tok)
             arr = np.array(vals, dtype=dt).reshape(ty.shape)
         self.expect(">")
         return arr
+
+    def dense_values(self, dtype: DType) -> list:
+        """`[v, ...]` where every v is a literal of `dtype`: float literals (or inf/nan) for
+        floats, in-range integer literals for ints, true/false for bool."""
+        self.expect("[")
+        vals: list = []
+        if self.accept("]"):
+            return vals
+        while True:
+            t = self.tok
+            v = self.attr_value()
+            vals.append(_dense_scalar(dtype, v, lambda msg: self.error(msg, t)))
+            if self.accept("]"):
+                return vals
+            self.expect(",")
+
+
+def _dense_scalar(dtype: DType, v: Any, error) -> Any:
+    """A dense literal checked against its element type; `error(msg)` makes the ParseError."""
+    if dtype == DType.BOOL:
+        if not isinstance(v, bool):
+            raise error(f"expected true or false for a bool element, found {format_attr(v)}")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise error(f"expected a number for a {dtype} element, found {format_attr(v)}")
+    if dtype.is_float:
+        if isinstance(v, int):
+            raise error(f"expected a float literal like {v}.0 for a {dtype} element, found {v}")
+        return v
+    if isinstance(v, float):
+        raise error(f"expected an integer for a {dtype} element, found {format_attr(v)}")
+    info = np.iinfo(dtype.np)
+    if not info.min <= v <= info.max:
+        raise error(f"{v} is out of range for {dtype} ([{info.min}, {info.max}])")
+    return v
 
 
 class _Str(str):
