@@ -28,7 +28,8 @@ from .ops import Op
 from .types import DType, Loc, TensorType
 
 _DENSE_INLINE_MAX = 16
-_MAX_NESTING = 64   # attribute lists / nested graphs: deeper input is rejected, not a RecursionError
+# Attribute lists and nested graphs deeper than this are a ParseError (not a RecursionError).
+_MAX_NESTING = 64
 
 # -- printer ------------------------------------------------------------------------------------
 
