@@ -86,7 +86,7 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
     for p, _ in path_leaves:
         head, _, rest = p.partition("/")
         paths.append(names[int(head)] + ("_" + rest.replace("/", "_") if rest else ""))
-    b = Builder(name or _fn_name(fn), parent=parent)
+    b = Builder(_symbol(name) if name else _fn_name(fn), parent=parent)
     syms = [b.input(leaf_type(x, p), p) for p, (_, x) in zip(paths, path_leaves)]
     out = fn(*unflatten(in_tree, syms))
     out_leaves, out_tree = flatten(out)
@@ -104,8 +104,13 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
 
 
 def _fn_name(fn: Callable) -> str:
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_") or "main"
+    return _symbol(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def _symbol(name: str) -> str:
+    """`name` as a graph name the IR text can print (`@<lambda>` would not parse back)."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)
+    name = name.strip("_") or "main"
     return "f_" + name if name[0].isdigit() else name
 
 

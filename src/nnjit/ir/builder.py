@@ -74,7 +74,9 @@ class Builder:
         return self.wrap(v)
 
     def _unique_name(self, name: str) -> str:
-        name = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "arg"
+        # ASCII only: the IR text's value names are [A-Za-z0-9_]+.
+        name = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_"
+                       for c in name) or "arg"
         if name[0].isdigit():
             name = "_" + name
         taken = {v.node.attrs["name"] for v in self.inputs}
