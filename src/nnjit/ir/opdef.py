@@ -136,7 +136,10 @@ def coerce_attr(spec: AttrSpec, v: Any) -> Any:
     if k == "array":
         if not isinstance(v, np.ndarray):
             raise bad("a numpy array")
-        DType.from_numpy(v.dtype)
+        try:
+            DType.from_numpy(v.dtype)
+        except TypeError as e:
+            raise ShapeError(f"attribute '{spec.name}': {e}") from None
         v = np.array(v, copy=True, order="C")
         v.setflags(write=False)
         return v
