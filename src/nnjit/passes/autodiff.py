@@ -147,25 +147,27 @@ def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], stacked_carries: list[Sym],
 
     # Backward body: carry (ct_carry[fc], acc_consts[fk]), xs (saved carry, x, ct_y), consts.
     bb = Builder(f"{body.name}_vjp", parent=b)
-    in_ct = [bb.input(carry[i].type, f"ct_carry{i}") for i in fc]
-    in_acc = [bb.input(consts[i].type, f"ct_const{i}") for i in fk]
-    in_c = [bb.input(c.type, f"carry{i}") for i, c in enumerate(carry)]
-    in_x = [bb.input(x.type.with_shape(x.shape[1:]), f"x{i}") for i, x in enumerate(xs)]
-    in_cty = [bb.input(t.with_shape(t.shape[1:]), f"ct_y{i}") for i, t in enumerate(n.types[nk:])]
-    in_k = [bb.input(c.type, f"const{i}") for i, c in enumerate(consts)]
-    step_cts = {i: ct for i, ct in zip(fc, in_ct)}
-    step_cts.update({nk + j: in_cty[j] for j in range(n_y)})
-    _, body_in_cts = backprop(bb, body, in_c + in_x + in_k, step_cts,
-                              needed=set(fc) | {nk + i for i in fx} | {nk + nx + i for i in fk})
-    new_ct = [body_in_cts[i] if body_in_cts[i] is not None else zeros(bb, carry[i].type)
-              for i in fc]
-    new_acc = [acc + body_in_cts[nk + nx + i] if body_in_cts[nk + nx + i] is not None else acc
-               for acc, i in zip(in_acc, fk)]
-    ct_x = [body_in_cts[nk + i] if body_in_cts[nk + i] is not None else
-            zeros(bb, xs[i].type.with_shape(xs[i].shape[1:])) for i in fx]
-    # Inputs are (carry, xs, consts) in scan order; values the body captured from the outer
-    # graph were appended after the consts while tracing, so they simply extend the consts.
-    bgraph = bb.build(new_ct + new_acc + ct_x)
+    with bb.at(n.loc):   # the backward body's own nodes keep the scan's line too
+        in_ct = [bb.input(carry[i].type, f"ct_carry{i}") for i in fc]
+        in_acc = [bb.input(consts[i].type, f"ct_const{i}") for i in fk]
+        in_c = [bb.input(c.type, f"carry{i}") for i, c in enumerate(carry)]
+        in_x = [bb.input(x.type.with_shape(x.shape[1:]), f"x{i}") for i, x in enumerate(xs)]
+        in_cty = [bb.input(t.with_shape(t.shape[1:]), f"ct_y{i}")
+                  for i, t in enumerate(n.types[nk:])]
+        in_k = [bb.input(c.type, f"const{i}") for i, c in enumerate(consts)]
+        step_cts = {i: ct for i, ct in zip(fc, in_ct)}
+        step_cts.update({nk + j: in_cty[j] for j in range(n_y)})
+        needed = set(fc) | {nk + i for i in fx} | {nk + nx + i for i in fk}
+        _, body_in_cts = backprop(bb, body, in_c + in_x + in_k, step_cts, needed=needed)
+        new_ct = [body_in_cts[i] if body_in_cts[i] is not None else zeros(bb, carry[i].type)
+                  for i in fc]
+        new_acc = [acc + body_in_cts[nk + nx + i] if body_in_cts[nk + nx + i] is not None
+                   else acc for acc, i in zip(in_acc, fk)]
+        ct_x = [body_in_cts[nk + i] if body_in_cts[nk + i] is not None else
+                zeros(bb, xs[i].type.with_shape(xs[i].shape[1:])) for i in fx]
+        # Inputs are (carry, xs, consts) in scan order; values the body captured from the outer
+        # graph were appended after the consts while tracing, so they simply extend the consts.
+        bgraph = bb.build(new_ct + new_acc + ct_x)
     extra = [outer for outer, _ in bb.captures]
     res = P.scan(bgraph, [ct_carry[i] for i in fc] + [zeros(b, consts[i].type) for i in fk],
                  stacked_carries + xs + ct_ys, consts + extra, length,
