@@ -138,12 +138,15 @@ def declare_gemm(module: ir.Module, dtype) -> ir.Function:
 
 
 # --- micro-kernel -----------------------------------------------------------------------------
-def _emit_microkernel(module: ir.Module, cfg: GemmConfig) -> ir.Function:
-    """`ukernel(kc, a, b, c, ldc, load_c, mr, nr)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T Bp[kc x NR].
-    The MR*NV accumulators live in registers (loop phis); full tiles use plain vector stores,
-    edge tiles masked stores, so nothing outside the mr x nr tile is read or written."""
+def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int) -> ir.Function:
+    """`ukernel(kc, a, b, c, ldc, load_c, mr, nr)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T Bp[kc x NR]
+    using the first `nv` vectors of each packed B row (nv < NV: narrow variants for the last,
+    partial column panel, so N = 10 does not pay for 64 columns). The MR*nv accumulators live
+    in registers (loop phis); full tiles use plain vector stores, edge tiles masked ones, so
+    nothing outside the mr x nr tile is read or written."""
     fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64])
-    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.ukernel")
+    suffix = "" if nv == cfg.nv else f".n{nv}"
+    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.ukernel{suffix}")
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     kc, a, b, c, ldc, load_c, mr, nr = fn.args
@@ -151,17 +154,17 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig) -> ir.Function:
         p.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = const_float(cfg.vec, 0.0)
-    acc = [[zero] * cfg.nv for _ in range(cfg.mr)]
+    acc = [[zero] * nv for _ in range(cfg.mr)]
 
     def step(bld: ir.IRBuilder, k: ir.Value, acc: list[list[ir.Value]]) -> list[list[ir.Value]]:
         bv = [load_vec(bld, gep(bld, b, cfg.ty, bld.add(bld.mul(k, const_i64(cfg.nr)),
                                                          const_i64(v * cfg.lanes))),
-                       cfg.ty, cfg.lanes, align=64) for v in range(cfg.nv)]
+                       cfg.ty, cfg.lanes, align=64) for v in range(nv)]
         arow = gep(bld, a, cfg.ty, bld.mul(k, const_i64(cfg.mr)))
         out = []
         for i in range(cfg.mr):
             ai = splat(bld, load(bld, gep(bld, arow, cfg.ty, i), cfg.ty), cfg.lanes)
-            out.append([fma(bld, ai, bv[v], acc[i][v]) for v in range(cfg.nv)])
+            out.append([fma(bld, ai, bv[v], acc[i][v]) for v in range(nv)])
         return out
 
     main_end = builder.mul(builder.sdiv(kc, const_i64(cfg.unroll)), const_i64(cfg.unroll))
@@ -170,7 +173,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     acc = _carried_loop(builder, main_end, kc, 1, acc, step, "ktail")
 
     full = builder.and_(builder.icmp_signed("==", mr, const_i64(cfg.mr)),
-                        builder.icmp_signed("==", nr, const_i64(cfg.nr)))
+                        builder.icmp_signed("==", nr, const_i64(nv * cfg.lanes)))
     with builder.if_else(full) as (then, otherwise):
         with then:
             _store_tile(builder, cfg, acc, c, ldc, load_c, None, None)
@@ -219,7 +222,7 @@ def _store_tile(builder, cfg, acc, c, ldc, load_c, mr, nr) -> None:
         for i in range(cfg.mr):
             def row(i=i):
                 crow = gep(builder, c, cfg.ty, builder.mul(const_i64(i), ldc))
-                for v in range(cfg.nv):
+                for v in range(len(acc[i])):
                     ptr = gep(builder, crow, cfg.ty, v * cfg.lanes)
                     if mr is None:
                         val = acc[i][v]
@@ -334,7 +337,7 @@ def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count, kstart=None)
 
 
 # --- drivers ----------------------------------------------------------------------------------
-def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernel, pack_a, pack_b) -> ir.Function:
+def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b) -> ir.Function:
     """The five GotoBLAS loops on one thread over a sub-problem; (row0, col0) is the
     sub-problem's position in the caller's C, reported to the epilogue."""
     fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I32,
@@ -364,12 +367,14 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernel, pack_a, pack_b) ->
                 with for_range(b, 0, nc, step=cfg.nr, name="jr") as jr:
                     nr = imin(b, const_i64(cfg.nr), b.sub(nc, jr))
                     bpanel = gep(b, bp, cfg.ty, b.mul(jr, kc))
+                    vectors = ceil_div(b, nr, cfg.lanes)
                     with for_range(b, 0, mc, step=cfg.mr, name="ir") as ir_:
                         mr = imin(b, const_i64(cfg.mr), b.sub(mc, ir_))
                         row, col = b.add(ic, ir_), b.add(jc, jr)
                         ctile = gep(b, c, cfg.ty, b.add(b.mul(row, ldc), col), inbounds=False)
-                        b.call(ukernel, [kc, gep(b, ap, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
-                                         ldc, load_c, mr, nr])
+                        _call_ukernel(b, ukernels, vectors,
+                                      [kc, gep(b, ap, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
+                                       ldc, load_c, mr, nr])
                         with b.if_then(b.and_(last, has_epi)):
                             call_indirect(b, EPILOGUE_TYPE, epi,
                                           [ctx, ctile, b.add(row0, row), b.add(col0, col),
@@ -378,14 +383,31 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernel, pack_a, pack_b) ->
     return fn
 
 
+def _call_ukernel(b: ir.IRBuilder, ukernels, vectors, args) -> None:
+    """Call the micro-kernel variant that uses `vectors` B vectors (the last one for >= NV)."""
+    done = b.append_basic_block("uk.done")
+    full = b.append_basic_block("uk.full")
+    switch = b.switch(vectors, full)
+    for nv, kernel in enumerate(ukernels[:-1], start=1):
+        block = b.append_basic_block(f"uk.n{nv}")
+        switch.add_case(const_i64(nv), block)
+        b.position_at_end(block)
+        b.call(kernel, args)
+        b.branch(done)
+    b.position_at_end(full)
+    b.call(ukernels[-1], args)
+    b.branch(done)
+    b.position_at_end(done)
+
+
 def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     """The exported entry: picks a thread count, splits the larger of M and N (in micro-panel
     units) into one contiguous range per thread, and runs the serial driver on each range with
     that thread's slice of the workspace. No barriers: the ranges share nothing writable."""
-    ukernel = _emit_microkernel(module, cfg)
+    ukernels = [_emit_microkernel(module, cfg, nv) for nv in range(1, cfg.nv + 1)]
     pack_a = _emit_pack(module, cfg, "a")
     pack_b = _emit_pack(module, cfg, "b")
-    serial = _emit_serial(module, cfg, ukernel, pack_a, pack_b)
+    serial = _emit_serial(module, cfg, ukernels, pack_a, pack_b)
     fn = ir.Function(module, gemm_type(cfg.name), f"nnjit_gemm_{cfg.name}")
     args = list(fn.args)
     m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, nthreads = args
