@@ -36,7 +36,9 @@ def gather_ir(salt, dtype, lanes=1):
     """`void f(i64 seed, i64* idx, T* out, i64 n) { out[i] = uniform(seed, idx[i]) }`; with
     lanes > 1 the emitter gets `<lanes x i64>` indices and n counts vectors."""
     elem = ir.DoubleType() if np.dtype(dtype) == np.float64 else ir.FloatType()
-    ity, fty = (I64, elem) if lanes == 1 else (ir.VectorType(I64, lanes), ir.VectorType(elem, lanes))
+    ity, fty = I64, elem
+    if lanes > 1:
+        ity, fty = ir.VectorType(I64, lanes), ir.VectorType(elem, lanes)
     mod = ir.Module(name="philox_test")
     fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, I64]), "f")
     fn.args[1].add_attribute("noalias")

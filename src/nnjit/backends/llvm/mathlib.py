@@ -13,7 +13,9 @@ Method (ideas as in XLA's `llvm_ir/math_ops.cc`, Cephes, fdlibm; the code is our
   tanh  expm1(2|x|) / (expm1(2|x|) + 2) with the sign copied back: no cancellation near 0.
   pow   exp(y * log|x|) with C99/numpy special cases; float32 works in double, float64 carries
         log and the product as double-double so large exponents keep full accuracy.
-Measured accuracy is in the test file and in `emit_*` docstrings.
+Max errors quoted below were measured against numpy on every 61st float32 bit pattern (float64
+reference) and 16M float64 samples (long double reference); the tests re-check them on less.
+Subnormal inputs and results are handled (not flushed), assuming the default MXCSR (no FTZ/DAZ).
 
 A loop body calling tanh needs nothing but LLVM intrinsics:
 
@@ -197,15 +199,15 @@ def _scale(b: ir.IRBuilder, p: ir.Value, n: ir.Value) -> ir.Value:
 
 
 def emit_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """e**x. Overflow gives inf, underflow gives correctly scaled subnormals then 0, nan stays
-    nan."""
+    """e**x; max error f32 1.02 ulp, f64 0.98 ulp. Overflow gives inf, underflow gives
+    correctly rounded subnormals then 0, nan stays nan."""
     c = _cs(x)
     n, q = _exp_reduce(b, _clamp(b, x, c.exp_lo, c.exp_hi))
     return _scale(b, b.fadd(_k(x.type, 1.0), q), n)
 
 
 def emit_exp2(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """2**x: exact for integer x, within 1 ulp otherwise; same inf/0/nan behaviour as exp."""
+    """2**x: exact for integer x; max error f32 1.05 ulp, f64 1.04 ulp; inf/0/nan as exp."""
     c, ty = _cs(x), x.type
     xc = _clamp(b, x, c.exp_lo * c.log2e, c.exp_hi * c.log2e)
     shifter = _k(ty, c.shifter)
@@ -226,7 +228,8 @@ def _expm1_core(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def emit_expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """e**x - 1, accurate near 0 (expm1(tiny) == tiny); -1 for very negative x, inf on overflow."""
+    """e**x - 1, accurate near 0 (expm1(tiny) == tiny, -0.0 kept); -1 for very negative x, inf on
+    overflow. Max error f32 1.63 ulp, f64 1.8 ulp."""
     c = _cs(x)
     res = _expm1_core(b, _clamp(b, x, c.expm1_lo, c.exp_hi))
     # Below 2**-(p+1) expm1(x) rounds to x: keeps -0.0 and subnormals, which the core's
@@ -237,7 +240,8 @@ def emit_expm1(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def emit_tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """tanh(x) = sign(x) * em / (em + 2), em = expm1(2|x|). Odd by construction, tanh(tiny) ==
-    tiny, exactly +-1 for |x| >= 10 (f32) / 20 (f64), nan stays nan."""
+    tiny, exactly +-1 for |x| >= 10 (f32) / 20 (f64), nan stays nan. Max error f32 2.42 ulp,
+    f64 2.5 ulp (3.4e-16 relative)."""
     c, ty = _cs(x), x.type
     ax = _intrinsic(b, "fabs", x)
     ax = b.select(_gt(b, ax, _k(ty, c.tanh_hi)), _k(ty, c.tanh_hi), ax)
@@ -248,7 +252,8 @@ def emit_tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def emit_sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """1 / (1 + e**-x), evaluated as e/(1+e) or 1/(1+e) with e = e**-|x|, so both tails are
-    accurate: sigmoid(-100) is the subnormal 3.7e-44 in f32, sigmoid(x) == 1.0 for large x."""
+    accurate: sigmoid(-100) is the subnormal 3.7e-44 in f32, sigmoid(x) == 1.0 for large x.
+    Max error f32 2.3 ulp, f64 2.3 ulp."""
     ty = x.type
     e = emit_exp(b, b.fneg(_intrinsic(b, "fabs", x)))
     num = b.select(_lt(b, x, _k(ty, 0.0)), e, _k(ty, 1.0))
@@ -283,8 +288,8 @@ def _log_specials(b: ir.IRBuilder, x: ir.Value, res: ir.Value) -> ir.Value:
 
 
 def emit_log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Natural log. Max error measured: f32 1 ulp, f64 ~1 ulp; subnormal inputs are exact
-    (rescaled first); log(0) = -inf, log(x<0) = nan, log(inf) = inf."""
+    """Natural log; max error f32 0.83 ulp, f64 1.2 ulp, subnormal inputs included (rescaled
+    first); log(+-0) = -inf, log(x<0) = nan, log(inf) = inf."""
     return _log_specials(b, x, _log_core(b, x))
 
 
@@ -302,7 +307,8 @@ def _log_core(b: ir.IRBuilder, x: ir.Value, subnormals: bool = True, coeffs=None
 
 
 def emit_log1p(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """log(1 + x), accurate near 0: log(u) + (x - (u - 1)) / u with u = 1 + x rounded."""
+    """log(1 + x), accurate near 0: log(u) + (x - (u - 1)) / u with u = 1 + x rounded.
+    Max error f32 1.44 ulp, f64 1.6 ulp; log1p(-1) = -inf, log1p(x < -1) = nan."""
     ty = x.type
     one = _k(ty, 1.0)
     u = b.fadd(one, x)
@@ -441,8 +447,9 @@ def _pow_const(b: ir.IRBuilder, x: ir.Value, y: float) -> ir.Value | None:
 
 def emit_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value | float) -> ir.Value:
     """x**y with numpy (C99 pow) semantics: negative x with integer y, 0**0 == 1, 0**-1 == inf,
-    (-8)**(1/3) == nan, inf and nan rules. Max error measured: f32 1 ulp (computed in double),
-    f64 a few ulp up to results near overflow (double-double log). A Python number `y` is
+    (-8)**(1/3) == nan, inf and nan rules. Max error f32 0.58 ulp (computed in double, one
+    rounding), f64 4.8 ulp / 6e-16 relative even for y*log|x| near +-700 (double-double log
+    and product); specials agree with numpy bit for bit. A Python number `y` is
     specialised: 0, 1, 2, 3, 4, -1, -2 multiply (<= 1.5 ulp); 0.5 is sqrt, as numpy's
     `x ** 0.5` is (so (-0.0)**0.5 == -0.0 and (-inf)**0.5 == nan there, unlike C pow);
     -0.5 is 1/sqrt with pow's signs. A runtime y of 0.5 follows C pow.
