@@ -22,9 +22,12 @@ from .pytree import TreeDef, flatten, flatten_with_paths, unflatten
 
 def leaf_type(x: Any, path: str = "argument") -> TensorType:
     """The TensorType a leaf is traced as: arrays keep shape and dtype (other float widths become
-    f32, other int widths i64); Python floats are f32, ints i64, bools bool."""
+    f32, other int widths i64), and so do numpy scalars; Python floats are f32, ints i64, bools
+    bool."""
     if isinstance(x, Sym):
         return x.type
+    if isinstance(x, np.generic):   # numpy scalars keep their dtype (np.float64 is a float)
+        return TensorType((), DType.from_numpy(canonical_dtype(x.dtype)))
     if isinstance(x, bool):
         return TensorType((), DType.BOOL)
     if isinstance(x, int):
