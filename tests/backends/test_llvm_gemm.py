@@ -47,8 +47,7 @@ def test_runtime_ir_is_valid_and_exports_stable_symbols():
 def test_workspace_size_contract():
     for dtype in DTYPES:
         one = gemm.gemm_workspace_bytes(dtype, 1)
-        assert one > 0 and one % 64 == 0
-        assert gemm.gemm_workspace_bytes(dtype, 2) == 2 * one
+        assert one > 64 and gemm.gemm_workspace_bytes(dtype, 2) > one
     with pytest.raises(TypeError):
         gemm.gemm_workspace_bytes(np.int32, 1)
 
@@ -70,6 +69,17 @@ def test_shapes(dtype, nthreads):
         c = np.full((m, n), np.nan, dtype)  # accumulate=0 must not read C
         gemm.matmul(a, b, out=c, nthreads=nthreads, ws=ws)
         check(c, reference(a, b), k, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("offset", [1, 8, 36])
+def test_misaligned_workspace(dtype, offset):
+    nbytes = gemm.gemm_workspace_bytes(dtype, 2)
+    raw = gemm.workspace(dtype, 3)  # aligned and big enough for the shifted slice
+    ws = raw[offset:offset + nbytes]
+    a, b = operands(130, 200, 300, dtype)
+    c = gemm.matmul(a, b, nthreads=2, ws=ws)
+    check(c, reference(a, b), 300, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

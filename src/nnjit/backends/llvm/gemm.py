@@ -15,7 +15,8 @@ C ABI (f64: double instead of float)::
 computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_stride] (any
 strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
 `accumulate == 0` never reads C. `workspace` is `gemm_workspace_bytes(dtype, nthreads)` bytes,
-64-byte aligned, and may not be shared by two concurrent calls; otherwise calls are reentrant.
+any alignment (the GEMM aligns it up to 64 bytes itself; the size includes that slack); one
+workspace may not be shared by two concurrent calls, otherwise calls are reentrant.
 
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
@@ -115,8 +116,9 @@ def gemm_symbol(dtype) -> str:
 
 
 def gemm_workspace_bytes(dtype, nthreads: int) -> int:
-    """Workspace a call with `nthreads` threads needs (allocate 64-byte aligned, reuse freely)."""
-    return max(1, nthreads) * _config(dtype).thread_bytes()
+    """Bytes of workspace a call with up to `nthreads` threads needs (allocate once, reuse).
+    Includes 64 bytes of slack, so the buffer itself needs no particular alignment."""
+    return max(1, nthreads) * _config(dtype).thread_bytes() + 64
 
 
 def gemm_type(dtype) -> ir.FunctionType:
@@ -415,6 +417,9 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     empty = b.or_(b.icmp_signed("<=", m, const_i64(0)), b.icmp_signed("<=", n, const_i64(0)))
     with b.if_then(empty, likely=False):
         b.ret_void()
+    # Packed panels are read with 64-byte aligned vector loads: align the workspace up.
+    misalign = b.and_(b.sub(const_i64(0), b.ptrtoint(ws, I64)), const_i64(63))
+    ws = gep(b, ws, ir.IntType(8), misalign)
 
     mpanels, npanels = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
     split_n = b.icmp_signed(">=", npanels, mpanels)
@@ -452,6 +457,7 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
 
 
 # --- the runtime library ----------------------------------------------------------------------
+@functools.cache
 def runtime_module_ir() -> str:
     """LLVM IR text of the runtime library: `nnjit_gemm_f32` and `nnjit_gemm_f64` and their
     internal helpers (packing, micro-kernels, thread workers)."""
@@ -514,7 +520,7 @@ def gemm_cfunc(dtype):
 
 
 def workspace(dtype, nthreads: int) -> np.ndarray:
-    """A 64-byte aligned uint8 workspace for `nthreads` threads."""
+    """A uint8 workspace for `nthreads` threads (64-byte aligned, though that is not required)."""
     nbytes = gemm_workspace_bytes(dtype, nthreads)
     raw = np.empty(nbytes + 64, np.uint8)
     off = (-raw.ctypes.data) % 64
@@ -537,8 +543,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
         raise ValueError(f"matmul: bad output {out.shape} {out.dtype} strides {out.strides}")
     nthreads = num_threads() if nthreads is None else nthreads
     ws = workspace(a.dtype, nthreads) if ws is None else ws
-    if ws.nbytes < gemm_workspace_bytes(a.dtype, nthreads) or ws.ctypes.data % 64:
-        raise ValueError("matmul: workspace too small or not 64-byte aligned")
+    if ws.nbytes < gemm_workspace_bytes(a.dtype, nthreads):
+        raise ValueError("matmul: workspace too small for this many threads")
     item = a.itemsize
     ldc = out.strides[0] // item if m > 1 else n
     gemm_cfunc(a.dtype)(m, n, k, a.ctypes.data, a.strides[0] // item, a.strides[1] // item,
