@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..ir import Builder, DType, ShapeError, Sym, TensorType, prims as P
-from ..ir.prims import builder_of
+from ..ir import Builder, DType, ShapeError, Sym, TensorType, prims as P, user_loc
+from ..ir.prims import builder_of, located
 from .pytree import flatten, unflatten
 from .tracing import leaf_type
 
@@ -86,6 +86,7 @@ def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
 
 def logsumexp(x: Sym, axis=-1, keepdims: bool = False) -> Sym:
     """log(sum(exp(x))) computed stably by shifting by the (gradient-stopped) max."""
+    _check_axes("logsumexp", x, axis)
     m = P.stop_gradient(P.reduce_max(x, axis, keepdims=True))
     m = P.where(P.gt(m, -np.inf), m, 0.0)  # rows of all -inf stay -inf, not NaN
     out = P.log(P.reduce_sum(P.exp(x - m), axis, keepdims=True)) + m
@@ -93,11 +94,21 @@ def logsumexp(x: Sym, axis=-1, keepdims: bool = False) -> Sym:
         d for i, d in enumerate(x.shape) if i not in P.norm_axes(axis, x.ndim)))
 
 
+def _check_axes(op: str, x: Sym, axis) -> None:
+    """Axis errors of a composite name the composite (`softmax`), not the primitive inside."""
+    try:
+        P.norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, op, x) from None
+
+
 def log_softmax(x: Sym, axis: int = -1) -> Sym:
+    _check_axes("log_softmax", x, axis)
     return x - logsumexp(x, axis, keepdims=True)
 
 
 def softmax(x: Sym, axis: int = -1) -> Sym:
+    _check_axes("softmax", x, axis)
     m = P.stop_gradient(P.reduce_max(x, axis, keepdims=True))
     e = P.exp(x - m)
     return e / P.reduce_sum(e, axis, keepdims=True)
@@ -137,29 +148,45 @@ def conv2d(x: Sym, weight, bias=None, stride=1, padding=0, dilation=1) -> Sym:
     `padding` is an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same'."""
     b = builder_of(x, weight)
     x, weight = P.lift(b, x, weight)
-    dil = _pair(dilation, "dilation")
-    pads = _padding_pairs(padding, weight.shape[2:] if weight.ndim == 4 else None, dil)
-    y = P.conv2d(x, weight, _pair(stride, "stride"), pads, dil)
+    try:
+        dil, st = _pair(dilation, "dilation"), _pair(stride, "stride")
+        pads = _padding_pairs(padding, weight.shape[2:] if weight.ndim == 4 else None, dil)
+    except ShapeError as e:
+        raise located(e, "conv2d", x, weight) from None
+    y = P.conv2d(x, weight, st, pads, dil)
     if bias is not None:
         y = y + P.reshape(P.lift(b, bias)[0], (1, -1, 1, 1))
     return y
 
 
 def max_pool2d(x: Sym, kernel_size, stride=None, padding=0) -> Sym:
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None else _pair(stride, "stride")
-    return P.max_pool2d(x, k, s, _padding_pairs(padding))
+    try:
+        k = _pair(kernel_size, "kernel_size")
+        s = k if stride is None else _pair(stride, "stride")
+        pads = _padding_pairs(padding)
+    except ShapeError as e:
+        raise located(e, "max_pool2d", x) from None
+    return P.max_pool2d(x, k, s, pads)
 
 
 def avg_pool2d(x: Sym, kernel_size, stride=None, padding=0, count_include_pad: bool = True
                ) -> Sym:
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None else _pair(stride, "stride")
-    return P.avg_pool2d(x, k, s, _padding_pairs(padding), count_include_pad)
+    try:
+        k = _pair(kernel_size, "kernel_size")
+        s = k if stride is None else _pair(stride, "stride")
+        pads = _padding_pairs(padding)
+    except ShapeError as e:
+        raise located(e, "avg_pool2d", x) from None
+    return P.avg_pool2d(x, k, s, pads, count_include_pad)
 
 
 def linear(x: Sym, weight, bias=None) -> Sym:
     """x @ weight.T + bias, with torch's (out_features, in_features) weight layout."""
+    w_shape = np.shape(weight) if not isinstance(weight, Sym) else weight.shape
+    if len(w_shape) != 2 or not x.shape or x.shape[-1] != w_shape[1]:
+        raise ShapeError(f"x {x.shape} has {x.shape[-1] if x.shape else 0} features, weight "
+                         f"{w_shape} must be (out_features, {x.shape[-1] if x.shape else '?'}) "
+                         "(torch layout)", "linear", user_loc())
     y = P.matmul(x, P.transpose(weight, (1, 0)) if isinstance(weight, Sym) else np.asarray(
         weight).T)
     return y if bias is None else y + bias
@@ -181,10 +208,13 @@ concatenate = concat
 def stack(xs: Sequence[Any], axis: int = 0) -> Sym:
     xs = list(xs)
     if not xs:
-        raise ShapeError("stack: needs at least one tensor")
+        raise ShapeError("needs at least one tensor", "stack", user_loc())
     b = builder_of(*xs)
     xs = P.lift(b, *xs)
-    axis = P.norm_axis(axis, xs[0].ndim + 1)
+    try:
+        axis = P.norm_axis(axis, xs[0].ndim + 1)
+    except ShapeError as e:
+        raise located(e, "stack", *xs) from None
     return P.concat([P.reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
 
 
@@ -213,7 +243,7 @@ def one_hot(indices: Sym, num_classes: int, dtype=np.float32) -> Sym:
     """out[..., k] = (indices[...] == k), as `dtype`."""
     b = builder_of(indices)
     if not indices.dtype.is_int:
-        raise ShapeError(f"one_hot: indices must be integers, got {indices.type}")
+        raise ShapeError(f"indices must be integers, got {indices.type}", "one_hot", user_loc())
     classes = P.iota(b, indices.shape + (num_classes,), indices.ndim, indices.dtype)
     return P.cast(P.eq(classes, P.reshape(indices, indices.shape + (1,))), dtype)
 
@@ -229,7 +259,7 @@ def dropout(x: Sym, rate: float, seed, training: bool = True, salt: int | None =
     if not training or rate == 0.0:
         return x
     if not 0.0 <= rate <= 1.0:
-        raise ShapeError(f"dropout: rate must be in [0, 1], got {rate}")
+        raise ShapeError(f"rate must be in [0, 1], got {rate}", "dropout", user_loc())
     b = builder_of(x, seed)
     if rate == 1.0:
         return x * 0.0
@@ -255,34 +285,35 @@ def scan(body: Callable, init, xs, length: int | None = None, reverse: bool = Fa
     x_leaves, x_tree = flatten(xs)
     syms = [v for v in c_leaves + x_leaves if isinstance(v, Sym)]
     if not syms:
-        raise ShapeError("scan: init or xs must contain a traced tensor (call scan inside a "
-                         "jit/trace)")
+        raise ShapeError("init or xs must contain a traced tensor (call scan inside a "
+                         "jit/trace)", "scan", user_loc())
     b = builder_of(*syms)
     c_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in c_leaves]
     x_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in x_leaves]
     lengths = {x.shape[0] if x.ndim else None for x in x_leaves}
     if None in lengths:
-        raise ShapeError("scan: every xs leaf needs a leading axis to scan over")
+        raise ShapeError("every xs leaf needs a leading axis to scan over", "scan", user_loc())
     if length is not None:
         lengths.add(length)
     if len(lengths) != 1:
-        raise ShapeError(f"scan: xs leading dims / length disagree: {sorted(lengths)}")
+        raise ShapeError(f"xs leading dims / length disagree: {sorted(lengths, key=str)}",
+                         "scan", user_loc())
     (n,) = lengths
     child = Builder(f"{b.name}_scan_body", parent=b)
     c_in = [child.input(c.type, f"carry{i}") for i, c in enumerate(c_leaves)]
     x_in = [child.input(TensorType(x.shape[1:], x.dtype), f"x{i}") for i, x in enumerate(x_leaves)]
     out = body(unflatten(c_tree, c_in), unflatten(x_tree, x_in))
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise ShapeError("scan: body must return a pair (new_carry, y)")
+        raise ShapeError("body must return a pair (new_carry, y)", "scan", user_loc())
     new_c, new_c_tree = flatten(out[0])
     if new_c_tree != c_tree:
-        raise ShapeError(f"scan: body returned a carry of structure {new_c_tree}, but init is "
-                         f"{c_tree}")
+        raise ShapeError(f"body returned a carry of structure {new_c_tree}, but init is "
+                         f"{c_tree}", "scan", user_loc())
     new_c = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in new_c]
     for i, (old, new) in enumerate(zip(c_leaves, new_c)):
         if old.type != new.type:
-            raise ShapeError(f"scan: carry {i} changes type from {old.type} to {new.type} in "
-                             "the body (the carry must keep its shape and dtype)")
+            raise ShapeError(f"carry {i} changes type from {old.type} to {new.type} in the "
+                             "body (the carry must keep its shape and dtype)", "scan", user_loc())
     y_leaves, y_tree = flatten(out[1])
     y_leaves = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in y_leaves]
     graph = child.build(new_c + y_leaves)

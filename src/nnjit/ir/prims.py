@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .builder import Builder, Sym
+from .builder import Builder, Sym, user_loc
 from .errors import ShapeError
 from .ops import Op
 from .types import DType, promote
@@ -87,6 +87,15 @@ def norm_axes(axis, ndim: int) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise ShapeError(f"repeated axis in {tuple(axis)}")
     return tuple(sorted(axes))
+
+
+def located(e: ShapeError, op: str, *operands: Any) -> ShapeError:
+    """`e`, raised by an argument check before `emit`, attributed to `op` at the user's line and
+    naming the operand types. Use as `except ShapeError as e: raise located(e, "sum", x)`."""
+    if e.loc is not None:
+        return e
+    types = ", ".join(str(o.type) for o in operands if isinstance(o, Sym))
+    return ShapeError(f"{e.reason} (operands: {types})" if types else e.reason, op, user_loc())
 
 
 def _emit(op: Op, srcs, **attrs):
@@ -180,22 +189,35 @@ def random_uniform(seed: Sym, shape: Sequence[int], salt: int = 0, dtype=DType.F
 # -- reductions ------------------------------------------------------------------------------------
 
 def reduce_sum(x: Sym, axis=None, keepdims: bool = False) -> Sym:
-    axes = norm_axes(axis, x.ndim)
+    try:
+        axes = norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "sum", x) from None
     return _emit(Op.SUM, (x,), axes=axes, keepdims=keepdims)
 
 
 def reduce_max(x: Sym, axis=None, keepdims: bool = False) -> Sym:
-    axes = norm_axes(axis, x.ndim)
+    try:
+        axes = norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "max", x) from None
     return _emit(Op.MAX, (x,), axes=axes, keepdims=keepdims)
 
 
 def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
-    return _emit(Op.ARGMAX, (x,), axis=norm_axis(axis, x.ndim), keepdims=keepdims)
+    try:
+        axis = norm_axis(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "argmax", x) from None
+    return _emit(Op.ARGMAX, (x,), axis=axis, keepdims=keepdims)
 
 
 def mean(x: Sym, axis=None, keepdims: bool = False) -> Sym:
     """Composite: sum / count."""
-    axes = norm_axes(axis, x.ndim)
+    try:
+        axes = norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "mean", x) from None
     n = 1
     for a in axes:
         n *= x.shape[a]
@@ -224,11 +246,19 @@ def matmul(a, b) -> Sym:
     bd = builder_of(a, b)
     a, b = lift(bd, a, b)
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    a0, b0 = a.shape, b.shape
     if squeeze_a:
         a = reshape(a, (1, a.shape[0]))
     if squeeze_b:
         b = reshape(b, (b.shape[0], 1))
-    out = bd.emit(Op.MATMUL, (a, b))
+    try:
+        out = bd.emit(Op.MATMUL, (a, b))
+    except ShapeError as e:
+        if not (squeeze_a or squeeze_b):
+            raise
+        # Name the shapes the user passed, not the matrices the 1-d operands were promoted to.
+        raise ShapeError(f"{e.reason} (1-d operands promoted to matrices: {a0} @ {b0})",
+                         e.op, e.loc) from None
     if squeeze_a or squeeze_b:
         shape = out.shape[:-2] + (() if squeeze_a else out.shape[-2:-1]) + (
             () if squeeze_b else out.shape[-1:])
@@ -277,14 +307,14 @@ def reshape(x: Sym, shape: Sequence[int]) -> Sym:
     """Reshape (C order); one dim may be -1."""
     shape = tuple(int(d) for d in shape)
     if shape.count(-1) > 1:
-        raise ShapeError(f"reshape: at most one -1 in {shape}")
+        raise ShapeError(f"at most one -1 in {shape}", "reshape", user_loc())
     if -1 in shape:
         known = 1
         for d in shape:
             if d != -1:
                 known *= d
         if known == 0 or x.size % known:
-            raise ShapeError(f"reshape: cannot reshape {x.shape} into {shape}")
+            raise ShapeError(f"cannot reshape {x.shape} into {shape}", "reshape", user_loc())
         shape = tuple(x.size // known if d == -1 else d for d in shape)
     if shape == x.shape:
         return x
@@ -292,7 +322,10 @@ def reshape(x: Sym, shape: Sequence[int]) -> Sym:
 
 
 def transpose(x: Sym, perm: Sequence[int]) -> Sym:
-    perm = tuple(norm_axis(int(p), x.ndim) for p in perm)
+    try:
+        perm = tuple(norm_axis(int(p), x.ndim) for p in perm)
+    except ShapeError as e:
+        raise located(e, "transpose", x) from None
     if perm == tuple(range(x.ndim)):
         return x
     return _emit(Op.TRANSPOSE, (x,), perm=perm)
@@ -306,12 +339,16 @@ def broadcast_to(x: Sym, shape: Sequence[int]) -> Sym:
 def concat(xs: Sequence[Sym], axis: int = 0) -> Sym:
     xs = list(xs)
     if not xs:
-        raise ShapeError("concat: needs at least one tensor")
+        raise ShapeError("needs at least one tensor", "concat", user_loc())
     b = builder_of(*xs)
     xs = lift(b, *xs)
+    try:
+        axis = norm_axis(axis, xs[0].ndim)
+    except ShapeError as e:
+        raise located(e, "concat", *xs) from None
     if len(xs) == 1:
         return xs[0]
-    return b.emit(Op.CONCAT, xs, {"axis": norm_axis(axis, xs[0].ndim)})
+    return b.emit(Op.CONCAT, xs, {"axis": axis})
 
 
 def slice(x: Sym, starts, stops, steps) -> Sym:  # noqa: A001
@@ -330,7 +367,11 @@ def take(x: Sym, indices, axis: int = 0) -> Sym:
     b = builder_of(x, indices)
     if not isinstance(indices, Sym):
         indices = b.const(np.asarray(indices, dtype=np.int64))
-    return b.emit(Op.TAKE, (x, indices), {"axis": norm_axis(axis, x.ndim)})
+    try:
+        axis = norm_axis(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "take", x, indices) from None
+    return b.emit(Op.TAKE, (x, indices), {"axis": axis})
 
 
 def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
@@ -340,6 +381,13 @@ def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
 
 def getitem(x: Sym, idx) -> Sym:
     """numpy basic indexing (ints, slices with steps, None, ...) plus one integer-array index."""
+    try:
+        return _getitem(x, idx)
+    except ShapeError as e:
+        raise located(e, "getitem", x) from None
+
+
+def _getitem(x: Sym, idx) -> Sym:
     if not isinstance(idx, tuple):
         idx = (idx,)
     n_ell = sum(1 for i in idx if i is Ellipsis)
