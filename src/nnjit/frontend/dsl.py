@@ -77,7 +77,7 @@ def max(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
 
 
 def min(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
-    return P.neg(P.reduce_max(P.neg(x), axis, keepdims))
+    return x.min(axis, keepdims)   # exact for integers too (see Sym.min)
 
 
 def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:

@@ -295,7 +295,12 @@ class Sym:
         return prims.reduce_max(self, axis, keepdims)
 
     def min(self, axis=None, keepdims: bool = False) -> "Sym":
-        return prims.neg(prims.reduce_max(prims.neg(self), axis, keepdims))
+        if self.dtype.is_float:
+            return prims.neg(prims.reduce_max(prims.neg(self), axis, keepdims))
+        # NOTE: -max(-x) is wrong for integers (-INT_MIN wraps to INT_MIN); ~v = -v - 1 (wrapping)
+        # reverses the order and maps the integer range onto itself, so min = ~max(~x). An empty
+        # min gives INT_MAX, the identity, as an empty max gives INT_MIN.
+        return prims.neg(prims.reduce_max(prims.neg(self) - 1, axis, keepdims)) - 1
 
     def argmax(self, axis: int = -1, keepdims: bool = False) -> "Sym":
         return prims.argmax(self, axis, keepdims)
