@@ -36,17 +36,88 @@ def _signature(args) -> tuple[TreeDef, tuple]:
 
 
 def describe_change(old: tuple, new: tuple, names: Sequence[str]) -> str:
-    """Why signature `new` missed the cache entry `old`: which argument changed and how."""
+    """Why signature `new` missed the cache entry `old`: which arguments changed and how, e.g.
+    "argument params['w1'] shape changed from f32[3,4] to f32[3,5]"."""
     (old_tree, old_leaves), (new_tree, new_leaves) = old, new
     if old_tree != new_tree:
-        return f"argument structure changed from {old_tree} to {new_tree}"
-    for (path, t_old), (_, t_new) in zip(old_leaves, new_leaves):
+        return _structure_change(old_tree, new_tree, names)
+    labels = _leaf_labels(new_tree, names)
+    changes = []
+    for label, (_, t_old), (_, t_new) in zip(labels, old_leaves, new_leaves):
         if t_old != t_new:
-            head, _, rest = path.partition("/")
-            label = names[int(head)] + (f"[{rest}]" if rest else "") if head.isdigit() else path
-            what = "shape" if t_old.dtype == t_new.dtype else "dtype"
-            return f"argument '{label}' {what} changed from {t_old} to {t_new}"
-    return "signature changed"
+            what = ("shape" if t_old.dtype == t_new.dtype else
+                    "dtype" if t_old.shape == t_new.shape else "shape and dtype")
+            changes.append(f"argument {label} {what} changed from {t_old} to {t_new}")
+    return "; ".join(changes) or "signature changed"
+
+
+def _arg_label(names: Sequence[str], i: int) -> str:
+    return names[i] if i < len(names) else f"arg{i}"
+
+
+def _leaf_labels(tree: TreeDef, names: Sequence[str]) -> list[str]:
+    """A Python-like path for every leaf of the argument tuple: x, params['w1'], xs[0], st.h."""
+    out: list[str] = []
+
+    def go(td: TreeDef, label: str) -> None:
+        if td.kind == "leaf":
+            out.append(label)
+        for sub, child in zip(_child_labels(td, label), td.children):
+            go(child, sub)
+
+    for i, child in enumerate(tree.children):
+        go(child, _arg_label(names, i))
+    return out
+
+
+def _child_labels(td: TreeDef, label: str) -> list[str]:
+    if td.kind == "dict":
+        return [f"{label}[{k!r}]" for k in td.meta]
+    if td.kind == "namedtuple":
+        return [f"{label}.{f}" for f in td.meta._fields]
+    return [f"{label}[{i}]" for i in range(len(td.children))]
+
+
+def _describe_tree(td: TreeDef) -> str:
+    if td.kind == "leaf":
+        return "an array"
+    if td.kind == "namedtuple":
+        return f"a {td.meta.__name__}"
+    if td.kind == "none":
+        return "None"
+    return f"a {td.kind} of {len(td.children)}"
+
+
+def _structure_change(old: TreeDef, new: TreeDef, names: Sequence[str]) -> str:
+    if len(old.children) != len(new.children):
+        return (f"called with {len(new.children)} positional arguments, previously "
+                f"{len(old.children)}")
+
+    def go(a: TreeDef, b: TreeDef, label: str) -> str | None:
+        if a == b:
+            return None
+        if a.kind != b.kind or (a.kind == "namedtuple" and a.meta is not b.meta):
+            return f"argument {label} changed from {_describe_tree(a)} to {_describe_tree(b)}"
+        if a.kind == "dict" and a.meta != b.meta:
+            added = [k for k in b.meta if k not in a.meta]
+            removed = [k for k in a.meta if k not in b.meta]
+            parts = ([f"keys {added} added"] if added else []) + (
+                [f"keys {removed} removed"] if removed else [])
+            return f"argument {label} changed structure: {', '.join(parts)}"
+        if len(a.children) != len(b.children):
+            return (f"argument {label} length changed from {len(a.children)} to "
+                    f"{len(b.children)}")
+        for sub, ca, cb in zip(_child_labels(b, label), a.children, b.children):
+            why = go(ca, cb, sub)
+            if why:
+                return why
+        return None
+
+    for i, (a, b) in enumerate(zip(old.children, new.children)):
+        why = go(a, b, _arg_label(names, i))
+        if why:
+            return why
+    return f"argument structure changed from {old} to {new}"
 
 
 class JitFunction:
@@ -74,10 +145,9 @@ class JitFunction:
         cf = self._cache.get(key)
         if cf is None:
             if self._cache:
-                last = next(reversed(self._cache.values()))
                 from .frontend.tracing import arg_names
 
-                why = describe_change(last._sig, sig, arg_names(self.fn, len(args)))
+                why = describe_change(self._closest(sig), sig, arg_names(self.fn, len(args)))
                 self.recompiles.append(why)
                 if _log_enabled("recompiles"):
                     print(f"nnjit: recompiling {self.__name__}: {why}", file=sys.stderr)
@@ -85,6 +155,18 @@ class JitFunction:
             cf._sig = sig
             self._cache[key] = cf
         return cf
+
+    def _closest(self, sig: tuple) -> tuple:
+        """The cached signature `sig` differs least from (the newest one on a tie), so the
+        recompile message names only what really changed."""
+        def distance(old: tuple) -> tuple:
+            if old[0] != sig[0]:
+                return (1, 0)
+            return (0, sum((a.shape != b.shape) + (a.dtype != b.dtype)
+                           for (_, a), (_, b) in zip(old[1], sig[1])))
+
+        sigs = [cf._sig for cf in self._cache.values()]
+        return min(reversed(sigs), key=distance)
 
     def trace(self, *args) -> Traced:
         return trace_flat(self.fn, args, self.name)
