@@ -315,7 +315,7 @@ def _reshape(draw):
     shape = draw(shape_st())
     size = int(np.prod(shape))
     target = draw(st.sampled_from([(size,), (1, size), tuple(reversed(shape)) + (1,), (-1, 1)]))
-    if target == shape:
+    if np.empty(shape).reshape(target).shape == shape:   # a no-op reshape emits nothing
         target = (1,) + target
     return Case(lambda x: P.reshape(x, target), (normal(rng_of(draw), shape),), (0,))
 
