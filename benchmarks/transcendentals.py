@@ -4,7 +4,8 @@ thread each, outputs preallocated and pre-touched (no page-fault cost).
 
     .venv/bin/python benchmarks/transcendentals.py [--n 16777216] [--repeat 9] [--dtype f32]
 
-GB/s counts the bytes the loop must move: its inputs plus its output.
+GB/s counts the bytes the loop must move: its inputs plus its output. The libm column is the
+same loop calling the C library per element (what a backend without inline math emits).
 """
 from __future__ import annotations
 
@@ -102,6 +103,22 @@ def cases(dt):
     }
 
 
+_LIBM = {"exp": "exp", "log": "log", "tanh": "tanh", "expm1": "expm1", "log1p": "log1p",
+         "pow": "pow"}
+
+
+def libm_emit(name: str, elem: ir.Type):
+    """An emitter calling libm's `name` (expf for float, exp for double) on each element."""
+    cname = _LIBM[name] + ("f" if isinstance(elem, ir.FloatType) else "")
+
+    def emit(b, i, *xs):
+        fn = b.module.globals.get(cname) or ir.Function(
+            b.module, ir.FunctionType(elem, [elem] * len(xs)), cname)
+        return b.call(fn, list(xs))
+
+    return emit
+
+
 def median_time(fn, repeat: int, inner: int) -> float:
     """Median over `repeat` samples of the time per call, each sample `inner` calls long."""
     fn()
@@ -126,7 +143,7 @@ def main() -> None:
     print(f"{args.n} x {np.dtype(dt).name}, 1 thread, median of {args.repeat} "
           f"({target.host_cpu()[0]})")
     print(f"{'function':9s} {'nnjit ms':>9s} {'GB/s':>6s} {'ns/elem':>7s} {'numpy ms':>9s} "
-          f"{'GB/s':>6s} {'speed-up':>8s}")
+          f"{'GB/s':>6s} {'vs numpy':>8s} {'libm ms':>8s} {'vs libm':>7s}")
     for name, (emit, ref, gens) in cases(dt).items():
         if args.only and name not in args.only:
             continue
@@ -138,10 +155,16 @@ def main() -> None:
         inner = max(1, (1 << 24) // args.n)  # small n: time many calls per sample
         t_jit = median_time(lambda: fn(*ptrs, args.n), args.repeat, inner)
         t_np = median_time(lambda: ref(out_np, *xs), args.repeat, inner)
+        libm = ""
+        if name in _LIBM:
+            lib_c = target.jit(map_loop_ir(libm_emit(name, elem), elem, len(xs)))
+            fn_c = lib_c.function("f", None, *[ctypes.c_void_p] * (len(xs) + 1), ctypes.c_int64)
+            t_c = median_time(lambda: fn_c(*ptrs, args.n), max(3, args.repeat // 3), inner)
+            libm = f"{t_c * 1e3:8.2f} {t_c / t_jit:6.1f}x"
         nbytes = (len(xs) + 1) * out.nbytes
         print(f"{name:9s} {t_jit * 1e3:9.3f} {nbytes / t_jit / 1e9:6.1f} "
               f"{t_jit / args.n * 1e9:7.3f} {t_np * 1e3:9.3f} {nbytes / t_np / 1e9:6.1f} "
-              f"{t_np / t_jit:7.1f}x")
+              f"{t_np / t_jit:7.1f}x {libm}")
 
 
 if __name__ == "__main__":
