@@ -34,7 +34,8 @@ def grad(g: Graph, wrt: Sequence[int], name: str | None = None) -> Graph:
                                f"'{g.input_names[i]}' of type {g.inputs[i].type} (not float)")
     b = Builder(name or f"{g.name}_grad")
     ins = [b.input(v.type, v.node.attrs["name"], v.node.loc) for v in g.inputs]
-    one = b.const(np.ones((), loss.type.dtype.np))
+    with b.at(loss.node.loc):  # the seed cotangent belongs to the loss's line
+        one = b.const(np.ones((), loss.type.dtype.np))
     outs, in_cts = backprop(b, g, ins, {0: one}, needed=set(wrt))
     grads = [in_cts[i] if in_cts[i] is not None else zeros(b, g.inputs[i].type) for i in wrt]
     return b.build(list(outs) + grads)
