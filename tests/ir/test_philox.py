@@ -100,6 +100,19 @@ def test_float64_uses_53_bits():
     assert np.any((scaled % 2**29) != 0)
 
 
+def test_fast_enough_for_big_masks():
+    """Vectorized, not a Python loop per element: 4M float32 in well under a second."""
+    import time
+    t = time.perf_counter()
+    u = uniform(1, (2048, 2048), salt=3)
+    assert time.perf_counter() - t < 1.0 and u.shape == (2048, 2048)
+
+
+def test_nnjit_dtype():
+    from nnjit.ir.types import DType
+    np.testing.assert_array_equal(uniform(4, (9,), 1, DType.F64), uniform(4, (9,), 1, np.float64))
+
+
 def test_bad_dtype():
     with pytest.raises(TypeError, match="float32 or float64"):
         uniform(0, (3,), 0, np.int32)

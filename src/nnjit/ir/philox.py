@@ -52,7 +52,7 @@ def _seed_key(seed: int) -> tuple[np.uint64, np.uint64]:
 
 
 def _check_dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
+    dt = np.dtype(getattr(dtype, "np", dtype))  # numpy dtype-likes and nnjit DTypes
     if dt not in (np.float32, np.float64):
         raise TypeError(f"philox uniform: dtype must be float32 or float64, not {dt.name}")
     return dt
