@@ -14,9 +14,12 @@ C ABI (f64: double instead of float)::
 
 computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_stride] (any
 strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
-`accumulate == 0` never reads C. `workspace` is `gemm_workspace_bytes(dtype, nthreads)` bytes,
-any alignment (the GEMM aligns it up to 64 bytes itself; the size includes that slack); one
-workspace may not be shared by two concurrent calls, otherwise calls are reentrant.
+`accumulate == 0` never reads C. `nthreads` is an upper bound (< 1 means 1): small problems
+(M*N*K < 64^3) run on the calling thread, larger ones split M or N (the one whose split
+duplicates less packing) into one contiguous range of micro-panels per thread (GOMP_parallel, no barriers). `workspace` holds
+`gemm_workspace_bytes(dtype, nthreads)` bytes at any alignment (the GEMM aligns it up to 64 bytes
+itself; the size includes that slack); one workspace may not be shared by two concurrent calls,
+otherwise calls are reentrant.
 
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
@@ -34,8 +37,8 @@ import threading
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
-import numpy as np
 import llvmlite.ir as ir
+import numpy as np
 
 from nnjit.backends.llvm import target
 from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID,
@@ -403,9 +406,9 @@ def _call_ukernel(b: ir.IRBuilder, ukernels, vectors, args) -> None:
 
 
 def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
-    """The exported entry: picks a thread count, splits the larger of M and N (in micro-panel
-    units) into one contiguous range per thread, and runs the serial driver on each range with
-    that thread's slice of the workspace. No barriers: the ranges share nothing writable."""
+    """The exported entry: picks a thread count, splits M or N (in micro-panel units) into one
+    contiguous range per thread, and runs the serial driver on each range with that thread's
+    slice of the workspace. No barriers: the ranges share nothing writable."""
     ukernels = [_emit_microkernel(module, cfg, nv) for nv in range(1, cfg.nv + 1)]
     pack_a = _emit_pack(module, cfg, "a")
     pack_b = _emit_pack(module, cfg, "b")
@@ -421,12 +424,16 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     misalign = b.and_(b.sub(const_i64(0), b.ptrtoint(ws, I64)), const_i64(63))
     ws = gep(b, ws, ir.IntType(8), misalign)
 
-    mpanels, npanels = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
-    split_n = b.icmp_signed(">=", npanels, mpanels)
-    units = b.select(split_n, npanels, mpanels)
     work = b.mul(b.mul(m, n), imax(b, k, const_i64(1)))
     nt = imax(b, b.sext(nthreads, I64), const_i64(1))
     nt = b.select(b.icmp_signed("<", work, const_i64(SERIAL_WORK)), const_i64(1), nt)
+    # Splitting N makes every thread pack all of A (M x K), splitting M all of B (K x N): split
+    # the dimension whose duplicated operand is smaller, unless it has too few panels to share.
+    mpanels, npanels = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
+    n_ok, m_ok = b.icmp_signed(">=", npanels, nt), b.icmp_signed(">=", mpanels, nt)
+    split_n = b.select(b.icmp_signed(">=", n, m), b.or_(n_ok, b.not_(m_ok)),
+                       b.and_(b.not_(m_ok), b.icmp_signed(">", npanels, mpanels)))
+    units = b.select(split_n, npanels, mpanels)
     nt = b.trunc(imin(b, nt, units), I32)
 
     def body(bld: ir.IRBuilder, lo, hi, cap) -> None:
