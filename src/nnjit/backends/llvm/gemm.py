@@ -15,11 +15,11 @@ C ABI (f64: double instead of float)::
 computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_stride] (any
 strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
 `accumulate == 0` never reads C. `nthreads` is an upper bound (< 1 means 1): small problems
-(M*N*K < 64^3) run on the calling thread, larger ones split M or N (the one whose split
-duplicates less packing) into one contiguous range of micro-panels per thread (GOMP_parallel, no barriers). `workspace` holds
-`gemm_workspace_bytes(dtype, nthreads)` bytes at any alignment (the GEMM aligns it up to 64 bytes
-itself; the size includes that slack); one workspace may not be shared by two concurrent calls,
-otherwise calls are reentrant.
+(M*N*K < 64^3) run on the calling thread, larger ones split M or N (whichever duplicates less
+packing) into one contiguous range of micro-panels per thread (GOMP_parallel, no barriers).
+`workspace` holds `gemm_workspace_bytes(dtype, nthreads)` bytes at any alignment (the GEMM aligns
+it up to 64 bytes itself; the size includes that slack); one workspace may not be shared by two
+concurrent calls, otherwise calls are reentrant.
 
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
