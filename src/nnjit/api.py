@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from .frontend.pytree import TreeDef, flatten, flatten_with_paths, unflatten
-from .frontend.tracing import Traced, leaf_type, trace_flat
+from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
 from .ir import Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
 from .passes.autodiff import grad as grad_pass
@@ -225,6 +225,15 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         for i in nums:
             if i >= len(args):
                 raise ShapeError(f"grad: argnums {nums} out of range for {len(args)} arguments")
+        names = arg_names(fn, len(args))
+        for i in nums:
+            for path, x in flatten_with_paths(args[i])[0]:
+                if not x.dtype.is_float:
+                    label = names[i] + "".join(f"[{p}]" if p.isdigit() else f"[{p!r}]"
+                                               for p in path.split("/") if p)
+                    raise ShapeError(f"grad: cannot differentiate {getattr(fn, '__name__', 'fn')} "
+                                     f"with respect to argument {label} of type {x.type}: only "
+                                     "float arguments have gradients (leave it out of argnums)")
 
         def body(*a):
             out = fn(*a)
