@@ -94,16 +94,18 @@ def _avg_pool_ref(xs, attrs):
 
 def _max_pool_grad_ref(xs, attrs):
     """dy is routed to the first maximum of each window (row-major tap order), as in torch;
-    overlapping windows accumulate."""
+    overlapping windows accumulate. Padding never takes dy: a window of padding and real -inf
+    routes it to its first real element."""
     x, dy = xs
     ho, wo = dy.shape[2:]
     xp = _padded(x, attrs, -np.inf)
+    real = _padded(np.ones(x.shape, bool), attrs, False)
     y = _max_pool_ref([x], attrs)
     dxp = np.zeros(xp.shape, x.dtype)
     taken = np.zeros(dy.shape, bool)
     for win in _taps(attrs, ho, wo):
         xw = win(xp)
-        hit = ~taken & ((xw == y) | (np.isnan(xw) & np.isnan(y)))
+        hit = ~taken & win(real) & ((xw == y) | (np.isnan(xw) & np.isnan(y)))
         win(dxp)[...] += np.where(hit, dy, 0)
         taken |= hit
     return _crop(dxp, x.shape, attrs)
