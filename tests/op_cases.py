@@ -526,6 +526,22 @@ case("conv2d_bias", Op.CONV2D, lambda x, w, b: nnjit.conv2d(x, w, b, padding=1),
      lambda x, w, b: naive_conv2d(x, w, (1, 1), ((1, 1), (1, 1))) + b.reshape(1, -1, 1, 1),
      [(1, 2, 4, 4), (3, 2, 3, 3), (3,)], CON, diff_inputs=(0, 1, 2))
 
+@st.composite
+def conv_params_st(draw, max_hw=6):
+    """(x shape, w shape, stride, padding pairs, dilation) of a valid conv2d: asymmetric
+    padding, strides that skip input rows, dilations, 1x1 and rectangular kernels."""
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    k = [draw(st.integers(1, 3)) for _ in range(2)]
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    dil = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    hw = []
+    for i in range(2):
+        need = max(1, dil[i] * (k[i] - 1) + 1 - sum(pads[i]))
+        hw.append(draw(st.integers(need, max(need, max_hw))))
+    return (n, c) + tuple(hw), (o, c) + tuple(k), stride, pads, dil
+
+
 # -- windows -----------------------------------------------------------------------------------
 WIN = "window"
 
@@ -617,6 +633,17 @@ for _name, _xs, _k, _s, _p in POOL_CONFIGS:
          lambda x, dy, k=_k, s=_s, p=_p: P.max_pool2d_grad(x, dy, k, s, p),
          lambda x, dy, k=_k, s=_s, p=_p: naive_max_pool2d_grad(x, dy, k, s, p),
          [Arg(_xs, grid()), _ys], WIN)
+
+@st.composite
+def pool_params_st(draw, max_hw=6):
+    """(x shape, kernel, stride, padding pairs) of a valid pooling: padding up to kernel // 2 on
+    each side independently, strides smaller than the kernel (overlapping windows) or larger."""
+    k = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    pads = tuple((draw(st.integers(0, kk // 2)), draw(st.integers(0, kk // 2))) for kk in k)
+    hw = tuple(draw(st.integers(max(1, kk - sum(p)), max_hw)) for kk, p in zip(k, pads))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + hw, k, stride, pads
+
 
 # -- data movement -----------------------------------------------------------------------------
 MOV = "movement"
