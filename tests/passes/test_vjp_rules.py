@@ -30,21 +30,23 @@ HYP = settings(suppress_health_check=list(settings.default.suppress_health_check
                + [HealthCheck.function_scoped_fixture])
 MAX_ELEMS = 12   # finite differences per argument leaf and example (a random sample beyond)
 
-# Ops that have (or need) no VJP rule, and why. Everything else with float results must have a
-# VJP and a case below.
+# Ops (by name) that have or need no VJP rule, and why. Everything else with float results must
+# have a VJP and a case below.
 NOT_DIFFERENTIABLE = {
-    Op.INPUT: "graph plumbing, not an operation",
-    Op.CONST: "a constant has no operands",
-    Op.IOTA: "index coordinates: no operands",
-    Op.RANDOM_UNIFORM: "its only operand is the integer seed",
-    Op.NOT: "bool result", Op.AND: "bool result", Op.OR: "bool result",
-    Op.EQ: "bool result", Op.NE: "bool result", Op.LT: "bool result", Op.LE: "bool result",
-    Op.GT: "bool result", Op.GE: "bool result",
-    Op.ARGMAX: "integer result",
-    Op.STOP_GRADIENT: "zero gradient by definition (its rule returns no cotangent); "
-                      "tested in test_autodiff.py",
-    Op.MAX_POOL2D_GRAD: "second derivatives through max pooling are not supported (its "
-                        "gradient is piecewise constant in x anyway)",
+    "input": "graph plumbing, not an operation",
+    "const": "a constant has no operands",
+    "iota": "index coordinates: no operands",
+    "random_uniform": "its only operand is the integer seed",
+    "logical_not": "bool result", "logical_and": "bool result", "logical_or": "bool result",
+    "eq": "bool result", "ne": "bool result", "lt": "bool result", "le": "bool result",
+    "gt": "bool result", "ge": "bool result",
+    "argmax": "integer result",
+    "stop_gradient": "zero gradient by definition (its rule returns no cotangent); "
+                     "tested in test_autodiff.py",
+    "max_pool2d_grad": "second derivatives through max pooling are not supported (its "
+                       "gradient is piecewise constant in x anyway)",
+    "fusion": "made by the fusion pass, which runs after autodiff: graphs are differentiated "
+              "before they are fused",
 }
 # Differentiated by the autodiff pass itself rather than by an OpDef.vjp rule.
 PASS_DIFFERENTIATED = {Op.SCAN: "backpropagation through time as a reverse scan"}
@@ -439,7 +441,7 @@ def test_vjp_matches_finite_differences(name, backend, data):
 def test_every_float_op_has_a_vjp_and_a_case():
     covered = set().union(*(ops for ops, _ in CASES.values()))
     for op in Op:
-        if op in NOT_DIFFERENTIABLE:
+        if op.value in NOT_DIFFERENTIABLE:
             d = OPDEFS.get(op)
             assert d is None or d.vjp is None or op == Op.STOP_GRADIENT, (
                 f"{op.value} has a VJP rule now: remove it from NOT_DIFFERENTIABLE and add a "
@@ -453,10 +455,13 @@ def test_every_float_op_has_a_vjp_and_a_case():
 
 def test_not_differentiable_ops_really_have_no_float_path():
     """The exclusions are honest: comparisons and logic give bool, argmax gives ints, and
-    sources other than const/iota have no float operand."""
+    random_uniform's only operand is its integer seed."""
     b = nnjit.ir.Builder("t")
     x = b.input(nnjit.TensorType((3,), DType.F64), "x")
     for f in (P.eq, P.ne, P.lt, P.le, P.gt, P.ge):
         assert f(x, x).dtype == DType.BOOL
     assert P.logical_not(P.gt(x, 0.0)).dtype == DType.BOOL
     assert P.argmax(x).dtype == DType.I64
+    u = P.random_uniform(b.const(np.int64(3)), (2,), dtype=DType.F64)
+    assert u.value.node.srcs[0].type.dtype == DType.I64
+    assert OPDEFS[Op.RANDOM_UNIFORM].nondiff_inputs == frozenset({0})
