@@ -57,6 +57,10 @@ class Node:
         assert len(self.types) == 1, f"{self.op} has {len(self.types)} results"
         return self.types[0]
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
     def replace(self, **changes) -> "Node":
         return _dc_replace(self, **changes)
 

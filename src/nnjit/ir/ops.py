@@ -69,8 +69,9 @@ class Op(enum.Enum):
     PAD = "pad"
     TAKE = "take"
     SCATTER_ADD = "scatter_add"
-    # control flow
+    # control flow and kernel boundaries
     SCAN = "scan"
+    FUSION = "fusion"
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"

@@ -1,4 +1,5 @@
-"""`scan`: structured iteration over the leading axis of its sequence operands.
+"""`scan` (structured iteration over the leading axis of its sequence operands) and `fusion`
+(a group of nodes that becomes one kernel).
 
     scan(init..., xs..., consts...) {body, num_carry, num_consts, length, reverse}
       body(carry..., x_t..., consts...) -> (carry'..., y_t...)
@@ -56,7 +57,24 @@ def _scan_ref(xs, attrs):
     return tuple(carry) + tuple(ys)
 
 
+def _fusion_shape(ts, attrs):
+    body = attrs["body"]
+    require(tuple(ts) == body.input_types, "operands " + _types(ts) + " do not match the body "
+            "inputs " + _types(body.input_types))
+    outs = body.output_types
+    return outs if len(outs) != 1 else outs[0]
+
+
+def _fusion_ref(xs, attrs):
+    outs = evaluate(attrs["body"], list(xs))
+    return tuple(outs) if len(outs) != 1 else outs[0]
+
+
 register(
+    OpDef(Op.FUSION, Kind.OPAQUE, None, _fusion_shape, _fusion_ref,
+          attrs=(AttrSpec("body", "graph"), AttrSpec("kind", "str", "loop")),
+          doc="a group of nodes compiled as one kernel (made by the fusion pass; `kind` names "
+              "the kernel template: loop, reduce, gemm, conv, window)"),
     OpDef(Op.SCAN, Kind.OPAQUE, None, _scan_shape, _scan_ref,
           attrs=(AttrSpec("body", "graph"), AttrSpec("num_carry", "int"),
                  AttrSpec("num_consts", "int", 0), AttrSpec("length", "int"),

@@ -1,0 +1,301 @@
+"""Lowering contractions to GEMM kernels: matmul directly over strided operand views; conv2d
+and its gradients as im2col / col2im loop kernels around the same GEMM.
+
+A group may hold one contraction, view-only producers of its operands (transpose, reshape,
+broadcast, slice: folded into the GEMM's strides) and elementwise consumers, which become the
+GEMM's epilogue (bias add, activation, residual add), applied while each C block is hot.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ...ir import CompileError, DType, Node, Op, Value
+from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, Loop, LoopKind, MatView,
+                          Stmt, Store, Var)
+from ...ir.ops import CONTRACTION
+from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
+                    loop_vars, reshape_coords, select)
+from .loops import GroupLowering, _nest
+
+VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
+
+
+def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
+    (c,) = [n for n in nodes if n.op in CONTRACTION]
+    pos = nodes.index(c)
+    prologue, epilogue = list(nodes[:pos]), list(nodes[pos + 1:])
+    fn = {Op.MATMUL: _matmul, Op.CONV2D: _conv2d, Op.CONV2D_GRAD_INPUT: _conv2d_grad_input,
+          Op.CONV2D_GRAD_WEIGHT: _conv2d_grad_weight}[c.op]
+    return fn(lw, c, prologue, epilogue, list(roots), name, src)
+
+
+# -- operand views --------------------------------------------------------------------------------
+
+def operand_view(lw, v: Value, prologue: list[Node], name: str) -> tuple[View, list]:
+    """A strided view of operand `v`, looking through view-only producers in the group; values
+    that cannot be viewed are first written contiguously to a temporary by a loop kernel."""
+    view = _view_through(lw, v, set(prologue))
+    if view is not None:
+        return view, []
+    t = lw.temp(v.type)
+    glow = GroupLowering(prologue, lw.views, name)
+    body = glow.map_loops(v.shape, [(v, t)], prefix="p")
+    from .program import make_loop_kernel
+
+    return t, [make_loop_kernel(f"{name}_operand", body, "operand layout", lw.buffers)]
+
+
+def _view_through(lw, v: Value, group: set) -> View | None:
+    if v in lw.views:
+        return lw.views[v]
+    n = v.node
+    if n not in group or n.op not in VIEW_OPS:
+        return None
+    base = _view_through(lw, n.srcs[0], group)
+    if base is None:
+        return None
+    a = n.attrs
+    if n.op == Op.TRANSPOSE:
+        return base.transpose(a["perm"])
+    if n.op == Op.BROADCAST_TO:
+        return base.broadcast_to(a["shape"])
+    if n.op == Op.SLICE:
+        return base.slice(a["starts"], a["steps"], n.type.shape)
+    return base.reshape(n.type.shape)
+
+
+def mat_view(view: View, batch: tuple[int, ...]) -> MatView:
+    """The MatView of a (broadcast) batched matrix view for output batch dims `batch`."""
+    v = view.broadcast_to(batch + view.shape[-2:]) if view.shape[:-2] != batch else view
+    return MatView(v.buf, v.offset, v.strides[:-2], v.strides[-2], v.strides[-1])
+
+
+# -- epilogues ---------------------------------------------------------------------------------
+
+def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
+              coords_of) -> tuple[list[Stmt], View | None]:
+    """Statements storing every root given the accumulator, and the C buffer to use.
+
+    `coords_of(b_vars, row, col)` maps the GEMM position to coordinates of the contraction's
+    output. Without consumers, C is the contraction's own home and no epilogue is needed."""
+    out = c.out
+    if roots == [out] and not epilogue:
+        return [], lw.home(out)
+    acc = Var("acc", out.type.dtype)
+    glow = GroupLowering(epilogue, lw.views, name, overrides={out: acc})
+    nb = out.type.ndim - 2 if c.op == Op.MATMUL else 1
+    bvars = [Var(f"b{k}") for k in range(nb)]
+    coords = coords_of(bvars, Var("row"), Var("col"))
+    stmts: list[Stmt] = []
+    c_home = None
+    for r in roots:
+        if r.shape != out.shape:
+            raise CompileError(f"{name}: epilogue result {r.type} does not match the "
+                               f"contraction's {out.type}")
+        dst = lw.home(r)
+        if c_home is None and r.type.dtype == out.type.dtype:
+            c_home = dst   # the first same-typed result doubles as C: read, then overwritten
+        stmts.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
+    if c_home is None:
+        c_home = lw.temp(out.type, "acc")
+    return stmts, c_home
+
+
+def _gemm(lw, c: Node, name, src, batch, m, n, k, a: MatView, b: MatView, c_view: View,
+          epi: list[Stmt], accumulate_batches=False) -> GemmKernel:
+    cmat = _c_matview(c_view, batch, m, n, c.op)
+    reads = tuple(dict.fromkeys([a.buf, b.buf] + _loads(epi)))
+    writes = tuple(dict.fromkeys([cmat.buf] + [s.buf for s in epi if isinstance(s, Store)]))
+    return GemmKernel(name, c.type.dtype, batch, m, n, k, a, b, cmat, accumulate_batches,
+                      tuple(epi), reads, writes, src)
+
+
+def _c_matview(view: View, batch, m, n, op) -> MatView:
+    """C as [batch..., m, n] row-major over the home of the result (NCHW for convolutions)."""
+    per = m * n
+    strides, acc = [], per
+    for d in reversed(batch):
+        strides.append(acc)
+        acc *= d
+    return MatView(view.buf, view.offset, tuple(reversed(strides)), n, 1)
+
+
+def _loads(stmts) -> list[str]:
+    from ...ir.kernel import Load, children
+
+    out: list[str] = []
+
+    def visit(e):
+        if isinstance(e, Load):
+            out.append(e.buf)
+        for ch in children(e):
+            visit(ch)
+
+    for s in stmts:
+        if isinstance(s, Store):
+            visit(s.index)
+            visit(s.value)
+    return out
+
+
+# -- matmul --------------------------------------------------------------------------------------
+
+def _matmul(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
+    a, b = c.srcs
+    out = c.type
+    batch = out.shape[:-2]
+    m, n = out.shape[-2:]
+    k = a.shape[-1]
+    kernels: list = []
+    av, ka = operand_view(lw, a, prologue, name)
+    bv, kb = operand_view(lw, b, prologue, name)
+    kernels += ka + kb
+
+    def coords_of(bvars, row, col):
+        return list(bvars) + [row, col]
+
+    epi, c_home = _epilogue(lw, c, epilogue, roots, name, coords_of)
+    if c_home.strides != View.contiguous("x", out.shape).strides and out.size > 1:
+        raise CompileError(f"{name}: matmul result must be contiguous")
+    kernels.append(_gemm(lw, c, name, src, batch, m, n, k, mat_view(av, batch),
+                         mat_view(bv, batch), c_home, epi))
+    return kernels
+
+
+# -- convolutions (im2col + GEMM) ----------------------------------------------------------------
+
+def _conv_geometry(x_shape, w_shape, y_shape, attrs):
+    n, ch, h, w = x_shape
+    o, _, kh, kw = w_shape
+    ho, wo = y_shape[2:]
+    return n, ch, h, w, o, kh, kw, ho, wo
+
+
+def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name) -> tuple[View, object]:
+    """col[n, (c, kh, kw), (ho, wo)] = x[n, c, ho*s - p + kh*d, wo*s - p + kw*d] (0 outside)."""
+    from ...ir import TensorType
+    from .program import make_loop_kernel
+
+    n, ch, h, w, o, kh, kw, ho, wo = _conv_geometry(x.shape, w_shape, y_shape, attrs)
+    col = lw.temp(TensorType((n, ch * kh * kw, ho * wo), x.type.dtype), "col")
+    glow = GroupLowering(prologue, lw.views, name)
+    vn, vc, vkh, vkw, vho, vwo = loop_vars("i", 6)
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    (pt, _), (pl, _) = attrs["padding"]
+    hh = iadd(imul(vho, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
+    ww = iadd(imul(vwo, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
+    valid = land(in_range(hh, 0, h), in_range(ww, 0, w))
+    val = glow.value_at(x, [vn, vc, clamp(hh, 0, h - 1), clamp(ww, 0, w - 1)])
+    zero = Const(0.0, x.type.dtype)
+    idx = [vn, iadd(imul(iadd(imul(vc, c64(kh)), vkh), c64(kw)), vkw), iadd(imul(vho, c64(wo)),
+                                                                              vwo)]
+    body = [Store(col.buf, col.index(idx), select(valid, val, zero))]
+    stmts = _nest([vn, vc, vkh, vkw, vho, vwo], [n, ch, kh, kw, ho, wo], body, parallel=True)
+    return col, make_loop_kernel(f"{name}_im2col", stmts, "im2col", lw.buffers)
+
+
+def _conv2d(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
+    x, w = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
+    wv, kws = operand_view(lw, w, [], name)
+    kernels = list(kws)
+    pointwise = (kh == kw == 1 and tuple(c.attrs["stride"]) == (1, 1)
+                 and c.attrs["padding"] == ((0, 0), (0, 0)) and x in lw.views)
+    if pointwise and lw.views[x].strides == View.contiguous("x", x.shape).strides:
+        xv = lw.views[x]   # a 1x1 convolution reads the input itself as the GEMM's B
+        bmat = MatView(xv.buf, xv.offset, (ch * h * wd,), h * wd, 1)
+    else:
+        col, k_col = _im2col(lw, x, w.shape, c.type.shape, c.attrs, prologue, name)
+        kernels.append(k_col)
+        bmat = MatView(col.buf, 0, (ch * kh * kw * ho * wo,), ho * wo, 1)
+    amat = MatView(wv.buf, wv.offset, (0,), ch * kh * kw, 1)
+    epi, c_home = _epilogue(lw, c, epilogue, roots, name, _conv_coords(n, o, ho, wo))
+    kernels.append(_gemm(lw, c, name, src, (n,), o, ho * wo, ch * kh * kw, amat, bmat, c_home,
+                         epi))
+    return kernels
+
+
+def _conv_coords(n, o, ho, wo):
+    def coords_of(bvars, row, col):
+        return reshape_coords([bvars[0], row, col], (n, o, ho * wo), (n, o, ho, wo))
+    return coords_of
+
+
+def _conv2d_grad_weight(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
+    """dW[o, (c,kh,kw)] = sum_n dy[n, o, :] @ col[n, (c,kh,kw), :]^T."""
+    x, dy = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
+    col, k_col = _im2col(lw, x, c.type.shape, dy.shape, c.attrs, prologue, name)
+    dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
+    amat = mat_view(dyv, (n,))
+    bmat = MatView(col.buf, 0, (ch * kh * kw * ho * wo,), 1, ho * wo)
+    if epilogue or roots != [c.out]:
+        raise CompileError(f"{name}: conv2d_grad_weight takes no fused epilogue")
+    home = lw.home(c.out)
+    cm = MatView(home.buf, home.offset, (0,), ch * kh * kw, 1)  # every image adds into dW
+    gemm = GemmKernel(name, c.type.dtype, (n,), o, ch * kh * kw, ho * wo, amat, bmat, cm, True,
+                      (), (amat.buf, bmat.buf), (home.buf,), src)
+    return [k_col] + kd + [gemm]
+
+
+def _rows(lw, v: Value, shape, prologue, name) -> tuple[View, list]:
+    """Operand `v` viewed with `shape` (its NCHW data as [n, c, h*w]), copied when needed."""
+    view, ks = operand_view(lw, v, prologue, name)
+    r = view.reshape(shape)
+    if r is None:
+        view, more = operand_view(lw, v, [], name)
+        ks += more
+        r = view.reshape(shape)
+    return r, ks
+
+
+def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
+    """colg[n] = W^T @ dy[n], then dx gathers colg over the taps that read each input pixel."""
+    from ...ir import TensorType
+    from .program import make_loop_kernel
+
+    dy, w = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
+    dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
+    wv, kw_ = operand_view(lw, w, [], name)
+    ckk = ch * kh * kw
+    colg = lw.temp(TensorType((n, ckk, ho * wo), c.type.dtype), "colg")
+    amat = MatView(wv.buf, wv.offset, (0,), 1, ckk)          # W^T: (ckk, o)
+    bmat = mat_view(dyv, (n,))
+    gemm = GemmKernel(f"{name}_gemm", c.type.dtype, (n,), ckk, ho * wo, o, amat, bmat,
+                      _c_matview(colg, (n,), ckk, ho * wo, c.op), False, (),
+                      (amat.buf, bmat.buf), (colg.buf,), src)
+    # col2im as a gather: race-free and parallel over every input pixel.
+    vn, vc, vh, vw = loop_vars("i", 4)
+    rkh, rkw = loop_vars("r", 2)
+    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
+    (pt, _), (pl, _) = c.attrs["padding"]
+    acc = Var("acc0", c.type.dtype)
+    hn = isub(iadd(vh, c64(pt)), imul(rkh, c64(dh)))
+    wn = isub(iadd(vw, c64(pl)), imul(rkw, c64(dw)))
+    valid = land(land(in_range(hn, 0, sh * (ho - 1) + 1), _divisible(hn, sh)),
+                 land(in_range(wn, 0, sw * (wo - 1) + 1), _divisible(wn, sw)))
+    hi = clamp(idiv(clamp(hn, 0, sh * (ho - 1)), sh), 0, ho - 1)
+    wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
+    col_idx = colg.index([vn, iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw),
+                          iadd(imul(hi, c64(wo)), wi)])
+    from ...ir.kernel import Load
+
+    term = select(valid, Load(colg.buf, col_idx, c.type.dtype), Const(0.0, c.type.dtype))
+    red = _nest([rkh, rkw], [kh, kw], [Assign(acc, Call(KOp.ADD, (acc, term), acc.dtype))],
+                kind=LoopKind.REDUCE)
+    glow = GroupLowering(epilogue, lw.views, name, overrides={c.out: acc})
+    coords = [vn, vc, vh, vw]
+    stores = []
+    for r in roots:
+        dst = lw.home(r)
+        stores.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
+    body = [Let(acc, Const(0.0, acc.dtype))] + red + stores
+    stmts = _nest([vn, vc, vh, vw], [n, ch, h, wd], body, parallel=True)
+    return kd + kw_ + [gemm, make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
+
+
+def _divisible(e, s: int):
+    if s == 1:
+        return Const(True, DType.BOOL)
+    return cmp(KOp.EQ, imod(e, s), c64(0))

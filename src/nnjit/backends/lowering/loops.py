@@ -1,0 +1,337 @@
+"""Lowering a group of elementwise, movement and reduction nodes to one `LoopKernel`.
+
+Every value in the group is computed where it is used ("compute inline"): `value_at(v, coords)`
+returns the scalar expression for element `coords` of `v`, turning movement ops into coordinate
+arithmetic and elementwise ops into scalar calls, down to loads of materialized buffers. A
+group with reductions becomes a row kernel: a parallel loop over the kept dims and, inside it,
+one reduce loop per reduction (in dependence order: softmax is max, then sum, then the map).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ...ir import CompileError, DType, Node, Op, Value
+from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Loop, LoopKind, Stmt, Store,
+                          Var)
+from ...ir.ops import ELEMENTWISE, REDUCE
+from .index import (I64, View, c64, clamp, cmp, iadd, in_range, is_const, isub, imul, land,
+                    loop_vars, ravel, reshape_coords, select)
+
+# Graph op -> scalar op, for ops whose scalar form is a single call.
+SCALAR_OPS = {
+    Op.ADD: KOp.ADD, Op.SUB: KOp.SUB, Op.MUL: KOp.MUL, Op.DIV: KOp.DIV, Op.POW: KOp.POW,
+    Op.NEG: KOp.NEG, Op.ABS: KOp.ABS, Op.EXP: KOp.EXP, Op.LOG: KOp.LOG, Op.SQRT: KOp.SQRT,
+    Op.TANH: KOp.TANH, Op.SIGMOID: KOp.SIGMOID, Op.RELU: KOp.RELU, Op.MAXIMUM: KOp.MAX,
+    Op.MINIMUM: KOp.MIN, Op.AND: KOp.AND, Op.OR: KOp.OR, Op.NOT: KOp.NOT, Op.EQ: KOp.EQ,
+    Op.NE: KOp.NE, Op.LT: KOp.LT, Op.LE: KOp.LE, Op.GT: KOp.GT, Op.GE: KOp.GE,
+    Op.WHERE: KOp.WHERE, Op.CAST: KOp.CAST,
+}
+# Elementwise ops whose value is their (only) operand's.
+IDENTITY_OPS = {Op.STOP_GRADIENT}
+
+
+def identity_of(op: Op, dtype: DType):
+    """The neutral start value of a reduction."""
+    if op == Op.SUM:
+        return 0.0 if dtype.is_float else (False if dtype == DType.BOOL else 0)
+    return -np.inf if dtype.is_float else int(np.iinfo(dtype.np).min)
+
+
+class GroupLowering:
+    """Scalar expressions for the values of one group of nodes.
+
+    `views` maps every value the group reads from memory to a strided view of its buffer.
+    Values produced by `nodes` are recomputed wherever they are used (the fusion pass only
+    groups nodes where that duplicates no expensive work)."""
+
+    def __init__(self, nodes: Sequence[Node], views: dict[Value, View], name: str,
+                 overrides: dict[Value, Expr] | None = None):
+        self.nodes = list(nodes)
+        self.members = set(self.nodes)
+        self.views = views
+        self.name = name
+        self.accs: dict[Node, Var] = {}
+        # Values whose scalar is already at hand (a GEMM's accumulator, a window's reduction):
+        # value_at returns it whatever the coordinates.
+        self.overrides = dict(overrides or {})
+        self._memo: dict[tuple, Expr] = {}
+
+    # -- expressions --------------------------------------------------------------------------
+    def value_at(self, v: Value, coords: Sequence[Expr]) -> Expr:
+        key = (v, tuple(coords))
+        e = self._memo.get(key)
+        if e is None:
+            e = self._compute(v, list(coords))
+            self._memo[key] = e
+        return e
+
+    def _compute(self, v: Value, c: list[Expr]) -> Expr:
+        t = v.type
+        if v in self.overrides:
+            return self.overrides[v]
+        if v in self.views:
+            return self.views[v].load(c, t.dtype)
+        n = v.node
+        if n.op == Op.CONST and n.type.size == 1:
+            return Const(n.attrs["value"].reshape(-1)[0].item(), t.dtype)
+        if n not in self.members:
+            raise CompileError(f"{self.name}: value of {n.op.value} at {n.loc} is neither in "
+                               f"the group nor materialized")
+        op, a = n.op, n.attrs
+        if op in self.accs_ops():
+            return self.accs[n]
+        if op == Op.CONST:
+            raise CompileError(f"{self.name}: array constant was not materialized")
+        if op in IDENTITY_OPS:
+            return self.value_at(n.srcs[0], c)
+        if op in SCALAR_OPS:
+            args = tuple(self.value_at(s, _broadcast(c, t.shape, s.shape)) for s in n.srcs)
+            return Call(SCALAR_OPS[op], args, t.dtype)
+        if op == Op.IOTA:
+            return Call(KOp.CAST, (c[a["axis"]],), t.dtype) if t.dtype != I64 else c[a["axis"]]
+        if op == Op.RANDOM_UNIFORM:
+            seed = self.value_at(n.srcs[0], [])
+            return Call(KOp.RAND, (seed, ravel(c, t.shape)), t.dtype, a["salt"])
+        if op == Op.BROADCAST_TO:
+            return self.value_at(n.srcs[0], _broadcast(c, t.shape, n.srcs[0].shape))
+        if op == Op.TRANSPOSE:
+            src = [None] * len(c)
+            for k, p in enumerate(a["perm"]):
+                src[p] = c[k]
+            return self.value_at(n.srcs[0], src)
+        if op == Op.SLICE:
+            return self.value_at(n.srcs[0], [iadd(c64(st), imul(x, c64(sp))) for x, st, sp in
+                                             zip(c, a["starts"], a["steps"])])
+        if op == Op.RESHAPE:
+            return self.value_at(n.srcs[0], reshape_coords(c, t.shape, n.srcs[0].shape))
+        if op == Op.PAD:
+            return self._pad(n, c)
+        if op == Op.CONCAT:
+            return self._concat(n, c)
+        if op == Op.TAKE:
+            return self._take(n, c)
+        raise CompileError(f"{self.name}: {op.value} cannot be computed inside a loop kernel "
+                           f"(at {n.loc})")
+
+    @staticmethod
+    def accs_ops():
+        return REDUCE
+
+    def _pad(self, n: Node, c: list[Expr]) -> Expr:
+        src = n.srcs[0]
+        valid: Expr = Const(True, DType.BOOL)
+        inner = []
+        for x, (lo, _), d in zip(c, n.attrs["pads"], src.shape):
+            y = isub(x, c64(lo))
+            valid = land(valid, in_range(y, 0, d))
+            inner.append(clamp(y, 0, max(d - 1, 0)))
+        fill = Const(n.attrs["value"] if n.type.dtype.is_float else int(n.attrs["value"]),
+                     n.type.dtype)
+        return select(valid, self.value_at(src, inner), fill)
+
+    def _concat(self, n: Node, c: list[Expr]) -> Expr:
+        ax = n.attrs["axis"]
+        parts, start = [], 0
+        for s in n.srcs:
+            parts.append((start, s))
+            start += s.shape[ax]
+        out: Expr | None = None
+        for start, s in reversed(parts):
+            if s.shape[ax] == 0:
+                continue
+            sc = list(c)
+            sc[ax] = clamp(isub(c[ax], c64(start)), 0, s.shape[ax] - 1)
+            val = self.value_at(s, sc)
+            end = start + s.shape[ax]
+            out = val if out is None else select(cmp(KOp.LT, c[ax], c64(end)), val, out)
+        assert out is not None
+        return out
+
+    def _take(self, n: Node, c: list[Expr]) -> Expr:
+        x, ind = n.srcs
+        ax = n.attrs["axis"]
+        k = ind.type.ndim
+        i = self.value_at(ind, c[ax:ax + k])
+        if ind.type.dtype != I64:
+            i = Call(KOp.CAST, (i,), I64)
+        size = x.shape[ax]
+        i = select(cmp(KOp.LT, i, c64(0)), iadd(i, c64(size)), i)
+        i = clamp(i, 0, max(size - 1, 0))
+        return self.value_at(x, c[:ax] + [i] + c[ax + k:])
+
+    # -- kernels ------------------------------------------------------------------------------
+    def map_loops(self, shape: tuple[int, ...], stores: list[tuple[Value, View]],
+                  prefix: str = "i") -> list[Stmt]:
+        """A parallel loop nest over `shape` storing each root into its view."""
+        if self._flat_ok(shape, stores):
+            size = int(np.prod(shape, dtype=np.int64))
+            (i,) = loop_vars(prefix, 1)
+            body = tuple(Store(dst.buf, iadd(c64(dst.offset), i), self._flat_at(v, i, size))
+                         for v, dst in stores)
+            return [Loop(i.name, size, body, LoopKind.PARALLEL)] if size != 1 else list(
+                _subst_zero(body, i))
+        vs = loop_vars(prefix, len(shape))
+        body: list[Stmt] = [Store(dst.buf, dst.index(vs), self.value_at(v, vs))
+                            for v, dst in stores]
+        return _nest(vs, shape, body, parallel=True)
+
+    def _flat_ok(self, shape, stores) -> bool:
+        """True when every value in the group is an elementwise function of same-shaped or
+        single-element operands, so the nest can be one loop over the linear index."""
+        size = int(np.prod(shape, dtype=np.int64))
+        for n in self.nodes:
+            if n.op not in ELEMENTWISE and n.op != Op.CONST:
+                return False
+            if n.op == Op.CONST and n.type.size != 1:
+                return False
+            for s in n.srcs:
+                if s.type.size not in (1, size) or (s.type.size == size and s.shape != shape):
+                    return False
+                if s in self.views and not _is_contiguous(self.views[s], s.shape):
+                    return False
+        return all(_is_contiguous(dst, shape) for _, dst in stores)
+
+    def _flat_at(self, v: Value, i: Var, size: int) -> Expr:
+        if v in self.views:
+            view = self.views[v]
+            idx = iadd(c64(view.offset), i) if v.type.size == size else c64(view.offset)
+            return _load(view.buf, idx, v.type.dtype)
+        n = v.node
+        if n.op == Op.CONST:
+            return Const(n.attrs["value"].reshape(-1)[0].item(), v.type.dtype)
+        if n.op in IDENTITY_OPS:
+            return self._flat_at(n.srcs[0], i, size)
+        args = tuple(self._flat_at(s, i, size) for s in n.srcs)
+        return Call(SCALAR_OPS[n.op], args, v.type.dtype)
+
+    def reduce_kernel(self, roots: list[tuple[Value, View]]) -> list[Stmt]:
+        """Row kernel: parallel over the kept dims; per row, each reduction's loop, then the
+        full-shaped roots' stores."""
+        reds = [n for n in self.nodes if n.op in REDUCE]
+        shape, axes = _reduce_domain(reds[0])
+        for r in reds[1:]:
+            if _reduce_domain(r) != (shape, axes):
+                raise CompileError(f"{self.name}: reductions over different domains "
+                                   f"({reds[0].op.value} {_reduce_domain(reds[0])} vs "
+                                   f"{r.op.value} {_reduce_domain(r)}) cannot share a kernel")
+        kept = [d for d in range(len(shape)) if d not in axes]
+        outer = loop_vars("i", len(kept))
+
+        def full(inner: list[Var]) -> list[Expr]:
+            c: list[Expr] = [c64(0)] * len(shape)
+            for d, v in zip(kept, outer):
+                c[d] = v
+            for d, v in zip(axes, inner):
+                c[d] = v
+            return c
+
+        body: list[Stmt] = []
+        for k, r in enumerate(reds):
+            inner = loop_vars(f"r{k}_", len(axes))
+            body += self._reduce_stage(r, k, full(inner), inner, [shape[d] for d in axes])
+        row_stores, full_stores = [], []
+        for v, dst in roots:
+            if v.shape == shape:
+                full_stores.append((v, dst))
+            else:
+                row_stores.append((v, dst))
+        if full_stores:
+            inner = loop_vars("j", len(axes))
+            c = full(inner)
+            stmts = [Store(dst.buf, dst.index(c), self.value_at(v, c)) for v, dst in full_stores]
+            body += _nest(inner, [shape[d] for d in axes], stmts)
+        for v, dst in row_stores:
+            c = _row_coords(v.shape, shape, kept, outer)
+            body.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
+        return _nest(outer, [shape[d] for d in kept], body, parallel=True)
+
+    def _reduce_stage(self, r: Node, k: int, coords, inner, extents) -> list[Stmt]:
+        x = r.srcs[0]
+        dt = x.type.dtype
+        acc = Var(f"acc{k}", r.type.dtype if r.op != Op.ARGMAX else dt)
+        init = Let(acc, Const(identity_of(Op.SUM if r.op == Op.SUM else Op.MAX, dt), dt))
+        val = self.value_at(x, coords)
+        if r.op == Op.SUM:
+            self.accs[r] = acc
+            return [init] + _nest(inner, extents, [Assign(acc, Call(KOp.ADD, (acc, val), dt))],
+                                  kind=LoopKind.REDUCE)
+        if r.op == Op.MAX:
+            self.accs[r] = acc
+            return [init] + _nest(inner, extents, [Assign(acc, Call(KOp.MAX, (acc, val), dt))],
+                                  kind=LoopKind.REDUCE)
+        # argmax: the first maximum; a NaN counts as larger than everything (numpy).
+        best_i = Var(f"acc{k}_i", I64)
+        take = Call(KOp.GT, (val, acc), DType.BOOL)
+        if dt.is_float:
+            first_nan = Call(KOp.AND, (Call(KOp.ISNAN, (val,), DType.BOOL),
+                                       Call(KOp.NOT, (Call(KOp.ISNAN, (acc,), DType.BOOL),),
+                                            DType.BOOL)), DType.BOOL)
+            take = Call(KOp.OR, (take, first_nan), DType.BOOL)
+        t = Var(f"take{k}", DType.BOOL)
+        self.accs[r] = best_i
+        loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
+                     Assign(best_i, select(t, inner[0], best_i))]
+        return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def _reduce_domain(r: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    axes = (r.attrs["axis"],) if r.op == Op.ARGMAX else r.attrs["axes"]
+    return r.srcs[0].shape, tuple(axes)
+
+
+def _row_coords(vshape, shape, kept, outer) -> list[Expr]:
+    """Coordinates of a row-shaped value (keepdims or not) for the current outer iteration."""
+    if len(vshape) == len(shape):
+        c: list[Expr] = [c64(0)] * len(shape)
+        for d, v in zip(kept, outer):
+            c[d] = v
+        return [x if vshape[i] != 1 else c64(0) for i, x in enumerate(c)]
+    if len(vshape) == len(kept):
+        return list(outer)
+    raise CompileError(f"value of shape {vshape} does not fit the row domain {shape}")
+
+
+def _broadcast(c: Sequence[Expr], out_shape, in_shape) -> list[Expr]:
+    """Coordinates in an operand broadcast (numpy rules) to `out_shape`."""
+    lead = len(out_shape) - len(in_shape)
+    return [c64(0) if d == 1 else c[lead + k] for k, d in enumerate(in_shape)]
+
+
+def _nest(vs: Sequence[Var], extents: Sequence[int], body: list[Stmt], parallel: bool = False,
+          kind: LoopKind = LoopKind.SERIAL) -> list[Stmt]:
+    """Loops over `extents` around `body` (innermost last); the outermost is parallel when
+    asked. Extent-1 loops are dropped (their variable is 0)."""
+    stmts = list(body)
+    live = [(v, e) for v, e in zip(vs, extents)]
+    for depth in range(len(live) - 1, -1, -1):
+        v, e = live[depth]
+        if e == 1:
+            stmts = list(_subst_zero(tuple(stmts), v))
+            continue
+        outermost = all(x[1] == 1 for x in live[:depth])
+        k = LoopKind.PARALLEL if parallel and outermost else kind
+        stmts = [Loop(v.name, e, tuple(stmts), k)]
+    return stmts
+
+
+def _subst_zero(stmts: tuple[Stmt, ...], v: Var):
+    """Statements with loop variable `v` replaced by 0 (for extent-1 loops)."""
+    from .subst import substitute
+
+    return substitute(stmts, {v: c64(0)})
+
+
+def _load(buf: str, idx: Expr, dtype: DType):
+    from ...ir.kernel import Load
+
+    return Load(buf, idx, dtype)
+
+
+def _is_contiguous(view: View, shape) -> bool:
+    want = View.contiguous(view.buf, shape).strides
+    return all(s == w for s, w, d in zip(view.strides, want, shape) if d != 1)
+
+
+__all__ = ["GroupLowering", "SCALAR_OPS", "identity_of"]

@@ -1,0 +1,284 @@
+"""`lower_graph`: a (fused) Graph -> a kernel-IR Program, once for every native backend.
+
+Each top-level node becomes one kernel (a `fusion` node's whole body becomes one kernel), after
+deciding where every value lives:
+  graph inputs   -> INPUT buffers (the caller's arrays)
+  graph outputs  -> OUTPUT buffers, written directly by the kernel that produces them
+  array consts   -> CONST buffers; single-element consts are inlined into expressions
+  reshape        -> an ALIAS of its operand's buffer (no kernel) when the layout allows
+  everything else-> TEMP buffers, placed in the arena by the memory planner
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from ...ir import CompileError, Graph, Node, Op, TensorType, Value
+from ...ir.kernel import BufKind, Buffer, CopyKernel, LoopKernel, Program, ScanKernel
+from ...ir.ops import CONTRACTION, REDUCE, WINDOW
+from ...passes.memory_plan import MemoryPlan, plan_memory
+from .index import View
+from .loops import GroupLowering
+
+
+@dataclasses.dataclass
+class Lowered:
+    program: Program
+    plan: MemoryPlan
+
+
+def lower_graph(graph: Graph, name: str | None = None) -> Lowered:
+    """Lower `graph` to a Program with its temporaries placed by the memory planner."""
+    program = _Lowering(graph, name or graph.name).run()
+    program, plan = plan_memory(program)
+    return Lowered(program, plan)
+
+
+class _Lowering:
+    def __init__(self, graph: Graph, name: str):
+        self.graph = graph
+        self.name = name
+        self.buffers: dict[str, Buffer] = {}
+        self.kernels: list = []
+        self.views: dict[Value, View] = {}     # where each materialized value lives
+        self.dest: dict[Value, View] = {}      # pre-assigned homes (graph outputs)
+        self._pending: dict[Value, View] = {}  # homes of the node being lowered
+        self._n = 0
+
+    # -- buffers ----------------------------------------------------------------------------
+    def fresh(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def add_buffer(self, buf: Buffer) -> str:
+        self.buffers[buf.name] = buf
+        return buf.name
+
+    def temp(self, t: TensorType, prefix: str = "t") -> View:
+        name = self.add_buffer(Buffer(self.fresh(prefix), t.dtype, max(t.size, 1), BufKind.TEMP))
+        return View.contiguous(name, t.shape)
+
+    def home(self, v: Value) -> View:
+        """Where node result `v` is written: its output buffer, or a new temporary. It becomes
+        visible to later nodes once the current node's kernels are emitted."""
+        view = self._pending.get(v) or self.dest.get(v) or self.temp(v.type)
+        self._pending[v] = view
+        return view
+
+    def kernel_name(self, n: Node) -> str:
+        return f"k{len(self.kernels)}_{n.op.value}"
+
+    # -- driver ------------------------------------------------------------------------------
+    def run(self) -> Program:
+        g = self.graph
+        inputs = []
+        for i, v in enumerate(g.inputs):
+            name = self.add_buffer(Buffer(f"in{i}", v.type.dtype, max(v.type.size, 1),
+                                          BufKind.INPUT, index=i))
+            self.views[v] = View.contiguous(name, v.shape)
+            inputs.append(name)
+        outputs, copies = self._claim_outputs()
+        for n in g.nodes:
+            self.lower_node(n)
+            self.views.update(self._pending)
+            self._pending.clear()
+        for src, dst in copies:
+            view = self.views[src]
+            self.kernels.append(CopyKernel(f"k{len(self.kernels)}_copy", view.buf, dst,
+                                           src.type.size, src.type.dtype, (view.buf,), (dst,),
+                                           "result copy"))
+        return Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
+                       tuple(inputs), tuple(outputs), 0)
+
+    def _claim_outputs(self) -> tuple[list[str], list[tuple[Value, str]]]:
+        """Output buffers; each output is written in place by its producer when possible,
+        otherwise copied at the end (inputs, constants, repeated outputs)."""
+        outputs, copies = [], []
+        produced = {o for n in self.graph.nodes for o in n.outs}
+        for k, v in enumerate(self.graph.outputs):
+            name = self.add_buffer(Buffer(f"out{k}", v.type.dtype, max(v.type.size, 1),
+                                          BufKind.OUTPUT, index=k))
+            outputs.append(name)
+            base = v
+            while base.node.op == Op.RESHAPE and base in produced:
+                base = base.node.srcs[0]
+            if (base in produced and base.node.op != Op.CONST and base not in self.dest
+                    and (base is v or View.contiguous("x", base.shape).reshape(v.shape))):
+                self.dest[base] = View.contiguous(name, base.shape)
+                if base is not v:
+                    self.dest[v] = View.contiguous(name, v.shape)
+            else:
+                copies.append((v, name))
+        return outputs, copies
+
+    def lower_node(self, n: Node) -> None:
+        op = n.op
+        if op == Op.CONST:
+            self._const(n)
+        elif op == Op.RESHAPE and n.srcs[0] in self.views:
+            alias = self.views[n.srcs[0]].reshape(n.type.shape)
+            want = self.dest.get(n.out)
+            if alias is not None and (want is None or want.buf == alias.buf):
+                self.views[n.out] = alias
+            else:
+                self.lower_group(n, [n])
+        elif op == Op.SCAN:
+            self._scan(n)
+        elif op == Op.FUSION:
+            self._fusion(n)
+        else:
+            self.lower_group(n, [n])
+
+    def _const(self, n: Node) -> None:
+        arr = n.attrs["value"]
+        if arr.size == 1 and n.out not in self.dest:
+            return  # inlined into every expression that uses it
+        name = self.add_buffer(Buffer(self.fresh("c"), n.type.dtype, max(arr.size, 1),
+                                      BufKind.CONST, value=np.ascontiguousarray(arr)))
+        view = View.contiguous(name, n.type.shape)
+        if n.out in self.dest:
+            self.views[n.out] = view
+            self.lower_copy(n.out, self.dest[n.out])
+        else:
+            self.views[n.out] = view
+
+    def lower_copy(self, v: Value, dst: View) -> None:
+        src = self.views[v]
+        self.kernels.append(CopyKernel(f"k{len(self.kernels)}_copy", src.buf, dst.buf,
+                                       v.type.size, v.type.dtype, (src.buf,), (dst.buf,)))
+        self.views[v] = dst
+
+    def _fusion(self, n: Node) -> None:
+        body: Graph = n.attrs["body"]
+        # Bind the body's inputs to the operands' buffers and its outputs to the node's homes.
+        inner_views = {bi: self.views[s] for bi, s in zip(body.inputs, n.srcs)}
+        outer = dict(self.views)
+        self.views.update(inner_views)
+        for bo, o in zip(body.outputs, n.outs):
+            if bo in self.dest or bo in inner_views:
+                continue
+            if o in self.dest:
+                self.dest[bo] = self.dest[o]
+        roots = [bo for bo in body.outputs if bo not in inner_views]
+        self.lower_group(n, list(body.nodes), roots=roots, node_label=n)
+        for bo, o in zip(body.outputs, n.outs):
+            outer[o] = self._pending.get(bo) or self.views[bo]
+        self._pending.clear()
+        self.views = outer
+
+    # -- groups -----------------------------------------------------------------------------
+    def lower_group(self, n: Node, nodes: Sequence[Node], roots: Sequence[Value] | None = None,
+                    node_label: Node | None = None) -> None:
+        """One kernel for `nodes`, materializing `roots` (default: the results of `n`)."""
+        roots = list(roots) if roots is not None else list(n.outs)
+        label = node_label or n
+        name = self.kernel_name(label)
+        src = f"{label.op.value} at {label.loc}" if label.loc else label.op.value
+        from . import contraction, window
+
+        ops = {m.op for m in nodes}
+        if ops & CONTRACTION:
+            self.kernels.extend(contraction.lower(self, nodes, roots, name, src))
+            return
+        if ops & (WINDOW | {Op.SCATTER_ADD}):
+            self.kernels.extend(window.lower(self, nodes, roots, name, src))
+            return
+        stores = [(v, self.home(v)) for v in roots]
+        glow = GroupLowering(nodes, self.visible_views(), name)
+        if ops & REDUCE:
+            body = glow.reduce_kernel(stores)
+        else:
+            shapes = {v.shape for v in roots}
+            body = []
+            for k, shape in enumerate(sorted(shapes)):
+                body += glow.map_loops(shape, [(v, d) for v, d in stores if v.shape == shape],
+                                       prefix=f"i{k}_" if len(shapes) > 1 else "i")
+        self.kernels.append(make_loop_kernel(name, body, src, self.buffers))
+
+    def visible_views(self) -> dict[Value, View]:
+        return self.views
+
+    # -- scan --------------------------------------------------------------------------------
+    def _scan(self, n: Node) -> None:
+        body: Graph = n.attrs["body"]
+        nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
+        srcs = list(n.srcs)
+        carry, xs, consts = srcs[:nk], srcs[nk:len(srcs) - nc], srcs[len(srcs) - nc:]
+        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}").run()
+        sub, _ = plan_memory(sub)
+        carry_bufs = [self.temp(v.type, "carry").buf for v in carry]
+        next_bufs = [self.temp(v.type, "next").buf for v in carry]
+        arena = self.add_buffer(Buffer(self.fresh("scanarena"), _byte_dtype(),
+                                       max(sub.arena_bytes, 1), BufKind.TEMP))
+        finals = [self.home(o).buf for o in n.outs[:nk]]
+        ys = [self.home(o).buf for o in n.outs[nk:]]
+        ins = [self.buffer_of(v) for v in carry]
+        xb = [self.buffer_of(v) for v in xs]
+        cb = [self.buffer_of(v) for v in consts]
+        reads = tuple(dict.fromkeys(ins + xb + cb + carry_bufs + next_bufs + [arena]))
+        writes = tuple(dict.fromkeys(carry_bufs + next_bufs + finals + ys + [arena]))
+        self.kernels.append(ScanKernel(
+            self.kernel_name(n), n.attrs["length"], n.attrs["reverse"], sub, tuple(ins),
+            tuple(carry_bufs), tuple(next_bufs), tuple(finals), tuple(xb), tuple(ys), tuple(cb),
+            arena, reads, writes, f"scan at {n.loc}" if n.loc else "scan"))
+
+    def buffer_of(self, v: Value) -> str:
+        """The buffer holding `v` contiguously from its start (copied into one if needed)."""
+        if v not in self.views:
+            if v.node.op != Op.CONST:
+                raise CompileError(f"{self.name}: {v.node.op.value} result is not materialized")
+            self._const_buffer(v)
+        view = self.views[v]
+        if view.offset == 0 and view.strides == View.contiguous("x", v.shape).strides:
+            return view.buf
+        t = self.temp(v.type)
+        glow = GroupLowering([], {v: view}, "relayout")
+        body = glow.map_loops(v.shape, [(v, t)])
+        self.kernels.append(make_loop_kernel(f"k{len(self.kernels)}_relayout", body,
+                                             "relayout", self.buffers))
+        self.views[v] = t
+        return t.buf
+
+    def _const_buffer(self, v: Value) -> None:
+        arr = v.node.attrs["value"]
+        name = self.add_buffer(Buffer(self.fresh("c"), v.type.dtype, max(arr.size, 1),
+                                      BufKind.CONST, value=np.ascontiguousarray(arr)))
+        self.views[v] = View.contiguous(name, v.shape)
+
+
+def _byte_dtype():
+    from ...ir import DType
+
+    return DType.BOOL   # 1-byte elements: a raw byte region
+
+
+def make_loop_kernel(name: str, body, src: str, buffers: dict[str, Buffer]) -> LoopKernel:
+    """A LoopKernel with its read/write sets and a work estimate filled in from the body."""
+    from ...ir.kernel import Load, Loop, Store, children
+
+    reads: dict[str, None] = {}
+    writes: dict[str, None] = {}
+
+    def visit_expr(e):
+        if isinstance(e, Load):
+            reads[e.buf] = None
+        for c in children(e):
+            visit_expr(c)
+
+    def visit(stmts, trip: int) -> int:
+        cost = 0
+        for s in stmts:
+            if isinstance(s, Loop):
+                cost += visit(s.body, trip * s.extent)
+            else:
+                if isinstance(s, Store):
+                    writes[s.buf] = None
+                    visit_expr(s.index)
+                visit_expr(s.value)
+                cost += trip
+        return cost
+
+    cost = visit(body, 1)
+    return LoopKernel(name, tuple(body), tuple(reads), tuple(writes), cost, src)
