@@ -8,6 +8,7 @@
 """
 from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
+from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.pytree import tree_leaves, tree_map
 from .frontend.tracing import trace
 from .ir import (ArgumentError, CompileError, DType, Graph, NnjitError, ParseError, ShapeError,
