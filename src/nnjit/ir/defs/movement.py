@@ -124,6 +124,13 @@ def _slice_ref(xs, attrs):
     return np.ascontiguousarray(x[sl])
 
 
+def _pad_ref(xs, attrs):
+    (x,) = xs
+    if x.ndim == 0:  # a 0-d tensor has nothing to pad, and np.pad rejects it
+        return x.copy()
+    return np.pad(x, attrs["pads"], constant_values=attrs["value"])
+
+
 def _take_ref(xs, attrs):
     x, idx = xs
     ax = attrs["axis"]
@@ -213,8 +220,7 @@ register(
     OpDef(Op.SLICE, Kind.INJECTIVE, 1, _slice_shape, _slice_ref,
           attrs=(AttrSpec("starts", "ints"), AttrSpec("stops", "ints"), AttrSpec("steps", "ints")),
           vjp=_slice_vjp, doc="x[start:stop:step] per dim; bounds as slice.indices() gives them"),
-    OpDef(Op.PAD, Kind.INJECTIVE, 1, _pad_shape,
-          lambda xs, a: np.pad(xs[0], a["pads"], constant_values=a["value"]),
+    OpDef(Op.PAD, Kind.INJECTIVE, 1, _pad_shape, _pad_ref,
           attrs=(AttrSpec("pads", "pairs"), AttrSpec("value", "float", 0.0)), vjp=_pad_vjp),
     OpDef(Op.TAKE, Kind.INJECTIVE, 2, _take_shape, _take_ref, attrs=(AttrSpec("axis", "int"),),
           vjp=lambda xs, outs, cts, a: [P.scatter_add(xs[1], cts[0], xs[0].shape, a["axis"]),
