@@ -664,7 +664,7 @@ _mov("reshape_size0", Op.RESHAPE, lambda x: x.reshape(3, 0, 2), lambda x: np.zer
      [(0, 6)])
 
 
-def _permuted(x, perm):
+def permuted(x, perm):
     """x transposed by `perm`, element by element."""
     perm = [p % x.ndim for p in perm]
     out = np.empty(tuple(x.shape[p] for p in perm), x.dtype)
@@ -674,10 +674,10 @@ def _permuted(x, perm):
 
 
 _mov("transpose_201", Op.TRANSPOSE, lambda x: nnjit.transpose(x, (2, 0, 1)),
-     lambda x: _permuted(x, (2, 0, 1)), [(2, 3, 4)])
+     lambda x: permuted(x, (2, 0, 1)), [(2, 3, 4)])
 _mov("transpose_neg_axes", Op.TRANSPOSE, lambda x: x.transpose(-1, 0, -2),
-     lambda x: _permuted(x, (-1, 0, -2)), [(2, 3, 4)])
-_mov("transpose_T", Op.TRANSPOSE, lambda x: x.T, lambda x: _permuted(x, (2, 1, 0)),
+     lambda x: permuted(x, (-1, 0, -2)), [(2, 3, 4)])
+_mov("transpose_T", Op.TRANSPOSE, lambda x: x.T, lambda x: permuted(x, (2, 1, 0)),
      [(2, 1, 3)])
 _mov("broadcast_to", Op.BROADCAST_TO, lambda x: nnjit.broadcast_to(x, (2, 3, 4)),
      lambda x: x + np.zeros((2, 3, 4), x.dtype), [(3, 1)])
@@ -707,16 +707,16 @@ _mov("pad_size0", Op.PAD, lambda x: nnjit.pad(x, ((0, 1), (2, 0))),
      lambda x: np.zeros((1, 2), x.dtype), [(0, 0)])
 
 
-def _clamped(idx, n):
+def clamped(idx, n):
     """take's indices: a negative index wraps once, then everything is clamped into [0, n)."""
     return np.array([min(max(i + n if i < 0 else i, 0), n - 1) for i in idx.ravel().tolist()],
                     np.int64).reshape(idx.shape)
 
 
-def _take_expected(axis):
+def expect_take(axis):
     def expected(x, idx):
         ax = axis % x.ndim
-        j = _clamped(idx, x.shape[ax])
+        j = clamped(idx, x.shape[ax])
         moved = np.moveaxis(x, ax, 0)
         out = np.stack([moved[k] for k in j.ravel()]) if j.size else np.zeros(
             (0,) + moved.shape[1:], x.dtype)
@@ -725,20 +725,20 @@ def _take_expected(axis):
     return expected
 
 
-_mov("take_0", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=0), _take_expected(0),
+_mov("take_0", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=0), expect_take(0),
      [(4, 3), Arg((5,), indices(-4, 3), I64)])
-_mov("take_clamped_m1", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=-1), _take_expected(-1),
+_mov("take_clamped_m1", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=-1), expect_take(-1),
      [(2, 4), Arg((2, 3), indices(-7, 7), I32)])
-_mov("take_flat", Op.TAKE, lambda x, i: nnjit.take(x, i), lambda x, i: _take_expected(0)(
+_mov("take_flat", Op.TAKE, lambda x, i: nnjit.take(x, i), lambda x, i: expect_take(0)(
     x.ravel(), i), [(2, 3), Arg((4,), indices(-6, 5), I64)])
-_mov("take_empty_idx", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=1), _take_expected(1),
+_mov("take_empty_idx", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=1), expect_take(1),
      [(2, 3), Arg((0,), indices(0, 2), I64)])
 
 
-def _scatter_expected(shape, axis):
+def expect_scatter_add(shape, axis):
     def expected(idx, upd):
         out = np.zeros(shape, upd.dtype)
-        j = _clamped(idx, shape[axis])
+        j = clamped(idx, shape[axis])
         for pos in np.ndindex(*upd.shape):
             ipos = pos[axis: axis + idx.ndim]
             target = pos[:axis] + (j[ipos],) + pos[axis + idx.ndim:]
@@ -751,7 +751,7 @@ for _name, _shape, _axis, _ishape, _lo, _hi in [("repeated", (4, 3), 0, (6,), 0,
                                                  ("axis1_clamped", (2, 4), 1, (2, 3), -6, 6)]:
     _ushape = _shape[:_axis] + _ishape + _shape[_axis + 1:]
     _mov(f"scatter_add_{_name}", Op.SCATTER_ADD,
-         lambda i, u, s=_shape, a=_axis: P.scatter_add(i, u, s, a), _scatter_expected(_shape,
+         lambda i, u, s=_shape, a=_axis: P.scatter_add(i, u, s, a), expect_scatter_add(_shape,
                                                                                        _axis),
          [Arg(_ishape, indices(_lo, _hi), I64), _ushape], dtypes=NUMERIC, diff=(1,))
 
