@@ -146,8 +146,9 @@ def tokenize(text: str) -> list[Tok]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise ParseError(f"unexpected character {text[pos]!r}", line, pos - line_start + 1,
-                             _line_text(text, line))
+            msg = (f"unexpected character {text[pos]!r}" if text[pos] != '"' else
+                   "unterminated string (expected a closing '\"' on the same line)")
+            raise ParseError(msg, line, pos - line_start + 1, _line_text(text, line))
         kind = m.lastgroup
         if kind == "nl":
             line, line_start = line + 1, m.end()
