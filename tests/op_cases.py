@@ -770,7 +770,7 @@ for _shape, _axis in [((3, 4), 1), ((2, 3, 2), 0), ((0, 3), 1)]:
     case(f"iota_{'x'.join(map(str, _shape))}_{_axis}", Op.IOTA,
          lambda x, s=_shape, a=_axis: P.iota(P.builder_of(x), s, a, x.dtype),
          lambda x, s=_shape, a=_axis: _iota_expected(s, a, x.dtype), [()], SRC, dtypes=NUMERIC)
-case("const", Op.CONST, lambda x: x * np.array([[2], [-1]]).astype(x.dtype) + 1,
+case("const", Op.CONST, lambda x: x * np.array([[2], [-1]]).astype(x.dtype.np) + 1,
      lambda x: (x * np.array([[2], [-1]]).astype(x.dtype) + 1).astype(x.dtype),
      [(2, 3)], SRC, dtypes=NUMERIC, diff_inputs=(0,))
 case("const_bool", Op.CONST, lambda x: nnjit.logical_and(x, np.array([True, False, True])),
