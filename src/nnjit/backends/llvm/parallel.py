@@ -26,17 +26,17 @@ Body = Callable[[ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]], None]
 @functools.cache
 def gomp_available() -> bool:
     """Load libgomp into the process once; False (with a warning) when it cannot be found."""
-    path = ctypes.util.find_library("gomp")
-    if path:
+    reasons = []
+    for path in dict.fromkeys([ctypes.util.find_library("gomp"), "libgomp.so.1"]):
+        if not path:
+            continue
         try:
             llvm.load_library_permanently(path)
             return True
         except RuntimeError as exc:  # llvmlite reports dlopen failures as RuntimeError
-            reason = str(exc)
-    else:
-        reason = "ctypes.util.find_library('gomp') found nothing"
-    warnings.warn(f"nnjit: libgomp unavailable ({reason}); native code runs on one thread",
-                  RuntimeWarning, stacklevel=2)
+            reasons.append(str(exc))
+    warnings.warn(f"nnjit: libgomp unavailable ({'; '.join(reasons) or 'not found'}); "
+                  "native code runs on one thread", RuntimeWarning, stacklevel=2)
     return False
 
 
