@@ -33,7 +33,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -488,8 +490,16 @@ def runtime_cache_key() -> str:
 @functools.cache
 def runtime_object() -> bytes:
     """Host object code of the runtime library (compiled once per process; link it into AOT
-    shared objects together with `parallel.link_flags()`)."""
-    obj, _ = target.compile_object(runtime_module_ir())
+    shared objects together with `parallel.link_flags()`). NNJIT_DEBUG >= 1 logs the compile
+    time, >= 2 also prints the LLVM IR."""
+    text = runtime_module_ir()
+    if target.debug_level() >= 2:
+        print(text, file=sys.stderr)
+    start = time.perf_counter()
+    obj, _ = target.compile_object(text)
+    if target.debug_level() >= 1:
+        print(f"nnjit: runtime library compiled in {time.perf_counter() - start:.2f} s "
+              f"({len(obj)} bytes)", file=sys.stderr)
     return obj
 
 
