@@ -22,8 +22,10 @@ VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
 
 def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
     (c,) = [n for n in nodes if n.op in CONTRACTION]
-    pos = nodes.index(c)
-    prologue, epilogue = list(nodes[:pos]), list(nodes[pos + 1:])
+    # Operand producers (prologue) and consumers (epilogue) are computed inline where needed;
+    # both see every other member, since an epilogue may use a value computed before `c`.
+    others = [n for n in nodes if n is not c]
+    prologue = epilogue = others
     fn = {Op.MATMUL: _matmul, Op.CONV2D: _conv2d, Op.CONV2D_GRAD_INPUT: _conv2d_grad_input,
           Op.CONV2D_GRAD_WEIGHT: _conv2d_grad_weight}[c.op]
     return fn(lw, c, prologue, epilogue, list(roots), name, src)
@@ -79,7 +81,7 @@ def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
     `coords_of(b_vars, row, col)` maps the GEMM position to coordinates of the contraction's
     output. Without consumers, C is the contraction's own home and no epilogue is needed."""
     out = c.out
-    if roots == [out] and not epilogue:
+    if roots == [out]:
         return [], lw.home(out)
     acc = Var("acc", out.type.dtype)
     glow = GroupLowering(epilogue, lw.views, name, overrides={out: acc})
@@ -229,7 +231,7 @@ def _conv2d_grad_weight(lw, c: Node, prologue, epilogue, roots, name, src) -> li
     dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
     amat = mat_view(dyv, (n,))
     bmat = MatView(col.buf, 0, (ch * kh * kw * ho * wo,), 1, ho * wo)
-    if epilogue or roots != [c.out]:
+    if roots != [c.out]:
         raise CompileError(f"{name}: conv2d_grad_weight takes no fused epilogue")
     home = lw.home(c.out)
     cm = MatView(home.buf, home.offset, (0,), ch * kh * kw, 1)  # every image adds into dW

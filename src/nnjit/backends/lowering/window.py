@@ -21,8 +21,8 @@ def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str
     from .program import make_loop_kernel
 
     (w,) = [n for n in nodes if n.op in _LOWER]
-    pos = nodes.index(w)
-    body = _LOWER[w.op](lw, w, list(nodes[:pos]), list(nodes[pos + 1:]), list(roots), name)
+    others = [n for n in nodes if n is not w]   # producers and consumers, computed inline
+    body = _LOWER[w.op](lw, w, others, others, list(roots), name)
     return [make_loop_kernel(name, body, src, lw.buffers)]
 
 
@@ -86,7 +86,7 @@ def _pool(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
 
 
 def _only_root(p: Node, epilogue, roots, name) -> None:
-    if epilogue or list(roots) != [p.out]:
+    if list(roots) != [p.out]:
         raise CompileError(f"{name}: {p.op.value} takes no fused consumers")
 
 
