@@ -435,7 +435,7 @@ def test_equality_inside_nested_bodies():
     roundtrip(g2)
 
 
-# -- random valid graphs ----------------------------------------------------------------------------
+# -- random valid graphs ---------------------------------------------------------------------------
 
 IDENT = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 SHAPES = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
@@ -492,8 +492,9 @@ def _apply(draw, b: Builder, kind: str, x: Sym, pool: list, depth: int):
     if kind == "transpose":
         return b.emit(Op.TRANSPOSE, (x,), {"perm": tuple(draw(st.permutations(range(x.ndim))))})
     if kind == "slice":
-        idx = tuple(slice(draw(st.none() | st.integers(-4, 4)), draw(st.none() | st.integers(-4, 4)),
-                          draw(st.sampled_from([None, 1, 2, -1, -2]))) for _ in range(x.ndim))
+        bound = st.none() | st.integers(-4, 4)
+        idx = tuple(slice(draw(bound), draw(bound), draw(st.sampled_from([None, 1, 2, -1, -2])))
+                    for _ in range(x.ndim))
         return prims.getitem(x, idx)
     if kind == "concat":
         others = [s for s in pool if s.ndim == x.ndim and s.ndim > 0]
