@@ -3,8 +3,10 @@
 `plan_memory(program)` computes each TEMP buffer's live interval over the kernel sequence
 (first kernel that writes it to last kernel that reads it) and gives it a 64-byte aligned
 offset in one arena. With `reuse=False` every buffer gets its own slot (the no-reuse baseline).
-The plan reports the arena size, the no-reuse total and the liveness lower bound, and
-`check_plan` proves that no two buffers live at the same time overlap.
+Buffers in one in-place class (an elementwise result written over its dying operand) share a
+slot. The plan reports the arena size, the no-reuse total and the liveness lower bound (over
+the in-place classes), and `check_plan` proves that no two buffers live at the same time
+overlap unless they are one in-place class.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class BufferPlan:
     start: int          # index of the first kernel that touches it
     end: int            # index of the last kernel that touches it (inclusive)
     offset: int
+    klass: str = ""     # in-place class: members hand the same bytes over at one kernel
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class MemoryPlan:
     no_reuse_bytes: int
     lower_bound_bytes: int
     num_kernels: int
+    donated: tuple[tuple[str, str], ...] = ()   # (output, donated input it is written into)
 
     def table(self) -> str:
         rows = [f"{'buffer':<16} {'bytes':>12} {'live':>11} {'offset':>12}"]
@@ -67,25 +71,138 @@ def _root(program: Program, b: Buffer) -> str:
     return b.name
 
 
-def plan_memory(program: Program, reuse: bool = False) -> tuple[Program, MemoryPlan]:
-    """Assign arena offsets to the TEMP buffers of `program` (see module docstring)."""
+def plan_memory(program: Program, reuse: bool = True, donate: tuple[int, ...] = ()
+                ) -> tuple[Program, MemoryPlan]:
+    """Assign arena offsets to the TEMP buffers of `program` (see module docstring).
+
+    With `reuse`, buffers whose lifetimes do not overlap share memory (best fit, largest
+    first), and a kernel that reads a buffer for the last time at the very index it writes a
+    same-sized result runs in place. Inputs listed in `donate` may likewise receive the result
+    of the kernel that consumes them last: those outputs are written into the caller's array."""
     iv = live_intervals(program)
     temps = [b for b in program.buffers if b.kind == BufKind.TEMP]
-    plans: list[BufferPlan] = []
-    offset = 0
-    for b in temps:
-        lo, hi = iv[b.name]
-        size = _align(max(b.nbytes, 1))
-        plans.append(BufferPlan(b.name, size, lo, hi, offset))
-        offset += size
-    if reuse:
-        raise CompileError("memory reuse planning is not implemented yet")
-    plan = MemoryPlan(tuple(plans), offset, offset, _lower_bound(plans), len(program.kernels))
+    sizes = {b.name: _align(max(b.nbytes, 1)) for b in temps}
+    classes = _inplace_classes(program, iv, sizes) if reuse else {b.name: b.name for b in temps}
+    members: dict[str, list[str]] = {}
+    for name in sizes:
+        members.setdefault(classes[name], []).append(name)
+    spans = {root: (min(iv[m][0] for m in ms), max(iv[m][1] for m in ms),
+                    max(sizes[m] for m in ms)) for root, ms in members.items()}
+    offsets = _best_fit(spans) if reuse else _sequential(spans)
+    plans = [BufferPlan(name, sizes[name], *iv[name], offsets[classes[name]], classes[name])
+             for name in sizes]
+    arena = max((offsets[r] + spans[r][2] for r in spans), default=0)
+    plan = MemoryPlan(tuple(plans), arena, sum(sizes.values()),
+                      _lower_bound([BufferPlan(r, sz, lo, hi, 0)
+                                    for r, (lo, hi, sz) in spans.items()]),
+                      len(program.kernels), _donations(program, donate))
     check_plan(plan)
-    offsets = {p.name: p.offset for p in plans}
-    bufs = tuple(dataclasses.replace(b, offset=offsets[b.name]) if b.name in offsets else b
+    offs = {p.name: p.offset for p in plans}
+    donated = dict(plan.donated)
+    bufs = tuple(dataclasses.replace(b, offset=offs[b.name]) if b.name in offs else
+                 dataclasses.replace(b, base=donated[b.name]) if b.name in donated else b
                  for b in program.buffers)
     return dataclasses.replace(program, buffers=bufs, arena_bytes=plan.arena_bytes), plan
+
+
+def _sequential(spans) -> dict[str, int]:
+    offsets, at = {}, 0
+    for root, (_, _, size) in spans.items():
+        offsets[root] = at
+        at += size
+    return offsets
+
+
+def _best_fit(spans: dict[str, tuple[int, int, int]]) -> dict[str, int]:
+    """Largest first; each buffer goes into the smallest gap among the buffers live at the same
+    time that fits it (or above them all)."""
+    placed: list[tuple[int, int, int, int]] = []   # (offset, size, start, end)
+    offsets: dict[str, int] = {}
+    for root in sorted(spans, key=lambda r: (-spans[r][2], spans[r][0], r)):
+        lo, hi, size = spans[root]
+        busy = sorted((o, o + s) for o, s, a, b in placed if a <= hi and lo <= b)
+        best, best_gap, at = None, None, 0
+        for start, end in busy:
+            gap = start - at
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = at, gap
+            at = max(at, end)
+        offsets[root] = best if best is not None else at
+        placed.append((offsets[root], size, lo, hi))
+    return offsets
+
+
+def inplace_pairs(kernel) -> list[tuple[str, str]]:
+    """(src, dst) buffer pairs a loop kernel may run in place: its only store writes dst at the
+    same index expression every load of src uses, so each element of src is read in the
+    iteration that overwrites it, before the store."""
+    from ..ir.kernel import Load, LoopKernel, Store, children
+
+    if not isinstance(kernel, LoopKernel):
+        return []
+    stores, loads = [], {}
+
+    def visit_expr(e):
+        if isinstance(e, Load):
+            loads.setdefault(e.buf, set()).add(e.index)
+        for c in children(e):
+            visit_expr(c)
+
+    def visit(stmts):
+        for s in stmts:
+            if hasattr(s, "body"):
+                visit(s.body)
+                continue
+            if isinstance(s, Store):
+                stores.append(s)
+                visit_expr(s.index)
+            visit_expr(s.value)
+
+    visit(kernel.body)
+    if len(stores) != 1:
+        return []
+    st = stores[0]
+    return [(src, st.buf) for src, idx in loads.items() if src != st.buf and idx == {st.index}]
+
+
+def _inplace_classes(program: Program, iv, sizes) -> dict[str, str]:
+    """In-place classes of TEMP buffers: a result computed in place joins its operand's."""
+    # Each class is a chain of buffers handing one slot over, oldest first: a result may only
+    # take over its operand's slot when that operand is the chain's newest member.
+    klass = {n: n for n in sizes}
+    tail = {n: n for n in sizes}
+    itemsize = {b.name: b.dtype.itemsize for b in program.buffers}
+    for k, kern in enumerate(program.kernels):
+        for src, dst in inplace_pairs(kern):
+            if (src in sizes and dst in sizes and iv[src][1] == k and iv[dst][0] == k
+                    and sizes[dst] <= sizes[src] and itemsize[src] == itemsize[dst]
+                    and klass[dst] == dst and tail[dst] == dst and tail[klass[src]] == src):
+                root = klass[src]
+                klass[dst] = root
+                tail[root] = dst
+    return klass
+
+
+def _donations(program: Program, donate: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    """(output, input) pairs: outputs computed in place over a donated input's array."""
+    if not donate:
+        return ()
+    bufs = {b.name: b for b in program.buffers}
+    donated = {b.name for b in program.buffers if b.kind == BufKind.INPUT and b.index in donate}
+    last_read: dict[str, int] = {}
+    for k, kern in enumerate(program.kernels):
+        for name in kern.reads:
+            last_read[name] = k
+    out, used = [], set()
+    for k, kern in enumerate(program.kernels):
+        for src, dst in inplace_pairs(kern):
+            if (src in donated and src not in used and last_read.get(src) == k
+                    and bufs[dst].kind == BufKind.OUTPUT and bufs[dst].nbytes == bufs[src].nbytes
+                    and bufs[dst].dtype == bufs[src].dtype
+                    and not any(dst == o for o, _ in out)):
+                out.append((dst, src))
+                used.add(src)
+    return tuple(out)
 
 
 def _lower_bound(plans: list[BufferPlan]) -> int:
@@ -106,7 +223,8 @@ def check_plan(plan: MemoryPlan) -> None:
         for b in ps[i + 1:]:
             if b.offset >= a.offset + a.nbytes:
                 break
-            if a.start <= b.end and b.start <= a.end:
+            handoff = a.klass and a.klass == b.klass and (a.end == b.start or b.end == a.start)
+            if a.start <= b.end and b.start <= a.end and not handoff:
                 raise CompileError(f"memory plan overlap: {a.name} [{a.offset}, "
                                    f"{a.offset + a.nbytes}) live {a.start}..{a.end} and "
                                    f"{b.name} [{b.offset}, {b.offset + b.nbytes}) live "

@@ -29,10 +29,13 @@ class Lowered:
     plan: MemoryPlan
 
 
-def lower_graph(graph: Graph, name: str | None = None) -> Lowered:
-    """Lower `graph` to a Program with its temporaries placed by the memory planner."""
+def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
+                donate: tuple[int, ...] = ()) -> Lowered:
+    """Lower `graph` to a Program with its temporaries placed by the memory planner (`reuse`
+    shares memory between buffers whose lifetimes do not overlap; `donate` lists the inputs
+    whose arrays results may be written into)."""
     program = _Lowering(graph, name or graph.name).run()
-    program, plan = plan_memory(program)
+    program, plan = plan_memory(program, reuse=reuse, donate=donate)
     return Lowered(program, plan)
 
 
