@@ -136,12 +136,14 @@ def cast(x: Sym, dtype) -> Sym:
     return x if x.dtype == dtype else _emit(Op.CAST, (x,), dtype=dtype)
 
 
-def _binary(op: Op, bool_operands: bool = False):
+def _binary(op: Op, bool_operands: bool = False, float_operands: bool = False):
     def f(x, y) -> Sym:
         b = builder_of(x, y)
         x, y = lift(b, x, y)
         if bool_operands:
             x, y = cast(x, DType.BOOL), cast(y, DType.BOOL)
+        if float_operands and not x.dtype.is_float:
+            x, y = cast(x, DType.F32), cast(y, DType.F32)
         return b.emit(op, (x, y))
     f.__name__ = op.value
     f.__doc__ = f"Elementwise {op.value}(x, y) with numpy broadcasting."
@@ -151,8 +153,10 @@ def _binary(op: Op, bool_operands: bool = False):
 add = _binary(Op.ADD)
 sub = _binary(Op.SUB)
 mul = _binary(Op.MUL)
-div = _binary(Op.DIV)
-pow = _binary(Op.POW)  # noqa: A001
+# True division and power of integer (or bool) operands compute in f32, so `x / 2` and `x ** 2`
+# work on integer tensors as `nnjit.divide` / `nnjit.power` do (numpy's true division).
+div = _binary(Op.DIV, float_operands=True)
+pow = _binary(Op.POW, float_operands=True)  # noqa: A001
 maximum = _binary(Op.MAXIMUM)
 minimum = _binary(Op.MINIMUM)
 logical_and = _binary(Op.AND, bool_operands=True)
