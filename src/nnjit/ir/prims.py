@@ -406,6 +406,10 @@ def _getitem(x: Sym, idx) -> Sym:
     else:
         idx = idx + (builtins.slice(None),) * (x.ndim - n_real)
     starts, stops, steps, out_shape, gathers = [], [], [], [], []
+    advanced = [k for k, i in enumerate(idx) if isinstance(i, (Sym, np.ndarray, list))]
+    if advanced:   # with an array index, integers count as advanced indices too (numpy)
+        advanced += [k for k, i in enumerate(idx) if isinstance(i, (int, np.integer))
+                     and not isinstance(i, (bool, np.bool_))]
     dim = 0
     for i in idx:
         if i is None:
@@ -424,7 +428,7 @@ def _getitem(x: Sym, idx) -> Sym:
             starts.append(j), stops.append(j + 1), steps.append(1)
         elif isinstance(i, (Sym, np.ndarray, list)):
             starts.append(0), stops.append(n), steps.append(1)
-            gathers.append((len(out_shape), i))
+            gathers.append((len(out_shape), _index_array(i, n)))
             out_shape.append(n)
         else:
             raise ShapeError(f"unsupported index {i!r} (use ints, slices, None, ... or one "
@@ -438,7 +442,30 @@ def _getitem(x: Sym, idx) -> Sym:
     if gathers:
         axis, ind = gathers[0]
         y = take(y, ind, axis)
+        if max(advanced) - min(advanced) + 1 != len(advanced):
+            # numpy puts the indexed dims first when the advanced indices are not adjacent
+            # (x[0, :, [1, 2]] has shape (2, 4) for x of shape (3, 4, 5)).
+            k = y.ndim - len(out_shape) + 1
+            moved = tuple(range(axis, axis + k))
+            y = transpose(y, moved + tuple(d for d in range(y.ndim) if d not in moved))
     return y
+
+
+def _index_array(i, n: int):
+    """An array index as `take` indices. A constant 1-d boolean mask selects like numpy's
+    x[mask] (its positions are known when tracing); float or other boolean arrays are errors,
+    never silent 0/1 or truncated indices."""
+    if isinstance(i, Sym):
+        return i     # take's shape rule requires an integer dtype
+    arr = np.asarray(i)
+    if arr.dtype == np.bool_:
+        if arr.shape != (n,):
+            raise ShapeError(f"a boolean index must be a 1-d mask of the axis length {n}, got "
+                             f"shape {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ShapeError(f"arrays used as indices must be integers or booleans, got {arr.dtype}")
+    return arr.astype(np.int64)
 
 
 # -- control flow ----------------------------------------------------------------------------------
