@@ -88,7 +88,9 @@ def logsumexp(x: Sym, axis=-1, keepdims: bool = False) -> Sym:
     """log(sum(exp(x))) computed stably by shifting by the (gradient-stopped) max."""
     _check_axes("logsumexp", x, axis)
     m = P.stop_gradient(P.reduce_max(x, axis, keepdims=True))
-    m = P.where(P.gt(m, -np.inf), m, 0.0)  # rows of all -inf stay -inf, not NaN
+    # Shift by 0 where the max is not finite: rows of all -inf stay -inf and rows with +inf
+    # give +inf (as jax.nn.logsumexp and scipy do), not NaN from inf - inf.
+    m = P.where(P.lt(P.abs(m), np.inf), m, 0.0)
     out = P.log(P.reduce_sum(P.exp(x - m), axis, keepdims=True)) + m
     return out if keepdims else P.reshape(out, tuple(
         d for i, d in enumerate(x.shape) if i not in P.norm_axes(axis, x.ndim)))
