@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -64,12 +65,14 @@ def stdlib_text(modules: tuple[str, ...] = STDLIB_MODULES, max_chars: int | None
     for name in modules:
         mod = importlib.import_module(name)
         docs = [inspect.getdoc(mod)]
-        for attr in sorted(vars(mod)):
-            obj = getattr(mod, attr)
-            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
-                continue
-            if inspect.isclass(obj) or inspect.isfunction(obj):
-                docs.append(inspect.getdoc(obj))
+        with warnings.catch_warnings():       # e.g. typing.io warns when its doc is read
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for attr in sorted(vars(mod)):
+                obj = getattr(mod, attr)
+                if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+                    continue
+                if inspect.isclass(obj) or inspect.isfunction(obj):
+                    docs.append(inspect.getdoc(obj))
         parts.extend(d for d in docs if d)
     text = "\n\n".join(parts).encode("ascii", "ignore").decode("ascii")
     return text[:max_chars] if max_chars else text
