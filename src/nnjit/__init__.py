@@ -19,3 +19,4 @@ __version__ = "0.1.0"
 
 float32, float64, int32, int64 = DType.F32, DType.F64, DType.I32, DType.I64
 bool_ = DType.BOOL
+from . import debug  # noqa: E402,F401  (nnjit.debug.bisect)

@@ -13,6 +13,7 @@ single-element constants are copied into every body that reads them.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass, field
 
@@ -103,7 +104,9 @@ def fuse(g: Graph) -> Graph:
                 group_of[p] = grp
                 for s in p.srcs:
                     heapq.heappush(frontier, (-ctx.pos.get(s.node, -1), id(s.node), s.node))
-    out = _rebuild(g, ctx, groups, group_of)
+    out, position = _rebuild(g, ctx, groups, group_of)
+    # Name kernels by their position in the result, as explain_fusion() lists them.
+    decisions = [dataclasses.replace(d, kernel=position.get(d.kernel, -1)) for d in decisions]
     meta = dict(g.meta)
     meta["fusion_decisions"] = tuple(decisions)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, meta)
@@ -129,8 +132,9 @@ def _decide(p: Node, grp: _Group, ctx: _Context) -> FusionDecision:
 
 
 def _rebuild(g: Graph, ctx: _Context, groups: list[_Group],
-             group_of: dict[Node, _Group]) -> Graph:
-    """Emit groups in a topological order of the group graph, multi-node ones as fusions."""
+             group_of: dict[Node, _Group]) -> tuple[Graph, dict[int, int]]:
+    """Emit groups in a topological order of the group graph, multi-node ones as fusions;
+    also returns each group's node index in the result."""
     order = _group_order(g, ctx, groups, group_of)
     env: dict[Value, Value] = {v: v for v in g.inputs}
     nodes: list[Node] = []
@@ -142,8 +146,10 @@ def _rebuild(g: Graph, ctx: _Context, groups: list[_Group],
             env.update(zip(c.outs, c.outs))
         return env[v]
 
+    position: dict[int, int] = {}
     for grp in order:
         members = sorted(grp.nodes, key=ctx.pos.__getitem__)
+        position[grp.id] = len(nodes)
         if len(members) == 1:
             n = members[0]
             new = n.replace(srcs=tuple(value(s) for s in n.srcs))
@@ -161,7 +167,8 @@ def _rebuild(g: Graph, ctx: _Context, groups: list[_Group],
                      tuple(r.type for r in roots), loc)
         nodes.append(fused)
         env.update(zip(roots, fused.outs))
-    return Graph(g.name, g.inputs, tuple(nodes), tuple(value(v) for v in g.outputs), g.meta)
+    outputs = tuple(value(v) for v in g.outputs)
+    return Graph(g.name, g.inputs, tuple(nodes), outputs, g.meta), position
 
 
 def _body(name: str, grp: _Group, members: list[Node], roots: list[Value]):

@@ -39,6 +39,7 @@ class CompiledFunction:
     stages_: list[Stage]
     executable: Any
     _in_types: tuple = field(init=False)
+    _lowered: object = field(init=False, default=None)
 
     def __post_init__(self):
         self._in_types = self.traced.graph.input_types
@@ -87,6 +88,40 @@ class CompiledFunction:
     def pass_times(self) -> dict[str, float]:
         return {s.name: s.seconds for s in self.stages_}
 
+    def explain_fusion(self) -> "FusionReport":
+        """Every kernel with its ops, and every fusion decision (rule, reason, bytes saved)."""
+        return FusionReport.of(self.graph)
+
+    def lowered(self):
+        """The kernel-IR program and memory plan of the final graph (computed once)."""
+        if self._lowered is None:
+            low = getattr(self.executable, "lowered", None)
+            if low is None:
+                from ..backends.lowering import lower_graph
+
+                low = lower_graph(self.graph, donate=self.options.donate)
+            self._lowered = low
+        return self._lowered
+
+    def memory_plan(self):
+        """The arena layout: `print(cf.memory_plan().table())`; see also `memory_svg()`."""
+        return self.lowered().plan
+
+    def memory_svg(self) -> str:
+        from .viz import memory_svg
+
+        return memory_svg(self.memory_plan(), f"@{self.graph.name}")
+
+    def kernels(self) -> list[str]:
+        """One line per kernel: name, kind and the source line it came from."""
+        return [f"{k.name} [{type(k).__name__}] {k.src}" for k in self.lowered().program.kernels]
+
+    def to_dot(self) -> str:
+        """The final graph as Graphviz DOT, fused groups drawn as clusters."""
+        from .viz import to_dot
+
+        return to_dot(self.graph)
+
     def _backend_attr(self, name: str):
         fn = getattr(self.executable, name, None)
         if fn is None:
@@ -95,9 +130,47 @@ class CompiledFunction:
 
     def __getattr__(self, name: str):
         # Backend-specific inspection (llvm_ir, asm, kernel_ir, memory_plan, export, ...).
-        if name.startswith("_") or name in ("traced", "options", "stages_", "executable"):
+        if name.startswith("_") or name in ("traced", "options", "stages_", "executable",
+                                            "_lowered", "_in_types"):
             raise AttributeError(name)
         return self._backend_attr(name)
+
+
+@dataclass(frozen=True)
+class FusionReport:
+    """What the fusion pass did: `groups` (kernel index, template, ops, source line) and
+    `decisions` (each FusionDecision: rule, producer, fused or not, reason, bytes saved)."""
+
+    groups: tuple[tuple[int, str, tuple[str, ...], str], ...]
+    decisions: tuple
+
+    @staticmethod
+    def of(g: Graph) -> "FusionReport":
+        from ..ir import Op
+
+        groups = []
+        for k, n in enumerate(g.nodes):
+            if n.op == Op.CONST:
+                continue
+            if n.op == Op.FUSION:
+                ops = tuple(m.op.value for m in n.attrs["body"].nodes if m.op != Op.CONST)
+                kind = n.attrs["kind"]
+            else:
+                ops, kind = (n.op.value,), "single"
+            groups.append((k, kind, ops, str(n.loc) if n.loc else ""))
+        return FusionReport(tuple(groups), tuple(g.meta.get("fusion_decisions", ())))
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.groups)
+
+    def __str__(self) -> str:
+        lines = [f"{self.num_kernels} kernels:"]
+        for k, kind, ops, loc in self.groups:
+            lines.append(f"  %{k} {kind}: {' -> '.join(ops)}" + (f"   ({loc})" if loc else ""))
+        lines.append(f"{len(self.decisions)} fusion decisions:")
+        lines += [f"  {d}" for d in self.decisions]
+        return "\n".join(lines)
 
 
 def compile_traced(traced: Traced, options: Options) -> CompiledFunction:

@@ -1,0 +1,191 @@
+"""The `nnjit` command line: dump, viz, explain, bench, export.
+
+A function is named as FILE.py:FUNC. The file must say what arguments to trace FUNC with, in a
+module-level dict `EXAMPLES = {"FUNC": (arg, ...)}` (a tuple, or a function returning one);
+with one entry, `:FUNC` may be left out.
+
+    nnjit dump model.py:step --stage all       IR after every pass (+ --kernel-ir, --llvm-ir)
+    nnjit explain model.py:step                fusion groups and every decision
+    nnjit viz model.py:step -o step.svg        the fused graph (and --memory mem.svg)
+    nnjit bench [mlp convnet ...] [--json]     fused vs unfused for the built-in suite
+    nnjit bench --file model.py:step           ... or for your own function
+    nnjit export model.py:step -o libstep.so   a shared library and C header
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from typing import Callable
+
+from .ir import NnjitError
+
+
+def load_target(spec: str) -> tuple[Callable, tuple, str]:
+    """(function, example args, name) for a FILE.py[:FUNC] spec."""
+    path, _, func = spec.partition(":")
+    if not os.path.isfile(path):
+        raise NnjitError(f"no such file: {path}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    mod_spec = importlib.util.spec_from_file_location(f"nnjit_user_{name}", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise NnjitError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        mod_spec.loader.exec_module(module)   # the user's own program, as `python FILE` would
+    finally:
+        sys.path.pop(0)
+    examples = getattr(module, "EXAMPLES", None)
+    if not isinstance(examples, dict) or not examples:
+        raise NnjitError(f"{path} must define EXAMPLES = {{'FUNC': (args, ...)}} with the "
+                         "arguments to trace each function with")
+    if not func:
+        if len(examples) != 1:
+            raise NnjitError(f"{path} has several EXAMPLES ({', '.join(examples)}): name one as "
+                             f"{path}:FUNC")
+        func = next(iter(examples))
+    if func not in examples:
+        raise NnjitError(f"{path}: EXAMPLES has no entry for {func!r} (it has "
+                         f"{', '.join(examples)})")
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise NnjitError(f"{path} defines no function {func!r}")
+    args = examples[func]
+    args = args() if callable(args) else args
+    return fn, tuple(args) if isinstance(args, (tuple, list)) else (args,), func
+
+
+def _compile(spec: str, backend: str, fuse: bool = True):
+    from .api import JitFunction
+
+    fn, args, name = load_target(spec)
+    return JitFunction(fn, backend=backend, fuse=fuse, name=name).lower(*args), fn, args
+
+
+def cmd_dump(a) -> None:
+    cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
+    stages = cf.stages() if a.stage == "all" else [a.stage or cf.stages()[-1]]
+    for s in stages:
+        print(f"// ---- after {s} ({cf.pass_times()[s] * 1e3:.2f} ms)")
+        print(cf.ir(s))
+    if a.kernel_ir:
+        print("// ---- kernel IR")
+        print(cf.lowered().program)
+    if a.llvm_ir:
+        if a.backend != "llvm":
+            raise NnjitError("--llvm-ir needs --backend llvm")
+        print("// ---- LLVM IR")
+        print(cf.llvm_ir())
+
+
+def cmd_explain(a) -> None:
+    cf, _, _ = _compile(a.target, a.backend)
+    print(cf.explain_fusion())
+    print()
+    print(cf.memory_plan().table())
+
+
+def cmd_viz(a) -> None:
+    from .runtime.viz import render_svg
+
+    cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
+    dot = cf.to_dot()
+    out = a.output or "graph.svg"
+    if out.endswith(".dot"):
+        _write(out, dot)
+    else:
+        _write(out[:-4] + ".dot" if out.endswith(".svg") else out + ".dot", dot)
+        _write(out, render_svg(dot))
+    print(f"wrote {out}")
+    if a.memory:
+        _write(a.memory, cf.memory_svg())
+        print(f"wrote {a.memory}")
+
+
+def cmd_bench(a) -> None:
+    from . import bench
+
+    workloads = None
+    if a.file:
+        fn, args, name = load_target(a.file)
+        workloads = [bench.Workload(name, fn, lambda: args)]
+    unknown = [n for n in a.names if n not in bench.SUITE]
+    if unknown:
+        raise NnjitError(f"unknown workload(s) {', '.join(unknown)}; the suite has "
+                         f"{', '.join(bench.SUITE)}")
+    bench.main(a.names or None, a.backend, a.repeats, a.json, workloads)
+
+
+def cmd_export(a) -> None:
+    if a.backend != "llvm":
+        raise NnjitError("export needs the llvm backend")
+    cf, _, _ = _compile(a.target, "llvm")
+    written = cf.export(a.output)
+    for w in written or [a.output]:
+        print(f"wrote {w}")
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnjit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def target(sp, backend="interp"):
+        sp.add_argument("target", help="FILE.py[:FUNC]")
+        sp.add_argument("--backend", default=backend, choices=["interp", "llvm", "cuda"])
+
+    d = sub.add_parser("dump", help="print the IR after each pass, kernel IR, LLVM IR")
+    target(d)
+    d.add_argument("--stage", default="all", help="a pass name, or 'all' (default)")
+    d.add_argument("--kernel-ir", action="store_true")
+    d.add_argument("--llvm-ir", action="store_true")
+    d.add_argument("--no-fuse", action="store_true")
+    d.set_defaults(run=cmd_dump)
+    e = sub.add_parser("explain", help="fusion groups, decisions and the memory plan")
+    target(e)
+    e.set_defaults(run=cmd_explain)
+    v = sub.add_parser("viz", help="render the fused graph (Graphviz) and the memory plan")
+    target(v)
+    v.add_argument("-o", "--output", help="output .svg (or .dot) path")
+    v.add_argument("--memory", help="also write the memory-plan picture to this .svg")
+    v.add_argument("--no-fuse", action="store_true")
+    v.set_defaults(run=cmd_viz)
+    b = sub.add_parser("bench", help="time fused vs unfused (built-in suite or --file)")
+    b.add_argument("names", nargs="*", help="workloads (default: all): elementwise "
+                   "softmax_xent mlp convnet lstm")
+    b.add_argument("--file", help="FILE.py[:FUNC] to benchmark instead of the suite")
+    b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"])
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(run=cmd_bench)
+    x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
+    target(x, "llvm")
+    x.add_argument("-o", "--output", required=True)
+    x.set_defaults(run=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except NnjitError as e:
+        print(f"nnjit: error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError) as e:
+        print(f"nnjit: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
