@@ -45,7 +45,7 @@ def raises_at(fn, *args, op: str | None, needles=(), at: dict, func: str) -> nnj
     return e
 
 
-# -- shape and dtype errors --------------------------------------------------------------------------
+# -- shape and dtype errors ------------------------------------------------------------------------
 
 def test_add_shape_mismatch():
     at = {}
@@ -286,7 +286,7 @@ def test_errors_under_jit_and_grad_point_at_the_user_line():
     assert f"{HERE}:{at['line']} in loss" in str(info.value)
 
 
-# -- every node carries the user's loc -----------------------------------------------------------------
+# -- every node carries the user's loc -------------------------------------------------------------
 
 def locs(g) -> set[Loc]:
     return {n.loc for n in g.walk()}
