@@ -37,8 +37,8 @@ FLOATS, INTS = (F32, F64), (I32, I64)
 NUMERIC = FLOATS + INTS
 ALL = NUMERIC + (BOOL,)
 
-# Ops that are graph plumbing, not computations (no OpDef, or nothing to compute).
-PLUMBING = frozenset({Op.INPUT})
+# Ops no user program builds: graph inputs (no OpDef) and the kernel groups the fusion pass makes.
+PLUMBING = frozenset({Op.INPUT, Op.FUSION})
 
 # `@given` tests take the function-scoped `backend` fixture (a plain string, safe to share between
 # examples); everything else (max_examples, derandomize) comes from the loaded profile ("ci").
@@ -268,8 +268,7 @@ _unary("sigmoid", Op.SIGMOID, nnjit.sigmoid, _f64(lambda x: 1 / (1 + np.exp(-x))
        uniform(-6, 6))
 _unary("relu", Op.RELU, nnjit.relu, lambda x: np.where(x > 0, x, np.zeros_like(x)), signed(),
        NUMERIC)
-_unary("logical_not", Op.NOT, nnjit.logical_not, lambda x: x == False, dtypes=(BOOL,),  # noqa: E712
-       diff=False)
+_unary("logical_not", Op.NOT, nnjit.logical_not, lambda x: ~x, dtypes=(BOOL,), diff=False)
 _unary("stop_gradient", Op.STOP_GRADIENT, nnjit.stop_gradient, lambda x: x.copy(),
        dtypes=ALL, diff=False)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 
 import nnjit
-from tests.helpers import assert_close, run
+from tests.helpers import run
 from tests.op_cases import (EW, F32, F64, FLOATS, HYPOTHESIS, INTS, assert_error_names,
                             case_params, cases, check_case, compare, here, ids, shape_error)
 
