@@ -40,6 +40,9 @@ def test_param_names_are_torch_state_dict_names():
     assert {k: v.shape for k, v in rnn.items()} == {"weight_ih_l0": (5, 3),
                                                     "weight_hh_l0": (5, 5)}
     assert nn.flatten_params(nn.Embedding(7, 2).init())["weight"].shape == (7, 2)
+    nested = nn.Sequential(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), nn.Linear(2, 1))
+    assert sorted(nn.flatten_params(nested.init())) == ["0.1.bias", "0.1.weight", "1.bias",
+                                                        "1.weight"]
 
 
 def test_init_is_seeded_and_typed():

@@ -216,7 +216,8 @@ class AvgPool2d(Module):
 class Dropout(Module):
     """Zeroes elements with probability p while training (scaling the rest by 1/(1-p)); the
     identity in eval mode. Each layer salts the Philox stream with a hash of its path in the
-    module tree, so two Dropout layers never share a mask."""
+    module tree, so two Dropout layers never share a mask. NOTE: bit 30 of the salt is set, so
+    it cannot meet the small salts `nnjit.dropout` picks by default (0, 1, 2, ...)."""
 
     def __init__(self, p: float = 0.5):
         if not 0.0 <= p <= 1.0:
@@ -229,7 +230,7 @@ class Dropout(Module):
         if ctx.seed is None:
             raise NnjitError(f"Dropout at '{ctx.path or 'top'}': apply(..., training=True) "
                              "needs a seed= (an int or a traced i64 scalar, new each step)")
-        salt = zlib.crc32(ctx.path.encode()) & 0x7FFFFFFF
+        salt = (zlib.crc32(ctx.path.encode()) & 0x3FFFFFFF) | 0x40000000
         return dropout(x, self.p, ctx.seed, training=True, salt=salt)
 
     def extra_repr(self):

@@ -1,0 +1,96 @@
+"""nnjit.nn and nnjit.optim against PyTorch itself: our parameters load into the torch modules by
+name (`load_state_dict(strict=True)`), the layers give the same outputs, and SGD/Adam give the
+same parameters after several steps. Float64 on both sides.
+
+Marked `oracle`: skipped when torch is not installed (it is not a dependency of nnjit).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnjit
+from nnjit import nn, optim
+from tests.helpers import assert_close, run
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.oracle
+
+
+def _load_into(module, params):
+    state = {k: torch.tensor(v) for k, v in nn.flatten_params(params).items()}
+    module = module.double()              # first, so the float64 values load unrounded
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def test_sequential_convnet_matches_torch(backend):
+    ours = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(3, 4, 2, stride=1), nn.Tanh(), nn.AvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 5))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.MaxPool2d(2), torch.nn.Conv2d(3, 4, 2),
+                                 torch.nn.Tanh(), torch.nn.AvgPool2d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(4, 5))
+    p = ours.init(seed=0, dtype=np.float64)
+    _load_into(theirs, p)
+    x = _rng().standard_normal((2, 2, 4, 4))
+    got = run(lambda p, x: ours.apply(p, x), p, x, backend=backend)
+    assert_close(got, theirs(torch.tensor(x)).detach().numpy())
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_recurrent_matches_torch(backend, kind):
+    ours = getattr(nn, kind)(3, 4)
+    theirs = getattr(torch.nn, kind)(3, 4)
+    p = ours.init(seed=0, dtype=np.float64)
+    _load_into(theirs, p)
+    x = _rng().standard_normal((5, 2, 3))
+    ys, state = run(lambda p, x: ours.apply(p, x), p, x, backend=backend)
+    t_ys, t_state = theirs(torch.tensor(x))
+    assert_close(ys, t_ys.detach().numpy())
+    h_t = state[0] if kind == "LSTM" else state
+    t_h = t_state[0] if kind == "LSTM" else t_state
+    assert_close(h_t, t_h[0].detach().numpy())          # torch's h_n is (num_layers, B, H)
+    if kind == "LSTM":
+        assert_close(state[1], t_state[1][0].detach().numpy())
+
+
+def test_embedding_and_cross_entropy_match_torch(backend):
+    emb = nn.Embedding(7, 5)
+    p = emb.init(seed=0, dtype=np.float64)
+    idx = np.array([[1, 6, 0], [3, 3, 2]], np.int64)
+    labels = np.array([4, 0, 1], np.int64)
+    got = run(lambda p: nn.cross_entropy(emb.apply(p, idx)[0], labels), p, backend=backend)
+    t_emb = _load_into(torch.nn.Embedding(7, 5), p)
+    want = torch.nn.functional.cross_entropy(t_emb(torch.tensor(idx))[0], torch.tensor(labels))
+    assert_close(got, want.detach().numpy())
+
+
+@pytest.mark.parametrize("make", [
+    (lambda: optim.SGD(0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+     lambda ps: torch.optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
+    (lambda: optim.Adam(0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+     lambda ps: torch.optim.Adam(ps, 0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+])
+def test_optimizers_match_torch(backend, make):
+    ours, theirs = make
+    rng = _rng()
+    p = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    t_params = [torch.tensor(p["b"], requires_grad=True), torch.tensor(p["w"],
+                                                                       requires_grad=True)]
+    opt, t_opt = ours(), theirs(t_params)
+    state = opt.init(p)
+    update = nnjit.jit(opt.update, backend=backend)
+    for _ in range(5):
+        g = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+        p, state = update(p, g, state)
+        t_params[0].grad, t_params[1].grad = torch.tensor(g["b"]), torch.tensor(g["w"])
+        t_opt.step()
+    assert_close(p["b"], t_params[0].detach().numpy(), rtol=1e-7, atol=1e-9)
+    assert_close(p["w"], t_params[1].detach().numpy(), rtol=1e-7, atol=1e-9)
