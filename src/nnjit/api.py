@@ -132,7 +132,9 @@ class JitFunction:
         self.name = name
         self._cache: dict[tuple, CompiledFunction] = {}
         self.recompiles: list[str] = []
-        functools.update_wrapper(self, fn)
+        # updated=(): copying fn.__dict__ would clobber our own fields (jit(jit(f)) shared
+        # the inner cache and backend; a callable object with a `fn` attribute replaced fn).
+        functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args):
         if _is_tracing(args):
