@@ -370,7 +370,11 @@ def take(x: Sym, indices, axis: int = 0) -> Sym:
     then clamped into range, so no index can read out of bounds."""
     b = builder_of(x, indices)
     if not isinstance(indices, Sym):
-        indices = b.const(np.asarray(indices, dtype=np.int64))
+        arr = np.asarray(indices)
+        if arr.size and arr.dtype.kind not in "biu":   # numpy.take refuses to truncate floats
+            raise ShapeError(f"indices must be integers, got {arr.dtype} {list(arr.shape)}",
+                             "take", user_loc())
+        indices = b.const(arr.astype(np.int64))
     try:
         axis = norm_axis(axis, x.ndim)
     except ShapeError as e:
