@@ -250,6 +250,13 @@ def test_error_take_float_indices(backend):
     assert_error_names(err, "take", [(2,)], line)
 
 
+def test_error_take_float_index_array(backend):
+    """Constant float indices are refused (numpy.take does), not truncated."""
+    line = here() + 1
+    err = shape_error(lambda v: nnjit.take(v, [1.7, 3.2]), np.ones((2, 3), F32), backend=backend)
+    assert_error_names(err, "take", [(2,)], line)
+
+
 def test_error_scatter_add_updates_shape(backend):
     line = here() + 1
     err = shape_error(lambda i, u: P.scatter_add(i, u, (4, 3), 0), np.zeros(2, I64),
