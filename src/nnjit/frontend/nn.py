@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -442,9 +442,10 @@ def save(path: str | os.PathLike, params: Params) -> None:
     directory is renamed over `path` only once it is complete."""
     flat = flatten_params(params)
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    # A unique sibling opened with "x" (not mkstemp, whose 0600 mode would stick to the result).
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             # Written entry by entry (not np.savez(**flat)) so no key can clash with savez's own
             # keyword arguments.
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
