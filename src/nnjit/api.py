@@ -163,7 +163,9 @@ class JitFunction:
         recompile message names only what really changed."""
         def distance(old: tuple) -> tuple:
             if old[0] != sig[0]:
-                return (1, 0)
+                a, b = old[0].children, sig[0].children
+                return (1, abs(len(a) - len(b)) + sum(
+                    (x != y) + abs(x.num_leaves - y.num_leaves) for x, y in zip(a, b)))
             return (0, sum((a.shape != b.shape) + (a.dtype != b.dtype)
                            for (_, a), (_, b) in zip(old[1], sig[1])))
 
