@@ -97,7 +97,9 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
     for k, o in enumerate(out_leaves):
         if isinstance(o, Sym):
             outs.append(o)
-        elif isinstance(o, (np.ndarray, int, float, bool, np.number)):
+        elif isinstance(o, (int, float, bool)):      # Python scalars: as if passed in
+            outs.append(b.const(np.asarray(o, dtype=leaf_type(o).dtype.np)))
+        elif isinstance(o, (np.ndarray, np.number, np.bool_)):
             outs.append(b.const(np.asarray(o, dtype=canonical_dtype(np.asarray(o).dtype))))
         else:
             raise ShapeError(f"{b.name}: output {k} is a {type(o).__name__}, not a tensor")
