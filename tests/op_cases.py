@@ -296,8 +296,10 @@ def _cast_expected(dt):
 for _dt, _from in [(F32, (F64,) + INTS + (BOOL,)), (F64, (F32,) + INTS + (BOOL,)),
                    (I32, FLOATS + (I64, BOOL)), (I64, FLOATS + (I32, BOOL)),
                    (BOOL, NUMERIC)]:
+    # Only the cast to f64 is flagged for gradient checks: an f32 result hides a float64 finite
+    # difference (eps ~1e-6) below its resolution.
     _unary(f"cast_to_{_dt.name}", Op.CAST, lambda x, _dt=_dt: nnjit.cast(x, _dt),
-           _cast_expected(_dt), uniform(-4, 4), _from, diff=_dt.kind == "f")
+           _cast_expected(_dt), uniform(-4, 4), _from, diff=_dt == F64)
 
 
 def _binary(name, op, fn, expected, gens=(uniform(), uniform()), dtypes=NUMERIC, diff=(0, 1)):

@@ -333,3 +333,11 @@ def test_error_operator_reports_the_users_line(backend):
     err = shape_error(lambda x, y: x * y + 1, np.ones((2, 3), F32), np.ones((4,), F32),
                       backend=backend)
     assert_error_names(err, "mul", [(2, 3), (4,)], line)
+
+
+def test_error_scan_carry_changes_type(backend):
+    c0, xs = np.zeros(3, F32), np.ones((4, 3), F32)
+    line = here() + 1
+    err = shape_error(lambda c, x: nnjit.scan(lambda c, x: (c[None] + x, x), c, x), c0, xs,
+                      backend=backend)
+    assert_error_names(err, "scan", [(3,), (1, 3)], line)
