@@ -201,7 +201,7 @@ def _cast_round_trip(draw):
 
 @case("sum", Op.SUM)
 def _sum(draw):
-    shape = draw(shape_st())
+    shape = draw(shape_st(min_side=0))       # empty reductions too
     axis, keep = axis_arg(draw, len(shape)), draw(st.booleans())
     return Case(lambda x: nnjit.sum(x, axis, keep), (normal(rng_of(draw), shape),), (0,))
 
@@ -219,7 +219,7 @@ def _max(draw):
 def _matmul(draw):
     batch = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3))
     ba, bb = batch.input_shapes
-    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    m, k, n = draw(st.integers(1, 4)), draw(st.integers(0, 4)), draw(st.integers(1, 4))
     rng = rng_of(draw)
     # 1-d operands (numpy's vector promotion) where there are no batch dims to carry
     sa = (k,) if not ba and draw(st.booleans()) else ba + (m, k)
@@ -314,7 +314,7 @@ def _avg_pool2d_grad(draw):
 
 @case("reshape", Op.RESHAPE)
 def _reshape(draw):
-    shape = draw(shape_st())
+    shape = draw(shape_st(min_side=0))
     size = int(np.prod(shape))
     target = draw(st.sampled_from([(size,), (1, size), tuple(reversed(shape)) + (1,), (-1, 1)]))
     if np.empty(shape).reshape(target).shape == shape:   # a no-op reshape emits nothing
