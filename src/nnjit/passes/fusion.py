@@ -18,7 +18,8 @@ import heapq
 from dataclasses import dataclass, field
 
 from ..ir import Graph, Node, Op, Value, make_input
-from .fusion_rules import RULES, classify, fused_rule_name, is_free_const
+from .fusion_rules import (EXPENSIVE, RULES, classify, fused_rule_name, is_free_const,
+                           recompute_factor)
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,12 @@ class _Context:
 
     def path_outside(self, p: Node, g: _Group) -> Node | None:
         """A node outside `g` on a path from `p` into `g` (fusing p would make a cycle)."""
-        limit = max(self.pos[m] for m in g.nodes)
-        stack = [u for u in self.users[p] if u not in g.nodes and self.pos[u] < limit]
+        return self.path_outside_set({p}, g.nodes | {p})
+
+    def path_outside_set(self, src: set[Node], nodes: set[Node]) -> Node | None:
+        """A node outside `nodes` on a path from `src` back into `nodes`."""
+        limit = max(self.pos[m] for m in nodes)
+        stack = [u for p in src for u in self.users[p] if u not in nodes and self.pos[u] < limit]
         seen: set[Node] = set()
         while stack:
             u = stack.pop()
@@ -70,7 +75,7 @@ class _Context:
                 continue
             seen.add(u)
             for w in self.users[u]:
-                if w in g.nodes:
+                if w in nodes:
                     return u
                 if self.pos[w] < limit:
                     stack.append(w)
@@ -104,12 +109,53 @@ def fuse(g: Graph) -> Graph:
                 group_of[p] = grp
                 for s in p.srcs:
                     heapq.heappush(frontier, (-ctx.pos.get(s.node, -1), id(s.node), s.node))
+    groups = _merge_groups(groups, group_of, ctx, decisions)
     out, position = _rebuild(g, ctx, groups, group_of)
     # Name kernels by their position in the result, as explain_fusion() lists them.
     decisions = [dataclasses.replace(d, kernel=position.get(d.kernel, -1)) for d in decisions]
     meta = dict(g.meta)
     meta["fusion_decisions"] = tuple(decisions)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, meta)
+
+
+def _merge_groups(groups: list[_Group], group_of: dict[Node, _Group], ctx: _Context,
+                  decisions: list[FusionDecision]) -> list[_Group]:
+    """Merge a kernel into the kernel that consumes its results when one template fits both
+    (growing consumer-first can split fan-out: `y = x + b; exp(y) * y, y * 2`)."""
+    alive = {grp.id: grp for grp in groups}
+    changed = True
+    while changed:
+        changed = False
+        for b in sorted(alive.values(), key=lambda grp: max(ctx.pos[n] for n in grp.nodes)):
+            producers = {group_of[s.node].id for n in b.nodes for s in n.srcs
+                         if s.node in group_of and group_of[s.node].id != b.id}
+            for a_id in sorted(producers):
+                a = alive[a_id]
+                union = a.nodes | b.nodes
+                if classify(union, ctx.roots(union))[0] is None:
+                    continue
+                if ctx.path_outside_set(a.nodes, union) is not None:
+                    continue
+                if any(n.op in EXPENSIVE and recompute_factor(n, union) > 1 for n in a.nodes):
+                    continue
+                saved = sum(v.type.nbytes for n in a.nodes for v in n.outs
+                            if v not in ctx.roots(union))
+                decisions.append(FusionDecision("merge-kernels", f"kernel of {len(a.nodes)} "
+                                                f"node(s) ending in {_describe(_last(a, ctx))}",
+                                                b.id, True, "one template fits both", 2 * saved))
+                b.nodes |= a.nodes
+                for n in a.nodes:
+                    group_of[n] = b
+                del alive[a_id]
+                changed = True
+                break
+            if changed:
+                break
+    return list(alive.values())
+
+
+def _last(grp: _Group, ctx: _Context) -> Node:
+    return max(grp.nodes, key=ctx.pos.__getitem__)
 
 
 def _describe(n: Node) -> str:

@@ -88,6 +88,9 @@ def _split(a: Node, nodes: set[Node]):
 
 def _contraction(a: Node, nodes, roots):
     before, after = _split(a, nodes)
+    if moved := [n for n in after if n.op not in ELEMENTWISE]:
+        return None, (f"{moved[0].op.value} would rearrange the {a.op.value} result: only "
+                      "elementwise ops can follow it in its kernel")
     for r in roots:
         if r.node is not a and (r.node not in after or r.shape != a.type.shape):
             return None, (f"result {r.node.op.value} {r.type} is not an epilogue of "
@@ -108,6 +111,9 @@ def _contraction(a: Node, nodes, roots):
 
 def _window(a: Node, nodes, roots):
     before, after = _split(a, nodes)
+    if moved := [n for n in after if n.op not in ELEMENTWISE]:
+        return None, (f"{moved[0].op.value} would rearrange the {a.op.value} result: only "
+                      "elementwise ops can follow it in its kernel")
     forward = a.op in (Op.MAX_POOL2D, Op.AVG_POOL2D)
     for r in roots:
         if r.node is a:
@@ -123,10 +129,7 @@ def _window(a: Node, nodes, roots):
 
 
 def _reduce(reds: list[Node], nodes, roots):
-    def domain(r):
-        axes = (r.attrs["axis"],) if r.op == Op.ARGMAX else tuple(r.attrs["axes"])
-        return r.srcs[0].shape, axes
-
+    domain = _domain
     shape, axes = domain(reds[0])
     for r in reds[1:]:
         if domain(r) != (shape, axes):
@@ -182,13 +185,31 @@ def _no_cycle(p: Node, g, ctx):
     return None
 
 
+def recompute_factor(p: Node, nodes: set[Node]) -> int:
+    """How many times a kernel made of `nodes` (p included) evaluates each element of p: a
+    larger elementwise descendant means p is broadcast and recomputed per use."""
+    reds = [n for n in nodes if n.op in REDUCE]
+    if reds and p.op not in REDUCE:
+        shape, axes = _domain(reds[0])
+        rows = (tuple(d for i, d in enumerate(shape) if i not in axes),
+                tuple(1 if i in axes else d for i, d in enumerate(shape)))
+        if p.type.shape in rows:
+            return 1   # a row value: computed once per row of a reduction kernel
+    sizes = [m.type.size for m in _descendants(p, nodes) if m.op in ELEMENTWISE | MOVEMENT]
+    return max(sizes, default=0) // max(p.type.size, 1)
+
+
+def _domain(r: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    axes = (r.attrs["axis"],) if r.op == Op.ARGMAX else tuple(r.attrs["axes"])
+    return r.srcs[0].shape, axes
+
+
 def _no_expensive_recompute(p: Node, g, ctx):
     if p.op not in EXPENSIVE:
         return None
-    for u in ctx.users[p]:
-        if u in g.nodes and u.op in ELEMENTWISE | MOVEMENT and u.type.size > p.type.size:
-            return (f"{p.op.value} would be recomputed {u.type.size // max(p.type.size, 1)} "
-                    f"times (its consumer {u.op.value} broadcasts it)")
+    factor = recompute_factor(p, g.nodes | {p})
+    if factor > 1:
+        return f"{p.op.value} would be recomputed {factor} times (a consumer broadcasts it)"
     return None
 
 

@@ -1,0 +1,157 @@
+"""The fusion pass: kernel counts on the canonical patterns (Inductor's
+assertGeneratedKernelCountEqual), recorded decisions, and unchanged results."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnjit
+from nnjit import nn
+from nnjit.ir import Op, evaluate, parse, verify
+from nnjit.passes.fusion import fuse
+from nnjit.passes.fusion_rules import classify
+from tests.helpers import assert_close
+
+rng = np.random.default_rng(0)
+
+
+def fused(fn, *args):
+    g = nnjit.trace(fn, *args)
+    fg = fuse(g)
+    verify(fg)
+    assert parse(str(fg)) == fg
+    for got, want in zip(evaluate(fg, list(args)), evaluate(g, list(args))):
+        assert_close(got, want)
+    return fg
+
+
+def kernels(g) -> list:
+    """The nodes that become kernels (constants and reshapes of stored values are free)."""
+    return [n for n in g.nodes if n.op not in (Op.CONST, Op.RESHAPE)]
+
+
+def kinds(g) -> list[str]:
+    return [n.attrs["kind"] if n.op == Op.FUSION else n.op.value for n in kernels(g)]
+
+
+def f32(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_elementwise_chain_is_one_kernel():
+    g = fused(lambda x: nnjit.tanh(x * 1.5 + 0.5) * nnjit.sigmoid(x) + nnjit.relu(x - 0.25),
+              f32(64))
+    assert kinds(g) == ["loop"]
+
+
+def test_broadcast_chain_with_fan_in_and_fan_out():
+    def f(x, b):
+        y = x + b
+        return nnjit.exp(y) * y, y * 2.0
+    g = fused(f, f32(4, 5), f32(5))
+    assert kinds(g) == ["loop"]
+    assert len(g.nodes[-1].types) == 2          # one kernel, two results
+
+
+def test_softmax_and_log_softmax_are_one_row_kernel_each():
+    assert kinds(fused(lambda x: nnjit.softmax(x), f32(8, 10))) == ["reduce"]
+    assert kinds(fused(lambda x: nnjit.log_softmax(x, axis=0), f32(8, 10))) == ["reduce"]
+
+
+def test_cross_entropy_forward_is_one_kernel():
+    def loss(z, y):
+        return nn.cross_entropy(z, y)
+    g = fused(loss, f32(8, 10), rng.integers(0, 10, 8))
+    assert len(kernels(g)) <= 2    # the row kernel and the batch mean
+
+
+def test_linear_bias_relu_is_a_gemm_with_epilogue():
+    g = fused(lambda x, w, b: nnjit.relu(nnjit.linear(x, w, b)), f32(4, 6), f32(3, 6), f32(3))
+    assert kinds(g) == ["gemm"]
+    body = g.nodes[-1].attrs["body"]
+    assert {n.op for n in body.nodes} >= {Op.MATMUL, Op.TRANSPOSE, Op.ADD, Op.RELU}
+
+
+def test_conv_bias_relu_then_pool():
+    def f(x, w, b):
+        return nnjit.max_pool2d(nnjit.relu(nnjit.conv2d(x, w, b, padding=1)), 2)
+    g = fused(f, f32(2, 3, 6, 6), f32(4, 3, 3, 3), f32(4))
+    # bias + relu go either into the convolution's epilogue or into the pool's input
+    assert kinds(g) in (["conv", "window"], ["conv2d", "window"])
+
+
+def test_sgd_update_fuses_into_the_weight_gradient_gemm():
+    def step(w, x, g):
+        return w - 0.1 * (x.T @ g)
+    g = fused(step, f32(5, 3), f32(4, 5), f32(4, 3))
+    assert kinds(g) == ["gemm"]
+
+
+def test_mlp_training_step_kernel_count():
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
+
+    def step(p, x, y):
+        loss, grads = nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, x), y))(p)
+        return nnjit.tree_map(lambda a, b: a - 0.1 * b, p, grads), loss
+
+    args = (model.init(seed=0), f32(5, 6), rng.integers(0, 4, 5))
+    unfused = nnjit.compile(step, *args, fuse=False).graph
+    g = nnjit.compile(step, *args).graph
+    assert len(kernels(g)) <= len(kernels(unfused)) // 3
+    assert not any(n.op == Op.FUSION for n in unfused.nodes)
+
+
+def test_decisions_are_recorded_with_rules_reasons_and_bytes():
+    cf = nnjit.compile(lambda x, w: nnjit.softmax(nnjit.relu(x @ w)), f32(4, 3), f32(3, 5))
+    report = cf.explain_fusion()
+    fused_ = [d for d in report.decisions if d.fused]
+    refused = [d for d in report.decisions if not d.fused]
+    assert fused_ and all(d.bytes_saved > 0 for d in fused_)
+    assert any(d.rule == "one-anchor-per-kernel" and "matmul" in d.producer for d in refused)
+    text = str(report)
+    assert "not fused [one-anchor-per-kernel]" in text and "kernels:" in text
+
+
+def test_expensive_producer_is_not_recomputed_per_broadcast_element():
+    def f(x, y):
+        return nnjit.exp(x)[:, None] + y     # exp over (n,) broadcast to (n, m)
+    g = fused(f, f32(6), f32(6, 50))
+    assert len(kernels(g)) == 2
+    d = nnjit.compile(f, f32(6), f32(6, 50)).explain_fusion().decisions
+    assert any(x.rule == "no-expensive-recompute" for x in d)
+
+
+def test_no_cycles_through_a_materialized_consumer():
+    def f(x, w):
+        a = nnjit.relu(x)
+        b = a @ w           # a is needed by the matmul (another kernel) ...
+        return a + (b @ w.T)  # ... and by this elementwise kernel that also reads b
+    g = fused(f, f32(4, 4), f32(4, 4))
+    verify(g)
+
+
+def test_classify_names_a_template_or_a_reason():
+    g = nnjit.trace(lambda x, w: nnjit.relu(x @ w), f32(2, 3), f32(3, 4))
+    nodes = set(g.nodes)
+    assert classify(nodes, g.outputs)[0] == "gemm"
+    g2 = nnjit.trace(lambda x: (x @ x).sum(axis=1), f32(3, 3))
+    template, reason = classify(set(g2.nodes), g2.outputs)
+    assert template is None and "reduction" in reason
+
+
+@pytest.mark.parametrize("fuse_flag", [True, False])
+def test_fused_and_unfused_give_the_reference_results(backend, fuse_flag):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(12, 4))
+
+    def step(p, x, y):
+        loss, grads = nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, x), y))(p)
+        return grads, loss
+
+    args = (model.init(seed=0, dtype=np.float64), rng.standard_normal((2, 1, 4, 4)),
+            rng.integers(0, 4, 2))
+    want = nnjit.jit(step, fuse=False)(*args)
+    got = nnjit.jit(step, backend=backend, fuse=fuse_flag)(*args)
+    for a, b in zip(nnjit.tree_leaves(got), nnjit.tree_leaves(want)):
+        assert_close(a, b, rtol=1e-7, atol=1e-9)
+
