@@ -290,8 +290,8 @@ def scan(body: Callable, init, xs, length: int | None = None, reverse: bool = Fa
         raise ShapeError("init or xs must contain a traced tensor (call scan inside a "
                          "jit/trace)", "scan", user_loc())
     b = builder_of(*syms)
-    c_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in c_leaves]
-    x_leaves = [v if isinstance(v, Sym) else P.lift(b, v)[0] for v in x_leaves]
+    c_leaves = [v if isinstance(v, Sym) else _leaf_const(b, v) for v in c_leaves]
+    x_leaves = [v if isinstance(v, Sym) else _leaf_const(b, v) for v in x_leaves]
     lengths = {x.shape[0] if x.ndim else None for x in x_leaves}
     if None in lengths:
         raise ShapeError("every xs leaf needs a leading axis to scan over", "scan", user_loc())
@@ -311,18 +311,27 @@ def scan(body: Callable, init, xs, length: int | None = None, reverse: bool = Fa
     if new_c_tree != c_tree:
         raise ShapeError(f"body returned a carry of structure {new_c_tree}, but init is "
                          f"{c_tree}", "scan", user_loc())
-    new_c = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in new_c]
+    # A Python scalar returned as a carry is weakly typed: it takes the carry's dtype.
+    new_c = [v if isinstance(v, Sym) else _leaf_const(
+        child, v, old.dtype if isinstance(v, (bool, int, float)) else None)
+        for v, old in zip(new_c, c_leaves)]
     for i, (old, new) in enumerate(zip(c_leaves, new_c)):
         if old.type != new.type:
             raise ShapeError(f"carry {i} changes type from {old.type} to {new.type} in the "
                              "body (the carry must keep its shape and dtype)", "scan", user_loc())
     y_leaves, y_tree = flatten(out[1])
-    y_leaves = [v if isinstance(v, Sym) else P.lift(child, v)[0] for v in y_leaves]
+    y_leaves = [v if isinstance(v, Sym) else _leaf_const(child, v) for v in y_leaves]
     graph = child.build(new_c + y_leaves)
     consts = [outer for outer, _ in child.captures]
     res = P.scan(graph, c_leaves, x_leaves, consts, n, reverse)
     k = len(c_leaves)
     return unflatten(c_tree, res[:k]), unflatten(y_tree, res[k:])
+
+
+def _leaf_const(b: Builder, v, dtype: DType | None = None) -> Sym:
+    """A non-traced pytree leaf as a constant of its own type (as if it were passed to jit:
+    False stays bool, np.int32(0) stays i32), or of `dtype`."""
+    return b.const(np.asarray(v, dtype=(dtype or leaf_type(v).dtype).np))
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
