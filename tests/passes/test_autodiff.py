@@ -23,7 +23,7 @@ def randn(*shape, scale=1.0):
     return RNG.standard_normal(shape) * scale
 
 
-# -- models (float64) -------------------------------------------------------------------------------
+# -- models (float64) ------------------------------------------------------------------------------
 
 def xent(z, y):
     """Mean cross-entropy of logits z (N, C) against int labels y (N,)."""
@@ -201,7 +201,7 @@ def test_scan_ys_unused_and_carry_unused(backend):
     check_grads(g, args, (0, 1), backend=backend, scalar=True)
 
 
-# -- fan-out -----------------------------------------------------------------------------------------
+# -- fan-out ---------------------------------------------------------------------------------------
 
 def test_value_used_several_times_sums_gradients(backend):
     x = randn(4)
@@ -401,7 +401,7 @@ def test_grad_of_max_pool_gradient_is_a_clear_error(backend):
         run(lambda x: nnjit.grad(g)(x), randn(1, 1, 4, 4), backend=backend)
 
 
-# -- the gradient graph is ordinary IR --------------------------------------------------------------
+# -- the gradient graph is ordinary IR -------------------------------------------------------------
 
 GRAPH_CASES = {
     "mlp": (mlp_loss, mlp_args(), (0, 1)),

@@ -271,7 +271,7 @@ def _conv2d_grad_weight(draw):
                 (0, 1))
 
 
-# -- windows ----------------------------------------------------------------------------------------
+# -- windows ---------------------------------------------------------------------------------------
 
 def pool_attrs(draw):
     """kernel, stride (< kernel gives overlapping windows), padding <= kernel // 2, a fitting
