@@ -273,9 +273,24 @@ def dropout(x: Sym, rate: float, seed, training: bool = True, salt: int | None =
 
 
 def sum_random_nodes(b: Builder) -> int:
-    from ..ir import Op
+    """The random ops already traced in `b`, in the traces enclosing it (a scan body, a grad's
+    forward) and in the bodies nested in their nodes: the next auto salt, so no two dropouts
+    of one jit draw the same mask."""
+    from ..ir import Graph, Op
 
-    return len([n for n in b.nodes if n.op == Op.RANDOM_UNIFORM])
+    def count(nodes) -> int:  # NOTE: `sum` is nnjit.sum in this module
+        k = 0
+        for n in nodes:
+            k += n.op == Op.RANDOM_UNIFORM
+            for v in n.attrs.values():
+                k += count(v.nodes) if isinstance(v, Graph) else 0
+        return k
+
+    total = 0
+    while b is not None:
+        total += count(b.nodes)
+        b = b.parent
+    return total
 
 
 # -- control flow -----------------------------------------------------------------------------
