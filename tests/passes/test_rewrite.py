@@ -62,7 +62,8 @@ def assert_pass(pass_fn, before: str, expected: str) -> Graph:
     assert got == want, f"\ngot:\n{got}\nexpected:\n{want}"
     for seed in range(3):
         args = special_args(g, seed)
-        assert_same_bits(evaluate(got, args), evaluate(g, args))
+        with np.errstate(all="ignore"):     # inf - inf in a reference is the point here
+            assert_same_bits(evaluate(got, args), evaluate(g, args))
     return got
 
 
