@@ -121,7 +121,7 @@ def _slice_ref(xs, attrs):
     # last element: a start of -1 is an empty slice, a stop of -1 runs to the front.
     sl = tuple(builtins.slice(a, None if b < 0 else b, s) if a >= 0 else builtins.slice(0, 0)
                for a, b, s in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
-    return np.ascontiguousarray(x[sl])
+    return np.asarray(x[sl], order="C")   # NOTE: ascontiguousarray makes 0-d 1-d
 
 
 def _pad_ref(xs, attrs):
@@ -207,11 +207,11 @@ register(
           lambda xs, a: xs[0].reshape(a["shape"]), attrs=(AttrSpec("shape", "ints"),),
           vjp=lambda xs, outs, cts, a: [P.reshape(cts[0], xs[0].shape)]),
     OpDef(Op.TRANSPOSE, Kind.INJECTIVE, 1, _transpose_shape,
-          lambda xs, a: np.ascontiguousarray(np.transpose(xs[0], a["perm"])),
+          lambda xs, a: np.asarray(np.transpose(xs[0], a["perm"]), order="C"),
           attrs=(AttrSpec("perm", "ints"),),
           vjp=lambda xs, outs, cts, a: [P.transpose(cts[0], _inverse(a["perm"]))]),
     OpDef(Op.BROADCAST_TO, Kind.INJECTIVE, 1, _broadcast_to_shape,
-          lambda xs, a: np.ascontiguousarray(np.broadcast_to(xs[0], a["shape"])),
+          lambda xs, a: np.asarray(np.broadcast_to(xs[0], a["shape"]), order="C"),
           attrs=(AttrSpec("shape", "ints"),),
           vjp=lambda xs, outs, cts, a: [P.sum_to(cts[0], xs[0].shape)]),
     OpDef(Op.CONCAT, Kind.INJECTIVE, None, _concat_shape,
