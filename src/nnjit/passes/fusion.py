@@ -49,6 +49,7 @@ class _Context:
         self.pos = {n: i for i, n in enumerate(g.nodes)}
         self.users = g.users()
         self.outputs = set(g.outputs)
+        self.group_of: dict[Node, _Group] = {}   # kernels formed so far
 
     def roots(self, nodes: set[Node]) -> list[Value]:
         """Values of `nodes` needed outside them (by other nodes or as graph outputs)."""
@@ -61,31 +62,36 @@ class _Context:
         return out
 
     def path_outside(self, p: Node, g: _Group) -> Node | None:
-        """A node outside `g` on a path from `p` into `g` (fusing p would make a cycle)."""
-        return self.path_outside_set({p}, g.nodes | {p})
+        """A node outside `g` + p on a path that leaves them and comes back (fusing p would
+        make a cycle)."""
+        return self.path_outside_set(g.nodes | {p})
 
-    def path_outside_set(self, src: set[Node], nodes: set[Node]) -> Node | None:
-        """A node outside `nodes` on a path from `src` back into `nodes`."""
-        limit = max(self.pos[m] for m in nodes)
-        stack = [u for p in src for u in self.users[p] if u not in nodes and self.pos[u] < limit]
+    def path_outside_set(self, union: set[Node]) -> Node | None:
+        """A node on a path from `union` back into it through other kernels. Other kernels
+        count as one unit each: a path into any of their nodes continues from all of them,
+        since a kernel runs only once all its inputs are ready."""
+        stack = [u for p in union for u in self.users[p] if u not in union]
         seen: set[Node] = set()
         while stack:
             u = stack.pop()
             if u in seen:
                 continue
-            seen.add(u)
-            for w in self.users[u]:
-                if w in nodes:
-                    return u
-                if self.pos[w] < limit:
-                    stack.append(w)
+            grp = self.group_of.get(u)
+            unit = grp.nodes - union if grp is not None else {u}
+            seen |= unit
+            for x in unit:
+                for w in self.users[x]:
+                    if w in union:
+                        return u
+                    if w not in seen:
+                        stack.append(w)
         return None
 
 
 def fuse(g: Graph) -> Graph:
     """The graph with fusible groups wrapped in `fusion` nodes (decisions in meta)."""
     ctx = _Context(g)
-    group_of: dict[Node, _Group] = {}
+    group_of = ctx.group_of
     groups: list[_Group] = []
     decisions: list[FusionDecision] = []
     for n in reversed(g.nodes):
@@ -134,7 +140,7 @@ def _merge_groups(groups: list[_Group], group_of: dict[Node, _Group], ctx: _Cont
                 union = a.nodes | b.nodes
                 if classify(union, ctx.roots(union))[0] is None:
                     continue
-                if ctx.path_outside_set(a.nodes, union) is not None:
+                if ctx.path_outside_set(union) is not None:
                     continue
                 if any(n.op in EXPENSIVE and recompute_factor(n, union) > 1 for n in a.nodes):
                     continue

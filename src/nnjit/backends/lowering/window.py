@@ -114,19 +114,25 @@ def _max_pool_grad(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
     vh, vw = loop_vars("o", 2)
     ri, rj = loop_vars("r", 2)
     h, w, valid = _tap(x.shape, vh, vw, ri, rj, geo)
-    val = select(valid, pro.value_at(x, [vn, vc, h, w]), Const(-np.inf, dt))
+    val = pro.value_at(x, [vn, vc, h, w])
     best, bi, bj, take = Var("best", dt), Var("bi"), Var("bj"), Var("take", DType.BOOL)
+    found = Var("found", DType.BOOL)
     isnan = Call(KOp.ISNAN, (val,), DType.BOOL)
     best_nan = Call(KOp.ISNAN, (best,), DType.BOOL)
-    better = Call(KOp.OR, (Call(KOp.GT, (val, best), DType.BOOL),
-                           Call(KOp.AND, (isnan, Call(KOp.NOT, (best_nan,), DType.BOOL)),
-                                DType.BOOL)), DType.BOOL)
-    search = _nest([ri, rj], [kh, kw], [Let(take, better), Assign(best, select(take, val, best)),
+    # The first in-image tap starts the search, so padding never receives dy (as in torch).
+    better = Call(KOp.OR, (Call(KOp.NOT, (found,), DType.BOOL), Call(KOp.OR, (
+        Call(KOp.GT, (val, best), DType.BOOL),
+        Call(KOp.AND, (isnan, Call(KOp.NOT, (best_nan,), DType.BOOL)), DType.BOOL)),
+        DType.BOOL)), DType.BOOL)
+    search = _nest([ri, rj], [kh, kw], [Let(take, Call(KOp.AND, (valid, better), DType.BOOL)),
+                                       Assign(best, select(take, val, best)),
                                        Assign(bi, select(take, ri, bi)),
-                                       Assign(bj, select(take, rj, bj))])
+                                       Assign(bj, select(take, rj, bj)),
+                                       Assign(found, Call(KOp.OR, (found, valid), DType.BOOL))])
     th, tw, _ = _tap(x.shape, vh, vw, bi, bj, geo)
     g = pro.value_at(dy, [vn, vc, vh, vw])
-    window = ([Let(best, Const(-np.inf, dt)), Let(bi, c64(0)), Let(bj, c64(0))] + search
+    window = ([Let(best, Const(-np.inf, dt)), Let(bi, c64(0)), Let(bj, c64(0)),
+               Let(found, Const(False, DType.BOOL))] + search
               + [_accumulate(dst, [vn, vc, th, tw], g, dt)])
     per_plane = _zero_plane(dst, x.shape, vn, vc, dt) + _nest([vh, vw], dy.shape[2:], window)
     return _nest([vn, vc], x.shape[:2], per_plane, parallel=True)
