@@ -217,6 +217,13 @@ CASES = [
     ("scan body is not a graph", SCAN_HEAD + "  %0:2 = scan(%h, %xs) {⁁body = 3, num_carry = 1,"
      " length = 4} : (f32[3], f32[4,3])\n  return %0#0, %0#1\n}",
      r"attribute 'body' must be a graph"),
+    ("str attribute given a number", "func @f(%x: f32[2]) -> (f32[2]) {\n  %0 = fusion(%x) "
+     "{body = func @b(%a: f32[2]) -> (f32[2]) {\n    %0 = exp(%a) : f32[2]\n    return %0\n  }, "
+     "⁁kind = 3} : f32[2]\n  return %0\n}", r"bad value for attribute 'kind': expected a quoted "
+     "string"),
+    ("str attribute given an identifier", "func @f(%x: f32[2]) -> (f32[2]) {\n  %0 = fusion(%x) "
+     "{body = func @b(%a: f32[2]) -> (f32[2]) {\n    %0 = exp(%a) : f32[2]\n    return %0\n  }, "
+     "kind = ⁁loop} : f32[2]\n  return %0\n}", r"expected an attribute value, found 'loop'"),
     ("missing func", "⁁fun @f() -> () {\n  return\n}", r"expected 'func', found 'fun'"),
     ("missing function name", "func ⁁f() -> () {\n  return\n}",
      r"expected a function name like @main, found 'f'"),
