@@ -1,13 +1,22 @@
 """The default pipeline: one list of named stages, top to bottom."""
 from __future__ import annotations
 
+from .cse import eliminate_common_subexpressions
+from .dce import eliminate_dead_code
+from .fold import fold_constants
 from .fusion import fuse as fuse_kernels
 from .manager import Pass
+from .simplify import simplify
 
 
 def default_pipeline(fuse: bool = True) -> list[tuple[str, Pass]]:
     """The passes `nnjit.jit` runs, in order. `fuse=False` gives the one-kernel-per-op baseline."""
-    stages: list[tuple[str, Pass]] = []
+    stages: list[tuple[str, Pass]] = [
+        ("simplify", simplify),
+        ("fold_constants", fold_constants),
+        ("cse", eliminate_common_subexpressions),
+        ("dce", eliminate_dead_code),
+    ]
     if fuse:
         stages.append(("fuse", fuse_kernels))
     return stages
