@@ -111,9 +111,12 @@ def test_scans_with_structurally_equal_bodies_merge_and_bodies_are_cleaned():
     second = BODY.format(name="other", tag="arry", loc='loc("b.py":9 in "g")')
     assert_pass(cse, f"""
 func @f(%h: f32[3], %xs: f32[2,3]) -> (f32[3], f32[2,3], f32[3]) {{
-  %0:2 = scan(%h, %xs) {{body = {first}, num_carry = 1, num_consts = 0, length = 2, reverse = false}} : (f32[3], f32[2,3])
-  %1:2 = scan(%h, %xs) {{body = {second}, num_carry = 1, num_consts = 0, length = 2, reverse = false}} : (f32[3], f32[2,3])
-  %2:2 = scan(%h, %xs) {{body = {first}, num_carry = 1, num_consts = 0, length = 2, reverse = true}} : (f32[3], f32[2,3])
+  %0:2 = scan(%h, %xs) {{body = {first},
+    num_carry = 1, num_consts = 0, length = 2, reverse = false}} : (f32[3], f32[2,3])
+  %1:2 = scan(%h, %xs) {{body = {second},
+    num_carry = 1, num_consts = 0, length = 2, reverse = false}} : (f32[3], f32[2,3])
+  %2:2 = scan(%h, %xs) {{body = {first},
+    num_carry = 1, num_consts = 0, length = 2, reverse = true}} : (f32[3], f32[2,3])
   return %0#0, %1#1, %2#0
 }}""", """
 func @f(%h: f32[3], %xs: f32[2,3]) -> (f32[3], f32[2,3], f32[3]) {

@@ -41,13 +41,15 @@ func @f(%x: f32[3], %unused: i32[2]) -> (f32[3], f32[3], f32[3]) {
 
 SCAN = """
 func @f(%h: f32[3], %k: f32[3], %xs: f32[2,3], %w: f32[3], %u: f32[3]) -> ({outs}) {{
-  %0:4 = scan(%h, %k, %xs, %w, %u) {{body = func @body(%c: f32[3], %d: f32[3], %x: f32[3], %cw: f32[3], %cu: f32[3]) -> (f32[3], f32[3], f32[3], f32[3]) {{
+  %0:4 = scan(%h, %k, %xs, %w, %u) {{body = func @body(%c: f32[3], %d: f32[3], %x: f32[3],
+      %cw: f32[3], %cu: f32[3]) -> (f32[3], f32[3], f32[3], f32[3]) {{
     %0 = mul(%c, %cw) : f32[3]
     %1 = add(%d, %cu) : f32[3]
     %2 = add(%c, %x) : f32[3]
     %3 = mul(%1, %x) : f32[3]
     return %0, %1, %2, %3
-  }}, num_carry = 2, num_consts = 2, length = 2, reverse = false}} : (f32[3], f32[3], f32[2,3], f32[2,3])
+  }}, num_carry = 2, num_consts = 2, length = 2, reverse = false}}
+    : (f32[3], f32[3], f32[2,3], f32[2,3])
   %1 = neg(%0#2) : f32[2,3]
   return {ret}
 }}"""
@@ -57,7 +59,8 @@ def test_scan_drops_unused_ys_dead_carries_and_unread_operands():
     # carry d and ys#1 feed nothing live; const u is then unread
     assert_pass(dce, SCAN.format(outs="f32[3], f32[2,3]", ret="%0#0, %1"), """
 func @f(%h: f32[3], %k: f32[3], %xs: f32[2,3], %w: f32[3], %u: f32[3]) -> (f32[3], f32[2,3]) {
-  %0:2 = scan(%h, %xs, %w) {body = func @body(%c: f32[3], %x: f32[3], %cw: f32[3]) -> (f32[3], f32[3]) {
+  %0:2 = scan(%h, %xs, %w) {body = func @body(%c: f32[3], %x: f32[3], %cw: f32[3])
+      -> (f32[3], f32[3]) {
     %0 = mul(%c, %cw) : f32[3]
     %1 = add(%c, %x) : f32[3]
     return %0, %1
@@ -71,7 +74,8 @@ def test_scan_keeps_a_carry_that_a_live_output_reads():
     # only ys#0 is used, but it reads carry c, whose update reads const w
     assert_pass(dce, SCAN.format(outs="f32[2,3]", ret="%1"), """
 func @f(%h: f32[3], %k: f32[3], %xs: f32[2,3], %w: f32[3], %u: f32[3]) -> (f32[2,3]) {
-  %0:2 = scan(%h, %xs, %w) {body = func @body(%c: f32[3], %x: f32[3], %cw: f32[3]) -> (f32[3], f32[3]) {
+  %0:2 = scan(%h, %xs, %w) {body = func @body(%c: f32[3], %x: f32[3], %cw: f32[3])
+      -> (f32[3], f32[3]) {
     %0 = mul(%c, %cw) : f32[3]
     %1 = add(%c, %x) : f32[3]
     return %0, %1

@@ -12,7 +12,7 @@ import pytest
 from nnjit.ir import CompileError, DType, Graph, Loc, Op, evaluate, parse, verify
 from nnjit.passes.rewrite import Pat, PatternMatcher, const_equals, graph_rewrite
 
-# -- shared helpers for the pass tests --------------------------------------------------------------
+# -- shared helpers for the pass tests -------------------------------------------------------------
 
 SPECIAL_FLOATS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 2.5, -3.25, 1e-300, 7.0]
 SPECIAL_INTS = [0, 1, -1, 2, -7, 100]
@@ -72,7 +72,7 @@ def assert_unchanged(pass_fn, before: str) -> None:
     assert_pass(pass_fn, before, before)
 
 
-# -- the engine ----------------------------------------------------------------------------------------
+# -- the engine ------------------------------------------------------------------------------------
 
 X, Y = Pat.var("x"), Pat.var("y")
 
@@ -282,7 +282,7 @@ def test_nothing_to_do_returns_the_input_graph():
     assert graph_rewrite(g, PatternMatcher([(Pat(Op.EXP), lambda ctx: None)])) is g
 
 
-# -- patterns ---------------------------------------------------------------------------------------
+# -- patterns --------------------------------------------------------------------------------------
 
 PAT_GRAPH = """
 func @f(%a: f32[2,3], %b: f32[3], %i: i32[3]) -> (f32[2,3], f32[3], f32[2,3], i32[3]) {

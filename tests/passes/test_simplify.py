@@ -242,14 +242,16 @@ def test_square_transpose_is_kept():
 
 def test_transpose_of_transpose():
     # (2,3,4) -[1,2,0]-> (3,4,2) -[2,0,1]-> (2,3,4): the identity
-    assert_pass(simplify, fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : f32[3,4,2]"
-                             "\n  %1 = transpose(%0) {perm = [2, 0, 1]} : f32[2,3,4]\n  return %1",
+    assert_pass(simplify, fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : "
+                             "f32[3,4,2]\n  %1 = transpose(%0) {perm = [2, 0, 1]} : f32[2,3,4]\n"
+                             "  return %1",
                              "f32[2,3,4]"),
                 fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : f32[3,4,2]\n"
                    "  return %x", "f32[2,3,4]"))
     # (2,3,4) -[1,2,0]-> (3,4,2) -[1,0,2]-> (4,3,2) = transpose(x, [2,1,0])
-    assert_pass(simplify, fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : f32[3,4,2]"
-                             "\n  %1 = transpose(%0) {perm = [1, 0, 2]} : f32[4,3,2]\n  return %1",
+    assert_pass(simplify, fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : "
+                             "f32[3,4,2]\n  %1 = transpose(%0) {perm = [1, 0, 2]} : f32[4,3,2]\n"
+                             "  return %1",
                              "f32[4,3,2]"),
                 fn("%x: f32[2,3,4]", "  %0 = transpose(%x) {perm = [1, 2, 0]} : f32[3,4,2]\n"
                    "  %1 = transpose(%x) {perm = [2, 1, 0]} : f32[4,3,2]\n  return %1",
@@ -257,8 +259,8 @@ def test_transpose_of_transpose():
 
 
 def test_transpose_that_moves_only_unit_dims_is_a_reshape():
-    assert_pass(simplify, fn("%x: f32[3,1,2]", "  %0 = transpose(%x) {perm = [1, 0, 2]} : f32[1,3,2]"
-                             "\n  return %0", "f32[1,3,2]"),
+    assert_pass(simplify, fn("%x: f32[3,1,2]", "  %0 = transpose(%x) {perm = [1, 0, 2]} : "
+                             "f32[1,3,2]\n  return %0", "f32[1,3,2]"),
                 fn("%x: f32[3,1,2]", "  %0 = reshape(%x) {shape = [1, 3, 2]} : f32[1,3,2]\n"
                    "  return %0", "f32[1,3,2]"))
 
@@ -325,7 +327,7 @@ def test_a_broadcast_that_gives_the_result_its_shape_is_kept():
                                   "  %1 = add(%0, %y) : f32[2,3]\n  return %1", "f32[2,3]"))
 
 
-# -- the rules together ------------------------------------------------------------------------------
+# -- the rules together ----------------------------------------------------------------------------
 
 def test_a_new_rule_comes_with_a_test_above():
     assert len(SIMPLIFY.rules) == 27, "add a Before/Expected test for the new rule, then bump this"

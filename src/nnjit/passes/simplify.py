@@ -65,7 +65,7 @@ def _reads_a_broadcast(v: Value) -> bool:
     return any(s.node.op == Op.BROADCAST_TO for s in v.node.srcs)
 
 
-# -- rule functions (each returns the replacement or None) -------------------------------------------
+# -- rule functions (each returns the replacement or None) -----------------------------------------
 
 def _x(ctx: RewriteContext, x: Value, **_) -> Value | None:
     """`x` itself, when it has the matched node's type (broadcasting may have grown it)."""
@@ -126,7 +126,7 @@ def _drop_operand_broadcasts(ctx: RewriteContext) -> Value | None:
     return ctx.rebuild(srcs) if changed else None
 
 
-# -- the table ---------------------------------------------------------------------------------------
+# -- the table -------------------------------------------------------------------------------------
 # One rule per line; each has a Before/Expected test in tests/passes/test_simplify.py.
 
 SIMPLIFY = PatternMatcher([
