@@ -308,7 +308,7 @@ class _Engine:
             caps: Captures = {}
             if not rule.pat.match(Value(node, 0), caps):
                 continue
-            mark = len(self.nodes)
+            marks = len(self.nodes), len(self._here), len(self.fired)
             self._count(rule, node)
             prev, self.current_rule = self.current_rule, rule
             try:
@@ -316,9 +316,8 @@ class _Engine:
             finally:
                 self.current_rule = prev
             outs = None if result is None else self._as_values(rule, node, result)
-            if outs is None or outs == node.outs:
-                del self.nodes[mark:]          # declined: drop anything it emitted
-                self._here.pop()
+            if outs is None or outs == node.outs:   # declined: forget what it emitted
+                del self.nodes[marks[0]:], self._here[marks[1]:], self.fired[marks[2]:]
                 continue
             self.fired.append(rule)
             if self.trace:
