@@ -18,6 +18,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from ..ir import Graph, Node, Op, Value, make_input
+from .dce import eliminate_dead_code
 from .fusion_rules import (EXPENSIVE, RULES, classify, fused_rule_name, is_free_const,
                            recompute_factor)
 
@@ -90,6 +91,7 @@ class _Context:
 
 def fuse(g: Graph) -> Graph:
     """The graph with fusible groups wrapped in `fusion` nodes (decisions in meta)."""
+    g = fold_output_transposes(g)
     ctx = _Context(g)
     group_of = ctx.group_of
     groups: list[_Group] = []
@@ -122,6 +124,57 @@ def fuse(g: Graph) -> Graph:
     meta = dict(g.meta)
     meta["fusion_decisions"] = tuple(decisions)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, meta)
+
+
+def _is_swap(n: Node) -> bool:
+    perm = n.attrs["perm"]
+    k = len(perm)
+    return k >= 2 and tuple(perm) == tuple(range(k - 2)) + (k - 1, k - 2)
+
+
+def fold_output_transposes(g: Graph) -> Graph:
+    """Rewrite `transpose(matmul(a, b))` (last two axes swapped) as `matmul(bT, aT)`.
+
+    Autodiff of a torch-layout linear layer produces exactly this for the weight gradient; a
+    transposed GEMM output cannot take an elementwise epilogue (the SGD update), while
+    transposed operands are free strides. The products and their summation order are the
+    same, so results do not change."""
+    users = g.users()
+    outputs = set(g.outputs)
+    fold = {n.srcs[0].node: n for n in g.nodes
+            if n.op == Op.TRANSPOSE and _is_swap(n) and n.srcs[0].node.op == Op.MATMUL
+            and users[n.srcs[0].node] == [n] and n.srcs[0] not in outputs}
+    if not fold:
+        return g
+    replaced = {t: m for m, t in fold.items()}
+    env: dict[Value, Value] = {}
+    nodes: list[Node] = []
+
+    def swapped(v: Value, loc) -> Value:
+        if v.node.op == Op.TRANSPOSE and _is_swap(v.node):
+            return v.node.srcs[0]
+        k = v.type.ndim
+        perm = tuple(range(k - 2)) + (k - 1, k - 2)
+        t = Node(Op.TRANSPOSE, (v,), {"perm": perm},
+                 (v.type.with_shape(v.shape[:-2] + (v.shape[-1], v.shape[-2])),), loc)
+        nodes.append(t)
+        return t.out
+
+    for n in g.nodes:
+        if n in fold:
+            continue
+        if n in replaced:
+            a, b = (env.get(s, s) for s in replaced[n].srcs)
+            mm = Node(Op.MATMUL, (swapped(b, n.loc), swapped(a, n.loc)), {}, n.types,
+                      replaced[n].loc)
+            nodes.append(mm)
+            env[n.out] = mm.out
+            continue
+        new = n.replace(srcs=tuple(env.get(s, s) for s in n.srcs))
+        nodes.append(new)
+        env.update(zip(n.outs, new.outs))
+    out = Graph(g.name, g.inputs, tuple(nodes), tuple(env.get(v, v) for v in g.outputs), g.meta)
+    return eliminate_dead_code(out)   # transposes the rewrite made redundant
 
 
 def _merge_groups(groups: list[_Group], group_of: dict[Node, _Group], ctx: _Context,

@@ -114,7 +114,9 @@ _log_vjp = _ew(lambda xs, y, g: [g / xs[0]])
 _sqrt_vjp = _ew(lambda xs, y, g: [g / (y * 2.0)])
 _tanh_vjp = _ew(lambda xs, y, g: [g * (1.0 - y * y)])
 _sigmoid_vjp = _ew(lambda xs, y, g: [g * y * (1.0 - y)])
-_relu_vjp = _ew(lambda xs, y, g: [P.where(xs[0] > 0.0, g, 0.0)])
+# Masking by the output (relu(x) > 0 iff x > 0) lets the backward pass keep only the
+# activation, not the pre-activation too.
+_relu_vjp = _ew(lambda xs, y, g: [P.where(y > 0.0, g, 0.0)])
 _abs_vjp = _ew(lambda xs, y, g: [g * P.where(xs[0] >= 0.0, 1.0, -1.0)])
 # Ties go to the first operand, as in numpy's and torch's maximum/minimum gradients (split
 # would also be valid; this keeps gradients sparse like relu's).
