@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ir import Builder, DType, Graph, ShapeError, Sym, TensorType
+from ..ir.types import canonical_dtype
 from .pytree import TreeDef, flatten, flatten_with_paths, unflatten
 
 
@@ -41,15 +42,6 @@ def leaf_type(x: Any, path: str = "argument") -> TensorType:
             raise TypeError(f"{path}: {e}") from None
     raise TypeError(f"{path}: expected an array, a number or a pytree of them, got "
                     f"{type(x).__name__}")
-
-
-def canonical_dtype(dt) -> np.dtype:
-    dt = np.dtype(dt)
-    if dt.kind == "f" and dt != np.float64:
-        return np.dtype(np.float32)
-    if dt.kind in "iu" and dt not in (np.int32, np.int64):
-        return np.dtype(np.int64)
-    return dt
 
 
 def to_array(x: Any, t: TensorType) -> np.ndarray:

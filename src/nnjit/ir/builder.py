@@ -24,7 +24,7 @@ from .errors import ShapeError
 from .graph import Graph, Node, Value, make_input
 from .opdef import opdef
 from .ops import Op
-from .types import DType, Loc, TensorType
+from .types import DType, Loc, TensorType, canonical_dtype
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _EXCLUDED: list[str] = [_PKG_DIR]
@@ -115,10 +115,7 @@ class Builder:
     def const(self, value: Any, dtype: DType | None = None) -> "Sym":
         """A constant node holding `value` (a Python scalar or numpy array)."""
         arr = np.asarray(value, dtype=dtype.np if dtype else None)
-        if arr.dtype == np.float16 or arr.dtype.kind == "f" and arr.dtype != np.float32:
-            arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
-        if arr.dtype.kind in "iu" and arr.dtype not in (np.int32, np.int64):
-            arr = arr.astype(np.int64)
+        arr = arr.astype(canonical_dtype(arr.dtype), copy=False)
         key = None
         if arr.ndim == 0:
             key = (arr.dtype.str, arr.tobytes())

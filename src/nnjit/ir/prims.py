@@ -14,7 +14,7 @@ import numpy as np
 from .builder import Builder, Sym, user_loc
 from .errors import ShapeError
 from .ops import Op
-from .types import DType, promote
+from .types import DType, canonical_dtype, promote
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -40,7 +40,7 @@ def lift(b: Builder, *xs: Any) -> list[Sym]:
     dtype, or f32 when a float meets an int tensor); arrays and tensors promote."""
     syms = [x for x in xs if isinstance(x, Sym)]
     arrays = [np.asarray(x) for x in xs if not isinstance(x, Sym) and not _is_scalar(x)]
-    dts = [s.dtype for s in syms] + [DType.from_numpy(_canon_np(a.dtype)) for a in arrays]
+    dts = [s.dtype for s in syms] + [DType.from_numpy(canonical_dtype(a.dtype)) for a in arrays]
     if dts:
         dt = dts[0]
         for d in dts[1:]:
@@ -60,15 +60,6 @@ def lift(b: Builder, *xs: Any) -> list[Sym]:
         else:
             out.append(b.const(np.asarray(x).astype(dt.np)))
     return out
-
-
-def _canon_np(dt: np.dtype) -> np.dtype:
-    dt = np.dtype(dt)
-    if dt.kind == "f" and dt != np.float64:
-        return np.dtype(np.float32)
-    if dt.kind in "iu" and dt not in (np.int32, np.int64):
-        return np.dtype(np.int64)
-    return dt
 
 
 def norm_axis(axis: int, ndim: int) -> int:

@@ -62,6 +62,17 @@ _TO_NUMPY = {
 }
 _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
 
+def canonical_dtype(dt) -> np.dtype:
+    """The supported numpy dtype a value of dtype `dt` is traced as: other float widths become
+    float32, other integer widths int64 (bool and the supported types stay)."""
+    dt = np.dtype(dt)
+    if dt.kind == "f" and dt != np.float64:
+        return np.dtype(np.float32)
+    if dt.kind in "iu" and dt not in (np.int32, np.int64):
+        return np.dtype(np.int64)
+    return dt
+
+
 # Promotion order for mixed-dtype arithmetic in the DSL (the IR itself never promotes).
 _RANK = {DType.BOOL: 0, DType.I32: 1, DType.I64: 2, DType.F32: 3, DType.F64: 4}
 
