@@ -1,0 +1,226 @@
+"""The LLVM backend's executable: a JIT-loaded program with its arena, called with one native call.
+
+    >>> exe = compile_program(program, inputs=[ArgSpec("x", (4, 3), np.float32)], ...)
+    >>> [y] = exe([x])                      # validates x, allocates y, one ctypes call
+    >>> print(exe.llvm_ir(optimized=True))  # also: kernel_ir(), asm(), export("model.so")
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import llvmlite
+import numpy as np
+
+from nnjit.backends.llvm import gemm, target
+from nnjit.backends.llvm.render import Rendered, render
+from nnjit.ir import ArgumentError, DType
+from nnjit.ir.kernel import Program
+from nnjit.runtime import cache
+
+#: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
+HUGE_ARENA_BYTES = 4 << 20
+
+#: LLVM compilations done in this process (a test hook: cache hits do not count).
+compile_stats = {"model": 0, "runtime": 0}
+_runtime_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument or result of the entry point: its name, shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __str__(self) -> str:
+        return f"{self.dtype.name}[{','.join(map(str, self.shape))}]"
+
+
+def debug_bounds() -> bool:
+    return os.environ.get("NNJIT_DEBUG_BOUNDS", "").strip() not in ("", "0")
+
+
+def _nnjit_version() -> str:
+    import nnjit  # noqa: PLC0415  (the package is fully imported by the time anything compiles)
+
+    return nnjit.__version__
+
+
+def object_for(text: str) -> bytes:
+    """Object code for LLVM IR `text`, from the disk cache or compiled (and then cached)."""
+    key = cache.cache_key("model", text, target.target_id(), _nnjit_version(),
+                          llvmlite.__version__)
+    obj = cache.load(key)
+    if obj is None:
+        t0 = time.perf_counter()
+        obj, _ = target.compile_object(text)
+        compile_stats["model"] += 1
+        if target.debug_level() >= 1:
+            print(f"nnjit: llvm compile {time.perf_counter() - t0:.3f}s", file=sys.stderr)
+        cache.store(key, obj)
+    return obj
+
+
+def runtime_object() -> bytes:
+    """The GEMM runtime library's object code, from the disk cache or compiled once."""
+    key = cache.cache_key("gemm-runtime", gemm.runtime_cache_key(), _nnjit_version())
+    obj = cache.load(key)
+    if obj is None:
+        obj = gemm.runtime_object()
+        compile_stats["runtime"] += 1
+        cache.store(key, obj)
+    return obj
+
+
+def load_runtime() -> None:
+    """Make `nnjit_gemm_*` resolvable for JIT modules (once per process)."""
+    with _runtime_lock:
+        if gemm._loaded is None:
+            gemm.ensure_runtime_loaded(runtime_object())
+
+
+def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
+                    outputs: Sequence[ArgSpec] | None = None,
+                    nthreads: int | None = None, plan=None) -> "LLVMExecutable":
+    """Render, compile (or fetch from the cache) and load `program`. Without `inputs`/`outputs`
+    every argument is the flat buffer (shape `(size,)`)."""
+    rendered = render(program, nthreads, bounds=debug_bounds())
+    if target.debug_level() >= 2:
+        print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit LLVM IR ---\n{rendered.text}",
+              file=sys.stderr)
+    if rendered.uses_gemm:
+        load_runtime()
+    library = target.load_object(object_for(rendered.text))
+    flat = lambda names: [ArgSpec(n, (program.buffer(n).size,),  # noqa: E731
+                                  program.buffer(n).dtype.np) for n in names]
+    return LLVMExecutable(program, rendered, library,
+                          list(inputs) if inputs is not None else flat(program.inputs),
+                          list(outputs) if outputs is not None else flat(program.outputs), plan)
+
+
+class LLVMExecutable:
+    """A compiled program. Calls are serialized (the arena is shared by all calls)."""
+
+    def __init__(self, program: Program, rendered: Rendered, library: target.JitLibrary,
+                 inputs: list[ArgSpec], outputs: list[ArgSpec], plan=None):
+        self.program = program
+        self.plan = plan
+        self.rendered = rendered
+        self.library = library
+        self.inputs = inputs
+        self.outputs = outputs
+        for specs, names in ((inputs, program.inputs), (outputs, program.outputs)):
+            for spec, name in zip(specs, names, strict=True):
+                buf = program.buffer(name)
+                # NOTE: the lowering gives empty tensors one-element buffers.
+                if max(spec.size, 1) != max(buf.size, 1) or \
+                        DType.from_numpy(spec.dtype) != buf.dtype:
+                    raise ValueError(f"argument {spec.name} ({spec}) does not match buffer {buf}")
+        nargs = len(inputs) + len(outputs) + 1
+        self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
+        self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes)
+        self._arena_ptr = self._arena.ctypes.data
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    def __call__(self, args: Sequence[np.ndarray],
+                 outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Run on `args` (checked against the signature); results go to fresh arrays, or to
+        `outs` (C-contiguous, right shape and dtype, not overlapping any argument)."""
+        if len(args) != len(self.inputs):
+            raise ArgumentError(f"{self.name}: expected {len(self.inputs)} arguments "
+                                f"({', '.join(s.name for s in self.inputs)}), got {len(args)}")
+        for i, (spec, a) in enumerate(zip(self.inputs, args)):
+            _check(self.name, "argument", i, spec, a)
+        if outs is None:
+            outs = [np.empty(s.shape, s.dtype) for s in self.outputs]
+        else:
+            if len(outs) != len(self.outputs):
+                raise ArgumentError(f"{self.name}: expected {len(self.outputs)} output "
+                                    f"buffers, got {len(outs)}")
+            for i, (spec, o) in enumerate(zip(self.outputs, outs)):
+                _check(self.name, "output", i, spec, o, writable=True)
+            outs = list(outs)
+        ptrs = [a.ctypes.data for a in args] + [o.ctypes.data for o in outs]
+        with self._lock:
+            self._entry(*ptrs, self._arena_ptr)
+        return outs
+
+    # -- inspection ----------------------------------------------------------------------------
+    def memory_plan(self):
+        """The memory planner's report (`MemoryPlan`), when compiled from a graph."""
+        return self.plan
+
+    def kernel_ir(self) -> str:
+        """The kernel-IR program this executable was rendered from."""
+        return str(self.program)
+
+    def llvm_ir(self, optimized: bool = False) -> str:
+        """The module's LLVM IR, as rendered or after the O3 pipeline."""
+        if not optimized:
+            return self.rendered.text
+        return str(target.optimize(target.prepare_module(self.rendered.text)))
+
+    def asm(self) -> str:
+        """Host assembly of the module."""
+        return target.emit_assembly(self.rendered.text)
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.rendered.arena_bytes
+
+    def export(self, path: str | os.PathLike) -> list[str]:
+        """Write `path` (.o object or .so shared library) and `<stem>.h`; see `aot.export`."""
+        from nnjit.backends.llvm import aot  # noqa: PLC0415
+
+        return aot.export(self, path)
+
+
+def _check(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool = False) -> None:
+    label = f"{fn}: {what} {i} '{spec.name}'"
+    want = f"a C-contiguous {spec} array"
+    if not isinstance(a, np.ndarray):
+        raise ArgumentError(f"{label} must be {want}, got {type(a).__name__}")
+    got = f"{a.dtype.name}[{','.join(map(str, a.shape))}]"
+    if a.dtype != spec.dtype:
+        raise ArgumentError(f"{label} must be {want}, got dtype {a.dtype.str} ({got})")
+    if a.shape != spec.shape:
+        raise ArgumentError(f"{label} must be {want}, got shape {got}")
+    if not a.flags.c_contiguous:
+        raise ArgumentError(f"{label} must be {want}, got a non-contiguous {got} with strides "
+                            f"{a.strides} (use np.ascontiguousarray)")
+    if not a.flags.aligned:
+        raise ArgumentError(f"{label} must be {want}, got a misaligned array")
+    if writable and not a.flags.writeable:
+        raise ArgumentError(f"{label} must be writable")
+
+
+def _alloc_arena(nbytes: int) -> tuple[np.ndarray, object]:
+    """A 64-byte aligned uint8 buffer (mmap-ed, with MADV_HUGEPAGE where available, if large);
+    returns it and the object owning the memory."""
+    if nbytes >= HUGE_ARENA_BYTES:
+        mm = mmap.mmap(-1, nbytes)
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                mm.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+        return np.frombuffer(mm, np.uint8, count=nbytes), mm
+    raw = np.empty(max(nbytes, 1) + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + nbytes], raw

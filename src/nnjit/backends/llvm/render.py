@@ -1,0 +1,426 @@
+"""Kernel-IR `Program` -> one LLVM module with one C-ABI entry point.
+
+    void <prog>(T0 *in0, ..., U0 *out0, ..., void *arena)
+
+`arena` is `Rendered.arena_bytes` bytes, 64-byte aligned, owned by the caller: TEMP buffers at
+their offsets in [0, temp_bytes), then the GEMM workspace at `temp_bytes`. Each loop kernel is
+an internal function over its buffers (`noalias` where no two may overlap); a top-level
+parallel loop is split over threads with `parallel.parallel_for`. GEMMs call the runtime
+library (`nnjit_gemm_<dtype>`), scans loop over a nested program function, copies are memcpy.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+import numpy as np
+
+from nnjit.backends.llvm import gemm, parallel
+from nnjit.backends.llvm.helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, \
+    intrinsic, load
+from nnjit.backends.llvm.render_loops import MEM_TYPE, BufRef, StmtRenderer, stmt_buffers, \
+    trip_count
+from nnjit.ir import CompileError, DType
+from nnjit.ir.kernel import (BufKind, CopyKernel, GemmKernel, Loop, LoopKernel, LoopKind,
+                             MatView, Program, ScanKernel)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The module text and the facts a caller needs to run it."""
+
+    text: str               # LLVM IR, before optimization
+    entry: str              # the exported symbol
+    temp_bytes: int         # TEMP region: arena[0 : temp_bytes]
+    workspace_bytes: int    # GEMM workspace: arena[temp_bytes : temp_bytes + workspace_bytes]
+    nthreads: int           # the thread count compiled in (parallel loops and GEMMs)
+    uses_gemm: bool         # the module calls the GEMM runtime library
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.temp_bytes + self.workspace_bytes
+
+
+def round64(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def entry_name(program: Program) -> str:
+    """The C identifier exported for `program` (its name, made a valid identifier)."""
+    name = re.sub(r"\W", "_", program.name) or "program"
+    name = "_" + name if name[0].isdigit() else name
+    return name + "_" if name == "main" else name
+
+
+def render(program: Program, nthreads: int | None = None, bounds: bool = False) -> Rendered:
+    """Render `program`; `nthreads` defaults to `parallel.num_threads()`; `bounds` traps on
+    any out-of-range load or store (NNJIT_DEBUG_BOUNDS=1)."""
+    if nthreads is None:
+        nthreads = parallel.num_threads()
+    nthreads = max(1, nthreads) if parallel.gomp_available() else 1
+    r = _ModuleRenderer(program.name, nthreads, bounds)
+    name = entry_name(program)
+    temp = round64(program.arena_bytes)
+    r.program_function(program, name, workspace_offset=temp)
+    ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
+    return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes))
+
+
+@dataclass(frozen=True)
+class _Region:
+    root: tuple             # ("in", i) | ("out", i) | ("arena",) | ("const", name)
+    lo: int                 # byte range within the root
+    hi: int
+
+    def may_overlap(self, other: "_Region") -> bool:
+        if self.root != other.root:
+            # Distinct arguments never overlap (the ABI contract), except two inputs: a caller
+            # may pass one array twice. That only matters if one of them is written.
+            return self.root[0] == other.root[0] == "in"
+        return self.lo < other.hi and other.lo < self.hi
+
+
+class _Frame:
+    """One program function: its buffers' addresses and memory regions."""
+
+    def __init__(self, prog: Program, fn: ir.Function, b: ir.IRBuilder, consts, ws: ir.Value):
+        self.prog, self.fn, self.ws = prog, fn, ws
+        self.bufs = {buf.name: buf for buf in prog.buffers}
+        self.ptrs: dict[str, ir.Value] = {}
+        nin = len(prog.inputs)
+        arena = fn.args[nin + len(prog.outputs)]
+        for buf in prog.buffers:
+            self.ptrs[buf.name] = self._address(b, buf, nin, arena, consts)
+
+    def _address(self, b, buf, nin, arena, consts) -> ir.Value:
+        if buf.name in self.ptrs:
+            return self.ptrs[buf.name]
+        if buf.kind == BufKind.INPUT:
+            return self.fn.args[self._position(self.prog.inputs, buf)]
+        if buf.kind == BufKind.OUTPUT:
+            return self.fn.args[nin + self._position(self.prog.outputs, buf)]
+        if buf.kind == BufKind.TEMP:
+            if buf.offset % 64:
+                raise CompileError(f"buffer {buf.name}: arena offset {buf.offset} is not "
+                                   f"64-byte aligned")
+            return gep(b, arena, I8, buf.offset)
+        if buf.kind == BufKind.CONST:
+            return consts(buf)
+        base = self.buffer(buf.base)
+        ptr = self._address(b, base, nin, arena, consts)
+        self.ptrs[base.name] = ptr
+        return gep(b, ptr, I8, buf.offset * buf.dtype.itemsize)
+
+    def _position(self, names, buf) -> int:
+        try:
+            return names.index(buf.name)
+        except ValueError:
+            raise CompileError(f"buffer {buf.name} is {buf.kind.value} but not in the "
+                               f"program's signature") from None
+
+    def buffer(self, name: str):
+        try:
+            return self.bufs[name]
+        except KeyError:
+            raise CompileError(f"program {self.prog.name}: unknown buffer {name!r}") from None
+
+    def ref(self, name: str) -> BufRef:
+        buf = self.buffer(name)
+        return BufRef(self.ptrs[name], buf.dtype, buf.size, name)
+
+    def region(self, name: str) -> _Region:
+        buf = self.buffer(name)
+        if buf.kind == BufKind.ALIAS:
+            base = self.region(buf.base)
+            lo = base.lo + buf.offset * buf.dtype.itemsize
+            return _Region(base.root, lo, lo + buf.nbytes)
+        root = {BufKind.INPUT: ("in", buf.name), BufKind.OUTPUT: ("out", buf.name),
+                BufKind.TEMP: ("arena",), BufKind.CONST: ("const", buf.name)}[buf.kind]
+        lo = buf.offset if buf.kind == BufKind.TEMP else 0
+        return _Region(root, lo, lo + buf.nbytes)
+
+    def is_const(self, name: str) -> bool:
+        buf = self.buffer(name)
+        while buf.kind == BufKind.ALIAS:
+            buf = self.buffer(buf.base)
+        return buf.kind == BufKind.CONST
+
+
+class _ModuleRenderer:
+    def __init__(self, name: str, nthreads: int, bounds: bool):
+        self.module = ir.Module(name=name)
+        self.nthreads = nthreads
+        self.bounds = bounds
+        self.gemm_dtypes: set[DType] = set()
+        self._names: set[str] = set()
+
+    def unique(self, name: str) -> str:
+        name = re.sub(r"[^\w.]", "_", name)
+        out, i = name, 1
+        while out in self._names:
+            out, i = f"{name}.{i}", i + 1
+        self._names.add(out)
+        return out
+
+    # -- program functions ---------------------------------------------------------------------
+    def program_function(self, prog: Program, name: str,
+                         workspace_offset: int | None = None) -> ir.Function:
+        """`void name(ptr inputs..., ptr outputs..., ptr arena[, ptr workspace])`: the entry when
+        `workspace_offset` is given (the workspace is then inside the arena), else internal."""
+        nargs = len(prog.inputs) + len(prog.outputs)
+        top = workspace_offset is not None
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (nargs + 1 + (not top))),
+                         self.unique(name))
+        fn.attributes.add("nounwind")
+        if not top:
+            fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ws = gep(b, fn.args[nargs], I8, workspace_offset) if top else fn.args[nargs + 1]
+        frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws)
+        for k in prog.kernels:
+            try:
+                if isinstance(k, LoopKernel):
+                    self.loop_kernel(b, frame, k)
+                elif isinstance(k, GemmKernel):
+                    self.gemm_kernel(b, frame, k)
+                elif isinstance(k, ScanKernel):
+                    self.scan_kernel(b, frame, k)
+                elif isinstance(k, CopyKernel):
+                    self.copy(b, frame, k.dst_buf, k.src_buf, k.size * k.dtype.itemsize)
+                else:
+                    raise CompileError(f"unknown kernel {k!r}")
+            except CompileError as e:
+                raise CompileError(f"llvm backend, program {prog.name}, kernel {k.name}"
+                                   f"{' (' + k.src + ')' if k.src else ''}: {e}") from e
+        b.ret_void()
+        return fn
+
+    def const_global(self, prefix: str, buf) -> ir.Value:
+        if buf.value is None:
+            raise CompileError(f"constant buffer {buf.name} has no value")
+        data = np.ascontiguousarray(np.asarray(buf.value).astype(buf.dtype.np, copy=False))
+        if data.size == 0:  # NOTE: the lowering gives empty tensors one-element buffers
+            data = np.zeros(buf.size, buf.dtype.np)
+        if data.size != buf.size:
+            raise CompileError(f"constant buffer {buf.name}: value has {data.size} elements, "
+                               f"buffer {buf.size}")
+        raw = bytearray(data.reshape(-1).view(np.uint8).tobytes())
+        ty = ir.ArrayType(I8, len(raw))
+        g = ir.GlobalVariable(self.module, ty, self.unique(f"{prefix}.{buf.name}"))
+        g.initializer = ir.Constant(ty, raw)
+        g.global_constant = True
+        g.linkage = "private"
+        g.unnamed_addr = True
+        g.align = 64
+        return g
+
+    # -- loop kernels --------------------------------------------------------------------------
+    def loop_kernel(self, b: ir.IRBuilder, frame: _Frame, k: LoopKernel) -> None:
+        used, written = stmt_buffers(k.body)
+        written |= set(k.writes)
+        params = [n for n in used if not frame.is_const(n)]
+        top = k.body[0] if len(k.body) == 1 and isinstance(k.body[0], Loop) else None
+        split = top is not None and top.kind == LoopKind.PARALLEL
+        fnty = ir.FunctionType(VOID, [PTR] * len(params) + [I64, I64] * split)
+        fn = ir.Function(self.module, fnty, self.unique(f"{frame.fn.name}.{k.name}"))
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        self._mark_noalias(frame, fn, params, written)
+        bufs = {n: frame.ref(n) for n in used}
+        for i, n in enumerate(params):
+            bufs[n].ptr = fn.args[i]
+        kb = ir.IRBuilder(fn.append_basic_block("entry"))
+        renderer = StmtRenderer(kb, bufs, bounds=self.bounds, where=f"kernel {k.name}")
+        renderer.stmts(k.body, loop_range=tuple(fn.args[-2:]) if split else None)
+        kb.ret_void()
+
+        ptrs = [frame.ptrs[n] for n in params]
+        if not split:
+            b.call(fn, ptrs)
+            return
+        work = k.cost or trip_count(k.body)
+        nt = min(parallel.choose_threads(work, self.nthreads), top.extent)
+
+        def chunk(bld: ir.IRBuilder, lo, hi, captured) -> None:
+            bld.call(fn, [*captured, lo, hi])
+
+        parallel.parallel_for(self.module, b, f"{fn.name}.par", top.extent, ptrs, chunk, nt)
+
+    def _mark_noalias(self, frame: _Frame, fn: ir.Function, params: list[str],
+                      written: set[str]) -> None:
+        regions = [frame.region(n) for n in params]
+        for i, (name, reg) in enumerate(zip(params, regions)):
+            clash = any(reg.may_overlap(other) and (name in written or params[j] in written)
+                        for j, other in enumerate(regions) if j != i)
+            if not clash:
+                fn.args[i].add_attribute("noalias")
+
+    # -- GEMM ----------------------------------------------------------------------------------
+    def gemm_kernel(self, b: ir.IRBuilder, frame: _Frame, k: GemmKernel) -> None:
+        if not k.dtype.is_float:
+            raise CompileError(f"GEMM needs float32/float64 operands, got {k.dtype}")
+        if k.c.col_stride != 1 and k.n > 1 and k.m > 0:
+            raise CompileError(f"GEMM output C must have unit column stride, got {k.c}")
+        for view, rows, cols in ((k.a, k.m, k.k), (k.b, k.k, k.n), (k.c, k.m, k.n)):
+            _check_view(frame, view, k.batch, rows, cols, k.dtype)
+        self.gemm_dtypes.add(k.dtype)
+        callee = gemm.declare_gemm(self.module, k.dtype.np)
+        nbatch = int(np.prod(k.batch, dtype=np.int64)) if k.batch else 1
+        null = ir.Constant(PTR, None)
+        epi, ctx, set_coords = (self._epilogue(b, frame, k) if k.epilogue
+                                else (null, null, lambda coords: None))
+
+        def call(coords: list[ir.Value], flat: ir.Value, kdim: int) -> None:
+            set_coords(coords)
+            ptrs = [self._view_ptr(b, frame, v, coords, k.dtype) for v in (k.a, k.b, k.c)]
+            if k.accumulate_batches:
+                acc = b.zext(b.icmp_signed("!=", flat, ir.Constant(I64, 0)), I32)
+                last = b.icmp_signed("==", flat, ir.Constant(I64, max(nbatch - 1, 0)))
+                fn_ptr = b.select(last, epi, null) if k.epilogue else null
+            else:
+                acc, fn_ptr = ir.Constant(I32, 0), epi
+            i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
+            b.call(callee, [i64(k.m), i64(k.n), i64(kdim), ptrs[0], i64(k.a.row_stride),
+                            i64(k.a.col_stride), ptrs[1], i64(k.b.row_stride),
+                            i64(k.b.col_stride), ptrs[2], i64(k.c.row_stride), acc, frame.ws,
+                            fn_ptr, ctx, ir.Constant(I32, self.nthreads)])
+
+        if nbatch == 0:
+            if k.accumulate_batches:  # an empty sum: K = 0 writes C = 0 (and runs the epilogue)
+                call([ir.Constant(I64, 0)] * len(k.batch), ir.Constant(I64, 0), 0)
+            return
+        _batch_loops(b, k.batch, lambda coords, flat: call(coords, flat, k.k))
+
+    def _view_ptr(self, b, frame: _Frame, v: MatView, coords, dtype: DType) -> ir.Value:
+        off: ir.Value = ir.Constant(I64, v.offset)
+        for c, s in zip(coords, v.batch_strides):
+            if s:
+                off = b.add(off, b.mul(c, ir.Constant(I64, s)))
+        return gep(b, frame.ptrs[v.buf], MEM_TYPE[dtype], off)
+
+    def _epilogue(self, b: ir.IRBuilder, frame: _Frame, k: GemmKernel):
+        """The epilogue function, its context {ptr buffers..., i64 batch coords...} (on the
+        caller's stack) and a function storing a batch's coordinates into the context."""
+        used, _ = stmt_buffers(k.epilogue)
+        nb = len(k.batch)
+        ctx_ty = ir.LiteralStructType([PTR] * len(used) + [I64] * nb)
+        fn = ir.Function(self.module, gemm.EPILOGUE_TYPE,
+                         self.unique(f"{frame.fn.name}.{k.name}.epilogue"))
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        ctx_arg, cblk, row0, col0, rows, cols, ldc = fn.args
+        eb = ir.IRBuilder(fn.append_basic_block("entry"))
+        fields = [load(eb, gep(eb, ctx_arg, ctx_ty, 0, ir.Constant(I32, i)), t)
+                  for i, t in enumerate(ctx_ty.elements)]
+        bufs = {n: frame.ref(n) for n in used}
+        for n, p in zip(used, fields):
+            bufs[n].ptr = p
+        batch = {f"b{i}": v for i, v in enumerate(fields[len(used):])}
+        ety = MEM_TYPE[k.dtype]
+        with for_range(eb, 0, rows, name="r") as i:
+            crow = gep(eb, cblk, ety, eb.mul(i, ldc))
+            row = eb.add(row0, i)
+            with for_range(eb, 0, cols, vectorize=True, name="c") as j:
+                acc = load(eb, gep(eb, crow, ety, j), ety, align=k.dtype.itemsize)
+                env = {"acc": acc, "row": row, "col": eb.add(col0, j), **batch}
+                StmtRenderer(eb, bufs, env, self.bounds, f"kernel {k.name} epilogue") \
+                    .stmts(k.epilogue)
+        eb.ret_void()
+        ctx = alloca_once(b, ctx_ty, name=f"{k.name}.ctx")
+        field_ptr = lambda i: gep(b, ctx, ctx_ty, 0, ir.Constant(I32, i))  # noqa: E731
+        for i, n in enumerate(used):
+            b.store(frame.ptrs[n], field_ptr(i))
+
+        def set_coords(coords: list[ir.Value]) -> None:
+            for i, c in enumerate(coords):
+                b.store(c, field_ptr(len(used) + i))
+        return fn, ctx, set_coords
+
+    # -- scan ----------------------------------------------------------------------------------
+    def scan_kernel(self, b: ir.IRBuilder, frame: _Frame, k: ScanKernel) -> None:
+        body = k.body
+        nc = len(k.carry_bufs)
+        groups = (k.init_bufs, k.next_bufs, k.final_bufs)
+        if any(len(g) != nc for g in groups) or len(body.inputs) != nc + len(k.xs_bufs) + len(
+                k.const_bufs) or len(body.outputs) != nc + len(k.ys_bufs):
+            raise CompileError("scan: carry/xs/ys/consts do not match the body's signature")
+        body_fn = self.program_function(body, f"{frame.fn.name}.{k.name}.body")
+        for init, carry in zip(k.init_bufs, k.carry_bufs):
+            self.copy(b, frame, carry, init, frame.buffer(carry).nbytes)
+        x_elems = [body.buffer(n).size for n in body.inputs[nc:nc + len(k.xs_bufs)]]
+        y_elems = [body.buffer(n).size for n in body.outputs[nc:]]
+        _check_slices(frame, k.xs_bufs, x_elems, k.length)
+        _check_slices(frame, k.ys_bufs, y_elems, k.length)
+        slots = [[alloca_once(b, PTR, name=f"{k.name}.{w}{i}") for i in range(nc)]
+                 for w in ("cur", "nxt")]
+        for slot, c, n in zip(range(nc), k.carry_bufs, k.next_bufs):
+            b.store(frame.ptrs[c], slots[0][slot])
+            b.store(frame.ptrs[n], slots[1][slot])
+        consts = [frame.ptrs[n] for n in k.const_bufs]
+        arena = frame.ptrs[k.arena_buf]
+        with for_range(b, 0, k.length, name="t") as s:
+            t = b.sub(ir.Constant(I64, k.length - 1), s) if k.reverse else s
+            cur = [load(b, p, PTR) for p in slots[0]]
+            nxt = [load(b, p, PTR) for p in slots[1]]
+            xs = [self._slice(b, frame, n, t, e) for n, e in zip(k.xs_bufs, x_elems)]
+            ys = [self._slice(b, frame, n, t, e) for n, e in zip(k.ys_bufs, y_elems)]
+            b.call(body_fn, [*cur, *xs, *consts, *nxt, *ys, arena, frame.ws])
+            for i in range(nc):
+                b.store(nxt[i], slots[0][i])
+                b.store(cur[i], slots[1][i])
+        last = k.carry_bufs if k.length % 2 == 0 else k.next_bufs
+        for final, src in zip(k.final_bufs, last):
+            self.copy(b, frame, final, src, frame.buffer(final).nbytes)
+
+    def _slice(self, b, frame: _Frame, name: str, t: ir.Value, elems: int) -> ir.Value:
+        ety = MEM_TYPE[frame.buffer(name).dtype]
+        return gep(b, frame.ptrs[name], ety, b.mul(t, ir.Constant(I64, elems)))
+
+    # -- copies --------------------------------------------------------------------------------
+    def copy(self, b: ir.IRBuilder, frame: _Frame, dst: str, src: str, nbytes: int) -> None:
+        """memcpy, or memmove when the two buffers may partially overlap."""
+        if nbytes <= 0 or dst == src:
+            return
+        rd, rs = frame.region(dst), frame.region(src)
+        same = rd.root == rs.root and rd.lo == rs.lo
+        kind = "llvm.memmove" if rd.may_overlap(rs) and not same else "llvm.memcpy"
+        fn = intrinsic(self.module, kind, VOID, [PTR, PTR, I64, I1], [PTR, PTR, I64])
+        b.call(fn, [frame.ptrs[dst], frame.ptrs[src], ir.Constant(I64, nbytes),
+                    ir.Constant(I1, 0)])
+
+
+def _batch_loops(b: ir.IRBuilder, batch: tuple[int, ...], emit) -> None:
+    """Row-major loops over `batch`; `emit(coords, flat_index)` in the innermost body."""
+    def nest(dim: int, coords: list, flat: ir.Value) -> None:
+        if dim == len(batch):
+            emit(coords, flat)
+            return
+        with for_range(b, 0, batch[dim], name=f"b{dim}") as i:
+            nest(dim + 1, coords + [i], b.add(b.mul(flat, ir.Constant(I64, batch[dim])), i))
+    nest(0, [], ir.Constant(I64, 0))
+
+
+def _check_view(frame: _Frame, v: MatView, batch, rows: int, cols: int, dtype: DType) -> None:
+    """Every element a GEMM touches lies inside its buffer (checked once, at compile time)."""
+    buf = frame.buffer(v.buf)
+    if buf.dtype != dtype:
+        raise CompileError(f"GEMM view {v} has dtype {buf.dtype}, expected {dtype}")
+    if len(v.batch_strides) != len(batch):
+        raise CompileError(f"GEMM view {v}: {len(v.batch_strides)} batch strides for batch "
+                           f"{batch}")
+    dims = [*zip(batch, v.batch_strides), (rows, v.row_stride), (cols, v.col_stride)]
+    if any(d == 0 for d, _ in dims):
+        return
+    lo = v.offset + sum(min(0, (d - 1) * s) for d, s in dims)
+    hi = v.offset + sum(max(0, (d - 1) * s) for d, s in dims)
+    if lo < 0 or hi >= buf.size:
+        raise CompileError(f"GEMM view {v} spans elements [{lo}, {hi}] of {v.buf}"
+                           f"[{buf.size}]")
+
+
+def _check_slices(frame: _Frame, names, elems, length: int) -> None:
+    for n, e in zip(names, elems):
+        if length * e > frame.buffer(n).size:
+            raise CompileError(f"scan: {length} slices of {e} elements overflow {n}"
+                               f"[{frame.buffer(n).size}]")
