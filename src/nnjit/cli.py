@@ -35,6 +35,10 @@ def load_target(spec: str) -> tuple[Callable, tuple, str]:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         mod_spec.loader.exec_module(module)   # the user's own program, as `python FILE` would
+    except NnjitError:
+        raise
+    except Exception as e:  # the user's file failed: say where in it, not in nnjit
+        raise NnjitError(f"{_where(e, path)}: {type(e).__name__}: {e}") from None
     finally:
         sys.path.pop(0)
     examples = getattr(module, "EXAMPLES", None)
@@ -57,6 +61,17 @@ def load_target(spec: str) -> tuple[Callable, tuple, str]:
     return fn, tuple(args) if isinstance(args, (tuple, list)) else (args,), func
 
 
+def _where(e: BaseException, path: str) -> str:
+    """`path:line` of the deepest traceback frame inside the user's file `path`."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if os.path.abspath(f.filename) == os.path.abspath(path)]
+    if isinstance(e, SyntaxError) and e.lineno:
+        lines.append(e.lineno)
+    return f"{path}:{lines[-1]}" if lines else path
+
+
 def _compile(spec: str, backend: str, fuse: bool = True):
     from .api import JitFunction
 
@@ -65,8 +80,13 @@ def _compile(spec: str, backend: str, fuse: bool = True):
 
 
 def cmd_dump(a) -> None:
+    if a.llvm_ir and a.backend != "llvm":
+        raise NnjitError("--llvm-ir needs --backend llvm")
     cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
     stages = cf.stages() if a.stage == "all" else [a.stage or cf.stages()[-1]]
+    unknown = [s for s in stages if s not in cf.stages()]
+    if unknown:
+        raise NnjitError(f"no stage {unknown[0]!r}; the stages are {', '.join(cf.stages())}")
     for s in stages:
         print(f"// ---- after {s} ({cf.pass_times()[s] * 1e3:.2f} ms)")
         print(cf.ir(s))
@@ -74,8 +94,6 @@ def cmd_dump(a) -> None:
         print("// ---- kernel IR")
         print(cf.lowered().program)
     if a.llvm_ir:
-        if a.backend != "llvm":
-            raise NnjitError("--llvm-ir needs --backend llvm")
         print("// ---- LLVM IR")
         print(cf.llvm_ir())
 
@@ -184,7 +202,33 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as e:
         print(f"nnjit: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        where = _user_frame(e)
+        if where is None:   # raised inside nnjit: a bug, keep the traceback for the report
+            raise
+        print(f"nnjit: error: {where}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _user_frame(e: BaseException) -> str | None:
+    """`file:line` when the innermost frame of `e` outside the standard library and installed
+    packages is the user's code (an error in their function), None when it is nnjit's."""
+    import sysconfig
+    import traceback
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    libs = {os.path.abspath(sysconfig.get_paths()[k]) for k in ("stdlib", "purelib", "platlib")}
+    for f in reversed(traceback.extract_tb(e.__traceback__)):
+        path = os.path.abspath(f.filename)
+        if path.startswith(pkg + os.sep):
+            return None
+        if f.filename.startswith("<") or any(path.startswith(d + os.sep) for d in libs):
+            continue
+        return f"{os.path.relpath(path)}:{f.lineno}"
+    return None
 
 
 if __name__ == "__main__":
