@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench export-c clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,5 +21,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m nnjit.cli bench
 
+# AOT: export the digits MLP to a shared library, build a C program against it and run it.
+export-c: $(STAMP)
+	$(MAKE) -C examples/export_c PYTHON=$(abspath $(PY)) run
+
 clean:
-	rm -rf $(VENV) nnjit-out build *.egg-info
+	rm -rf $(VENV) nnjit-out build *.egg-info examples/export_c/build

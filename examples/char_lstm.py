@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import nnjit  # noqa: E402
 from nnjit import nn, optim  # noqa: E402
@@ -30,7 +31,8 @@ import training  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="interp", help="nnjit backend (default: interp)")
+    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
+                   help="nnjit backend (default: llvm)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=32)
@@ -41,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--sample-chars", type=int, default=200, help="0: no sampling")
     p.add_argument("--temperature", type=float, default=0.6, help="0: greedy decoding")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -52,9 +55,11 @@ def sequence_loss(model: models.CharLSTM):
 
 
 def sample(model: models.CharLSTM, params, vocab: data.Vocab, prompt: str, n: int,
-           temperature: float, rng: np.random.Generator, backend: str) -> str:
-    """Feed `prompt`, then generate `n` characters one compiled step at a time."""
-    step = nnjit.jit(lambda p, ids, state: model.apply(p, ids, state), backend=backend)
+           temperature: float, rng: np.random.Generator, backend: str, step=None) -> str:
+    """Feed `prompt`, then generate `n` characters one compiled step at a time (`step`: a
+    jitted `model.apply`, made here when not given)."""
+    if step is None:
+        step = nnjit.jit(lambda p, ids, state: model.apply(p, ids, state), backend=backend)
     h = np.zeros((1, model.hidden), np.float32)
     state = (h, h.copy())
     out = list(prompt)
@@ -96,26 +101,39 @@ def main(argv=None) -> dict:
         params, opt_state = opt.update(params, grads, opt_state)
         return params, opt_state, loss
 
-    step = nnjit.jit(train_step, backend=args.backend, donate_argnums=(0, 1))
     rng = np.random.default_rng(args.seed)
     losses, trajectory, t0 = [], [], time.perf_counter()
+    print(f"compiling the training step (LSTM scan and its reverse scan, backend "
+          f"{args.backend}) ...", end=" ", flush=True)
+    x, y = data.char_windows(train_ids, args.batch, args.seq_len, rng)
+    step = nnjit.jit(train_step, backend=args.backend, donate_argnums=(0, 1)).lower(
+        params, state, x, y)
+    print(f"{time.perf_counter() - t0:.1f} s", flush=True)
     with training.blas_threads(1):
+        bar = tqdm(total=args.steps, desc="training", unit="step", disable=args.no_progress,
+                   mininterval=0.5)
         for i in range(args.steps):
-            x, y = data.char_windows(train_ids, args.batch, args.seq_len, rng)
             params, state, loss = step(params, state, x, y)
             losses.append(float(loss))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.update()
             if (i + 1) % args.log_every == 0 or i + 1 == args.steps:
                 recent = float(np.mean(losses[-args.log_every:]))
                 trajectory.append((i + 1, recent))
-                print(f"step {i + 1:5d}  loss {recent:.3f} nats/char  "
-                      f"({time.perf_counter() - t0:.1f} s)")
+                bar.write(f"step {i + 1:5d}  loss {recent:.3f} nats/char  "
+                          f"({time.perf_counter() - t0:.1f} s)", file=sys.stdout)
+            x, y = data.char_windows(train_ids, args.batch, args.seq_len, rng)
+        bar.close()
         x, y = data.char_windows(val_ids, 64, args.seq_len, np.random.default_rng(12345))
         val_loss = float(nnjit.jit(loss_fn, backend=args.backend)(params, x, y))
         print(f"held-out loss {val_loss:.3f} nats/char (unigram entropy {h_unigram:.3f})")
         if args.sample_chars:
+            print("compiling a one-character step for sampling ...", flush=True)
+            one_step = nnjit.jit(lambda p, ids, st: model.apply(p, ids, st),
+                                 backend=args.backend)
             for prompt in ("Return ", "The "):
                 text_out = sample(model, params, vocab, prompt, args.sample_chars,
-                                  args.temperature, rng, args.backend)
+                                  args.temperature, rng, args.backend, one_step)
                 print("--- sample ---\n" + text_out)
     final = trajectory[-1][1] if trajectory else float("nan")
     seconds = time.perf_counter() - t0
@@ -127,4 +145,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

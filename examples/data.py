@@ -18,12 +18,14 @@ class Split:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    pixel_mean: np.ndarray | None = None   # what was subtracted from the scaled pixels (64,)
 
 
 def digits(images: bool = False) -> Split:
     """The digits on the fixed 80/20 split `train_test_split(test_size=0.2, random_state=0)`.
 
-    Pixels (0..16) are scaled to [0, 1] and centred with the training set's per-pixel mean.
+    Pixels (0..16) are scaled to [0, 1] and centred with the training set's per-pixel mean
+    (kept as `pixel_mean`, so raw pixels p map to `p / 16 - pixel_mean`).
     `images=False` gives (N, 64) float32 rows, `images=True` (N, 1, 8, 8) NCHW images; labels are
     int64."""
     from sklearn.datasets import load_digits
@@ -37,7 +39,7 @@ def digits(images: bool = False) -> Split:
     x_tr, x_te = x_tr - mean, x_te - mean
     if images:
         x_tr, x_te = x_tr.reshape(-1, 1, 8, 8), x_te.reshape(-1, 1, 8, 8)
-    return Split(np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)
+    return Split(np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te, mean)
 
 
 def minibatches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator

@@ -22,7 +22,8 @@ import training  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="interp", help="nnjit backend (default: interp)")
+    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
+                   help="nnjit backend (default: llvm)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--hidden", type=int, default=128)
@@ -59,4 +60,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

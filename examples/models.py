@@ -13,12 +13,17 @@ def mlp(hidden: int = 128, n_in: int = 64, n_out: int = 10, dropout: float = 0.0
     return nn.Sequential(*layers, nn.Linear(hidden, n_out))
 
 
-def convnet(n_out: int = 10) -> nn.Sequential:
-    """LeNet in miniature for 1x8x8 images: two conv-relu-maxpool stages, then a linear layer."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),     # 8 x 4 x 4
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 16 x 2 x 2
-        nn.Flatten(), nn.Linear(16 * 2 * 2, n_out))
+def convnet(n_out: int = 10, channels: tuple[int, int] = (8, 16), dropout: float = 0.0
+            ) -> nn.Sequential:
+    """LeNet in miniature for 1x8x8 images: two conv-relu-maxpool stages, then (Dropout and) a
+    linear layer. `make run` uses `channels=(16, 32), dropout=0.2`."""
+    c1, c2 = channels
+    layers = [nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),     # c1 x 4 x 4
+              nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # c2 x 2 x 2
+              nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.Linear(c2 * 2 * 2, n_out))
 
 
 class CharLSTM(nn.Module):

@@ -3,6 +3,8 @@ in a single graph) and a classifier fit/evaluate loop over the digits split."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from typing import Callable
 
@@ -74,3 +76,17 @@ def fit_classifier(model: nn.Module, split: data.Split, opt: optim.Optimizer, ep
                 f"({time.perf_counter() - t0:.1f} s)")
     return {"params": params, "accuracy": acc, "losses": losses,
             "seconds": time.perf_counter() - t0}
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run an example's `main()` as a script: an nnjit error or a bad file path is a user error,
+    printed as one line (no traceback) with exit status 1."""
+    name = os.path.basename(sys.argv[0])
+    try:
+        main()
+    except nnjit.NnjitError as e:
+        sys.exit(f"{name}: error: {e}")
+    except OSError as e:
+        sys.exit(f"{name}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
+    except KeyboardInterrupt:
+        sys.exit(130)

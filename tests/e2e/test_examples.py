@@ -1,8 +1,11 @@
 """Every example runs (with tiny settings) so none of them rots: in-process through its `main`
-for each backend, plus each script's `--help` and one real run as a subprocess."""
+for each backend, `make run`'s main job and the IR walk-through on the llvm backend, the C export
+end to end where a C compiler exists, each script's `--help`, a real run as a subprocess, and
+user errors reported in one line without a traceback."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,11 +14,15 @@ import pytest
 
 from nnjit import nn
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+EXAMPLES = os.path.join(ROOT, "examples")
 sys.path.insert(0, EXAMPLES)
+sys.path.insert(0, os.path.join(EXAMPLES, "export_c"))
 
 import char_lstm  # noqa: E402
 import convnet_digits  # noqa: E402
+import export_mlp  # noqa: E402
+import inspect_ir  # noqa: E402
 import main as make_run  # noqa: E402
 import mlp_digits  # noqa: E402
 
@@ -45,34 +52,132 @@ def test_convnet_digits(backend, capsys):
 def test_char_lstm(backend, capsys):
     res = char_lstm.main(["--backend", backend, "--steps", "4", "--hidden", "16", "--embed", "8",
                           "--seq-len", "8", "--batch", "4", "--log-every", "2",
-                          "--sample-chars", "12", "--temperature", "0"])
+                          "--sample-chars", "12", "--temperature", "0", "--no-progress"])
     out = capsys.readouterr().out
     assert "unigram entropy" in out and "--- sample ---" in out and "char_lstm: loss" in out
     assert len(res["losses"]) == 4 and np.isfinite(res["val_loss"])
 
 
-def test_main(backend, capsys):
-    res = make_run.main(["--backend", backend, "--epochs", "1"])
+def _check_main_outputs(res: dict, out_dir, backend: str) -> None:
+    names = {os.path.relpath(p, out_dir) for p in res["written"]}
+    stages = [n for n in names if n.startswith("ir" + os.sep)]
+    assert len(stages) >= 5 and any(n.endswith(".fuse.nnir") for n in stages)
+    assert {"kernels.txt", "kernels-unfused.txt", "fusion.txt", "memory.txt", "memory.svg",
+            "graph.dot"} <= names
+    assert ("train_step.ll" in names) == (backend == "llvm")
+    assert (out_dir / "memory.svg").read_text().startswith("<svg")
+    assert (out_dir / "graph.dot").read_text().startswith("digraph")
+    assert res["kernels"]["fused"] < res["kernels"]["unfused"]
+    assert res["speedup"] > 0 and all(v > 0 for v in res["peak_bytes"].values())
+
+
+def test_main(backend, tmp_path, capsys):
+    """`make run`'s job with one epoch and one timing round, on each backend."""
+    res = make_run.main(["--backend", backend, "--epochs", "1", "--repeats", "1",
+                         "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
-    assert "func @mlp(" in out and "func @convnet(" in out and "conv2d(" in out
-    assert "-> (4, 10) float32" in out and "main: ConvNet test accuracy" in out
+    assert "test accuracy" in out and "fusion:" in out and f"wrote {len(res['written'])} files" \
+        in out and str(tmp_path) in out
     assert 0.0 <= res["accuracy"] <= 1.0
+    _check_main_outputs(res, tmp_path, backend)
 
 
-def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+def test_main_llvm_as_a_script(tmp_path):
+    """`make run` itself (`python examples/main.py`) with tiny settings: the llvm backend,
+    progress bars on stderr, the table and the dump directory."""
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "main.py"), "--epochs", "1",
+                        "--repeats", "1", "--out", "out"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "epoch  1/1" in r.stderr and "steps/s=" in r.stderr and "timing fused" in r.stderr
+    lines = r.stdout.splitlines()
+    assert any(ln.startswith("fused ") for ln in lines)
+    assert any(ln.startswith("unfused ") for ln in lines)
+    assert f"to {tmp_path / 'out'}/" in r.stdout
+    assert (tmp_path / "out" / "train_step.ll").read_text().startswith(("; ModuleID", "target"))
+
+
+def test_inspect_ir(capsys):
+    res = inspect_ir.main([])
+    out = capsys.readouterr().out
+    for title in ("1. the traced IR", "2. the passes", "3. the fused graph", "4. fusion",
+                  "5. kernel IR", "6. the memory plan", "7. LLVM IR", "8. the compiled step"):
+        assert title in out, title
+    assert "func @sgd_step(" in out and "define internal void" in out
+    assert res["max_abs_error"] < 1e-4 and res["stages"][0] == "input"
+    from nnjit.backends.llvm import target
+
+    if "+avx512f" in target.host_cpu()[1]:
+        assert res["zmm"] > 0 and "zmm" in out
+
+
+def test_inspect_ir_interp(capsys):
+    res = inspect_ir.main(["--backend", "interp", "--full"])
+    out = capsys.readouterr().out
+    assert "only with --backend llvm" in out and "+++ after fuse" in out
+    assert res["max_abs_error"] == 0.0
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="no C compiler")
+def test_export_c_end_to_end(tmp_path):
+    """`make export-c`: export the MLP to libmlp.so + libmlp.h, build main.c against it with
+    the system compiler and run it (no Python at run time): it classifies the digits exactly as
+    the compiled Python function does."""
+    build = tmp_path / "build"
+    args = ["--out", str(build), "--epochs", "3", "--digits", "8"]
+    if shutil.which("make"):
+        r = subprocess.run(["make", "-s", "-C", os.path.join(EXAMPLES, "export_c"),
+                            f"BUILD={build}", f"PYTHON={sys.executable}",
+                            f"EXPORT_ARGS={' '.join(args[2:])}", "run"],
+                           capture_output=True, text=True, timeout=300)
+    else:
+        export_mlp.main(args)
+        cc = shutil.which("cc") or shutil.which("gcc")
+        exe = str(build / "classify")
+        subprocess.run([cc, "-O2", "-I", str(build), os.path.join(EXAMPLES, "export_c", "main.c"),
+                        "-L", str(build), "-lmlp", f"-Wl,-rpath,{build}", "-o", exe], check=True)
+        r = subprocess.run([exe, str(build / "digits.txt")], capture_output=True, text=True,
+                           timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {"libmlp.so", "libmlp.h", "digits.txt", "expected.txt"} <= set(os.listdir(build))
+    expected = (build / "expected.txt").read_text().split()
+    predicted = [ln.split("predicted ")[1].split()[0] for ln in r.stdout.splitlines()
+                 if ln.startswith("digit ") and "predicted" in ln]
+    assert predicted == expected and len(expected) == 8
+    assert "correct" in r.stdout.splitlines()[-1]
+    # The C program runs with an empty environment: no Python needed.
+    again = subprocess.run([str(build / "classify"), str(build / "digits.txt")],
+                           capture_output=True, text=True, timeout=60, env={})
+    assert again.returncode == 0 and again.stdout == r.stdout[r.stdout.index("digit 0"):]
+
+
+def _script(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", ["mlp_digits.py", "convnet_digits.py", "char_lstm.py",
-                                  "main.py"])
+                                  "main.py", "inspect_ir.py", "export_c/export_mlp.py"])
 def test_help(name):
     r = _script(name, "--help")
     assert r.returncode == 0, r.stderr
-    assert "--backend" in r.stdout and "--seed" in r.stdout
+    assert "--backend" in r.stdout and "--seed" in r.stdout and "llvm" in r.stdout
 
 
 def test_runs_as_a_script():
     r = _script("mlp_digits.py", "--epochs", "1", "--hidden", "16")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith("mlp_digits: test accuracy")
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("export_c/export_mlp.py", ["--params", "no-such-file.npz"], "No such file"),
+    ("mlp_digits.py", ["--epochs", "1", "--hidden", "8", "--save", "/proc/no/x.npz"],
+     "No such file"),
+    ("main.py", ["--backend", "nope"], "invalid choice"),
+])
+def test_user_errors_print_one_line(name, args, message, tmp_path):
+    r = _script(name, *args, cwd=tmp_path)
+    assert r.returncode in (1, 2), r.stdout
+    assert message in r.stderr and "Traceback" not in r.stderr
