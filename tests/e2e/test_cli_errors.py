@@ -1,0 +1,77 @@
+"""User errors at the `nnjit` command line print one `nnjit: error:` line naming the cause (and
+the user's file:line where there is one) and exit 1, never a Python traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+FILES = {
+    "shape.py": """
+        import numpy as np
+        import nnjit
+
+        def f(x, w):
+            return nnjit.relu(x @ w)
+
+        EXAMPLES = {"f": (np.ones((4, 3), np.float32), np.ones((5, 2), np.float32))}
+    """,
+    "crash_on_import.py": """
+        import numpy as np
+        value = undefined_name + 1
+    """,
+    "bug_in_function.py": """
+        import numpy as np
+        import nnjit
+
+        def f(x):
+            return nnjit.relu(x) + not_defined
+
+        EXAMPLES = {"f": (np.ones(3, np.float32),)}
+    """,
+    "syntax.py": "def f(:\n",
+    "no_examples.py": "def f(x):\n    return x\n",
+    "good.py": """
+        import numpy as np
+        import nnjit
+
+        def f(x):
+            return nnjit.relu(x)
+
+        EXAMPLES = {"f": (np.ones(3, np.float32),)}
+    """,
+}
+
+CASES = [
+    (["dump", "missing.py"], "no such file: missing.py"),
+    (["dump", "shape.py"], "matmul: inner dims differ, (4, 3) @ (5, 2) at shape.py:5 in f"),
+    (["explain", "crash_on_import.py"], "crash_on_import.py:2: NameError"),
+    (["dump", "bug_in_function.py"], "bug_in_function.py:5: NameError"),
+    (["dump", "syntax.py"], "SyntaxError"),
+    (["dump", "no_examples.py"], "must define EXAMPLES"),
+    (["dump", "good.py:g"], "no entry for 'g'"),
+    (["dump", "good.py", "--stage", "nope"], "no stage 'nope'"),
+    (["dump", "good.py", "--llvm-ir"], "--llvm-ir needs --backend llvm"),
+    (["export", "good.py", "-o", "good.txt"], "must end in .o or .so"),
+    (["bench", "no_such_workload"], "unknown workload"),
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    for name, text in FILES.items():
+        (d / name).write_text(textwrap.dedent(text).lstrip())
+    return d
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_user_error_is_one_line_without_traceback(workdir, argv, message):
+    r = subprocess.run([sys.executable, "-m", "nnjit.cli", *argv], capture_output=True,
+                       text=True, cwd=workdir, timeout=120)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("nnjit: error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
