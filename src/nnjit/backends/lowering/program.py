@@ -136,8 +136,8 @@ class _Lowering:
 
     def _const(self, n: Node) -> None:
         arr = n.attrs["value"]
-        if arr.size == 1 and n.out not in self.dest:
-            return  # inlined into every expression that uses it
+        if arr.size == 1 and n.out not in self.dest and n.out not in self.graph.outputs:
+            return  # inlined into every expression that uses it (results are copied out)
         name = self.add_buffer(Buffer(self.fresh("c"), n.type.dtype, max(arr.size, 1),
                                       BufKind.CONST, value=np.ascontiguousarray(arr)))
         view = View.contiguous(name, n.type.shape)
