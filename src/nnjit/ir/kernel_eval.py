@@ -25,7 +25,7 @@ def _cast(v, dt: DType):
         if math.isnan(v):
             return dt.np.type(0)
         info = np.iinfo(dt.np)
-        t = math.trunc(v) if math.isfinite(v) else (info.max if v > 0 else info.min)
+        t = math.trunc(float(v)) if math.isfinite(v) else (info.max if v > 0 else info.min)
         return dt.np.type(min(max(t, info.min), info.max))
     return dt.np.type(int(v))
 
