@@ -301,7 +301,15 @@ def _emit_pack(module: ir.Module, cfg: GemmConfig, which: str) -> ir.Function:
                     _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width),
                                   kstart)
         else:
-            _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
+            # A stored transposed (the MR rows of a panel are adjacent): one short vector per k.
+            with b.if_else(contiguous) as (vec_path, gen_path):
+                with vec_path:
+                    with for_range(b, 0, kc, name="k") as k:
+                        val = load_vec(b, gep(b, psrc, cfg.ty, b.mul(k, s_k), inbounds=False),
+                                       cfg.ty, width)
+                        store_vec(b, val, gep(b, pdst, cfg.ty, b.mul(k, const_i64(width))))
+                with gen_path:
+                    _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, const_i64(width))
     left = b.sub(rows, b.mul(full, const_i64(width)))
     with b.if_then(b.icmp_signed(">", left, const_i64(0))):
         psrc = gep(b, src, cfg.ty, b.mul(b.mul(full, const_i64(width)), s_row), inbounds=False)
