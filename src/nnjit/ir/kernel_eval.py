@@ -43,7 +43,7 @@ _OPS = {
     KOp.NEG: lambda a: -a, KOp.ABS: lambda a: abs(a), KOp.EXP: np.exp, KOp.LOG: np.log,
     KOp.SQRT: np.sqrt, KOp.TANH: np.tanh,
     KOp.SIGMOID: lambda a: np.exp(-np.logaddexp(0, -a)),
-    KOp.RELU: lambda a: a if a != a or a > 0 else a * 0,
+    KOp.RELU: lambda a: a if a != a or a > 0 else type(a)(0),   # np.maximum(a, 0)
     KOp.POW: np.power, KOp.MAX: _nan_max, KOp.MIN: _nan_min,
     KOp.LT: lambda a, b: a < b, KOp.LE: lambda a, b: a <= b, KOp.GT: lambda a, b: a > b,
     KOp.GE: lambda a, b: a >= b, KOp.EQ: lambda a, b: a == b, KOp.NE: lambda a, b: a != b,
