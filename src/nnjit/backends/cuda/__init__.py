@@ -1,1 +1,77 @@
-"""."""
+"""The CUDA backend: kernel IR rendered as Python source of Numba `@cuda.jit` kernels
+(`render`, `gemm`, `source`), run from one device arena by a host-side launch plan
+(`executable`). Runs on an NVIDIA GPU, or under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+    >>> f = nnjit.jit(fn, backend="cuda")
+    >>> f(x)                          # numpy in/out; numba device arrays stay on the device
+    >>> print(f.lower(x).cuda_source())
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from nnjit.ir import Graph, NnjitError
+
+NAME = "cuda"
+
+
+class CudaUnavailableError(NnjitError):
+    """Neither a usable GPU nor the CUDA simulator is available."""
+
+
+def simulating() -> bool:
+    from numba.cuda.core import config  # noqa: PLC0415
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def check_available() -> None:
+    """Raise CudaUnavailableError with what to do when numba cannot run CUDA kernels here."""
+    try:
+        from numba import cuda  # noqa: PLC0415
+    except ImportError as e:
+        raise CudaUnavailableError(f"the cuda backend needs numba-cuda ({e}); install it with "
+                                   f"`pip install numba-cuda`") from None
+    if not cuda.is_available():
+        raise CudaUnavailableError(
+            "the cuda backend found no usable GPU: numba.cuda.is_available() is False (no "
+            "NVIDIA driver or device). Run on a machine with a GPU, or use Numba's CUDA "
+            "simulator by setting NUMBA_ENABLE_CUDASIM=1 before numba is imported (slow; for "
+            "tests on small shapes)")
+
+
+def target():
+    """The launch geometry for this machine: the simulator runs each thread as a Python
+    thread, so it gets small blocks."""
+    from nnjit.backends.cuda.render import SIM_TARGET, Target  # noqa: PLC0415
+
+    return SIM_TARGET if simulating() else Target()
+
+
+def compile_program(program, inputs, outputs, plan=None, tgt=None):
+    """Render and load `program` (a kernel-IR Program) for the current device."""
+    from nnjit.backends.cuda.executable import CudaExecutable  # noqa: PLC0415
+    from nnjit.backends.cuda.render import render  # noqa: PLC0415
+
+    check_available()
+    rendered = render(program, tgt or target())
+    if os.environ.get("NNJIT_DEBUG", "").strip() == "2":
+        print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit CUDA source ---\n"
+              f"{rendered.source}", file=sys.stderr)
+    return CudaExecutable(program, rendered, inputs, outputs, plan, simulator=simulating())
+
+
+def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
+    """Lower `graph` to kernel IR (shared with the LLVM backend) and render it for CUDA."""
+    from nnjit.backends.cuda.executable import ArgSpec  # noqa: PLC0415
+    from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
+
+    check_available()
+    donate = tuple(getattr(options, "donate", ()) or ())
+    lowered = lower_graph(graph, donate=donate)
+    names = graph.input_names
+    inputs = [ArgSpec(n, t.shape, t.dtype.np) for n, t in zip(names, graph.input_types)]
+    outputs = [ArgSpec(f"result{i}", t.shape, t.dtype.np)
+               for i, t in enumerate(graph.output_types)]
+    return compile_program(lowered.program, inputs, outputs, plan=lowered.plan)

@@ -1,0 +1,291 @@
+"""The CUDA backend's executable: the rendered kernels loaded into a module, one device arena per
+executable, and the host loop that launches the plan.
+
+    >>> exe = CudaExecutable(rendered, inputs=[ArgSpec("x", (4, 3), np.float32)], ...)
+    >>> [y] = exe([x])              # numpy in -> staged through the arena, numpy out
+    >>> [y] = exe([cuda.to_device(x)])   # device arrays in -> used in place, device arrays out
+    >>> print(exe.cuda_source())    # also: kernel_ir(), memory_plan()
+
+Arena layout (one `cuda.device_array` of bytes): the program's TEMP region, then every CONST
+buffer (uploaded once, scan bodies' included), then one staging slot per input and per output
+for calls made with numpy arrays.
+"""
+from __future__ import annotations
+
+import linecache
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from nnjit.backends.cuda.render import Launch, ProgramPlan, Rendered, ScanPlan
+from nnjit.ir import ArgumentError, DType
+from nnjit.ir.kernel import BufKind, Program
+
+ALIGN = 256
+# The simulator runs one kernel at a time in the whole process.
+_SIM_LOCK = threading.Lock()
+_module_count = [0]
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument or result: its name, shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __str__(self) -> str:
+        return f"{np.dtype(self.dtype).name}[{','.join(map(str, self.shape))}]"
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def is_device_array(x) -> bool:
+    """A Numba device array (real or simulated) or any object with the CUDA array interface."""
+    return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
+
+
+def load_module(source: str, name: str) -> dict:
+    """Execute our generated source (see `render`'s NOTE) in a fresh namespace; its lines are
+    registered with linecache so tracebacks (and the simulator) show them."""
+    _module_count[0] += 1
+    filename = f"<nnjit-cuda-{_module_count[0]}-{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns: dict = {"__name__": f"nnjit_cuda_{_module_count[0]}"}
+    exec(compile(source, filename, "exec"), ns)  # noqa: S102  (text built from our IR only)
+    return ns
+
+
+class CudaExecutable:
+    """A rendered program with its device arena. Calls are serialized (the arena is shared)."""
+
+    def __init__(self, program: Program, rendered: Rendered, inputs: list[ArgSpec],
+                 outputs: list[ArgSpec], plan=None, simulator: bool = False):
+        from numba import cuda
+
+        self.cuda = cuda
+        self.program = program
+        self.rendered = rendered
+        self.plan = plan
+        self.inputs = inputs
+        self.outputs = outputs
+        self.simulator = simulator
+        self.ns = load_module(rendered.source, program.name)
+        self._lock = _SIM_LOCK if simulator else threading.Lock()
+        self._consts: list = []
+        _collect_consts(rendered.plan, self._consts)
+        at = _align(program.arena_bytes)
+        self._const_at = {}
+        for b in self._consts:
+            self._const_at[id(b)] = at
+            at += _align(b.nbytes)
+        self._stage_at = {}
+        for name in program.inputs + program.outputs:
+            self._stage_at[name] = at
+            at += _align(program.buffer(name).nbytes)
+        self.arena_bytes = max(at, 1)
+        self.arena = cuda.device_array(self.arena_bytes, np.uint8)
+        for b in self._consts:
+            off = self._const_at[id(b)]
+            value = np.ascontiguousarray(b.value, b.dtype.np).reshape(-1)[:b.size]
+            if value.size:
+                view = self.arena[off: off + value.nbytes].view(b.dtype.np)
+                view.copy_to_device(value)
+        self._static = self._frame(program, self.arena[:_align(program.arena_bytes) or 1])
+        self._scan_frames: dict[int, dict] = {}
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _frame(self, p: Program, arena) -> dict:
+        """Device views of the buffers of `p` that do not depend on the call."""
+        env = {}
+        for b in p.buffers:
+            if b.kind == BufKind.TEMP:
+                env[b.name] = arena[b.offset: b.offset + b.nbytes].view(b.dtype.np)
+            elif b.kind == BufKind.CONST:
+                off = self._const_at[id(b)]
+                env[b.name] = self.arena[off: off + b.nbytes].view(b.dtype.np)
+        _aliases(p, env)
+        return env
+
+    # -- calling -------------------------------------------------------------------------------
+    def __call__(self, args: Sequence) -> list:
+        """Run on `args` (numpy or device arrays, checked against the signature). Results are
+        device arrays if any argument was one, else numpy arrays."""
+        if len(args) != len(self.inputs):
+            raise ArgumentError(f"{self.name}: expected {len(self.inputs)} arguments "
+                                f"({', '.join(s.name for s in self.inputs)}), got {len(args)}")
+        on_device = any(is_device_array(a) for a in args)
+        with self._lock:
+            env = dict(self._static)
+            for i, (spec, a, name) in enumerate(zip(self.inputs, args, self.program.inputs)):
+                env[name] = self._input(i, spec, a, name)
+            for spec, name in zip(self.outputs, self.program.outputs):
+                buf = self.program.buffer(name)
+                if buf.base is not None:          # written into a donated input's array
+                    env[name] = env[buf.base]
+                elif on_device and spec.size:
+                    env[name] = self.cuda.device_array(buf.size, buf.dtype.np)
+                else:
+                    env[name] = self._staging(name)
+            _aliases(self.program, env)
+            self._run(self.rendered.plan, env)
+            return [self._result(spec, env[name], on_device)
+                    for spec, name in zip(self.outputs, self.program.outputs)]
+
+    def _staging(self, name: str):
+        buf = self.program.buffer(name)
+        off = self._stage_at[name]
+        return self.arena[off: off + buf.nbytes].view(buf.dtype.np)
+
+    def _input(self, i: int, spec: ArgSpec, a, name: str):
+        label = f"{self.name}: argument {i} '{spec.name}'"
+        want = f"a C-contiguous {spec} array"
+        if is_device_array(a):
+            if not getattr(a, "__cuda_ndarray__", False):
+                a = self.cuda.as_cuda_array(a)
+            _check_meta(label, want, spec, a.dtype, tuple(a.shape))
+            if not a.is_c_contiguous():
+                raise ArgumentError(f"{label} must be {want}, got a non-contiguous device array")
+            if spec.size == 0:
+                return self._staging(name)
+            return a.reshape(spec.size)
+        if not isinstance(a, np.ndarray):
+            raise ArgumentError(f"{label} must be {want} (numpy or numba device array), got "
+                                f"{type(a).__name__}")
+        _check_meta(label, want, spec, a.dtype, a.shape)
+        if not a.flags.c_contiguous:
+            raise ArgumentError(f"{label} must be {want}, got a non-contiguous array with "
+                                f"strides {a.strides} (use np.ascontiguousarray)")
+        stage = self._staging(name)
+        if spec.size:
+            stage[:spec.size].copy_to_device(a.reshape(-1))
+        return stage
+
+    def _result(self, spec: ArgSpec, arr, on_device: bool):
+        if on_device:
+            if spec.size == 0:
+                return self.cuda.device_array(spec.shape, spec.dtype)
+            return arr.reshape(spec.shape)
+        if spec.size == 0:
+            return np.empty(spec.shape, spec.dtype)
+        return arr[:spec.size].copy_to_host().reshape(spec.shape)
+
+    # -- the plan ----------------------------------------------------------------------------
+    def _run(self, plan: ProgramPlan, env: dict) -> None:
+        ns = self.ns
+        for step in plan.steps:
+            if isinstance(step, Launch):
+                args = [env[a] if isinstance(a, str) else a[0] for a in step.args]
+                ns[step.kernel][step.grid, step.block](*args)
+            else:
+                self._scan(step, env)
+
+    def _copy(self, src, dst, n: int) -> None:
+        if n:
+            block = min(256, n)
+            self.ns["_copy"][(min(64, -(-n // block)),), (block,)](src, dst, n)
+
+    def _scan(self, sp: ScanPlan, env: dict) -> None:
+        k, body = sp.kernel, sp.body.program
+        static = self._scan_frames.get(id(sp))
+        if static is None:
+            static = self._scan_frames[id(sp)] = self._frame(body, env[k.arena_buf].view(
+                np.uint8))
+        for src, dst in zip(k.init_bufs, k.carry_bufs):
+            self._copy(env[src], env[dst], env[dst].size)
+        cur, nxt = [env[c] for c in k.carry_bufs], [env[c] for c in k.next_bufs]
+        xs, ys = [env[x] for x in k.xs_bufs], [env[y] for y in k.ys_bufs]
+        consts = [env[c] for c in k.const_bufs]
+        ins_bufs = [b for b in body.buffers if b.kind == BufKind.INPUT]
+        outs_bufs = [b for b in body.buffers if b.kind == BufKind.OUTPUT]
+        steps = range(k.length - 1, -1, -1) if k.reverse else range(k.length)
+        for t in steps:
+            ins = cur + [_step_slice(x, k.length, t) for x in xs] + consts
+            outs = nxt + [_step_slice(y, k.length, t) for y in ys]
+            sub = dict(static)
+            for b in ins_bufs:
+                sub[b.name] = _fit(ins[b.index], b)
+            for b in outs_bufs:
+                sub[b.name] = _fit(outs[b.index], b)
+            _aliases(body, sub)
+            self._run(sp.body, sub)
+            cur, nxt = nxt, cur
+        for src, dst in zip(cur, k.final_bufs):
+            self._copy(src, env[dst], env[dst].size)
+
+    # -- inspection ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    def cuda_source(self) -> str:
+        """The generated Python source of the Numba CUDA kernels."""
+        return self.rendered.source
+
+    def kernel_ir(self) -> str:
+        """The kernel-IR program this executable was rendered from."""
+        return str(self.program)
+
+    def memory_plan(self):
+        """The memory planner's report (`MemoryPlan`), when compiled from a graph."""
+        return self.plan
+
+    def launches(self) -> list[str]:
+        """One line per launch of the top-level plan: kernel, grid, block."""
+        return [f"{s.kernel}[{s.grid}, {s.block}]" if isinstance(s, Launch) else
+                f"scan {s.kernel.name} x{s.kernel.length}" for s in self.rendered.plan.steps]
+
+
+def _check_meta(label: str, want: str, spec: ArgSpec, dtype, shape) -> None:
+    got = f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+    if np.dtype(dtype) != np.dtype(spec.dtype):
+        raise ArgumentError(f"{label} must be {want}, got dtype {np.dtype(dtype).str} ({got})")
+    if tuple(shape) != tuple(spec.shape):
+        raise ArgumentError(f"{label} must be {want}, got shape {got}")
+
+
+def _collect_consts(plan: ProgramPlan, out: list) -> None:
+    out += [b for b in plan.program.buffers if b.kind == BufKind.CONST]
+    for s in plan.steps:
+        if isinstance(s, ScanPlan):
+            _collect_consts(s.body, out)
+
+
+def _aliases(p: Program, env: dict) -> None:
+    """Add views for ALIAS buffers whose base is in `env` (chains resolved in any order)."""
+    pending = [b for b in p.buffers if b.kind == BufKind.ALIAS and b.name not in env]
+    while pending:
+        left = []
+        for b in pending:
+            base = env.get(b.base)
+            if base is None:
+                left.append(b)
+                continue
+            view = base if base.dtype == b.dtype.np else base.view(b.dtype.np)
+            env[b.name] = view[b.offset: b.offset + b.size]
+        if len(left) == len(pending):
+            return
+        pending = left
+
+
+def _step_slice(buf, length: int, t: int):
+    n = buf.size // max(length, 1)
+    return buf[t * n:(t + 1) * n]
+
+
+def _fit(arr, b):
+    if arr.dtype != b.dtype.np:
+        arr = arr.view(b.dtype.np)
+    return arr[:b.size] if arr.size > b.size else arr
+
+
+__all__ = ["ArgSpec", "CudaExecutable", "is_device_array", "DType"]

@@ -1,0 +1,487 @@
+"""Kernel-IR `Program` -> the Python source of Numba `@cuda.jit` kernels plus a host launch plan.
+
+Loop kernels: the outermost parallel loop (with the independent loops nested right inside it,
+flattened) becomes a grid-stride loop, one thread per iteration, inner loops serial. Where rows
+are few but their reductions long (a full sum, softmax over long rows, a column sum), each row
+gets a block instead, whose threads split the reduce loops and combine their partials with a
+shared-memory tree. A top-level serial nest of `+=` stores (scatter-add) runs in parallel with
+atomic adds. GEMMs: see `gemm`. Scans: a host loop over the body's own plan. Copies: `_copy`.
+
+NOTE: the text is compiled with Python's `compile()`, but it is not user input: every identifier
+comes from our own IR (sanitized to [A-Za-z0-9_] and prefixed), constants are rendered from typed
+numbers, and the only user text (source locations) goes into comments, escaped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nnjit.backends.cuda import gemm
+from nnjit.backends.cuda.source import PREAMBLE, Emitter, Namer, comment, deps, template, written
+from nnjit.ir import CompileError, DType
+from nnjit.ir.kernel import (Assign, BufKind, Call, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
+                             LoopKernel, LoopKind, Program, ScanKernel, Store, Var, children)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Launch geometry. Kernels are correct for any of these values (tests vary them); they
+    only trade parallelism against per-launch cost."""
+
+    threads: int = 256          # threads per block of grid-stride kernels
+    max_blocks: int = 4096      # grid size cap (grid-stride loops cover the rest)
+    reduce_block: int = 256     # largest block of a block-per-row reduction (a power of two)
+    reduce_min: int = 128       # a row reduction at least this long gets a block
+    gemm_tiled_min: int = 1 << 18    # GEMMs with fewer multiply-adds use the simple kernel
+    gemm_small: gemm.Tiles = gemm.Tiles(8, 8, 2, 2, 8)
+    gemm_large: gemm.Tiles = gemm.Tiles(16, 16, 4, 4, 8)
+
+
+#: What the simulator runs: few threads per block (each is a Python thread there).
+SIM_TARGET = Target(threads=32, max_blocks=4, reduce_block=32, reduce_min=128,
+                    gemm_small=gemm.Tiles(4, 4, 2, 2, 4), gemm_large=gemm.Tiles(8, 8, 2, 2, 8))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """kernel[grid, block](*args): args are buffer names, or ints in a 1-tuple."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    block: tuple[int, ...]
+    args: tuple
+    src: str = ""
+
+
+@dataclass
+class ScanPlan:
+    kernel: ScanKernel
+    body: "ProgramPlan"
+
+
+@dataclass
+class ProgramPlan:
+    program: Program
+    steps: list = field(default_factory=list)     # Launch | ScanPlan, in order
+
+
+@dataclass(frozen=True)
+class Rendered:
+    source: str
+    plan: ProgramPlan
+
+
+def render(program: Program, target: Target = Target()) -> Rendered:
+    m = _Module(target)
+    plan = m.program(program, "")
+    return Rendered(PREAMBLE + "\n" + "\n".join(m.chunks), plan)
+
+
+class _Module:
+    def __init__(self, target: Target):
+        self.t = target
+        self.chunks: list[str] = []
+        self.names = Namer(["math", "cuda", "float32", "float64", "int32", "int64", "uint64",
+                            "bool_"])
+
+    def program(self, p: Program, prefix: str) -> ProgramPlan:
+        plan = ProgramPlan(p)
+        bufs = {b.name: b for b in p.buffers}
+        inlined = gemm.inlinable_producers(p)
+        for i, k in enumerate(p.kernels):
+            if isinstance(k, LoopKernel):
+                if i in inlined.skip:
+                    continue
+                plan.steps += self.loop_kernel(k, prefix, bufs)
+            elif isinstance(k, GemmKernel):
+                fn = self.names.fresh("k_", prefix + k.name)
+                text, launch = gemm.render(k, fn, self.t, bufs, inlined.for_gemm(i))
+                self.chunks.append(text)
+                if launch is not None:
+                    plan.steps.append(launch)
+            elif isinstance(k, CopyKernel):
+                if k.size:
+                    plan.steps.append(Launch("_copy", *self.grid(k.size),
+                                             (k.src_buf, k.dst_buf, (k.size,)), k.src))
+            elif isinstance(k, ScanKernel):
+                plan.steps.append(ScanPlan(k, self.program(k.body, f"{prefix}{k.name}__")))
+            else:
+                raise CompileError(f"{p.name}: unknown kernel {k!r}")
+        return plan
+
+    def grid(self, n: int) -> tuple[tuple[int], tuple[int]]:
+        block = min(self.t.threads, max(1, n))
+        return (min(self.t.max_blocks, -(-n // block)),), (block,)
+
+    # -- loop kernels -----------------------------------------------------------------------
+    def loop_kernel(self, k: LoopKernel, prefix: str, bufs) -> list[Launch]:
+        launches = []
+        for j, seg in enumerate(_segments(k.body)):
+            name = self.names.fresh("k_", prefix + k.name + (f"_{j}" if j else ""))
+            launch = self.segment(k, seg, name)
+            if launch is not None:
+                launches.append(launch)
+        return launches
+
+    def segment(self, k: LoopKernel, seg: tuple, name: str) -> Launch | None:
+        used = _buffers(seg)
+        lnames = Namer(["_i", "_n", "_f", "_tid", "_nt", "_row", "_s"])
+        params = {b: lnames.fresh("b_", b) for b in used}
+        em = Emitter(params, lnames, indent=1)
+        header = [f"# {comment(k.src)}"] if k.src else []
+        header += ["@cuda.jit", f"def {name}({', '.join(params.values())}):"]
+        args = tuple(used)
+        par = seg[0] if len(seg) == 1 and isinstance(seg[0], Loop) and \
+            seg[0].kind == LoopKind.PARALLEL else None
+        if par is not None:
+            loops, body = _flatten(par)
+            rows = _prod(lp.extent for lp in loops)
+        else:
+            loops, body, rows = [], seg, 1
+        if rows == 0:
+            return None
+        atomic = _atomic_nest(seg) if par is None else None
+        blk = _block_plan(body)
+        if atomic is not None:
+            loops, inner = atomic
+            total = _prod(lp.extent for lp in loops)
+            if total == 0:
+                return None
+            self._grid_stride(em, loops, total, inner, atomic=True)
+            grid, block = self.grid(total)
+        elif blk is not None and (par is None or blk >= self.t.reduce_min):
+            nt = min(self.t.reduce_block, _pow2(blk))
+            self._block_rows(em, loops, rows, body, nt)
+            grid, block = (min(self.t.max_blocks, rows),), (nt,)
+        else:
+            self._grid_stride(em, loops, rows, body)
+            grid, block = self.grid(rows)
+        self.chunks.append("\n".join(header + em.lines) + "\n")
+        return Launch(name, grid, block, args, k.src)
+
+    @staticmethod
+    def _grid_stride(em: Emitter, loops, total: int, body, atomic: bool = False) -> None:
+        em.line("_i = cuda.grid(1)")
+        em.line("_n = cuda.gridsize(1)")
+        em.line(f"for _f in range(_i, {total}, _n):")
+        em.push()
+        _unravel(em, "_f", loops)
+        if atomic:
+            for s in body:
+                if isinstance(s, Store):
+                    idx = em.expr(s.index)
+                    val = em.expr(s.value.args[1])
+                    em.line(f"cuda.atomic.add({em.buf(s.buf)}, {idx}, {val})")
+                    em.forget({("b", s.buf)})
+                else:
+                    em.stmt(s)
+        else:
+            em.stmts(body)
+        em.pop()
+
+    def _block_rows(self, em: Emitter, loops, rows: int, body, nt: int) -> None:
+        """One block per row: see `_block_plan` for how each statement is shared."""
+        em.line("_tid = cuda.threadIdx.x")
+        em.line("_nt = cuda.blockDim.x")
+        shared = []
+        em.line(f"for _row in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
+        em.push()
+        _unravel(em, "_row", loops)
+        sync = False
+        for s in body:
+            if sync:
+                em.line("cuda.syncthreads()")
+                sync = False
+            kind = _classify(s)
+            if kind in ("let", "pure"):
+                em.stmt(s)
+            elif kind == "store":
+                em.line("if _tid == 0:")
+                em.push()
+                em.stmt(s)
+                em.pop()
+                sync = True
+            elif kind == "dist":
+                nest, inner = _perfect(s)
+                self._distributed(em, nest, inner)
+                sync = True
+            else:
+                shared += self._tree(em, s, nt)
+        em.pop()
+        em.lines[:0] = [f"    {line}" for line in shared]
+
+    @staticmethod
+    def _distributed(em: Emitter, nest, inner, acc_names=None) -> None:
+        total = _prod(lp.extent for lp in nest)
+        py = em.names.fresh("_j")
+        em.forget(written(inner))
+        em.line(f"for {py} in range(_tid, {total}, _nt):")
+        em.push()
+        for ir_name, py_name in (acc_names or {}).items():
+            em.bind(ir_name, py_name)
+        _unravel(em, py, nest)
+        em.stmts(inner)
+        em.pop()
+        em.forget(written(inner))
+
+    def _tree(self, em: Emitter, s: Loop, nt: int) -> list[str]:
+        """Partials over a strided share of the nest, then a tree in shared memory."""
+        nest, inner = _perfect(s)
+        accs = _tree_accs(inner)
+        partial, shared = {}, []
+        for name, (op, dt) in accs.items():
+            p = em.names.fresh("_p")
+            partial[name] = p
+            em.line(f"{p} = {_identity(op, dt)}")
+        self._distributed(em, nest, inner, partial)
+        for name, (op, dt) in accs.items():
+            sh = em.names.fresh("_sh")
+            shared.append(f"{sh} = cuda.shared.array({nt}, {_np(dt)})")
+            p = partial[name]
+            comb = _combine(op, dt)
+            em.line(f"{sh}[_tid] = {p}")
+            em.line("cuda.syncthreads()")
+            em.line("_s = _nt // 2")
+            em.line("while _s > 0:")
+            em.push()
+            em.line("if _tid < _s:")
+            em.push()
+            em.line(f"{sh}[_tid] = {comb.format(f'{sh}[_tid]', f'{sh}[_tid + _s]')}")
+            em.pop()
+            em.line("cuda.syncthreads()")
+            em.line("_s //= 2")
+            em.pop()
+            acc = em.var(name)
+            em.forget({("v", name)})
+            em.line(f"{acc} = {comb.format(acc, f'{sh}[0]')}")
+            em.line("cuda.syncthreads()")
+        return shared
+
+
+# -- loop analysis ------------------------------------------------------------------------------
+def _segments(body) -> list[tuple]:
+    """Top-level statements split into launches: each parallel loop alone, the runs between
+    them together (they may share accumulators)."""
+    segs, run = [], []
+    for s in body:
+        if isinstance(s, Loop) and s.kind == LoopKind.PARALLEL:
+            if run:
+                segs.append(tuple(run))
+                run = []
+            segs.append((s,))
+        else:
+            run.append(s)
+    if run:
+        segs.append(tuple(run))
+    return segs
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def _buffers(stmts) -> list[str]:
+    out: dict[str, None] = {}
+
+    def expr(e):
+        if isinstance(e, Load):
+            out[e.buf] = None
+        for c in children(e):
+            expr(c)
+
+    def visit(ss):
+        for s in ss:
+            if isinstance(s, Loop):
+                visit(s.body)
+            else:
+                if isinstance(s, Store):
+                    out[s.buf] = None
+                    expr(s.index)
+                expr(s.value)
+    visit(stmts)
+    return list(out)
+
+
+def _loads(stmts) -> set[str]:
+    out: set[str] = set()
+
+    def expr(e):
+        if isinstance(e, Load):
+            out.add(e.buf)
+        for c in children(e):
+            expr(c)
+
+    for s in stmts:
+        if isinstance(s, Loop):
+            out |= _loads(s.body)
+        else:
+            if isinstance(s, Store):
+                expr(s.index)
+            expr(s.value)
+    return out
+
+
+def _declared(stmts) -> set[str]:
+    out: set[str] = set()
+    for s in stmts:
+        if isinstance(s, Loop):
+            out.add(s.var)
+            out |= _declared(s.body)
+        elif isinstance(s, Let):
+            out.add(s.var.name)
+    return out
+
+
+def _independent(loop: Loop) -> bool:
+    """Iterations of `loop` touch disjoint state: no accumulator of an enclosing scope is
+    updated and no buffer is both stored and loaded inside."""
+    w = written(loop.body)
+    outer_vars = {v for k, v in w if k == "v"} - _declared(loop.body)
+    stores = {b for k, b in w if k == "b"}
+    return not outer_vars and not (stores & _loads(loop.body))
+
+
+def _flatten(par: Loop) -> tuple[list[Loop], tuple]:
+    """The parallel loop and the independent loops perfectly nested in it, and the body."""
+    loops, body = [par], par.body
+    while len(body) == 1 and isinstance(body[0], Loop) and _independent(body[0]):
+        loops.append(body[0])
+        body = body[0].body
+    return loops, body
+
+
+def _perfect(s: Loop) -> tuple[list[Loop], tuple]:
+    loops, body = [s], s.body
+    while len(body) == 1 and isinstance(body[0], Loop):
+        loops.append(body[0])
+        body = body[0].body
+    return loops, body
+
+
+def _unravel(em: Emitter, flat: str, loops) -> None:
+    """Bind each loop's variable to its coordinate in the row-major flat index `flat`."""
+    rest = flat
+    for n, lp in enumerate(reversed(loops)):
+        py = em.names.fresh("v_", lp.var)
+        em.bind(lp.var, py)
+        if n == len(loops) - 1:
+            em.line(f"{py} = {rest}")
+        else:
+            em.line(f"{py} = {rest} % {lp.extent}")
+            nxt = em.names.fresh("_q")
+            em.line(f"{nxt} = {rest} // {lp.extent}")
+            rest = nxt
+
+
+_TREE_OPS = {KOp.ADD, KOp.MAX, KOp.MIN}
+
+
+def _tree_accs(inner) -> dict[str, tuple[KOp, DType]] | None:
+    """Accumulators of a tree-reducible innermost body: only lets and `acc = acc (+|max|min) e`
+    with e independent of the accumulators updated here."""
+    accs: dict[str, tuple[KOp, DType]] = {}
+    for s in inner:
+        if isinstance(s, Assign):
+            v = s.value
+            if (not isinstance(v, Call) or v.op not in _TREE_OPS or v.dtype == DType.BOOL
+                    or s.var.name in accs or v.args[0] != Var(s.var.name, s.var.dtype)):
+                return None
+            accs[s.var.name] = (v.op, v.dtype)
+        elif not isinstance(s, Let):
+            return None
+    if not accs:
+        return None
+    memo: dict = {}
+    keys = {("v", a) for a in accs}
+    for s in inner:
+        e = s.value.args[1] if isinstance(s, Assign) else s.value
+        if deps(e, memo) & keys or (isinstance(s, Let) and s.var.name in accs):
+            return None
+    return accs
+
+
+def _classify(s) -> str | None:
+    """How a row statement runs in a block: every thread ("let", "pure": identical values),
+    thread 0 ("store"), split over the threads ("dist"), or split then combined ("tree")."""
+    if isinstance(s, (Let, Assign)):
+        return "let"
+    if isinstance(s, Store):
+        return "store"
+    w = written(s.body)
+    if any(k == "b" for k, _ in w):
+        return "dist" if _independent(s) else None
+    nest, inner = _perfect(s)
+    accs = _tree_accs(inner)
+    if accs is not None and not (set(accs) & {lp.var for lp in nest}):
+        return "tree"
+    return "pure"
+
+
+def _block_plan(body) -> int | None:
+    """The longest shared loop if every statement of a row can run block-wide, else None."""
+    longest = 0
+    for s in body:
+        kind = _classify(s)
+        if kind is None:
+            return None
+        if kind in ("tree", "dist"):
+            longest = max(longest, _prod(lp.extent for lp in _perfect(s)[0]))
+    return longest if longest else None
+
+
+def _atomic_nest(seg) -> tuple[list[Loop], tuple] | None:
+    """A serial nest whose only stores are `b[i] = b[i] + v` (v not reading b) becomes a
+    grid-wide loop of atomic adds."""
+    if len(seg) != 1 or not isinstance(seg[0], Loop):
+        return None
+    loops, inner = _perfect(seg[0])
+    stored = set()
+    for s in inner:
+        if isinstance(s, Store):
+            v = s.value
+            if not (isinstance(v, Call) and v.op == KOp.ADD and isinstance(v.args[0], Load)
+                    and v.args[0].buf == s.buf and v.args[0].index == s.index
+                    and v.dtype in (DType.F32, DType.F64, DType.I32, DType.I64)):
+                return None
+            stored.add(s.buf)
+        elif not isinstance(s, Let):
+            return None
+    if not stored:
+        return None
+    others = [s.index for s in inner if isinstance(s, Store)] + [
+        s.value.args[1] if isinstance(s, Store) else s.value for s in inner]
+    memo: dict = {}
+    if any(deps(e, memo) & {("b", b) for b in stored} for e in others):
+        return None
+    return loops, inner
+
+
+def _np(dt: DType) -> str:
+    from nnjit.backends.cuda.source import NP_NAME
+
+    return NP_NAME[dt]
+
+
+def _identity(op: KOp, dt: DType) -> str:
+    import numpy as np
+
+    if op == KOp.ADD:
+        return f"{_np(dt)}(0)"
+    if dt.is_float:
+        return f"{_np(dt)}({'-' if op == KOp.MAX else ''}math.inf)"
+    info = np.iinfo(dt.np)
+    return f"{_np(dt)}({info.min if op == KOp.MAX else info.max})"
+
+
+def _combine(op: KOp, dt: DType) -> str:
+    call = Call(op, (Var("a", dt), Var("b", dt)), dt)
+    return template(call).replace("{T}", _np(dt))
