@@ -107,7 +107,7 @@ def _peak(lowered) -> int:
 
 # -- the built-in suite ---------------------------------------------------------------------
 
-def _elementwise_chain() -> Workload:
+def _elementwise_chain(n: int = 1 << 24) -> Workload:
     import nnjit
 
     def chain(x):
@@ -116,8 +116,9 @@ def _elementwise_chain() -> Workload:
     def numpy_chain(x):
         return np.tanh(x * 1.5 + 0.5) * (1 / (1 + np.exp(-x))) + np.maximum(x - 0.25, 0)
 
-    return Workload("elementwise chain 16M", chain,
-                    lambda: (np.random.default_rng(0).standard_normal(1 << 24, np.float32),),
+    label = f"{n >> 20}M" if n >= 1 << 20 else str(n)
+    return Workload(f"elementwise chain {label}", chain,
+                    lambda: (np.random.default_rng(0).standard_normal(n, np.float32),),
                     numpy_chain)
 
 
@@ -273,9 +274,16 @@ def format_table(rows: list[Row], backend: str) -> str:
     return "\n".join(lines)
 
 
+#: `--small` sizes (for the CUDA simulator or a quick look), where a workload has them.
+SMALL: dict[str, dict] = {"elementwise": {"n": 4096}, "mlp": {"batch": 2},
+                          "convnet": {"batch": 1}}
+
+
 def main(names: list[str] | None = None, backend: str = "llvm", repeats: int = 7,
-         as_json: bool = False, workloads: list[Workload] | None = None) -> list[Row]:
-    todo = workloads if workloads is not None else [SUITE[n]() for n in (names or list(SUITE))]
+         as_json: bool = False, workloads: list[Workload] | None = None,
+         small: bool = False) -> list[Row]:
+    todo = workloads if workloads is not None else [
+        SUITE[n](**(SMALL.get(n, {}) if small else {})) for n in (names or list(SUITE))]
     rows = []
 
     def progress(msg: str) -> None:

@@ -133,7 +133,7 @@ def cmd_bench(a) -> None:
     if unknown:
         raise NnjitError(f"unknown workload(s) {', '.join(unknown)}; the suite has "
                          f"{', '.join(bench.SUITE)}")
-    bench.main(a.names or None, a.backend, a.repeats, a.json, workloads)
+    bench.main(a.names or None, a.backend, a.repeats, a.json, workloads, small=a.small)
 
 
 def cmd_export(a) -> None:
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"])
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--small", action="store_true",
+                   help="small sizes (e.g. for the CUDA simulator)")
     b.set_defaults(run=cmd_bench)
     x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
     target(x, "llvm")

@@ -38,6 +38,7 @@ def _fake_device():
 def check_program(program, tgt=None) -> int:
     """Compile every launched kernel of `program` to PTX; returns the number compiled."""
     from numba import cuda, types
+    from numba.np.numpy_support import from_dtype
 
     from nnjit.backends.cuda.executable import load_module
     from nnjit.backends.cuda.render import Launch, Target, render
@@ -54,7 +55,7 @@ def check_program(program, tgt=None) -> int:
             if not isinstance(step, Launch):
                 walk(step.body)
                 continue
-            sig = tuple(types.Array(types.from_dtype(np.dtype(dtypes[a])), 1, "C")
+            sig = tuple(types.Array(from_dtype(np.dtype(dtypes[a])), 1, "C")
                         if isinstance(a, str) else types.int64 for a in step.args)
             try:
                 cuda.compile_ptx(ns[step.kernel].py_func, sig, cc=(8, 0))
@@ -72,8 +73,13 @@ def _programs():
     import nnjit
     from nnjit.backends.lowering import lower_graph
     from nnjit.backends.cuda.render import Target
-    from tests.backends.test_cuda_render import ptx_cases
+    from tests.backends.test_cuda_render import (F32, F64, I32, I64, float_ops_program,
+                                                 int_ops_program, ptx_cases)
 
+    for dt in (F32, F64):
+        yield float_ops_program(dt), None
+    for dt in (I32, I64):
+        yield int_ops_program(dt), None
     for fn, args in ptx_cases():
         g = nnjit.compile(fn, *args).graph
         yield lower_graph(g).program, None

@@ -87,8 +87,7 @@ def _call(op, *args, dtype=None, salt=0):
     return Call(op, tuple(args), dtype, salt)
 
 
-@pytest.mark.parametrize("dt", [F32, F64])
-def test_float_ops_match_the_interpreter(dt):
+def float_ops_program(dt) -> Program:
     x, y = Load("x", I, dt), Load("y", I, dt)
     ops = {f"o{k}": e for k, e in enumerate([
         _call(KOp.ADD, x, y), _call(KOp.SUB, x, y), _call(KOp.MUL, x, y), _call(KOp.DIV, x, y),
@@ -98,8 +97,14 @@ def test_float_ops_match_the_interpreter(dt):
         _call(KOp.LT, x, y), _call(KOp.NE, x, y), _call(KOp.ISNAN, x, dtype=BOOL),
         _call(KOp.WHERE, _call(KOp.GE, x, y), x, y), _call(KOp.CAST, x, dtype=I32),
         _call(KOp.CAST, x, dtype=I64), _call(KOp.CAST, x, dtype=BOOL),
-        _call(KOp.CAST, x, dtype=F64 if dt == F32 else F32)])}
-    p = _map_program(ops, 12, [("x", dt), ("y", dt)])
+        _call(KOp.CAST, x, dtype=F64 if dt == F32 else F32),
+        _call(KOp.RAND, Const(-5, I64), _call(KOp.CAST, I, dtype=I64), dtype=dt, salt=7)])}
+    return _map_program(ops, 12, [("x", dt), ("y", dt)])
+
+
+@pytest.mark.parametrize("dt", [F32, F64])
+def test_float_ops_match_the_interpreter(dt):
+    p = float_ops_program(dt)
     nan, inf = np.nan, np.inf
     xs = np.array([1.5, -2.25, 0.0, -0.0, nan, inf, -inf, 1e30, -1e30, 3e9, 800.0, 0.5], dt.np)
     ys = np.array([2.0, 0.5, 0.0, 1.0, 1.0, nan, 2.0, 3.0, -1.0, 0.0, 2.0, -3.0], dt.np)
@@ -111,8 +116,7 @@ def test_float_ops_match_the_interpreter(dt):
         assert_close(g, w, rtol=1e-5 if dt == F32 else 1e-12)
 
 
-@pytest.mark.parametrize("dt", [I32, I64])
-def test_int_and_bool_ops_match_the_interpreter(dt):
+def int_ops_program(dt) -> Program:
     x, y = Load("x", I, dt), Load("y", I, dt)
     b = _call(KOp.LT, x, y)
     ops = {f"o{k}": e for k, e in enumerate([
@@ -124,7 +128,12 @@ def test_int_and_bool_ops_match_the_interpreter(dt):
         _call(KOp.DIV, _call(KOp.CAST, x, dtype=I64), Const(3, I64)),
         _call(KOp.MOD, _call(KOp.CAST, x, dtype=I64), Const(3, I64)),
         _call(KOp.CAST, x, dtype=I32 if dt == I64 else I64)])}
-    p = _map_program(ops, 8, [("x", dt), ("y", dt)])
+    return _map_program(ops, 8, [("x", dt), ("y", dt)])
+
+
+@pytest.mark.parametrize("dt", [I32, I64])
+def test_int_and_bool_ops_match_the_interpreter(dt):
+    p = int_ops_program(dt)
     xs = np.array([5, -7, 0, 2**31 - 1, -(2**31), 3, -1, 100], dt.np)
     ys = np.array([2, 3, 0, 1, 1, -4, 9, -100], dt.np)
     got = compile_program(p)([xs, ys])
@@ -400,6 +409,9 @@ def ptx_cases():
         nnjit.abs(b))), nnjit.avg_pool2d(a.reshape(1, 1, 4, 5), 2, 2, 1)),
         (_rows((4, 5)), _rows((4, 5), 1)))
 
+    yield (lambda a, b: (a @ b, (a * a).sum(axis=1), nnjit.sigmoid(a) ** 2.5),
+           (_rows((3, 4)).astype(np.float64), _rows((4, 2)).astype(np.float64)))
+
     def rnn(h, xs):
         return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs)
     yield (rnn, (np.zeros(3, np.float32), _rows((4, 3))))
@@ -422,3 +434,26 @@ def test_generated_kernels_compile_for_a_real_device():
 
 def _root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# -- the GPU check script and the CLI, end to end on the simulator --------------------------------
+def _sim_env() -> dict:
+    return {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": os.path.join(_root(), "src")}
+
+
+def test_cuda_check_script_runs_under_the_simulator():
+    r = subprocess.run([sys.executable, "benchmarks/cuda_check.py", "--quick", "--sim",
+                        "--budget", "60"], env=_sim_env(), capture_output=True, text=True,
+                       cwd=_root(), timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "0 failed" in r.stdout and "matmul 64 f32 GFLOP/s" in r.stdout
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("matmul", "MLP", "LeNet"))]
+    assert len(rows) == 4 and not any("skipped" in ln for ln in rows), r.stdout
+
+
+def test_cli_bench_small_on_cuda():
+    r = subprocess.run([sys.executable, "-m", "nnjit.cli", "bench", "--backend", "cuda",
+                        "elementwise", "--small", "--repeats", "1"], env=_sim_env(),
+                       capture_output=True, text=True, cwd=_root(), timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "elementwise chain 4096" in r.stdout
