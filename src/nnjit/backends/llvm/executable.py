@@ -192,6 +192,14 @@ class LLVMExecutable:
 
 
 def _check(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool = False) -> None:
+    if (isinstance(a, np.ndarray) and a.dtype == spec.dtype and a.shape == spec.shape
+            and a.flags.c_contiguous and a.flags.aligned and (a.flags.writeable or not writable)):
+        return
+    _explain(fn, what, i, spec, a, writable)
+
+
+def _explain(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool) -> None:
+    """Raise the ArgumentError saying how `a` differs from `spec`."""
     label = f"{fn}: {what} {i} '{spec.name}'"
     want = f"a C-contiguous {spec} array"
     if not isinstance(a, np.ndarray):

@@ -420,8 +420,14 @@ def stmt_buffers(stmts) -> tuple[list[str], set[str]]:
     """(buffers used, in first-use order; the subset that is stored to)."""
     used: dict[str, None] = {}
     written: set[str] = set()
+    seen: set[int] = set()
+    keep: list = []  # holds every visited expression, so its id() stays unique
 
     def walk_expr(e):
+        if id(e) in seen:
+            return
+        seen.add(id(e))
+        keep.append(e)
         if isinstance(e, Load):
             used.setdefault(e.buf)
             walk_expr(e.index)
