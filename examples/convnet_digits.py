@@ -30,7 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write the trained parameters to this .npz")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
+        p.error(f"--save {args.save}: no such directory")    # before training, not after
+    return args
 
 
 def main(argv=None) -> dict:

@@ -128,7 +128,7 @@ def time_side_by_side(compiled: dict, params, state, split: data.Split, args,
                   disable=args.no_progress, bar_format="{desc} {bar:20} {n_fmt}/{total_fmt}"):
         for key in compiled:
             samples[key].append(run(key, steps[key]))
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in samples.items()}
 
 
 def peak_bytes(cf) -> int:
@@ -166,6 +166,13 @@ def write_outputs(cf, unfused, out: str) -> list[str]:
     return written
 
 
+def threads_note() -> str:
+    n = os.environ.get("NNJIT_NUM_THREADS") or str(len(os.sched_getaffinity(0))
+                                                   if hasattr(os, "sched_getaffinity")
+                                                   else os.cpu_count())
+    return f"{n} thread{'s' if n != '1' else ''}"
+
+
 def mib(n: int) -> str:
     return f"{n / (1 << 20):.2f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
 
@@ -194,16 +201,21 @@ def main(argv=None) -> dict:
 
         unfused = compile_step(step_fn, example, args.backend, fuse=False)
         med = time_side_by_side({"fused": fused, "unfused": unfused}, params, state, split, args)
-    speedup = med["unfused"] / med["fused"]
+    speedup = med["unfused"][0] / med["fused"][0]
     kernels = {k: len(c.lowered().program.kernels) for k, c in (("fused", fused),
                                                                  ("unfused", unfused))}
     peaks = {"fused": peak_bytes(fused), "unfused": peak_bytes(unfused)}
-    print(f"\n{'training step':<14}{'time/step':>12}{'kernels':>9}{'peak memory':>14}")
+    print(f"\n{'training step':<14}{'time/step':>12}{'(range over rounds)':>22}{'kernels':>9}"
+          f"{'peak memory':>14}")
     for k in ("fused", "unfused"):
-        print(f"{k:<14}{med[k] * 1e3:>9.3f} ms{kernels[k]:>9}{mib(peaks[k]):>14}")
-    print(f"fusion: {speedup:.2f}x faster, {kernels['unfused'] / kernels['fused']:.1f}x fewer "
-          f"kernels, {peaks['unfused'] / peaks['fused']:.2f}x less peak memory "
-          f"(batch {args.batch}, backend {args.backend}, median of {args.repeats} rounds)")
+        m, lo, hi = (t * 1e3 for t in med[k])
+        print(f"{k:<14}{m:>9.3f} ms{f'({lo:.3f}-{hi:.3f} ms)':>22}{kernels[k]:>9}"
+              f"{mib(peaks[k]):>14}")
+    print(f"speed-up of fused over unfused: {speedup:.2f}x; fusion: "
+          f"{kernels['unfused'] / kernels['fused']:.1f}x fewer kernels, "
+          f"{peaks['unfused'] / peaks['fused']:.2f}x less peak memory\n(batch {args.batch}, "
+          f"backend {args.backend}, {threads_note()}, medians of {args.repeats} alternating "
+          "rounds)")
 
     written = write_outputs(fused, unfused, args.out)
     where = os.path.abspath(args.out)
@@ -217,7 +229,8 @@ def main(argv=None) -> dict:
                                                    else " (install Graphviz for graph.svg)"))
     total = time.perf_counter() - t_start
     print(f"done in {total:.1f} s")
-    return {"accuracy": acc, "params": params, "speedup": speedup, "step_s": med,
+    return {"accuracy": acc, "params": params, "speedup": speedup,
+            "step_s": {k: v[0] for k, v in med.items()},
             "kernels": kernels, "peak_bytes": peaks, "written": written, "seconds": total}
 
 

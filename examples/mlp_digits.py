@@ -33,7 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="learning rate (default: 0.05 for sgd, 0.003 for adam)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="write the trained parameters to this .npz")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
+        p.error(f"--save {args.save}: no such directory")    # before training, not after
+    return args
 
 
 def make_optimizer(name: str, lr: float | None) -> optim.Optimizer:
