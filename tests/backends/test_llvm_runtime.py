@@ -166,3 +166,12 @@ def test_jit_llvm_argument_errors_name_the_parameter():
         cf.executable([f32(6, 5), f32(7, 5), f32(7)])
     with pytest.raises(ArgumentError, match="'x'"):
         cf.executable([f32(6, 5).T.copy().T, f32(5, 7), f32(7)])
+
+
+def test_debug_2_prints_kernel_ir_and_llvm_ir(monkeypatch, capfd):
+    monkeypatch.setenv("NNJIT_DEBUG", "2")
+    n = 4
+    compile_program(program([map_kernel(n, lambda i: mul(ld("a", i), c(5.0)), name="k5")],
+                            [inp("a", F32, n, 0), out("out0", F32, n, 0)], name="dbg"))
+    err = capfd.readouterr().err
+    assert "kernel k5(" in err and "--- nnjit LLVM IR ---" in err and 'define void @"dbg"' in err
