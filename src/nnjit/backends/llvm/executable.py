@@ -84,11 +84,16 @@ def runtime_object() -> bytes:
     return obj
 
 
+_runtime_ready: list[bool] = []
+
+
 def load_runtime() -> None:
-    """Make `nnjit_gemm_*` resolvable for JIT modules (once per process)."""
+    """Make `nnjit_gemm_*` resolvable for JIT modules (once per process; the object comes from
+    the disk cache when it can)."""
     with _runtime_lock:
-        if gemm._loaded is None:
+        if not _runtime_ready:
             gemm.ensure_runtime_loaded(runtime_object())
+            _runtime_ready.append(True)
 
 
 def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
