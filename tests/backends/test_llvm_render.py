@@ -341,15 +341,19 @@ def test_temp_alias_const_and_copy_buffers():
     bufs = [inp("a", F32, n + 4, 0), out("out0", F32, n, 0), out("out1", F32, n, 1),
             out("out2", F32, n, 2), temp("t", F32, n, 64),
             Buffer("w", F32, n, BufKind.CONST, value=cvals.reshape(2, 4)),
-            Buffer("a2", F32, n, BufKind.ALIAS, offset=4, base="a")]
+            Buffer("a2", F32, n, BufKind.ALIAS, offset=4, base="a"),
+            Buffer("w2", F32, n - 2, BufKind.ALIAS, offset=2, base="w")]
     ks = [map_kernel(n, lambda i: mul(ld("a2", i), ld("w", i)), "t", "k0"),
+          map_kernel(n - 2, lambda i: add(ld("t", i), ld("w2", i)), "t", "kw2"),
           map_kernel(n, lambda i: add(ld("t", i), c(1.0)), "out0", "k1"),
           CopyKernel("k2", "w", "out1", n, F32, ("w",), ("out1",)),
           CopyKernel("k3", "a2", "out2", n, F32, ("a2",), ("out2",))]
     p = program(ks, bufs, arena_bytes=128)
     a = RNG.standard_normal(n + 4).astype(np.float32)
     o0, o1, o2 = run(p, a)
-    np.testing.assert_array_equal(o0, a[4:] * cvals + 1)
+    t = a[4:] * cvals
+    t[:-2] += cvals[2:]
+    np.testing.assert_array_equal(o0, t + 1)
     np.testing.assert_array_equal(o1, cvals)
     np.testing.assert_array_equal(o2, a[4:])
     for got, want in zip((o0, o1, o2), run_program(p, [a])):

@@ -110,7 +110,13 @@ class _Frame:
         base = self.buffer(buf.base)
         ptr = self._address(b, base, nin, arena, consts)
         self.ptrs[base.name] = ptr
-        return gep(b, ptr, I8, buf.offset * buf.dtype.itemsize)
+        nbytes = buf.offset * buf.dtype.itemsize
+        if isinstance(ptr, (ir.GlobalVariable, ir.FormattedConstant)):
+            # A constant expression, so kernel functions can use it too (constants are not
+            # passed to them as arguments).
+            return ir.FormattedConstant(PTR, f"getelementptr inbounds (i8, ptr "
+                                             f"{ptr.get_reference()}, i64 {nbytes})")
+        return gep(b, ptr, I8, nbytes)
 
     def _position(self, names, buf) -> int:
         try:
