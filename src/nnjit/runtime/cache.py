@@ -9,8 +9,11 @@ miss, never loaded. Writers use a temporary file in the same directory and `os.r
 readers see either no entry or a whole one, however many processes write the same key.
 No pickle: payloads are opaque bytes (object files).
 
-    >>> key = cache_key("llvm-ir text", "x86_64|znver4|...", "0.1.0")
-    >>> load(key) is None and store(key, b"...object...") or load(key)
+    >>> key = cache_key(llvm_ir_text, target_id, nnjit_version)
+    >>> obj = load(key)              # None: missing, disabled, or corrupt (warned, deleted)
+    >>> if obj is None:
+    ...     obj = compile_object(llvm_ir_text)
+    ...     store(key, obj)
 """
 from __future__ import annotations
 
