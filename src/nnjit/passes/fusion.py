@@ -91,7 +91,7 @@ class _Context:
 
 def fuse(g: Graph) -> Graph:
     """The graph with fusible groups wrapped in `fusion` nodes (decisions in meta)."""
-    g = fold_output_transposes(g)
+    g = _fuse_bodies(fold_output_transposes(g))
     ctx = _Context(g)
     group_of = ctx.group_of
     groups: list[_Group] = []
@@ -124,6 +124,21 @@ def fuse(g: Graph) -> Graph:
     meta = dict(g.meta)
     meta["fusion_decisions"] = tuple(decisions)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, meta)
+
+
+def _fuse_bodies(g: Graph) -> Graph:
+    """Fuse inside scan bodies too: each step of an RNN runs the body's kernels."""
+    if not any(n.op == Op.SCAN for n in g.nodes):
+        return g
+    env: dict[Value, Value] = {}
+    nodes = []
+    for n in g.nodes:
+        srcs = tuple(env.get(s, s) for s in n.srcs)
+        new = n.replace(srcs=srcs, attrs={**n.attrs, "body": fuse(n.attrs["body"])}) \
+            if n.op == Op.SCAN else n.replace(srcs=srcs)
+        nodes.append(new)
+        env.update(zip(n.outs, new.outs))
+    return Graph(g.name, g.inputs, tuple(nodes), tuple(env.get(v, v) for v in g.outputs), g.meta)
 
 
 def _is_swap(n: Node) -> bool:

@@ -20,7 +20,22 @@ def is_const(e: Expr, v=None) -> bool:
     return isinstance(e, Const) and (v is None or e.value == v)
 
 
+def _is_floor_multiple(e: Expr, x: Expr, n: Expr) -> bool:
+    """e == (x // n) * n, syntactically."""
+    return (isinstance(e, Call) and e.op == KOp.MUL and e.args[1] == n
+            and isinstance(e.args[0], Call) and e.args[0].op == KOp.DIV
+            and e.args[0].args == (x, n))
+
+
 def iadd(a: Expr, b: Expr) -> Expr:
+    # (x // n) * n + x % n -> x, also at the end of a longer sum: unravelling an index and
+    # ravelling it again (a reshape read back in the same layout) costs nothing.
+    if isinstance(b, Call) and b.op == KOp.MOD:
+        x, n = b.args
+        if _is_floor_multiple(a, x, n):
+            return x
+        if isinstance(a, Call) and a.op == KOp.ADD and _is_floor_multiple(a.args[1], x, n):
+            return iadd(a.args[0], x)
     if is_const(a) and is_const(b):
         return c64(a.value + b.value)
     if is_const(a, 0):

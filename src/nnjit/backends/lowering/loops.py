@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from ...ir import CompileError, DType, Node, Op, Value
-from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Loop, LoopKind, Stmt, Store,
-                          Var)
+from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
+                          Store, Var)
 from ...ir.ops import ELEMENTWISE, REDUCE
 from .index import (I64, View, c64, clamp, cmp, iadd, in_range, is_const, isub, imul, land,
                     loop_vars, ravel, reshape_coords, select)
@@ -247,6 +247,53 @@ class GroupLowering:
             body.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
         return _nest(outer, [shape[d] for d in kept], body, parallel=True)
 
+    def column_reduction(self, roots: list[tuple[Value, View]]) -> tuple[int, int] | None:
+        """(rows, columns) when this group is one sum/max over leading axes whose results are
+        all row-shaped (a bias gradient: sum over the batch). Such a kernel runs best
+        row by row, adding each row into a vector of column accumulators."""
+        reds = [n for n in self.nodes if n.op in REDUCE]
+        if len(reds) != 1 or reds[0].op == Op.ARGMAX:
+            return None
+        shape, axes = _reduce_domain(reds[0])
+        if not axes or tuple(axes) != tuple(range(len(axes))) or len(axes) == len(shape):
+            return None
+        if any(v.shape == shape for v, _ in roots):
+            return None
+        rows = int(np.prod([shape[d] for d in axes], dtype=np.int64))
+        cols = int(np.prod(shape[len(axes):], dtype=np.int64))
+        return (rows, cols) if cols >= 8 else None
+
+    def column_kernel(self, roots: list[tuple[Value, View]], acc: View) -> list[Stmt]:
+        """Column accumulation into `acc` (a scratch vector of the kept shape): zero it, add
+        every row (unit-stride, vectorizable), then compute the results from it. Parallel over
+        chunks of columns, which never share an accumulator."""
+        (red,) = [n for n in self.nodes if n.op in REDUCE]
+        shape, axes = _reduce_domain(red)
+        kept_shape = shape[len(axes):]
+        rows, cols = self.column_reduction(roots)
+        chunk = next((c for c in (256, 128, 64) if cols % c == 0 and cols // c >= 2), cols)
+        ch, j, r = Var("ch"), Var("j"), Var("r")
+        col = iadd(imul(ch, c64(chunk)), j)
+        dt = red.type.dtype
+        full = (_unravel_flat(r, [shape[d] for d in axes])
+                + _unravel_flat(col, kept_shape))
+        x = self.value_at(red.srcs[0], full)
+        cur = Load(acc.buf, col, dt)
+        combine = Call(KOp.ADD if red.op == Op.SUM else KOp.MAX, (cur, x), dt)
+        init = Const(identity_of(red.op, dt), dt)
+        self.overrides[red.out] = cur
+        kept_coords = _unravel_flat(col, kept_shape)
+        stores = []
+        for v, dst in roots:
+            c = kept_coords if len(v.shape) == len(kept_shape) else [c64(0)] * len(axes) + \
+                list(kept_coords)
+            c = [x if d != 1 else c64(0) for x, d in zip(c, v.shape)]
+            stores.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
+        body = [Loop(j.name, chunk, (Store(acc.buf, col, init),)),
+                Loop(r.name, rows, (Loop(j.name, chunk, (Store(acc.buf, col, combine),)),)),
+                Loop(j.name, chunk, tuple(stores))]
+        return [Loop(ch.name, cols // chunk, tuple(body), LoopKind.PARALLEL)]
+
     def _reduce_stage(self, r: Node, k: int, coords, inner, extents) -> list[Stmt]:
         x = r.srcs[0]
         dt = x.type.dtype
@@ -274,6 +321,12 @@ class GroupLowering:
         loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def _unravel_flat(i: Expr, shape) -> list[Expr]:
+    from .index import unravel
+
+    return unravel(i, shape) if len(shape) != 1 else [i]
 
 
 def _reduce_domain(r: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:

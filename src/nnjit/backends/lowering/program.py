@@ -189,9 +189,18 @@ class _Lowering:
             self.kernels.extend(window.lower(self, nodes, roots, name, src))
             return
         stores = [(v, self.home(v)) for v in roots]
+        stores = [(v, d) for v, d in stores if v.type.size > 0]   # empty results need no code
+        if not stores:
+            return
         glow = GroupLowering(nodes, self.visible_views(), name)
         if ops & REDUCE:
-            body = glow.reduce_kernel(stores)
+            columns = glow.column_reduction(stores)
+            if columns is not None:
+                red = next(m for m in nodes if m.op in REDUCE)
+                scratch = self.temp(TensorType((columns[1],), red.type.dtype), "colacc")
+                body = glow.column_kernel(stores, scratch)
+            else:
+                body = glow.reduce_kernel(stores)
         else:
             shapes = {v.shape for v in roots}
             body = []
