@@ -117,10 +117,17 @@ def fuse(g: Graph) -> Graph:
                 group_of[p] = grp
                 for s in p.srcs:
                     heapq.heappush(frontier, (-ctx.pos.get(s.node, -1), id(s.node), s.node))
-    groups = _merge_groups(groups, group_of, ctx, decisions)
+    merged_into: dict[int, int] = {}
+    groups = _merge_groups(groups, group_of, ctx, decisions, merged_into)
     out, position = _rebuild(g, ctx, groups, group_of)
+
+    def final(gid: int) -> int:
+        while gid in merged_into:
+            gid = merged_into[gid]
+        return position.get(gid, -1)
+
     # Name kernels by their position in the result, as explain_fusion() lists them.
-    decisions = [dataclasses.replace(d, kernel=position.get(d.kernel, -1)) for d in decisions]
+    decisions = [dataclasses.replace(d, kernel=final(d.kernel)) for d in decisions]
     meta = dict(g.meta)
     meta["fusion_decisions"] = tuple(decisions)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, meta)
@@ -193,7 +200,8 @@ def fold_output_transposes(g: Graph) -> Graph:
 
 
 def _merge_groups(groups: list[_Group], group_of: dict[Node, _Group], ctx: _Context,
-                  decisions: list[FusionDecision]) -> list[_Group]:
+                  decisions: list[FusionDecision], merged_into: dict[int, int]
+                  ) -> list[_Group]:
     """Merge a kernel into the kernel that consumes its results when one template fits both
     (growing consumer-first can split fan-out: `y = x + b; exp(y) * y, y * 2`)."""
     alive = {grp.id: grp for grp in groups}
@@ -221,6 +229,7 @@ def _merge_groups(groups: list[_Group], group_of: dict[Node, _Group], ctx: _Cont
                 for n in a.nodes:
                     group_of[n] = b
                 del alive[a_id]
+                merged_into[a_id] = b.id
                 changed = True
                 break
             if changed:

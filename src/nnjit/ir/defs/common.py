@@ -40,14 +40,14 @@ def require_numeric(t: TensorType, what: str = "operand") -> None:
     require(t.dtype != DType.BOOL, f"{what} must be numeric, got {t}")
 
 
-def window_out(size: int, lo: int, hi: int, kernel: int, stride: int, dilation: int = 1,
-               what: str = "window") -> int:
+def window_out(size: int, lo: int, hi: int, kernel: int, stride: int, dilation: int = 1
+               ) -> int:
     """Output length of a sliding window (no ceil mode), as in torch."""
-    require(stride >= 1 and dilation >= 1 and kernel >= 1, f"{what}: kernel, stride and "
+    require(stride >= 1 and dilation >= 1 and kernel >= 1, f"kernel, stride and "
             f"dilation must be >= 1, got kernel={kernel} stride={stride} dilation={dilation}")
-    require(lo >= 0 and hi >= 0, f"{what}: padding must be non-negative, got ({lo}, {hi})")
+    require(lo >= 0 and hi >= 0, f"padding must be non-negative, got ({lo}, {hi})")
     span = dilation * (kernel - 1) + 1
-    require(size + lo + hi >= span, f"{what}: kernel extent {span} is larger than the padded "
+    require(size + lo + hi >= span, f"kernel extent {span} is larger than the padded "
             f"input size {size + lo + hi}")
     return (size + lo + hi - span) // stride + 1
 

@@ -52,7 +52,7 @@ def _check_conv_attrs(attrs):
 def conv_out_hw(x_shape, w_shape, attrs) -> tuple[int, int]:
     """(Ho, Wo) of a convolution of an input of `x_shape` with a weight of `w_shape`."""
     return tuple(window_out(x_shape[2 + i], *attrs["padding"][i], w_shape[2 + i],
-                            attrs["stride"][i], attrs["dilation"][i], "conv2d")
+                            attrs["stride"][i], attrs["dilation"][i])
                  for i in range(2))
 
 

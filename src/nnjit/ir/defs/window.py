@@ -21,7 +21,7 @@ def pool_out_hw(shape, attrs) -> tuple[int, int]:
         require(max(lo, hi) <= k // 2, f"padding {attrs['padding']} must be at most half the "
                 f"kernel {attrs['kernel']}")
     return tuple(window_out(shape[2 + i], *attrs["padding"][i], attrs["kernel"][i],
-                            attrs["stride"][i], 1, "pool") for i in range(2))
+                            attrs["stride"][i], 1) for i in range(2))
 
 
 def _pool_shape(ts, attrs):
