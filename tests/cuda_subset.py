@@ -2,8 +2,10 @@
 
 Under Numba's CUDA simulator every GPU thread is a Python thread, so the cuda backend runs a
 curated subset of the backend-parametrized tests: the op forward tests, gradients, scan,
-dropout and the model tests, with a few hypothesis examples each (the backend's own tests are
-in tests/backends/test_cuda_*.py). On a real GPU (no simulator) everything runs.
+dropout and the small-shape model tests (MLP, ConvNet, RNN/LSTM gradients), with a few
+hypothesis examples each. Multi-epoch training (tests/e2e) is left to real GPUs; the backend's
+own tests (tests/backends/test_cuda_*.py) train small models for a few steps instead.
+On a real GPU (no simulator) everything runs.
 """
 from __future__ import annotations
 
@@ -15,7 +17,12 @@ import pytest
 CUDA_MODULES = (
     "tests/ir/test_ops_", "tests/ir/test_scan.py", "tests/ir/test_dropout.py",
     "tests/passes/test_vjp_rules.py", "tests/passes/test_autodiff.py",
-    "tests/e2e/test_training.py",
+)
+#: ... minus these (node id prefixes): statistics over a large array (the Philox stream itself
+#: is checked bit for bit on cuda), and a second-order gradient through a scan (~35 s there).
+CUDA_SKIP = (
+    "tests/ir/test_dropout.py::test_keep_rate_and_scaling_within_statistical_bounds[cuda",
+    "tests/passes/test_autodiff.py::test_grad_of_grad_matches_finite_differences[cuda-rnn",
 )
 #: Hypothesis examples per cuda test under the simulator.
 CUDA_EXAMPLES = 2
@@ -37,7 +44,8 @@ def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
         path = item.nodeid.split("::")[0]
-        if _on_cuda(item) and not path.startswith(CUDA_MODULES):
+        if _on_cuda(item) and (not path.startswith(CUDA_MODULES)
+                               or item.nodeid.startswith(CUDA_SKIP)):
             drop.append(item)
         else:
             keep.append(item)

@@ -17,9 +17,12 @@ def nvvm_available() -> bool:
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         return False
     try:
-        from numba.cuda.cudadrv import nvvm
+        from numba import cuda, types
 
-        nvvm.NVVM()
+        def probe(a):
+            a[0] = 1.0
+
+        cuda.compile_ptx(probe, (types.float32[::1],), cc=(8, 0))
         return True
     except Exception:
         return False

@@ -36,9 +36,11 @@ class Target:
     gemm_large: gemm.Tiles = gemm.Tiles(16, 16, 4, 4, 8)
 
 
-#: What the simulator runs: few threads per block (each is a Python thread there).
-SIM_TARGET = Target(threads=32, max_blocks=4, reduce_block=32, reduce_min=128,
-                    gemm_small=gemm.Tiles(4, 4, 2, 2, 4), gemm_large=gemm.Tiles(8, 8, 2, 2, 8))
+#: What the simulator runs: a few threads per launch, since each is a Python thread there (a
+#: 1-thread launch costs ~0.3 ms, a 128-thread one ~15 ms). Still more than one thread and one
+#: block, so every test exercises the grid-stride and block-sharing logic.
+SIM_TARGET = Target(threads=2, max_blocks=2, reduce_block=4, reduce_min=128,
+                    gemm_small=gemm.Tiles(2, 2, 2, 2, 4), gemm_large=gemm.Tiles(4, 4, 2, 2, 4))
 
 
 @dataclass(frozen=True)
