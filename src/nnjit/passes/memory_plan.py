@@ -136,10 +136,19 @@ def inplace_pairs(kernel) -> list[tuple[str, str]]:
     """(src, dst) buffer pairs a loop kernel may run in place: its only store writes dst at the
     same index expression every load of src uses, so each element of src is read in the
     iteration that overwrites it, before the store."""
-    from ..ir.kernel import Load, LoopKernel, Store, children
+    from ..ir.kernel import GemmKernel, Load, LoopKernel, Store, children
 
+    if isinstance(kernel, GemmKernel):
+        # The epilogue runs element by element over the finished C: the same rule applies to
+        # its statements, as long as neither buffer is C itself.
+        pairs = _pairs(kernel.epilogue, Load, Store, children) if kernel.epilogue else []
+        return [(s, d) for s, d in pairs if kernel.c.buf not in (s, d)]
     if not isinstance(kernel, LoopKernel):
         return []
+    return _pairs(kernel.body, Load, Store, children)
+
+
+def _pairs(body, Load, Store, children) -> list[tuple[str, str]]:
     stores, loads = [], {}
 
     def visit_expr(e):
@@ -158,7 +167,7 @@ def inplace_pairs(kernel) -> list[tuple[str, str]]:
                 visit_expr(s.index)
             visit_expr(s.value)
 
-    visit(kernel.body)
+    visit(body)
     if len(stores) != 1:
         return []
     st = stores[0]

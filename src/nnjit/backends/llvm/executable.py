@@ -21,7 +21,7 @@ import numpy as np
 from nnjit.backends.llvm import gemm, target
 from nnjit.backends.llvm.render import Rendered, render
 from nnjit.ir import ArgumentError, DType
-from nnjit.ir.kernel import Program
+from nnjit.ir.kernel import BufKind, Program
 from nnjit.runtime import cache
 
 #: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
@@ -133,6 +133,9 @@ class LLVMExecutable:
                 if max(spec.size, 1) != max(buf.size, 1) or \
                         DType.from_numpy(spec.dtype) != buf.dtype:
                     raise ValueError(f"argument {spec.name} ({spec}) does not match buffer {buf}")
+        # Outputs computed in place over a donated input: (output index, input index).
+        self.donated = [(program.outputs.index(b.name), program.inputs.index(b.base))
+                        for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
         nargs = len(inputs) + len(outputs) + 1
         self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
         self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes)
@@ -153,7 +156,14 @@ class LLVMExecutable:
         for i, (spec, a) in enumerate(zip(self.inputs, args)):
             _check(self.name, "argument", i, spec, a)
         if outs is None:
-            outs = [np.empty(s.shape, s.dtype) for s in self.outputs]
+            outs = [np.empty(s.shape, s.dtype) if not self.donated else None
+                    for s in self.outputs]
+            # A donated input is consumed: its result is written into it and it is returned.
+            for j, i in self.donated:
+                _check(self.name, "donated argument", i, self.inputs[i], args[i], writable=True)
+                outs[j] = args[i]
+            outs = [o if o is not None else np.empty(s.shape, s.dtype)
+                    for o, s in zip(outs, self.outputs)]
         else:
             if len(outs) != len(self.outputs):
                 raise ArgumentError(f"{self.name}: expected {len(self.outputs)} output "

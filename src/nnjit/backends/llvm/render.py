@@ -143,6 +143,8 @@ class _Frame:
             return _Region(base.root, lo, lo + buf.nbytes)
         root = {BufKind.INPUT: ("in", buf.name), BufKind.OUTPUT: ("out", buf.name),
                 BufKind.TEMP: ("arena",), BufKind.CONST: ("const", buf.name)}[buf.kind]
+        if buf.kind == BufKind.OUTPUT and buf.base:
+            root = ("in", buf.base)   # written in place over a donated input
         lo = buf.offset if buf.kind == BufKind.TEMP else 0
         return _Region(root, lo, lo + buf.nbytes)
 

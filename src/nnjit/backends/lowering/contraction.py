@@ -95,8 +95,11 @@ def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
             raise CompileError(f"{name}: epilogue result {r.type} does not match the "
                                f"contraction's {out.type}")
         dst = lw.home(r)
-        if c_home is None and r.type.dtype == out.type.dtype:
-            c_home = dst   # the first same-typed result doubles as C: read, then overwritten
+        # The first same-typed temporary result doubles as C (read, then overwritten). A
+        # graph result does not: it may be written in place over a donated input (an
+        # optimizer update w - lr * grad) that the epilogue still has to read.
+        if c_home is None and r.type.dtype == out.type.dtype and dst.buf not in lw.outputs:
+            c_home = dst
         stmts.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
     if c_home is None:
         c_home = lw.temp(out.type, "acc")

@@ -83,6 +83,7 @@ class _Lowering:
             self.views[v] = View.contiguous(name, v.shape)
             inputs.append(name)
         outputs, copies = self._claim_outputs()
+        self.outputs = set(outputs)
         for n in g.nodes:
             self.lower_node(n)
             self.views.update(self._pending)
