@@ -187,7 +187,10 @@ class CudaExecutable:
         for step in plan.steps:
             if isinstance(step, Launch):
                 args = [env[a] if isinstance(a, str) else a[0] for a in step.args]
-                ns[step.kernel][step.grid, step.block](*args)
+                if step.shared:
+                    ns[step.kernel][step.grid, step.block, 0, step.shared](*args)
+                else:
+                    ns[step.kernel][step.grid, step.block](*args)
             else:
                 self._scan(step, env)
 

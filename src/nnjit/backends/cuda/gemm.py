@@ -162,10 +162,12 @@ def render(k: GemmKernel, fn: str, target, bufs, producers: dict):
     tiles = big if k.m >= big.bm and k.n >= big.bn else target.gemm_small
     tiled = nb * k.m * k.n * k.k >= target.gemm_tiled_min and -(-k.m // tiles.bm) <= 65535
     r = _Gemm(k, em, producers, nb)
+    shared = 0
     if tiled:
         r.tiled(tiles, nz)
         grid = (-(-k.n // tiles.bn), -(-k.m // tiles.bm), min(nz, 65535))
         block = (tiles.tx, tiles.ty)
+        shared = tiles.bk * (tiles.bm + tiles.bn) * k.dtype.itemsize
     else:
         r.simple(nz)
         total = nz * k.m * k.n
@@ -173,7 +175,8 @@ def render(k: GemmKernel, fn: str, target, bufs, producers: dict):
         grid, block = (min(target.max_blocks, -(-total // b)),), (b,)
     head = [f"# {comment(k.src)}"] if k.src else []
     head += ["@cuda.jit", f"def {fn}({', '.join(params.values())}):"]
-    return "\n".join(head + em.lines) + "\n", Launch(fn, grid, block, tuple(used), k.src)
+    return "\n".join(head + em.lines) + "\n", Launch(fn, grid, block, tuple(used), k.src,
+                                                      shared)
 
 
 def _used(k: GemmKernel, producers) -> list[str]:
@@ -317,8 +320,8 @@ class _Gemm:
     def tiled(self, t: Tiles, nz: int) -> None:
         em, k, T = self.em, self.k, self.T
         nt = t.tx * t.ty
-        em.line(f"_sA = cuda.shared.array(({t.bk}, {t.bm}), {T})")
-        em.line(f"_sB = cuda.shared.array(({t.bk}, {t.bn}), {T})")
+        # Both tiles live in dynamic shared memory: A^T as [bk][bm], then B as [bk][bn].
+        em.line(f"_sh = cuda.shared.array(0, {T})")
         em.line("_tx = cuda.threadIdx.x")
         em.line("_ty = cuda.threadIdx.y")
         em.line(f"_tid = _ty * {t.tx} + _tx")
@@ -339,10 +342,12 @@ class _Gemm:
             em.line("cuda.syncthreads()")
             em.line(f"for _kk in range({t.bk}):")
             em.push()
+            em.line(f"_ka = _kk * {t.bm}")
+            em.line(f"_kb = _kk * {t.bn} + {t.bk * t.bm}")
             for i in range(t.tm):
-                em.line(f"_a{i} = _sA[_kk, _ty + {i * t.ty}]")
+                em.line(f"_a{i} = _sh[_ka + _ty + {i * t.ty}]")
             for j in range(t.tn):
-                em.line(f"_b{j} = _sB[_kk, _tx + {j * t.tx}]")
+                em.line(f"_b{j} = _sh[_kb + _tx + {j * t.tx}]")
             for i in range(t.tm):
                 for j in range(t.tn):
                     em.line(f"{accs[i][j]} = {accs[i][j]} + _a{i} * _b{j}")
@@ -368,10 +373,10 @@ class _Gemm:
         em, k = self.em, self.k
         view = k.a if which == "a" else k.b
         if which == "a":
-            inner, outer, size, sh = "_kk", "_r", t.bm, "_sA"
+            outer, size, at = "_r", t.bm, 0
             fast_k = view.col_stride == 1
         else:
-            inner, outer, size, sh = "_kk", "_c", t.bn, "_sB"
+            outer, size, at = "_c", t.bn, t.bk * t.bm
             fast_k = view.row_stride == 1
         em.line(f"for _l in range(_tid, {t.bk * size}, {nt}):")
         em.push()
@@ -389,10 +394,11 @@ class _Gemm:
         em.push()
         v = self.element(which, off, "_gx", "_gk") if which == "a" else \
             self.element(which, off, "_gk", "_gx")
-        em.line(f"{sh}[_kk, {outer}] = {v}")
+        slot = f"_sh[{at} + _kk * {size} + {outer}]"
+        em.line(f"{slot} = {v}")
         em.pop()
         em.line("else:")
         em.push()
-        em.line(f"{sh}[_kk, {outer}] = {self.T}(0)")
+        em.line(f"{slot} = {self.T}(0)")
         em.pop()
         em.pop()

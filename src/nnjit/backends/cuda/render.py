@@ -52,6 +52,7 @@ class Launch:
     block: tuple[int, ...]
     args: tuple
     src: str = ""
+    shared: int = 0     # bytes of dynamic shared memory
 
 
 @dataclass
@@ -143,6 +144,7 @@ class _Module:
             return None
         atomic = _atomic_nest(seg) if par is None else None
         blk = _block_plan(body)
+        shared = 0
         if atomic is not None:
             loops, inner = atomic
             total = _prod(lp.extent for lp in loops)
@@ -152,13 +154,13 @@ class _Module:
             grid, block = self.grid(total)
         elif blk is not None and (par is None or blk >= self.t.reduce_min):
             nt = min(self.t.reduce_block, _pow2(blk))
-            self._block_rows(em, loops, rows, body, nt)
+            shared = self._block_rows(em, loops, rows, body, nt)
             grid, block = (min(self.t.max_blocks, rows),), (nt,)
         else:
             self._grid_stride(em, loops, rows, body)
             grid, block = self.grid(rows)
         self.chunks.append("\n".join(header + em.lines) + "\n")
-        return Launch(name, grid, block, args, k.src)
+        return Launch(name, grid, block, args, k.src, shared)
 
     @staticmethod
     def _grid_stride(em: Emitter, loops, total: int, body, atomic: bool = False) -> None:
@@ -180,11 +182,13 @@ class _Module:
             em.stmts(body)
         em.pop()
 
-    def _block_rows(self, em: Emitter, loops, rows: int, body, nt: int) -> None:
-        """One block per row: see `_block_plan` for how each statement is shared."""
+    def _block_rows(self, em: Emitter, loops, rows: int, body, nt: int) -> int:
+        """One block per row: see `_block_plan` for how each statement is shared. Returns the
+        bytes of dynamic shared memory its trees use (one nt-slot of 8 bytes per tree)."""
         em.line("_tid = cuda.threadIdx.x")
         em.line("_nt = cuda.blockDim.x")
-        shared = []
+        self._slots = 0
+        self._dyn: dict[str, str] = {}
         em.line(f"for _row in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
         em.push()
         _unravel(em, "_row", loops)
@@ -207,9 +211,10 @@ class _Module:
                 self._distributed(em, nest, inner)
                 sync = True
             else:
-                shared += self._tree(em, s, nt)
+                self._tree(em, s, nt)
         em.pop()
-        em.lines[:0] = [f"    {line}" for line in shared]
+        em.lines[:0] = [f"    {py} = cuda.shared.array(0, {dt})" for dt, py in self._dyn.items()]
+        return self._slots * nt * 8
 
     @staticmethod
     def _distributed(em: Emitter, nest, inner, acc_names=None) -> None:
@@ -225,38 +230,42 @@ class _Module:
         em.pop()
         em.forget(written(inner))
 
-    def _tree(self, em: Emitter, s: Loop, nt: int) -> list[str]:
-        """Partials over a strided share of the nest, then a tree in shared memory."""
+    def _tree(self, em: Emitter, s: Loop, nt: int) -> None:
+        """Partials over a strided share of the nest, then a tree in shared memory. Trees use
+        slots of the dynamic shared memory (one declaration per dtype: no static arrays, whose
+        first-touch allocation races in Numba's simulator)."""
         nest, inner = _perfect(s)
         accs = _tree_accs(inner)
-        partial, shared = {}, []
+        partial = {}
         for name, (op, dt) in accs.items():
             p = em.names.fresh("_p")
             partial[name] = p
             em.line(f"{p} = {_identity(op, dt)}")
         self._distributed(em, nest, inner, partial)
         for name, (op, dt) in accs.items():
-            sh = em.names.fresh("_sh")
-            shared.append(f"{sh} = cuda.shared.array({nt}, {_np(dt)})")
+            sh = self._dyn.setdefault(_np(dt), f"_sh_{_np(dt)}")
+            base = self._slots * nt * 8 // dt.itemsize
+            self._slots += 1
+            me, mate, first = (f"{sh}[_tid + {base}]", f"{sh}[_tid + _s + {base}]",
+                               f"{sh}[{base}]")
             p = partial[name]
             comb = _combine(op, dt)
-            em.line(f"{sh}[_tid] = {p}")
+            em.line(f"{me} = {p}")
             em.line("cuda.syncthreads()")
             em.line("_s = _nt // 2")
             em.line("while _s > 0:")
             em.push()
             em.line("if _tid < _s:")
             em.push()
-            em.line(f"{sh}[_tid] = {comb.format(f'{sh}[_tid]', f'{sh}[_tid + _s]')}")
+            em.line(f"{me} = {comb.format(me, mate)}")
             em.pop()
             em.line("cuda.syncthreads()")
             em.line("_s //= 2")
             em.pop()
             acc = em.var(name)
             em.forget({("v", name)})
-            em.line(f"{acc} = {comb.format(acc, f'{sh}[0]')}")
+            em.line(f"{acc} = {comb.format(acc, first)}")
             em.line("cuda.syncthreads()")
-        return shared
 
 
 # -- loop analysis ------------------------------------------------------------------------------
