@@ -495,3 +495,27 @@ def test_cli_bench_small_on_cuda():
                        capture_output=True, text=True, cwd=_root(), timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "elementwise chain 4096" in r.stdout
+
+
+# -- golden text ---------------------------------------------------------------------------------
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+
+
+@pytest.mark.parametrize("name,fn,shapes,target", [
+    ("cuda_softmax_block_rows", lambda a: nnjit.softmax(a, axis=-1), [(3, 300)], Target()),
+    ("cuda_linear_relu_tiled", lambda a, b: nnjit.relu(a @ b + 1.0), [(128, 64), (64, 96)],
+     Target()),
+])
+def test_generated_source_matches_the_golden_text(name, fn, shapes, target):
+    """Catches codegen drift; after a reviewed change, regenerate with NNJIT_UPDATE_GOLDEN=1."""
+    args = [np.zeros(s, np.float32) for s in shapes]
+    text = render(lower_graph(nnjit.compile(fn, *args).graph).program, target).source
+    text = "".join(ln for ln in text.splitlines(True) if not ln.startswith("# "))  # locations
+    path = os.path.join(GOLDEN, name + ".py.txt")
+    if os.environ.get("NNJIT_UPDATE_GOLDEN") == "1":
+        os.makedirs(GOLDEN, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    with open(path) as f:
+        want = f.read()
+    assert text == want, f"generated CUDA source drifted from {path}"

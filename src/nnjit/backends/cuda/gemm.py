@@ -167,7 +167,7 @@ def render(k: GemmKernel, fn: str, target, bufs, producers: dict):
         r.tiled(tiles, nz)
         grid = (-(-k.n // tiles.bn), -(-k.m // tiles.bm), min(nz, 65535))
         block = (tiles.tx, tiles.ty)
-        shared = tiles.bk * (tiles.bm + tiles.bn) * k.dtype.itemsize
+        shared = tiles.bk * (tiles.bm + 1 + tiles.bn) * k.dtype.itemsize
     else:
         r.simple(nz)
         total = nz * k.m * k.n
@@ -320,7 +320,8 @@ class _Gemm:
     def tiled(self, t: Tiles, nz: int) -> None:
         em, k, T = self.em, self.k, self.T
         nt = t.tx * t.ty
-        # Both tiles live in dynamic shared memory: A^T as [bk][bm], then B as [bk][bn].
+        # Both tiles live in dynamic shared memory: A^T as [bk][bm + 1] (the pad spreads the
+        # loader's k-strided stores over the banks), then B as [bk][bn].
         em.line(f"_sh = cuda.shared.array(0, {T})")
         em.line("_tx = cuda.threadIdx.x")
         em.line("_ty = cuda.threadIdx.y")
@@ -342,8 +343,8 @@ class _Gemm:
             em.line("cuda.syncthreads()")
             em.line(f"for _kk in range({t.bk}):")
             em.push()
-            em.line(f"_ka = _kk * {t.bm}")
-            em.line(f"_kb = _kk * {t.bn} + {t.bk * t.bm}")
+            em.line(f"_ka = _kk * {t.bm + 1}")
+            em.line(f"_kb = _kk * {t.bn} + {t.bk * (t.bm + 1)}")
             for i in range(t.tm):
                 em.line(f"_a{i} = _sh[_ka + _ty + {i * t.ty}]")
             for j in range(t.tn):
@@ -373,10 +374,10 @@ class _Gemm:
         em, k = self.em, self.k
         view = k.a if which == "a" else k.b
         if which == "a":
-            outer, size, at = "_r", t.bm, 0
+            outer, size, row, at = "_r", t.bm, t.bm + 1, 0
             fast_k = view.col_stride == 1
         else:
-            outer, size, at = "_c", t.bn, t.bk * t.bm
+            outer, size, row, at = "_c", t.bn, t.bn, t.bk * (t.bm + 1)
             fast_k = view.row_stride == 1
         em.line(f"for _l in range(_tid, {t.bk * size}, {nt}):")
         em.push()
@@ -394,7 +395,7 @@ class _Gemm:
         em.push()
         v = self.element(which, off, "_gx", "_gk") if which == "a" else \
             self.element(which, off, "_gk", "_gx")
-        slot = f"_sh[{at} + _kk * {size} + {outer}]"
+        slot = f"_sh[{at} + _kk * {row} + {outer}]"
         em.line(f"{slot} = {v}")
         em.pop()
         em.line("else:")
