@@ -161,7 +161,7 @@ def test_scalar_accumulators_and_nested_loops():
         assert_close(compile_program(p, target)([xs])[0], run_program(p, [xs])[0])
 
 
-# -- identifiers ------------------------------------------------------------------------------------
+# -- identifiers ----------------------------------------------------------------------------------
 def test_identifiers_are_sanitized_and_user_text_stays_in_comments():
     evil = 'x"); import os; os.system("echo pwned'
     acc = Var("a c\nc", F32)
@@ -450,9 +450,21 @@ def ptx_cases():
     yield (lambda a, b: (a @ b, (a * a).sum(axis=1), nnjit.sigmoid(a) ** 2.5),
            (_rows((3, 4)).astype(np.float64), _rows((4, 2)).astype(np.float64)))
 
+    yield (lambda a: (a.astype(np.int32).sum(axis=1), a.astype(np.int64).max(axis=1),
+                      (a > 0).astype(np.int32).sum(), nnjit.argmax(a.astype(np.float64), axis=1),
+                      a.astype(np.int32).min(axis=0)), (_rows((3, 40)) * 10,))
+    yield (nnjit.grad(lambda t: (nnjit.take(t, idx, axis=0) ** 2).sum()),
+           (_rows((3, 4)).astype(np.float64),))
+
     def rnn(h, xs):
-        return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs)
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs, reverse=True)
     yield (rnn, (np.zeros(3, np.float32), _rows((4, 3))))
+
+
+@pytest.mark.parametrize("target", [SIM_TARGET, BLOCKS, TILED], ids=["sim", "blocks", "tiled"])
+def test_every_strategy_case_matches_the_reference(target):
+    for fn, args in ptx_cases():
+        check_graph(fn, *args, target=target)
 
 
 def test_generated_kernels_compile_for_a_real_device():

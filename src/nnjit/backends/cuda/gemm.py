@@ -36,7 +36,7 @@ class Tiles:
         return self.tx * self.tn
 
 
-# -- producers that can be inlined into a GEMM's operand loads --------------------------------------
+# -- producers that can be inlined into a GEMM's operand loads ------------------------------------
 @dataclass
 class Inlined:
     skip: set = field(default_factory=set)            # producer kernel indices not launched

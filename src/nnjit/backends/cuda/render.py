@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from nnjit.backends.cuda import gemm
 from nnjit.backends.cuda.source import PREAMBLE, Emitter, Namer, comment, deps, template, written
 from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (Assign, BufKind, Call, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
+from nnjit.ir.kernel import (Assign, Call, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
                              LoopKernel, LoopKind, Program, ScanKernel, Store, Var, children)
 
 
