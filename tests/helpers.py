@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 # The backends every op, gradient and model test runs on. Later backends join this list.
-BACKENDS = ["interp", "cuda"]
+BACKENDS = ["interp", "llvm", "cuda"]
 
 
 def run(fn, *args, backend: str = "interp"):

@@ -45,11 +45,12 @@ def leaf_type(x: Any, path: str = "argument") -> TensorType:
 
 
 def to_array(x: Any, t: TensorType) -> np.ndarray:
-    """`x` as a numpy array of type `t` (no copy when it already is one). GPU device arrays
+    """`x` as a C-contiguous numpy array of type `t` (no copy when it already is one). GPU device arrays
     (numba's, or anything with the CUDA array interface) of type `t` pass through unchanged, so
     the cuda backend uses them in place instead of copying them to the host."""
     if isinstance(x, np.ndarray) and x.dtype == t.dtype.np:
-        return x
+        # Native code reads dense row-major memory: a strided view is copied once here.
+        return x if x.flags.c_contiguous else np.ascontiguousarray(x)
     if (getattr(x, "__cuda_ndarray__", False) or hasattr(x, "__cuda_array_interface__")) and \
             np.dtype(x.dtype) == t.dtype.np and tuple(x.shape) == t.shape:
         return x

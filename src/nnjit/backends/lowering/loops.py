@@ -335,15 +335,14 @@ def _reduce_domain(r: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _row_coords(vshape, shape, kept, outer) -> list[Expr]:
-    """Coordinates of a row-shaped value (keepdims or not) for the current outer iteration."""
-    if len(vshape) == len(shape):
-        c: list[Expr] = [c64(0)] * len(shape)
-        for d, v in zip(kept, outer):
-            c[d] = v
-        return [x if vshape[i] != 1 else c64(0) for i, x in enumerate(c)]
-    if len(vshape) == len(kept):
-        return list(outer)
-    raise CompileError(f"value of shape {vshape} does not fit the row domain {shape}")
+    """Coordinates of a row-shaped value (keepdims or not, size-1 dims anywhere) for the
+    current outer iteration: its non-unit dims are the kept dims' non-unit dims, in order."""
+    live = [(v, shape[d]) for d, v in zip(kept, outer) if shape[d] != 1]
+    want = [d for d in vshape if d != 1]
+    if [e for _, e in live] != want:
+        raise CompileError(f"value of shape {vshape} does not fit the row domain {shape}")
+    it = iter(v for v, _ in live)
+    return [next(it) if d != 1 else c64(0) for d in vshape]
 
 
 def _broadcast(c: Sequence[Expr], out_shape, in_shape) -> list[Expr]:
