@@ -27,7 +27,6 @@ MEM_TYPE = {**REG_TYPE, DType.BOOL: I8}
 
 #: Innermost loops at least this long get `llvm.loop.vectorize.enable`; shorter ones are left
 #: to the unroller.
-VECTORIZE_MIN_EXTENT = 8
 
 
 # --- the op table -------------------------------------------------------------------------------
@@ -265,10 +264,10 @@ class StmtRenderer:
 
     def loop(self, s: Loop, loop_range=None) -> None:
         lo, hi = loop_range or (0, s.extent)
-        innermost = not any(isinstance(t, Loop) for t in s.body)
-        vec = True if innermost and s.extent >= VECTORIZE_MIN_EXTENT else None
+        # No vectorize.enable hint: forcing it makes LLVM print "loop not vectorized" warnings
+        # for loops it cannot vectorize; its cost model vectorizes the others at O3.
         reduce = s.kind == LoopKind.REDUCE
-        with for_range(self.b, lo, hi, vectorize=vec, name=s.var) as i:
+        with for_range(self.b, lo, hi, name=s.var) as i:
             self.scopes.append(_Scope(env={s.var: ("ssa", i)}))
             self.reduce_depth += reduce
             self.stmts(s.body)
