@@ -263,6 +263,26 @@ def test_pooling_and_gradients():
     check_graph(nnjit.grad(lambda a: (nnjit.max_pool2d(a, 3, 2, 1) ** 2).sum()), x)
 
 
+def test_parallel_loops_flatten_only_over_disjoint_slabs():
+    """A pooling gradient's per-plane nest runs one thread per (image, channel) plane; a
+    nest whose iterations update the same element keeps them in one thread."""
+    x = _rows((2, 3, 6, 6))
+    exe = check_graph(nnjit.grad(lambda a: (nnjit.max_pool2d(a, 3, 2, 1) ** 2).sum()), x)
+    assert "range(_i, 6, _n)" in exe.cuda_source()      # 2 x 3 planes
+    j = Var("j")
+    out_i = Load("out0", I, F32)
+    body = (Loop("j", 3, (Store("out0", I, _call(KOp.ADD, out_i, Load(
+        "x", _call(KOp.ADD, _call(KOp.MUL, I, Const(3, I64)), j), F32))),)),)
+    zero = Loop("i", 2, (Store("out0", I, Const(0.0, F32)),), LoopKind.PARALLEL)
+    k = LoopKernel("k0", (zero, Loop("i", 2, body, LoopKind.PARALLEL)), ("x",), ("out0",))
+    p = Program("p", (buf("x", F32, 6, BufKind.INPUT, 0), buf("out0", F32, 2, BufKind.OUTPUT, 0)),
+                (k,), ("x",), ("out0",), 0)
+    xs = np.arange(6, dtype=np.float32)
+    exe = compile_program(p, BLOCKS)
+    assert_close(exe([xs])[0], run_program(p, [xs])[0])
+    assert "range(_i, 6, _n)" not in exe.cuda_source()
+
+
 def test_scatter_add_runs_with_atomics_on_duplicate_indices():
     table = _rows((5, 3))
     idx = np.array([0, 4, 4, 1, 4, 0, 2, 4], np.int64)

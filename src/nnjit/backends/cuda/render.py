@@ -354,11 +354,121 @@ def _declared(stmts) -> set[str]:
 
 def _independent(loop: Loop) -> bool:
     """Iterations of `loop` touch disjoint state: no accumulator of an enclosing scope is
-    updated and no buffer is both stored and loaded inside."""
+    updated, and every buffer both stored and loaded inside is only accessed in a slab of its
+    own per iteration (`_slabbed`: e.g. a pooling gradient's image planes)."""
     w = written(loop.body)
     outer_vars = {v for k, v in w if k == "v"} - _declared(loop.body)
     stores = {b for k, b in w if k == "b"}
-    return not outer_vars and not (stores & _loads(loop.body))
+    return not outer_vars and all(_slabbed(loop, b) for b in stores & _loads(loop.body))
+
+
+def _slabbed(loop: Loop, buf: str) -> bool:
+    """Every index of `buf` in the body is c * loop.var + rest, one c for all, with every rest
+    (over the body's own loops; variables of enclosing loops are fixed) inside a window
+    narrower than c: so iteration v only touches [c*v + lo, c*v + hi] and the slabs are
+    disjoint."""
+    ranges = {lp.var: lp.extent for lp in _inner_loops(loop.body)}
+    lo = hi = coef = None
+    for idx in _indices(loop.body, buf):
+        terms = _split(idx)
+        if terms is None:
+            return False
+        c, rest = terms.pop(loop.var, 0), 0
+        r_lo = r_hi = 0
+        for key, k in terms.items():
+            if isinstance(key, str) and key not in ranges:
+                continue            # a variable of an enclosing loop: fixed per iteration
+            t_lo, t_hi = (0, ranges[key] - 1) if isinstance(key, str) else _interval(key, ranges)
+            r_lo, r_hi = r_lo + min(k * t_lo, k * t_hi), r_hi + max(k * t_lo, k * t_hi)
+        if coef is None:
+            coef = c
+        if c != coef or c <= 0:
+            return False
+        lo, hi = (r_lo, r_hi) if lo is None else (min(lo, r_lo), max(hi, r_hi))
+        del rest
+    return coef is not None and hi - lo < coef
+
+
+def _inner_loops(stmts):
+    for s in stmts:
+        if isinstance(s, Loop):
+            yield s
+            yield from _inner_loops(s.body)
+
+
+def _indices(stmts, buf: str) -> list:
+    out = []
+
+    def expr(e):
+        if isinstance(e, Load) and e.buf == buf:
+            out.append(e.index)
+        for c in children(e):
+            expr(c)
+
+    for s in stmts:
+        if isinstance(s, Loop):
+            out += _indices(s.body, buf)
+            continue
+        if isinstance(s, Store):
+            if s.buf == buf:
+                out.append(s.index)
+            expr(s.index)
+        expr(s.value)
+    return out
+
+
+def _split(e) -> dict | None:
+    """An i64 index as {var name | opaque subexpression | 1: coefficient}."""
+    from nnjit.ir.kernel import Const
+
+    if isinstance(e, Const):
+        return {1: int(e.value)}
+    if isinstance(e, Var):
+        return {e.name: 1}
+    if isinstance(e, Call) and e.op in (KOp.ADD, KOp.SUB):
+        a, b = _split(e.args[0]), _split(e.args[1])
+        if a is None or b is None:
+            return None
+        sign = 1 if e.op == KOp.ADD else -1
+        for key, k in b.items():
+            a[key] = a.get(key, 0) + sign * k
+        return a
+    if isinstance(e, Call) and e.op == KOp.MUL:
+        for x, y in (e.args, reversed(e.args)):
+            if isinstance(y, Const):
+                inner = _split(x)
+                return None if inner is None else {k: v * int(y.value) for k, v in
+                                                   inner.items()}
+    return {e: 1}
+
+
+def _interval(e, ranges) -> tuple[float, float]:
+    """Bounds of an integer expression over the loops in `ranges` (anything else unbounded)."""
+    from nnjit.ir.kernel import Const
+
+    inf = float("inf")
+    if isinstance(e, Const):
+        return int(e.value), int(e.value)
+    if isinstance(e, Var):
+        return (0, ranges[e.name] - 1) if e.name in ranges else (-inf, inf)
+    if isinstance(e, Call) and e.op in (KOp.ADD, KOp.SUB, KOp.MUL, KOp.MIN, KOp.MAX):
+        (a, b), (c, d) = _interval(e.args[0], ranges), _interval(e.args[1], ranges)
+        if e.op == KOp.ADD:
+            return a + c, b + d
+        if e.op == KOp.SUB:
+            return a - d, b - c
+        if e.op == KOp.MIN:
+            return min(a, c), min(b, d)
+        if e.op == KOp.MAX:
+            return max(a, c), max(b, d)
+        if inf in (abs(a), abs(b), abs(c), abs(d)):
+            return -inf, inf
+        ps = (a * c, a * d, b * c, b * d)
+        return min(ps), max(ps)
+    if isinstance(e, Call) and e.op == KOp.WHERE:
+        (a, b), (c, d) = _interval(e.args[1], ranges), _interval(e.args[2], ranges)
+        return min(a, c), max(b, d)
+    return -inf, inf
 
 
 def _flatten(par: Loop) -> tuple[list[Loop], tuple]:
