@@ -376,6 +376,11 @@ def test_parameters_stay_on_the_device_across_steps():
         dw = sgd(dw, g)
         assert _ptr(dw) == ptr, "the donated parameter should be updated in place"
     assert_close(dw.copy_to_host(), w0 - 1.5)
+    # A donated numpy argument next to a device one: the device result is the caller's own
+    # (not the arena slot the numpy argument was staged in, which the next call reuses).
+    first = sgd(w0, g)
+    sgd(w0 * 0, g)
+    assert_close(first.copy_to_host(), w0 - 0.5)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "convnet"])

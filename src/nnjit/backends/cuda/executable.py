@@ -104,6 +104,7 @@ class CudaExecutable:
                 view.copy_to_device(value)
         self._static = self._frame(program, self.arena[:_align(program.arena_bytes) or 1])
         self._scan_frames: dict[int, dict] = {}
+        self._staged: set[int] = set()      # ids of this call's staging views
 
     # -- buffers -------------------------------------------------------------------------------
     def _frame(self, p: Program, arena) -> dict:
@@ -128,6 +129,7 @@ class CudaExecutable:
         on_device = any(is_device_array(a) for a in args)
         with self._lock, _sim_switching(self.simulator):
             env = dict(self._static)
+            self._staged = set()
             for i, (spec, a, name) in enumerate(zip(self.inputs, args, self.program.inputs)):
                 env[name] = self._input(i, spec, a, name)
             for spec, name in zip(self.outputs, self.program.outputs):
@@ -146,7 +148,9 @@ class CudaExecutable:
     def _staging(self, name: str):
         buf = self.program.buffer(name)
         off = self._stage_at[name]
-        return self.arena[off: off + buf.nbytes].view(buf.dtype.np)
+        view = self.arena[off: off + buf.nbytes].view(buf.dtype.np)
+        self._staged.add(id(view))
+        return view
 
     def _input(self, i: int, spec: ArgSpec, a, name: str):
         label = f"{self.name}: argument {i} '{spec.name}'"
@@ -176,6 +180,10 @@ class CudaExecutable:
         if on_device:
             if spec.size == 0:
                 return self.cuda.device_array(spec.shape, spec.dtype)
+            if id(arr) in self._staged:     # the arena's staging slot: the next call reuses it
+                fresh = self.cuda.device_array(spec.size, spec.dtype)
+                fresh.copy_to_device(arr[:spec.size])
+                arr = fresh
             return arr.reshape(spec.shape)
         if spec.size == 0:
             return np.empty(spec.shape, spec.dtype)
