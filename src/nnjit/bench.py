@@ -78,7 +78,8 @@ def run_workload(w: Workload, backend: str = "llvm", repeats: int = 7,
     compiled, compile_s = {}, {}
     for fuse in (True, False):
         t0 = time.perf_counter()
-        cf = JitFunction(w.fn, backend=backend, fuse=fuse).lower(*args)
+        jf = JitFunction(w.fn, backend=backend, fuse=fuse, donate_argnums=w.donate)
+        cf = jf.lower(*args)
         compile_s["fused" if fuse else "unfused"] = round(time.perf_counter() - t0, 3)
         compiled[fuse] = cf
         if progress:

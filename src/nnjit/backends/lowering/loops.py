@@ -257,7 +257,10 @@ class GroupLowering:
         shape, axes = _reduce_domain(reds[0])
         if not axes or tuple(axes) != tuple(range(len(axes))) or len(axes) == len(shape):
             return None
-        if any(v.shape == shape for v, _ in roots):
+        # Full-shaped results (the masked gradient a bias sum reads) are stored row by row
+        # alongside the accumulation, so they must not depend on the finished sum.
+        if any(v.shape == shape and _depends_on(v.node, reds[0], self.members)
+               for v, _ in roots):
             return None
         rows = int(np.prod([shape[d] for d in axes], dtype=np.int64))
         cols = int(np.prod(shape[len(axes):], dtype=np.int64))
@@ -283,14 +286,18 @@ class GroupLowering:
         init = Const(identity_of(red.op, dt), dt)
         self.overrides[red.out] = cur
         kept_coords = _unravel_flat(col, kept_shape)
-        stores = []
+        stores, full_stores = [], []
         for v, dst in roots:
+            if v.shape == shape:
+                full_stores.append(Store(dst.buf, dst.index(full), self.value_at(v, full)))
+                continue
             c = kept_coords if len(v.shape) == len(kept_shape) else [c64(0)] * len(axes) + \
                 list(kept_coords)
             c = [x if d != 1 else c64(0) for x, d in zip(c, v.shape)]
             stores.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
+        row = (Store(acc.buf, col, combine),) + tuple(full_stores)
         body = [Loop(j.name, chunk, (Store(acc.buf, col, init),)),
-                Loop(r.name, rows, (Loop(j.name, chunk, (Store(acc.buf, col, combine),)),)),
+                Loop(r.name, rows, (Loop(j.name, chunk, row),)),
                 Loop(j.name, chunk, tuple(stores))]
         return [Loop(ch.name, cols // chunk, tuple(body), LoopKind.PARALLEL)]
 
@@ -321,6 +328,20 @@ class GroupLowering:
         loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def _depends_on(n: Node, target: Node, members: set[Node]) -> bool:
+    """Whether `n` reads `target`'s result through nodes of `members`."""
+    stack, seen = [n], set()
+    while stack:
+        m = stack.pop()
+        if m is target:
+            return True
+        if m in seen or m not in members:
+            continue
+        seen.add(m)
+        stack.extend(s.node for s in m.srcs)
+    return False
 
 
 def _unravel_flat(i: Expr, shape) -> list[Expr]:
