@@ -136,10 +136,10 @@ class JitFunction:
         # the inner cache and backend; a callable object with a `fn` attribute replaced fn).
         functools.update_wrapper(self, fn, updated=())
 
-    def __call__(self, *args):
+    def __call__(self, *args, out=None):
         if _is_tracing(args):
             return self.fn(*args)
-        return self._compiled(args)(*args)
+        return self._compiled(args)(*args, out=out)
 
     def _compiled(self, args) -> CompiledFunction:
         sig = _signature(args)

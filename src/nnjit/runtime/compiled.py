@@ -68,8 +68,22 @@ class CompiledFunction:
             out.append(to_array(x, want))
         return out
 
-    def __call__(self, *args):
-        outs = self.executable(self.flat_args(args))
+    def __call__(self, *args, out=None):
+        """Run on `args`. `out` (a pytree shaped like the results, of preallocated arrays)
+        receives the results instead of fresh arrays: reusing memory avoids the page faults
+        of a fresh large allocation on every call."""
+        flat = self.flat_args(args)
+        if out is None:
+            return unflatten(self.traced.out_tree, self.executable(flat))
+        leaves, tree = flatten_with_paths(out)
+        if tree != self.traced.out_tree:
+            raise ArgumentError(f"{self.traced.graph.name}: out has structure {tree}, the "
+                                f"results have {self.traced.out_tree}")
+        try:
+            outs = self.executable(flat, outs=[x for _, x in leaves])
+        except TypeError:
+            raise ArgumentError(f"the {self.options.backend} backend cannot write into `out`; "
+                                "call without it") from None
         return unflatten(self.traced.out_tree, outs)
 
     # -- inspection -------------------------------------------------------------------------

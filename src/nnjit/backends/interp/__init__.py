@@ -19,10 +19,14 @@ class InterpExecutable:
     def __init__(self, graph: Graph):
         self.graph = graph
 
-    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-        outs = evaluate(self.graph, list(args))
-        # Outputs may alias inputs or constants; hand back arrays the caller can mutate.
-        return [np.array(o, copy=True) for o in outs]
+    def __call__(self, args: Sequence[np.ndarray], outs=None) -> list[np.ndarray]:
+        results = evaluate(self.graph, list(args))
+        if outs is not None:
+            for o, r in zip(outs, results):
+                np.copyto(o, r)
+            return list(outs)
+        # Results may alias inputs or constants; hand back arrays the caller can mutate.
+        return [np.array(r, copy=True) for r in results]
 
 
 def compile(graph: Graph, options) -> InterpExecutable:  # noqa: A001  (backend protocol)
