@@ -96,3 +96,28 @@ def test_donated_inputs_receive_their_updates_and_results_are_unchanged():
     # an input read after the update must not be donated into
     g2 = nnjit.trace(lambda w: (w * 2.0, w.sum()), np.ones(16))
     assert plan_memory(_Lowering(g2, "p").run(), donate=(0,))[1].donated == ()
+
+
+def test_donated_parameters_are_consumed_and_results_unchanged():
+    """On the llvm backend a donated parameter's update is written into the caller's array,
+    which is returned as the result (the caller is told by identity: `new is old`)."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def step(p, x, y):
+        loss, g = nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, x), y))(p)
+        return nnjit.tree_map(lambda a, b: a - 0.1 * b, p, g), loss
+
+    params = model.init(seed=0)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    want_params, want_loss = nnjit.jit(step)(params, x, y)
+    donated = nnjit.tree_map(np.copy, params)
+    f = nnjit.jit(step, backend="llvm", donate_argnums=(0,))
+    got_params, got_loss = f(donated, x, y)
+    assert f.lower(donated, x, y).memory_plan().donated   # something was donated
+    consumed = [new is old for new, old in zip(nnjit.tree_leaves(got_params),
+                                               nnjit.tree_leaves(donated))]
+    assert any(consumed)
+    for a, b in zip(nnjit.tree_leaves(got_params), nnjit.tree_leaves(want_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
