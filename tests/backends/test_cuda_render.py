@@ -211,6 +211,29 @@ def test_block_tree_softmax_rows_and_column_sums():
     check_graph(lambda a: (a.sum(axis=(0, 2)), a.max(axis=1)), _rows((5, 3, 7)), target=BLOCKS)
 
 
+def test_column_reductions_split_columns_over_a_block():
+    """Row-by-row column accumulation: the rows step in order, the columns are split over the
+    block's threads (and an inner accumulation stays with its column's thread)."""
+    exe = check_graph(lambda a: (nnjit.relu(a) * 2.0).sum(axis=0), _rows((9, 40)), target=BLOCKS)
+    assert "cuda.threadIdx.x" in exe.cuda_source()
+    acc = Var("acc", F32)
+    j, k2 = Var("j"), Var("k")
+    inner = Loop("k", 5, (Store("out0", j, _call(KOp.ADD, Load("out0", j, F32), Load(
+        "x", _call(KOp.ADD, _call(KOp.MUL, j, Const(5, I64)), k2), F32))),))
+    body = (Loop("j", 7, (Store("out0", j, Const(0.0, F32)), inner)),
+            Let(acc, Const(0.0, F32)),
+            Loop("t", 7, (Assign(acc, _call(KOp.ADD, acc, Load("out0", Var("t"), F32))),),
+                 LoopKind.REDUCE),
+            Store("tot", Const(0, I64), acc))
+    k = LoopKernel("k0", body, ("x",), ("out0", "tot"))
+    p = Program("p", (buf("x", F32, 35, BufKind.INPUT, 0), buf("out0", F32, 7, BufKind.OUTPUT, 0),
+                      buf("tot", F32, 1, BufKind.OUTPUT, 1)), (k,), ("x",), ("out0", "tot"), 0)
+    xs = np.arange(35, dtype=np.float32)
+    got, want = compile_program(p, BLOCKS)([xs]), run_program(p, [xs])
+    for g, w in zip(got, want):
+        assert_close(g, w)
+
+
 def test_block_rows_keep_serial_argmax_and_logsumexp():
     x = _rows((4, 21))
     x[1, 5] = np.nan

@@ -152,7 +152,8 @@ class _Module:
                 return None
             self._grid_stride(em, loops, total, inner, atomic=True)
             grid, block = self.grid(total)
-        elif blk is not None and (par is None or blk >= self.t.reduce_min):
+        elif blk is not None and (par is None or blk >= self.t.reduce_min
+                                  or rows < self.t.threads <= blk):
             nt = min(self.t.reduce_block, _pow2(blk))
             shared = self._block_rows(em, loops, rows, body, nt)
             grid, block = (min(self.t.max_blocks, rows),), (nt,)
@@ -207,8 +208,21 @@ class _Module:
                 em.pop()
                 sync = True
             elif kind == "dist":
-                nest, inner = _perfect(s)
+                nest, inner = _flatten(s)
                 self._distributed(em, nest, inner)
+                sync = True
+            elif kind == "serial":
+                # Steps in order, each split over the threads; a barrier between steps.
+                em.forget(written(s.body))
+                py = em.names.fresh("v_", s.var)
+                em.line(f"for {py} in range({s.extent}):")
+                em.push()
+                em.bind(s.var, py)
+                nest, inner = _flatten(s.body[0])
+                self._distributed(em, nest, inner)
+                em.line("cuda.syncthreads()")
+                em.pop()
+                em.forget(written(s.body))
                 sync = True
             else:
                 self._tree(em, s, nt)
@@ -532,14 +546,21 @@ def _tree_accs(inner) -> dict[str, tuple[KOp, DType]] | None:
 
 def _classify(s) -> str | None:
     """How a row statement runs in a block: every thread ("let", "pure": identical values),
-    thread 0 ("store"), split over the threads ("dist"), or split then combined ("tree")."""
+    thread 0 ("store"), split over the threads ("dist"), split then combined ("tree"), or a
+    serial loop whose body is one such split loop ("serial": a column reduction's rows)."""
     if isinstance(s, (Let, Assign)):
         return "let"
     if isinstance(s, Store):
         return "store"
     w = written(s.body)
     if any(k == "b" for k, _ in w):
-        return "dist" if _independent(s) else None
+        if _independent(s):
+            return "dist"
+        outer = {v for k, v in w if k == "v"} - _declared(s.body)
+        if not outer and len(s.body) == 1 and isinstance(s.body[0], Loop) and \
+                _independent(s.body[0]):
+            return "serial"
+        return None
     nest, inner = _perfect(s)
     accs = _tree_accs(inner)
     if accs is not None and not (set(accs) & {lp.var for lp in nest}):
@@ -554,8 +575,11 @@ def _block_plan(body) -> int | None:
         kind = _classify(s)
         if kind is None:
             return None
-        if kind in ("tree", "dist"):
+        if kind == "tree":
             longest = max(longest, _prod(lp.extent for lp in _perfect(s)[0]))
+        elif kind in ("dist", "serial"):
+            nest = _flatten(s if kind == "dist" else s.body[0])[0]
+            longest = max(longest, _prod(lp.extent for lp in nest))
     return longest if longest else None
 
 
