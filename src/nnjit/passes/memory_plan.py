@@ -140,9 +140,11 @@ def inplace_pairs(kernel) -> list[tuple[str, str]]:
 
     if isinstance(kernel, GemmKernel):
         # The epilogue runs element by element over the finished C: the same rule applies to
-        # its statements, as long as neither buffer is C itself.
+        # its statements, as long as neither buffer is C itself, and src is not an operand
+        # (other blocks may still be loading it while this block's epilogue writes).
         pairs = _pairs(kernel.epilogue, Load, Store, children) if kernel.epilogue else []
-        return [(s, d) for s, d in pairs if kernel.c.buf not in (s, d)]
+        busy = {kernel.c.buf, kernel.a.buf, kernel.b.buf}
+        return [(s, d) for s, d in pairs if s not in busy and d not in busy]
     if not isinstance(kernel, LoopKernel):
         return []
     return _pairs(kernel.body, Load, Store, children)
@@ -181,8 +183,11 @@ def _inplace_classes(program: Program, iv, sizes) -> dict[str, str]:
     klass = {n: n for n in sizes}
     tail = {n: n for n in sizes}
     itemsize = {b.name: b.dtype.itemsize for b in program.buffers}
+    root = {b.name: _root(program, b) for b in program.buffers}
     for k, kern in enumerate(program.kernels):
         for src, dst in inplace_pairs(kern):
+            if _read_through_alias(kern, src, root):
+                continue
             if (src in sizes and dst in sizes and iv[src][1] == k and iv[dst][0] == k
                     and sizes[dst] <= sizes[src] and itemsize[src] == itemsize[dst]
                     and klass[dst] == dst and tail[dst] == dst and tail[klass[src]] == src):
@@ -198,13 +203,17 @@ def _donations(program: Program, donate: tuple[int, ...]) -> tuple[tuple[str, st
         return ()
     bufs = {b.name: b for b in program.buffers}
     donated = {b.name for b in program.buffers if b.kind == BufKind.INPUT and b.index in donate}
+    # Reads through an alias (a reshape of the input) count as reads of the input itself.
+    root = {b.name: _root(program, b) for b in program.buffers}
     last_read: dict[str, int] = {}
     for k, kern in enumerate(program.kernels):
         for name in kern.reads:
-            last_read[name] = k
+            last_read[root.get(name, name)] = k
     out, used = [], set()
     for k, kern in enumerate(program.kernels):
         for src, dst in inplace_pairs(kern):
+            if _read_through_alias(kern, src, root):
+                continue
             if (src in donated and src not in used and last_read.get(src) == k
                     and bufs[dst].kind == BufKind.OUTPUT and bufs[dst].nbytes == bufs[src].nbytes
                     and bufs[dst].dtype == bufs[src].dtype
@@ -212,6 +221,13 @@ def _donations(program: Program, donate: tuple[int, ...]) -> tuple[tuple[str, st
                 out.append((dst, src))
                 used.add(src)
     return tuple(out)
+
+
+def _read_through_alias(kernel, src: str, root: dict[str, str]) -> bool:
+    """Whether `kernel` also reads `src`'s memory under another name (a reshape), at indices
+    the in-place analysis of `src` did not see."""
+    reads = set(kernel.reads) | {getattr(kernel, m).buf for m in ("a", "b") if hasattr(kernel, m)}
+    return any(n != src and root.get(n, n) == root.get(src, src) for n in reads)
 
 
 def _lower_bound(plans: list[BufferPlan]) -> int:
