@@ -183,10 +183,10 @@ def _inplace_classes(program: Program, iv, sizes) -> dict[str, str]:
     klass = {n: n for n in sizes}
     tail = {n: n for n in sizes}
     itemsize = {b.name: b.dtype.itemsize for b in program.buffers}
-    root = {b.name: _root(program, b) for b in program.buffers}
+    roots = {b.name: _root(program, b) for b in program.buffers}
     for k, kern in enumerate(program.kernels):
         for src, dst in inplace_pairs(kern):
-            if _read_through_alias(kern, src, root):
+            if _read_through_alias(kern, src, roots):
                 continue
             if (src in sizes and dst in sizes and iv[src][1] == k and iv[dst][0] == k
                     and sizes[dst] <= sizes[src] and itemsize[src] == itemsize[dst]
