@@ -64,14 +64,11 @@ def compile_program(program, inputs, outputs, plan=None, tgt=None):
 
 def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     """Lower `graph` to kernel IR (shared with the LLVM backend) and render it for CUDA."""
-    from nnjit.backends.cuda.executable import ArgSpec  # noqa: PLC0415
     from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
+    from nnjit.backends.signature import signature  # noqa: PLC0415
 
     check_available()
     donate = tuple(getattr(options, "donate", ()) or ())
     lowered = lower_graph(graph, donate=donate)
-    names = graph.input_names
-    inputs = [ArgSpec(n, t.shape, t.dtype.np) for n, t in zip(names, graph.input_types)]
-    outputs = [ArgSpec(f"result{i}", t.shape, t.dtype.np)
-               for i, t in enumerate(graph.output_types)]
+    inputs, outputs = signature(graph)
     return compile_program(lowered.program, inputs, outputs, plan=lowered.plan)

@@ -16,12 +16,12 @@ import contextlib
 import linecache
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from nnjit.backends.cuda.render import Launch, ProgramPlan, Rendered, ScanPlan
+from nnjit.backends.signature import ArgSpec
 from nnjit.ir import ArgumentError, DType
 from nnjit.ir.kernel import BufKind, Program
 
@@ -29,22 +29,6 @@ ALIGN = 256
 # The simulator runs one kernel at a time in the whole process.
 _SIM_LOCK = threading.Lock()
 _module_count = [0]
-
-
-@dataclass(frozen=True)
-class ArgSpec:
-    """One argument or result: its name, shape and dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __str__(self) -> str:
-        return f"{np.dtype(self.dtype).name}[{','.join(map(str, self.shape))}]"
 
 
 def _align(n: int) -> int:

@@ -15,14 +15,12 @@ NAME = "llvm"
 
 def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     """Lower `graph` to kernel IR (once for all native backends) and compile it for this CPU."""
-    from nnjit.backends.llvm.executable import ArgSpec, compile_program  # noqa: PLC0415
+    from nnjit.backends.llvm.executable import compile_program  # noqa: PLC0415
+    from nnjit.backends.signature import signature  # noqa: PLC0415
     from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
 
     lowered = lower_graph(graph, donate=tuple(getattr(options, "donate", ())))
-    names = graph.input_names
-    inputs = [ArgSpec(n, t.shape, t.dtype.np) for n, t in zip(names, graph.input_types)]
-    outputs = [ArgSpec(f"result{i}", t.shape, t.dtype.np)
-               for i, t in enumerate(graph.output_types)]
+    inputs, outputs = signature(graph)
     exe = compile_program(lowered.program, inputs, outputs, plan=lowered.plan)
     exe.lowered = lowered   # what inspection (memory_plan, kernels) reports is what runs
     return exe

@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import llvmlite
@@ -20,6 +19,7 @@ import numpy as np
 
 from nnjit.backends.llvm import gemm, target
 from nnjit.backends.llvm.render import Rendered, render
+from nnjit.backends.signature import ArgSpec
 from nnjit.ir import ArgumentError, DType
 from nnjit.ir.kernel import BufKind, Program
 from nnjit.runtime import cache
@@ -30,22 +30,6 @@ HUGE_ARENA_BYTES = 4 << 20
 #: LLVM compilations done in this process (a test hook: cache hits do not count).
 compile_stats = {"model": 0, "runtime": 0}
 _runtime_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ArgSpec:
-    """One argument or result of the entry point: its name, shape and dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __str__(self) -> str:
-        return f"{self.dtype.name}[{','.join(map(str, self.shape))}]"
 
 
 def debug_bounds() -> bool:
