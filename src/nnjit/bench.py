@@ -150,12 +150,11 @@ def _softmax_xent() -> Workload:
                              rng.integers(0, 1000, 4096)), numpy_step)
 
 
-def mlp_step_workload(batch: int = 128) -> Workload:
+def classifier_step(name: str, model, input_shape: tuple[int, ...], batch: int,
+                    baseline: Callable | None = None) -> Workload:
+    """An SGD training step (cross-entropy, lr 0.01) of `model` on random inputs and labels."""
     import nnjit
     from nnjit import nn
-
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                          nn.Linear(512, 10))
 
     def step(params, x, y):
         value, grads = nnjit.value_and_grad(
@@ -164,11 +163,18 @@ def mlp_step_workload(batch: int = 128) -> Workload:
 
     def make():
         rng = np.random.default_rng(0)
-        return (model.init(seed=0), rng.standard_normal((batch, 784), np.float32),
+        return (model.init(seed=0), rng.standard_normal((batch,) + input_shape, np.float32),
                 rng.integers(0, 10, batch))
 
-    return Workload(f"MLP 784-512-512-10 training step, batch {batch}", step, make,
-                    numpy_mlp_step, donate=(0,))
+    return Workload(f"{name} training step, batch {batch}", step, make, baseline, donate=(0,))
+
+
+def mlp_step_workload(batch: int = 128) -> Workload:
+    from nnjit import nn
+
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    return classifier_step("MLP 784-512-512-10", model, (784,), batch, numpy_mlp_step)
 
 
 def _sgd(params, grads, lr):
@@ -204,24 +210,12 @@ def numpy_mlp_step(params, x, y, lr: float = 0.01):
 
 
 def _convnet_step(batch: int = 64) -> Workload:
-    import nnjit
     from nnjit import nn
 
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                           nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120),
                           nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-
-    def step(params, x, y):
-        value, grads = nnjit.value_and_grad(
-            lambda p: nn.cross_entropy(model.apply(p, x), y))(params)
-        return _sgd(params, grads, 0.01), value
-
-    def make():
-        rng = np.random.default_rng(0)
-        return (model.init(seed=0), rng.standard_normal((batch, 1, 32, 32), np.float32),
-                rng.integers(0, 10, batch))
-
-    return Workload(f"LeNet-5 training step, batch {batch}", step, make, donate=(0,))
+    return classifier_step("LeNet-5", model, (1, 32, 32), batch)
 
 
 def _lstm_step(vocab=96, embed=64, hidden=256, steps=64, batch=32) -> Workload:
