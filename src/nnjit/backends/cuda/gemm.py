@@ -253,8 +253,16 @@ class _Gemm:
         em.line(f"{f} = {flat}")
         from nnjit.backends.cuda.render import _unravel
 
-        _unravel(em, f, loops)
-        return em.expr(st.value)
+        # Each producer's loop variables get their own scope: two producers (A's and B's) may
+        # name their loops alike, and a cached subexpression of one must not serve the other.
+        em.vars.append({})
+        em.memo.append({})
+        try:
+            _unravel(em, f, loops)
+            return em.expr(st.value)
+        finally:
+            em.vars.pop()
+            em.memo.pop()
 
     def accumulate_loop(self, z: str, body) -> list[str]:
         """Run body(a_off, b_off) for the batch of `z` (or every batch when accumulating);

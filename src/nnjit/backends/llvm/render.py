@@ -329,7 +329,7 @@ class _ModuleRenderer:
         with for_range(eb, 0, rows, name="r") as i:
             crow = gep(eb, cblk, ety, eb.mul(i, ldc))
             row = eb.add(row0, i)
-            with for_range(eb, 0, cols, vectorize=True, name="c") as j:
+            with for_range(eb, 0, cols, name="c") as j:
                 acc = load(eb, gep(eb, crow, ety, j), ety, align=k.dtype.itemsize)
                 env = {"acc": acc, "row": row, "col": eb.add(col0, j), **batch}
                 StmtRenderer(eb, bufs, env, self.bounds, f"kernel {k.name} epilogue") \
