@@ -7,7 +7,7 @@ empty subtree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -126,3 +126,74 @@ def tree_map(fn: Callable, tree, *rest) -> Any:
 
 def tree_leaves(tree) -> list:
     return flatten(tree)[0]
+
+
+# -- naming leaves for messages --------------------------------------------------------------
+
+def _arg_label(names: Sequence[str], i: int) -> str:
+    return names[i] if i < len(names) else f"arg{i}"
+
+
+def leaf_labels(tree: TreeDef, names: Sequence[str]) -> list[str]:
+    """A Python-like path for every leaf of the argument tuple: x, params['w1'], xs[0], st.h."""
+    out: list[str] = []
+
+    def go(td: TreeDef, label: str) -> None:
+        if td.kind == "leaf":
+            out.append(label)
+        for sub, child in zip(_child_labels(td, label), td.children):
+            go(child, sub)
+
+    for i, child in enumerate(tree.children):
+        go(child, _arg_label(names, i))
+    return out
+
+
+def _child_labels(td: TreeDef, label: str) -> list[str]:
+    if td.kind == "dict":
+        return [f"{label}[{k!r}]" for k in td.meta]
+    if td.kind == "namedtuple":
+        return [f"{label}.{f}" for f in td.meta._fields]
+    return [f"{label}[{i}]" for i in range(len(td.children))]
+
+
+def _describe_tree(td: TreeDef) -> str:
+    if td.kind == "leaf":
+        return "an array"
+    if td.kind == "namedtuple":
+        return f"a {td.meta.__name__}"
+    if td.kind == "none":
+        return "None"
+    return f"a {td.kind} of {len(td.children)}"
+
+
+def structure_change(old: TreeDef, new: TreeDef, names: Sequence[str]) -> str:
+    if len(old.children) != len(new.children):
+        return (f"called with {len(new.children)} positional arguments, previously "
+                f"{len(old.children)}")
+
+    def go(a: TreeDef, b: TreeDef, label: str) -> str | None:
+        if a == b:
+            return None
+        if a.kind != b.kind or (a.kind == "namedtuple" and a.meta is not b.meta):
+            return f"argument {label} changed from {_describe_tree(a)} to {_describe_tree(b)}"
+        if a.kind == "dict" and a.meta != b.meta:
+            added = [k for k in b.meta if k not in a.meta]
+            removed = [k for k in a.meta if k not in b.meta]
+            parts = ([f"keys {added} added"] if added else []) + (
+                [f"keys {removed} removed"] if removed else [])
+            return f"argument {label} changed structure: {', '.join(parts)}"
+        if len(a.children) != len(b.children):
+            return (f"argument {label} length changed from {len(a.children)} to "
+                    f"{len(b.children)}")
+        for sub, ca, cb in zip(_child_labels(b, label), a.children, b.children):
+            why = go(ca, cb, sub)
+            if why:
+                return why
+        return None
+
+    for i, (a, b) in enumerate(zip(old.children, new.children)):
+        why = go(a, b, _arg_label(names, i))
+        if why:
+            return why
+    return f"argument structure changed from {old} to {new}"

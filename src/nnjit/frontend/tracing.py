@@ -66,6 +66,7 @@ class Traced:
     out_tree: TreeDef
     in_paths: tuple[str, ...]
     captures: tuple = ()   # outer-trace Syms the function closed over (extra trailing inputs)
+    arg_names: tuple[str, ...] = ()   # the function's positional parameter names
 
 
 def arg_names(fn: Callable, n: int) -> list[str]:
@@ -103,7 +104,7 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
             raise ShapeError(f"{b.name}: output {k} is a {type(o).__name__}, not a tensor")
     names_ = tuple(b.inputs[i].node.attrs["name"] for i in range(len(syms)))
     return Traced(b.build(outs), in_tree, out_tree, names_,
-                  tuple(outer for outer, _ in b.captures))
+                  tuple(outer for outer, _ in b.captures), tuple(names))
 
 
 def _fn_name(fn: Callable) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backends import get_backend
-from ..frontend.pytree import flatten_with_paths, unflatten
+from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
 from ..frontend.tracing import Traced, leaf_type, to_array
 from ..ir import ArgumentError, Graph
 from ..passes.manager import PassManager, Stage
@@ -53,18 +53,20 @@ class CompiledFunction:
     def flat_args(self, args: Sequence[Any]) -> list[np.ndarray]:
         """Check `args` against the signature and return the leaves as arrays."""
         leaves, tree = flatten_with_paths(tuple(args))
+        names = self.traced.arg_names
+        fn = self.traced.graph.name
         if tree != self.traced.in_tree:
-            raise ArgumentError(f"{self.traced.graph.name}: arguments have structure {tree}, "
-                                f"expected {self.traced.in_tree}")
+            raise ArgumentError(f"{fn}: argument structure differs from the compiled one: "
+                                f"{structure_change(self.traced.in_tree, tree, names)}")
         out = []
-        for (path, x), want, name in zip(leaves, self._in_types, self.traced.in_paths):
+        for (_, x), want, label in zip(leaves, self._in_types,
+                                       leaf_labels(self.traced.in_tree, names)):
             try:
-                got = leaf_type(x, name)
+                got = leaf_type(x, label)
             except TypeError as e:
-                raise ArgumentError(str(e)) from None
+                raise ArgumentError(f"{fn}: argument {e}") from None
             if got != want:
-                raise ArgumentError(f"{self.traced.graph.name}: argument '{name}' must be "
-                                    f"{want}, got {got}")
+                raise ArgumentError(f"{fn}: argument {label} must be {want}, got {got}")
             out.append(to_array(x, want))
         return out
 
