@@ -121,3 +121,30 @@ def test_donated_parameters_are_consumed_and_results_unchanged():
     for a, b in zip(nnjit.tree_leaves(got_params), nnjit.tree_leaves(want_params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+
+
+def test_adam_state_is_donated_and_updated_in_place():
+    """Several results of one kernel (Adam's m, v and the parameter) are each written over
+    their donated input: the values are computed before any store."""
+    from nnjit import optim
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = optim.Adam(1e-2)
+
+    def step(p, s, x, y):
+        loss, g = nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, x), y))(p)
+        p, s = opt.update(p, g, s)
+        return p, s, loss
+
+    params = model.init(seed=0)
+    state = opt.init(params)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    want = nnjit.jit(step)(params, state, x, y)
+    f = nnjit.jit(step, backend="llvm", donate_argnums=(0, 1))
+    p0, s0 = nnjit.tree_map(np.copy, params), nnjit.tree_map(np.copy, state)
+    plan = f.lower(p0, s0, x, y).memory_plan()
+    assert len(plan.donated) >= 4
+    got = f(p0, s0, x, y)
+    for a, b in zip(nnjit.tree_leaves(got), nnjit.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -151,7 +151,11 @@ def inplace_pairs(kernel) -> list[tuple[str, str]]:
 
 
 def _pairs(body, Load, Store, children) -> list[tuple[str, str]]:
+    """In-place pairs of one loop body: every store writes at the same index expression E, in
+    one statement list after every value is computed (see lowering's `store_all`), and src is
+    loaded only at E."""
     stores, loads = [], {}
+    tail_ok = [True]
 
     def visit_expr(e):
         if isinstance(e, Load):
@@ -160,20 +164,29 @@ def _pairs(body, Load, Store, children) -> list[tuple[str, str]]:
             visit_expr(c)
 
     def visit(stmts):
+        seen_store = False
         for s in stmts:
             if hasattr(s, "body"):
+                tail_ok[0] &= not seen_store
                 visit(s.body)
                 continue
             if isinstance(s, Store):
+                seen_store = True
                 stores.append(s)
                 visit_expr(s.index)
+            elif seen_store:
+                tail_ok[0] = False      # a value computed after a store may read stale memory
             visit_expr(s.value)
 
     visit(body)
-    if len(stores) != 1:
+    if not stores or not tail_ok[0] or len({s.index for s in stores}) != 1:
         return []
-    st = stores[0]
-    return [(src, st.buf) for src, idx in loads.items() if src != st.buf and idx == {st.index}]
+    dsts = [s.buf for s in stores]
+    if len(set(dsts)) != len(dsts):
+        return []
+    index = stores[0].index
+    return [(src, dst) for src, idx in loads.items() if src not in dsts and idx == {index}
+            for dst in dsts]
 
 
 def _inplace_classes(program: Program, iv, sizes) -> dict[str, str]:
@@ -211,7 +224,11 @@ def _donations(program: Program, donate: tuple[int, ...]) -> tuple[tuple[str, st
             last_read[root.get(name, name)] = k
     out, used = [], set()
     for k, kern in enumerate(program.kernels):
-        for src, dst in inplace_pairs(kern):
+        # Prefer giving input i's memory to result i: a training step returns its parameters
+        # in the order it takes them, so the caller's arrays keep their roles.
+        pairs = sorted(inplace_pairs(kern),
+                       key=lambda p: bufs[p[1]].index != bufs[p[0]].index)
+        for src, dst in pairs:
             if _read_through_alias(kern, src, root):
                 continue
             if (src in donated and src not in used and last_read.get(src) == k

@@ -15,7 +15,7 @@ from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, Loop, LoopK
 from ...ir.ops import CONTRACTION
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
                     loop_vars, reshape_coords, select)
-from .loops import GroupLowering, _nest
+from .loops import GroupLowering, _nest, store_all
 
 VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
 
@@ -103,7 +103,7 @@ def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
         stmts.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
     if c_home is None:
         c_home = lw.temp(out.type, "acc")
-    return stmts, c_home
+    return store_all(stmts), c_home
 
 
 def _gemm(lw, c: Node, name, src, batch, m, n, k, a: MatView, b: MatView, c_view: View,
@@ -295,7 +295,7 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     for r in roots:
         dst = lw.home(r)
         stores.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
-    body = [Let(acc, Const(0.0, acc.dtype))] + red + stores
+    body = [Let(acc, Const(0.0, acc.dtype))] + red + store_all(stores)
     stmts = _nest([vn, vc, vh, vw], [n, ch, h, wd], body, parallel=True)
     return kd + kw_ + [gemm, make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
 

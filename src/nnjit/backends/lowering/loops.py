@@ -168,13 +168,13 @@ class GroupLowering:
         if self._flat_ok(shape, stores):
             size = int(np.prod(shape, dtype=np.int64))
             (i,) = loop_vars(prefix, 1)
-            body = tuple(Store(dst.buf, iadd(c64(dst.offset), i), self._flat_at(v, i, size))
-                         for v, dst in stores)
+            body = tuple(store_all([Store(dst.buf, iadd(c64(dst.offset), i),
+                                          self._flat_at(v, i, size)) for v, dst in stores]))
             return [Loop(i.name, size, body, LoopKind.PARALLEL)] if size != 1 else list(
                 _subst_zero(body, i))
         vs = loop_vars(prefix, len(shape))
-        body: list[Stmt] = [Store(dst.buf, dst.index(vs), self.value_at(v, vs))
-                            for v, dst in stores]
+        body = store_all([Store(dst.buf, dst.index(vs), self.value_at(v, vs))
+                          for v, dst in stores])
         return _nest(vs, shape, body, parallel=True)
 
     def _flat_ok(self, shape, stores) -> bool:
@@ -246,11 +246,14 @@ class GroupLowering:
         if full_stores:
             inner = loop_vars("j", len(runs))
             c = full(inner)
-            stmts = [Store(dst.buf, dst.index(c), self.value_at(v, c)) for v, dst in full_stores]
+            stmts = store_all([Store(dst.buf, dst.index(c), self.value_at(v, c))
+                               for v, dst in full_stores])
             body += _nest(inner, extents, stmts)
+        rows = []
         for v, dst in row_stores:
             c = _row_coords(v.shape, shape, kept, outer)
-            body.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
+            rows.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
+        body += store_all(rows)
         return _nest(outer, [shape[d] for d in kept], body, parallel=True)
 
     def column_reduction(self, roots: list[tuple[Value, View]]) -> tuple[int, int] | None:
@@ -301,10 +304,10 @@ class GroupLowering:
                 list(kept_coords)
             c = [x if d != 1 else c64(0) for x, d in zip(c, v.shape)]
             stores.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
-        row = (Store(acc.buf, col, combine),) + tuple(full_stores)
+        row = (Store(acc.buf, col, combine),) + tuple(store_all(full_stores))
         body = [Loop(j.name, chunk, (Store(acc.buf, col, init),)),
                 Loop(r.name, rows, (Loop(j.name, chunk, row),)),
-                Loop(j.name, chunk, tuple(stores))]
+                Loop(j.name, chunk, tuple(store_all(stores)))]
         return [Loop(ch.name, cols // chunk, tuple(body), LoopKind.PARALLEL)]
 
     def _reduce_stage(self, r: Node, k: int, coords, inner, extents) -> list[Stmt]:
@@ -334,6 +337,17 @@ class GroupLowering:
         loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def store_all(stores: Sequence[Store]) -> list[Stmt]:
+    """The stores of one iteration's results: every value first (as Lets), then the stores, so
+    no store clobbers memory a later value still reads (a result written in place over an
+    operand, or over a donated input)."""
+    stores = list(stores)
+    if len(stores) <= 1:
+        return stores
+    lets = [Let(Var(f"res{k}", s.value.dtype), s.value) for k, s in enumerate(stores)]
+    return lets + [Store(s.buf, s.index, let.var) for s, let in zip(stores, lets)]
 
 
 def _runs(axes) -> list[list[int]]:

@@ -14,7 +14,7 @@ import numpy as np
 from ...ir import CompileError, DType, Node, Op, Value
 from ...ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
 from .index import (View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select)
-from .loops import GroupLowering, _nest
+from .loops import GroupLowering, _nest, store_all
 
 
 def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
@@ -76,13 +76,14 @@ def _pool(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
         result = res
     epi = GroupLowering(epilogue, lw.views, name, overrides={p.out: result})
     coords = [vn, vc, vh, vw]
+    stores = []
     for r in roots:
         if r.shape != p.shape:
             raise CompileError(f"{name}: fused result {r.type} does not match the pool's "
                                f"{p.type}")
         dst = lw.home(r)
-        stmts.append(Store(dst.buf, dst.index(coords), epi.value_at(r, coords)))
-    return _nest(coords, p.shape, stmts, parallel=True)
+        stores.append(Store(dst.buf, dst.index(coords), epi.value_at(r, coords)))
+    return _nest(coords, p.shape, stmts + store_all(stores), parallel=True)
 
 
 def _only_root(p: Node, epilogue, roots, name) -> None:
