@@ -15,7 +15,7 @@ from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, Loop, LoopK
 from ...ir.ops import CONTRACTION
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
                     loop_vars, reshape_coords, select)
-from .loops import GroupLowering, _nest, store_all
+from .loops import GroupLowering, _nest, accesses, store_all
 
 VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
 
@@ -109,8 +109,9 @@ def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
 def _gemm(lw, c: Node, name, src, batch, m, n, k, a: MatView, b: MatView, c_view: View,
           epi: list[Stmt], accumulate_batches=False) -> GemmKernel:
     cmat = _c_matview(c_view, batch, m, n, c.op)
-    reads = tuple(dict.fromkeys([a.buf, b.buf] + _loads(epi)))
-    writes = tuple(dict.fromkeys([cmat.buf] + [s.buf for s in epi if isinstance(s, Store)]))
+    epi_reads, epi_writes, _ = accesses(epi)
+    reads = tuple(dict.fromkeys((a.buf, b.buf) + epi_reads))
+    writes = tuple(dict.fromkeys((cmat.buf,) + epi_writes))
     return GemmKernel(name, c.type.dtype, batch, m, n, k, a, b, cmat, accumulate_batches,
                       tuple(epi), reads, writes, src)
 
@@ -123,24 +124,6 @@ def _c_matview(view: View, batch, m, n, op) -> MatView:
         strides.append(acc)
         acc *= d
     return MatView(view.buf, view.offset, tuple(reversed(strides)), n, 1)
-
-
-def _loads(stmts) -> list[str]:
-    from ...ir.kernel import Load, children
-
-    out: list[str] = []
-
-    def visit(e):
-        if isinstance(e, Load):
-            out.append(e.buf)
-        for ch in children(e):
-            visit(ch)
-
-    for s in stmts:
-        if isinstance(s, Store):
-            visit(s.index)
-            visit(s.value)
-    return out
 
 
 # -- matmul --------------------------------------------------------------------------------------

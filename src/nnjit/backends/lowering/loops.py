@@ -14,7 +14,7 @@ import numpy as np
 
 from ...ir import CompileError, DType, Node, Op, Value
 from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
-                          Store, Var)
+                          Store, Var, children)
 from ...ir.ops import ELEMENTWISE, REDUCE
 from .index import (I64, View, c64, clamp, cmp, iadd, in_range, is_const, isub, imul, land,
                     loop_vars, ravel, reshape_coords, select)
@@ -337,6 +337,39 @@ class GroupLowering:
         loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def accesses(stmts) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """(buffers read, buffers written, statements executed) of a statement list. Expressions
+    are DAGs with shared subexpressions, so each is visited once."""
+    reads: dict[str, None] = {}
+    writes: dict[str, None] = {}
+    seen: set[int] = set()
+
+    def visit_expr(e) -> None:
+        if id(e) in seen:
+            return
+        seen.add(id(e))
+        if isinstance(e, Load):
+            reads[e.buf] = None
+        for c in children(e):
+            visit_expr(c)
+
+    def visit(body, trip: int) -> int:
+        cost = 0
+        for st in body:
+            if isinstance(st, Loop):
+                cost += visit(st.body, trip * st.extent)
+                continue
+            if isinstance(st, Store):
+                writes[st.buf] = None
+                visit_expr(st.index)
+            visit_expr(st.value)
+            cost += trip
+        return cost
+
+    cost = visit(stmts, 1)
+    return tuple(reads), tuple(writes), cost
 
 
 def store_all(stores: Sequence[Store]) -> list[Stmt]:

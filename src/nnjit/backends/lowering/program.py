@@ -20,7 +20,7 @@ from ...ir.kernel import BufKind, Buffer, CopyKernel, LoopKernel, Program, ScanK
 from ...ir.ops import CONTRACTION, REDUCE, WINDOW
 from ...passes.memory_plan import MemoryPlan, plan_memory
 from .index import View
-from .loops import GroupLowering
+from .loops import GroupLowering, accesses
 
 
 @dataclasses.dataclass
@@ -269,29 +269,5 @@ def _byte_dtype():
 
 def make_loop_kernel(name: str, body, src: str, buffers: dict[str, Buffer]) -> LoopKernel:
     """A LoopKernel with its read/write sets and a work estimate filled in from the body."""
-    from ...ir.kernel import Load, Loop, Store, children
-
-    reads: dict[str, None] = {}
-    writes: dict[str, None] = {}
-
-    def visit_expr(e):
-        if isinstance(e, Load):
-            reads[e.buf] = None
-        for c in children(e):
-            visit_expr(c)
-
-    def visit(stmts, trip: int) -> int:
-        cost = 0
-        for s in stmts:
-            if isinstance(s, Loop):
-                cost += visit(s.body, trip * s.extent)
-            else:
-                if isinstance(s, Store):
-                    writes[s.buf] = None
-                    visit_expr(s.index)
-                visit_expr(s.value)
-                cost += trip
-        return cost
-
-    cost = visit(body, 1)
-    return LoopKernel(name, tuple(body), tuple(reads), tuple(writes), cost, src)
+    reads, writes, cost = accesses(body)
+    return LoopKernel(name, tuple(body), reads, writes, cost, src)
