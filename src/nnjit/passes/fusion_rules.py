@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..ir import Node, Op, Value
-from ..ir.ops import CONTRACTION, ELEMENTWISE, MOVEMENT, REDUCE, WINDOW
+from ..ir.ops import CONTRACTION, ELEMENTWISE, MOVEMENT, REDUCE, SOURCE, VIEW, WINDOW
 
-VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
 EXPENSIVE = {Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.POW, Op.SQRT, Op.RANDOM_UNIFORM}
-LOOP_OPS = (ELEMENTWISE | MOVEMENT | {Op.IOTA, Op.RANDOM_UNIFORM, Op.CONST}) - {Op.CONST}
+# What a loop kernel computes inline. Constants are never members: single-element ones are
+# copied into each body, array ones stay in memory.
+LOOP_OPS = ELEMENTWISE | MOVEMENT | SOURCE
 ANCHORS = CONTRACTION | WINDOW
 
 
@@ -99,12 +100,12 @@ def _contraction(a: Node, nodes, roots):
         return None, "conv2d_grad_weight accumulates over the batch: no epilogue can follow"
     weight_side = a.srcs[1] if a.op in (Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT) else None
     if a.op == Op.MATMUL:
-        views_only = all(n.op in VIEW_OPS for n in before)
+        views_only = all(n.op in VIEW for n in before)
         return ("gemm", "") if views_only else (None, "matmul operands may only be views "
                                                       "(transpose, reshape, broadcast, slice)")
     if weight_side is not None and weight_side.node in nodes:
         return None, f"the weight of {a.op.value} must be materialized"
-    if a.op == Op.CONV2D_GRAD_INPUT and not all(n.op in VIEW_OPS for n in before):
+    if a.op == Op.CONV2D_GRAD_INPUT and not all(n.op in VIEW for n in before):
         return None, "conv2d_grad_input reads dy through the GEMM: views only"
     return "conv", ""
 

@@ -12,12 +12,11 @@ from typing import Sequence
 from ...ir import CompileError, DType, Node, Op, Value
 from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, Loop, LoopKind, MatView,
                           Stmt, Store, Var)
-from ...ir.ops import CONTRACTION
+from ...ir.ops import CONTRACTION, VIEW
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
                     loop_vars, reshape_coords, select)
 from .loops import GroupLowering, _nest, accesses, store_all
 
-VIEW_OPS = {Op.TRANSPOSE, Op.RESHAPE, Op.BROADCAST_TO, Op.SLICE}
 
 
 def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
@@ -51,7 +50,7 @@ def _view_through(lw, v: Value, group: set) -> View | None:
     if v in lw.views:
         return lw.views[v]
     n = v.node
-    if n not in group or n.op not in VIEW_OPS:
+    if n not in group or n.op not in VIEW:
         return None
     base = _view_through(lw, n.srcs[0], group)
     if base is None:
