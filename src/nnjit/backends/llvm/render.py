@@ -356,8 +356,13 @@ class _ModuleRenderer:
         body_fn = self.program_function(body, f"{frame.fn.name}.{k.name}.body")
         for init, carry in zip(k.init_bufs, k.carry_bufs):
             self.copy(b, frame, carry, init, frame.buffer(carry).nbytes)
-        x_elems = [body.buffer(n).size for n in body.inputs[nc:nc + len(k.xs_bufs)]]
-        y_elems = [body.buffer(n).size for n in body.outputs[nc:]]
+        # Elements per step: an empty slice has a one-element buffer but takes no room in
+        # the stacked sequence (whose size is length * slice).
+        steps = max(k.length, 1)
+        x_elems = [min(body.buffer(n).size, frame.buffer(o).size // steps)
+                   for n, o in zip(body.inputs[nc:nc + len(k.xs_bufs)], k.xs_bufs)]
+        y_elems = [min(body.buffer(n).size, frame.buffer(o).size // steps)
+                   for n, o in zip(body.outputs[nc:], k.ys_bufs)]
         _check_slices(frame, k.xs_bufs, x_elems, k.length)
         _check_slices(frame, k.ys_bufs, y_elems, k.length)
         slots = [[alloca_once(b, PTR, name=f"{k.name}.{w}{i}") for i in range(nc)]
