@@ -30,6 +30,7 @@ from tqdm import tqdm  # noqa: E402
 
 import nnjit  # noqa: E402
 from nnjit import nn, optim  # noqa: E402
+from nnjit.bench import bytes_moved  # noqa: E402
 from nnjit.passes.manager import write_stage  # noqa: E402
 
 import data  # noqa: E402
@@ -211,11 +212,19 @@ def main(argv=None) -> dict:
         m, lo, hi = (t * 1e3 for t in med[k])
         print(f"{k:<14}{m:>9.3f} ms{f'({lo:.3f}-{hi:.3f} ms)':>22}{kernels[k]:>9}"
               f"{mib(peaks[k]):>14}")
+    traffic = {k: bytes_moved(c.lowered().program) for k, c in (("fused", fused),
+                                                                ("unfused", unfused))}
     print(f"speed-up of fused over unfused: {speedup:.2f}x; fusion: "
           f"{kernels['unfused'] / kernels['fused']:.1f}x fewer kernels, "
+          f"{traffic['unfused'] / traffic['fused']:.1f}x less memory traffic "
+          f"({mib(traffic['unfused'])} -> {mib(traffic['fused'])} per step), "
           f"{peaks['unfused'] / peaks['fused']:.2f}x less peak memory\n(batch {args.batch}, "
           f"backend {args.backend}, {threads_note()}, medians of {args.repeats} alternating "
           "rounds)")
+    if speedup < 1.1:
+        print("(at this size the step's time is in its small convolutions, which fusion does "
+              "not change; `nnjit bench` shows where fusion pays: elementwise chains, softmax "
+              "cross-entropy, MLP and LSTM steps)")
 
     written = write_outputs(fused, unfused, args.out)
     where = os.path.abspath(args.out)

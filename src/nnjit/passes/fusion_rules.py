@@ -146,9 +146,11 @@ def _reduce(reds: list[Node], nodes, roots):
         if n.op in MOVEMENT and n.op not in (Op.RESHAPE, Op.BROADCAST_TO) and _ancestors(
                 n, nodes) & set(reds):
             return None, f"{n.op.value} would rearrange reduced values inside the kernel"
+    row_dims = [d for d in kept if d != 1]
     for r in roots:
-        if r.type.size > 1 and r.shape not in allowed:
-            return None, f"result {r.type} fits neither the rows nor the full domain"
+        # A result is stored once per row (its non-unit dims are the rows') or per element.
+        if r.shape != shape and [d for d in r.shape if d != 1] != row_dims:
+            return None, f"result {r.type} fits neither the rows {kept} nor {shape}"
     return "reduce", ""
 
 

@@ -233,6 +233,18 @@ class GroupLowering:
                     c[d] = x
             return c
 
+        # Full-shaped results that do not depend on a reduction (the masked gradient a bias
+        # sum reads) are written first by one flat elementwise pass; the reductions then read
+        # them back instead of computing them again in short per-row loops.
+        pre: list[Stmt] = []
+        ahead = [(v, dst) for v, dst in roots if v.shape == shape
+                 and not any(_depends_on(v.node, r, self.members) for r in reds)]
+        if ahead and tuple(axes) != tuple(range(len(shape) - len(axes), len(shape))):
+            pre = self.map_loops(shape, ahead, prefix="p")
+            for v, dst in ahead:
+                self.views[v] = dst
+            self._memo.clear()
+            roots = [(v, dst) for v, dst in roots if (v, dst) not in ahead]
         body: list[Stmt] = []
         for k, r in enumerate(reds):
             inner = loop_vars(f"r{k}_", len(runs))
@@ -254,7 +266,7 @@ class GroupLowering:
             c = _row_coords(v.shape, shape, kept, outer)
             rows.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
         body += store_all(rows)
-        return _nest(outer, [shape[d] for d in kept], body, parallel=True)
+        return pre + _nest(outer, [shape[d] for d in kept], body, parallel=True)
 
     def column_reduction(self, roots: list[tuple[Value, View]]) -> tuple[int, int] | None:
         """(rows, columns) when this group is one sum/max over leading axes whose results are
