@@ -8,6 +8,7 @@
 """
 from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
+from .frontend.dsl import __all__ as _dsl_all
 from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.pytree import tree_leaves, tree_map
 from .frontend.tracing import trace
@@ -20,3 +21,10 @@ __version__ = "0.1.0"
 float32, float64, int32, int64 = DType.F32, DType.F64, DType.I32, DType.I64
 bool_ = DType.BOOL
 from . import debug  # noqa: E402,F401  (nnjit.debug.bisect)
+
+__all__ = [  # the op functions of frontend.dsl are exported too (see its __all__)
+    "ArgumentError", "CompiledFunction", "CompileError", "DType", "Graph", "JitFunction",
+    "NnjitError", "ParseError", "ShapeError", "Tensor", "TensorType", "VerifyError", "compile",
+    "debug", "grad", "jit", "nn", "optim", "parse", "trace", "tree_leaves", "tree_map",
+    "value_and_grad", "verify", "float32", "float64", "int32", "int64", "bool_",
+] + list(_dsl_all)

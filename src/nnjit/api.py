@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from .frontend.pytree import (TreeDef, flatten, flatten_with_paths, leaf_labels,
                               structure_change, unflatten)

@@ -15,7 +15,7 @@ import pytest
 from nnjit.backends.llvm import target
 from nnjit.backends.llvm.render import render
 from nnjit.ir import CompileError, philox
-from nnjit.ir.kernel import (Assign, Buffer, BufKind, Call, CopyKernel, GemmKernel, KOp, Let,
+from nnjit.ir.kernel import (Assign, Buffer, BufKind, CopyKernel, GemmKernel, KOp, Let,
                              Loop, LoopKernel, LoopKind, MatView, ScanKernel, Store, Var)
 from nnjit.ir.kernel_eval import run_program
 from tests.backends.kernel_programs import (BOOL, F32, F64, I, I32, I64, add, c, call,

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .kernel import (Assign, BufKind, Call, Const, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
+from .kernel import (Assign, BufKind, Const, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
                      LoopKernel, Program, ScanKernel, Store, Var)
 from .types import DType
 

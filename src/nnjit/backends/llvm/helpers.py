@@ -135,7 +135,7 @@ def transpose_vectors(builder: ir.IRBuilder, rows: Sequence[ir.Value]) -> list[i
     is rows[r][l]. log2(n) stages of two-input shuffles (64 for 16 x 16 floats)."""
     n = len(rows)
     if n & (n - 1) or any(r.type.count != n for r in rows):
-        raise ValueError(f"transpose_vectors: need n vectors of n lanes, n a power of two")
+        raise ValueError("transpose_vectors: need n vectors of n lanes, n a power of two")
     rows = list(rows)
     d = 1
     while d < n:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...ir import CompileError, DType, Node, Op, Value
-from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, Loop, LoopKind, MatView,
+from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, LoopKind, MatView,
                           Stmt, Store, Var)
 from ...ir.ops import CONTRACTION, VIEW
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,

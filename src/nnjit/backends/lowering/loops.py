@@ -16,7 +16,7 @@ from ...ir import CompileError, DType, Node, Op, Value
 from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
                           Store, Var, children)
 from ...ir.ops import ELEMENTWISE, REDUCE
-from .index import (I64, View, c64, clamp, cmp, iadd, in_range, is_const, isub, imul, land,
+from .index import (I64, View, c64, clamp, cmp, iadd, in_range, isub, imul, land,
                     loop_vars, ravel, reshape_coords, select)
 
 # Graph op -> scalar op, for ops whose scalar form is a single call.
