@@ -89,7 +89,8 @@ class Module:
 
     # -- running ----------------------------------------------------------------------------
     def forward(self, params: Params, *inputs, ctx: Context):
-        raise NotImplementedError(f"{type(self).__name__}.forward")
+        """What the module computes; every concrete layer defines it."""
+        raise TypeError(f"{type(self).__name__} defines no forward()")
 
     def child(self, name: str, params: Params, *inputs, ctx: Context):
         """Run child module `name` on `inputs` with its part of `params`."""

@@ -11,6 +11,8 @@ State is a pytree of numpy arrays named like torch's optimizer state ("momentum_
 """
 from __future__ import annotations
 
+import abc
+
 from typing import Any
 
 import numpy as np
@@ -43,11 +45,12 @@ def _leaves_matching(params, other, what: str) -> list:
     return o_leaves
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """`init(params) -> state`; `update(params, grads, state) -> (params, state)`, pure."""
 
+    @abc.abstractmethod
     def init(self, params) -> dict:
-        raise NotImplementedError
+        """The optimizer state for `params` (a pytree of arrays)."""
 
     def update(self, params, grads, state) -> tuple[Any, dict]:
         """New (params, state). Traced when any argument is a traced tensor (inside jit);
@@ -62,8 +65,9 @@ class Optimizer:
                                                        name=type(self).__name__.lower())
         return jf(params, grads, state)
 
+    @abc.abstractmethod
     def _update(self, params, grads, state):
-        raise NotImplementedError
+        """The traced update rule."""
 
 
 def _check(cond: bool, msg: str) -> None:
