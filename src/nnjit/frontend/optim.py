@@ -12,7 +12,6 @@ State is a pytree of numpy arrays named like torch's optimizer state ("momentum_
 from __future__ import annotations
 
 import abc
-
 from typing import Any
 
 import numpy as np
