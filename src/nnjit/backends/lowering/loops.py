@@ -177,11 +177,22 @@ class GroupLowering:
                           for v, dst in stores])
         return _nest(vs, shape, body, parallel=True)
 
+    def _cone(self, values) -> list[Node]:
+        """The members the stored `values` are computed from (read-in values excluded)."""
+        out, stack = {}, [v for v in values if v not in self.views]
+        while stack:
+            n = stack.pop().node
+            if n in out or n not in self.members:
+                continue
+            out[n] = None
+            stack.extend(s for s in n.srcs if s not in self.views)
+        return list(out)
+
     def _flat_ok(self, shape, stores) -> bool:
-        """True when every value in the group is an elementwise function of same-shaped or
-        single-element operands, so the nest can be one loop over the linear index."""
+        """True when every value the stores compute is an elementwise function of same-shaped
+        or single-element operands, so the nest can be one loop over the linear index."""
         size = int(np.prod(shape, dtype=np.int64))
-        for n in self.nodes:
+        for n in self._cone([v for v, _ in stores]):
             if n.op not in ELEMENTWISE and n.op != Op.CONST:
                 return False
             if n.op == Op.CONST and n.type.size != 1:
