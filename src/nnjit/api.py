@@ -161,15 +161,18 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         for i in nums:
             if i >= len(args):
                 raise ShapeError(f"grad: argnums {nums} out of range for {len(args)} arguments")
-        names = arg_names(fn, len(args))
-        for i in nums:
-            for path, x in flatten_with_paths(args[i])[0]:
-                if not x.dtype.is_float:
-                    label = names[i] + "".join(f"[{p}]" if p.isdigit() else f"[{p!r}]"
-                                               for p in path.split("/") if p)
-                    raise ShapeError(f"grad: cannot differentiate {getattr(fn, '__name__', 'fn')} "
-                                     f"with respect to argument {label} of type {x.type}: only "
-                                     "float arguments have gradients (leave it out of argnums)")
+        leaves, tree = flatten_with_paths(tuple(args))
+        labels = leaf_labels(tree, arg_names(fn, len(args)))
+        starts = [0]                      # flat index of each argument's first leaf
+        for sub in tree.children:
+            starts.append(starts[-1] + sub.num_leaves)
+        wrt = [k for i in nums for k in range(starts[i], starts[i + 1])]
+        for k in wrt:
+            x = leaves[k][1]
+            if not x.dtype.is_float:
+                raise ShapeError(f"grad: cannot differentiate {getattr(fn, '__name__', 'fn')} "
+                                 f"with respect to argument {labels[k]} of type {x.type}: only "
+                                 "float arguments have gradients (leave it out of argnums)")
 
         def body(*a):
             out = fn(*a)
@@ -183,13 +186,6 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
 
         traced = trace_flat(body, args, getattr(fn, "__name__", "loss"), parent=b)
         graph = traced.graph
-        # Flat input indices of the differentiated arguments.
-        starts, pos = [], 0
-        for sub in traced.in_tree.children:
-            starts.append(pos)
-            pos += sub.num_leaves
-        wrt = [k for i in nums for k in range(starts[i], starts[i] + traced.in_tree.children[
-            i].num_leaves)]
         loss_t = graph.outputs[0].type
         if loss_t.shape != () or not loss_t.dtype.is_float:
             raise ShapeError(f"grad: {getattr(fn, '__name__', 'fn')} must return a float scalar, "
@@ -203,8 +199,8 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         grads_flat = outs[n_out:]
         grads, k = [], 0
         for i in nums:
-            n = traced.in_tree.children[i].num_leaves
-            grads.append(unflatten(traced.in_tree.children[i], grads_flat[k:k + n]))
+            n = tree.children[i].num_leaves
+            grads.append(unflatten(tree.children[i], grads_flat[k:k + n]))
             k += n
         loss, aux = value_tree
         value = (loss, aux) if has_aux else loss
