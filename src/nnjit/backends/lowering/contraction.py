@@ -171,12 +171,10 @@ def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name) -> tuple[View
     (pt, _), (pl, _) = attrs["padding"]
     hh = iadd(imul(vho, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
     ww = iadd(imul(vwo, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
-    valid = land(in_range(hh, 0, h), in_range(ww, 0, w))
-    val = glow.value_at(x, [vn, vc, clamp(hh, 0, h - 1), clamp(ww, 0, w - 1)])
-    zero = Const(0.0, x.type.dtype)
     idx = [vn, iadd(imul(iadd(imul(vc, c64(kh)), vkh), c64(kw)), vkw), iadd(imul(vho, c64(wo)),
                                                                               vwo)]
-    body = [Store(col.buf, col.index(idx), select(valid, val, zero))]
+    body = [Store(col.buf, col.index(idx), _tap_value(glow, x, vn, vc, hh, ww, h, w,
+                                                     attrs["padding"], x.type.dtype))]
     stmts = _nest([vn, vc, vkh, vkw, vho, vwo], [n, ch, kh, kw, ho, wo], body, parallel=True)
     return col, make_loop_kernel(f"{name}_im2col", stmts, "im2col", lw.buffers)
 
@@ -212,17 +210,27 @@ def _conv2d_grad_weight(lw, c: Node, prologue, epilogue, roots, name, src) -> li
     """dW[o, (c,kh,kw)] = sum_n dy[n, o, :] @ col[n, (c,kh,kw), :]^T."""
     x, dy = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
+    if roots != [c.out]:
+        raise CompileError(f"{name}: conv2d_grad_weight takes no fused epilogue")
     col, k_col = _im2col(lw, x, c.type.shape, dy.shape, c.attrs, prologue, name)
     dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
     amat = mat_view(dyv, (n,))
     bmat = MatView(col.buf, 0, (ch * kh * kw * ho * wo,), 1, ho * wo)
-    if roots != [c.out]:
-        raise CompileError(f"{name}: conv2d_grad_weight takes no fused epilogue")
     home = lw.home(c.out)
     cm = MatView(home.buf, home.offset, (0,), ch * kh * kw, 1)  # every image adds into dW
     gemm = GemmKernel(name, c.type.dtype, (n,), o, ch * kh * kw, ho * wo, amat, bmat, cm, True,
                       (), (amat.buf, bmat.buf), (home.buf,), src)
     return [k_col] + kd + [gemm]
+
+
+def _tap_value(glow, x: Value, n, c, hh, ww, h: int, w: int, padding, dt):
+    """x[n, c, hh, ww], or 0 where a tap falls into the padding. Without padding every tap is
+    inside the image, so the load stays affine (and vectorizes) with no clamp or select."""
+    if padding == ((0, 0), (0, 0)):
+        return glow.value_at(x, [n, c, hh, ww])
+    valid = land(in_range(hh, 0, h), in_range(ww, 0, w))
+    val = glow.value_at(x, [n, c, clamp(hh, 0, h - 1), clamp(ww, 0, w - 1)])
+    return select(valid, val, Const(0.0, dt))
 
 
 def _rows(lw, v: Value, shape, prologue, name) -> tuple[View, list]:

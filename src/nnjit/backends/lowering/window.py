@@ -29,14 +29,18 @@ def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str
 def _geometry(n: Node, x_shape):
     (kh, kw), (sh, sw) = n.attrs["kernel"], n.attrs["stride"]
     (pt, _), (pl, _) = n.attrs["padding"]
-    return kh, kw, sh, sw, pt, pl
+    padded = n.attrs["padding"] != ((0, 0), (0, 0))
+    return kh, kw, sh, sw, pt, pl, padded
 
 
 def _tap(x_shape, ho, wo, i, j, geo):
-    """Input position of tap (i, j) of the window at output (ho, wo), clamped, and its mask."""
-    kh, kw, sh, sw, pt, pl = geo
+    """Input position of tap (i, j) of the window at output (ho, wo), clamped, and its mask.
+    Without padding every tap is inside the image: no clamp, so loads stay affine."""
+    kh, kw, sh, sw, pt, pl, padded = geo
     h = iadd(imul(ho, c64(sh)), isub(i, c64(pt)))
     w = iadd(imul(wo, c64(sw)), isub(j, c64(pl)))
+    if not padded:
+        return h, w, Const(True, DType.BOOL)
     valid = land(in_range(h, 0, x_shape[2]), in_range(w, 0, x_shape[3]))
     return clamp(h, 0, x_shape[2] - 1), clamp(w, 0, x_shape[3] - 1), valid
 
