@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..ir import Builder, DType, ShapeError, Sym, TensorType, prims as P, user_loc
+from ..ir import Builder, DType, ShapeError, Sym, TensorType, user_loc
+from ..ir import prims as P
 from ..ir.prims import builder_of, located
 from .pytree import flatten, unflatten
 from .tracing import leaf_type
@@ -35,27 +36,9 @@ def cast(x, dtype) -> Sym:
     return P.cast(x, dtype)
 
 
-def divide(x, y) -> Sym:
-    """True division; integer operands are converted to f32 first."""
-    b = builder_of(x, y)
-    x, y = P.lift(b, x, y)
-    if not x.dtype.is_float:
-        x, y = P.cast(x, DType.F32), P.cast(y, DType.F32)
-    return P.div(x, y)
-
-
-div = divide
-
-
-def power(x, y) -> Sym:
-    b = builder_of(x, y)
-    x, y = P.lift(b, x, y)
-    if not x.dtype.is_float:
-        x, y = P.cast(x, DType.F32), P.cast(y, DType.F32)
-    return P.pow(x, y)
-
-
-pow = power  # noqa: A001
+# True division and power: integer operands are converted to f32 first (prims does it).
+divide = div = P.div
+power = pow = P.pow  # noqa: A001
 
 
 def square(x) -> Sym:

@@ -12,9 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nnjit.backends.cuda.source import NP_NAME, Emitter, Namer, comment, deps
+from nnjit.backends.lowering.loops import accesses
 from nnjit.ir import DType
-from nnjit.ir.kernel import (BufKind, Call, Const, GemmKernel, KOp, Load, Loop, LoopKernel,
-                             Program, Store, Var, children)
+from nnjit.ir.kernel import (
+    BufKind,
+    Call,
+    Const,
+    GemmKernel,
+    KOp,
+    Loop,
+    LoopKernel,
+    Program,
+    Store,
+    Var,
+)
 
 
 @dataclass(frozen=True)
@@ -180,32 +191,18 @@ def render(k: GemmKernel, fn: str, target, bufs, producers: dict):
 
 
 def _used(k: GemmKernel, producers) -> list[str]:
+    """Buffers the GEMM touches: its operands (or what their inlined producers load), C when
+    there is no epilogue, and everything the epilogue reads or writes."""
     out: dict[str, None] = {}
-
-    def expr(e):
-        if isinstance(e, Load):
-            out[e.buf] = None
-        for c in children(e):
-            expr(c)
-
     for view in (k.a, k.b):
         if view.buf in producers:
-            expr(producers[view.buf][1].value)
+            out.update(dict.fromkeys(accesses([producers[view.buf][1]])[0]))
         else:
             out[view.buf] = None
     if not k.epilogue:
         out[k.c.buf] = None
-
-    def visit(ss):
-        for s in ss:
-            if isinstance(s, Loop):
-                visit(s.body)
-            else:
-                if isinstance(s, Store):
-                    out[s.buf] = None
-                    expr(s.index)
-                expr(s.value)
-    visit(k.epilogue)
+    reads, writes, _ = accesses(k.epilogue)
+    out.update(dict.fromkeys(reads + writes))
     return list(out)
 
 

@@ -17,9 +17,25 @@ from dataclasses import dataclass, field
 
 from nnjit.backends.cuda import gemm
 from nnjit.backends.cuda.source import PREAMBLE, Emitter, Namer, comment, deps, template, written
+from nnjit.backends.lowering.loops import accesses
 from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (Assign, Call, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
-                             LoopKernel, LoopKind, Program, ScanKernel, Store, Var, children)
+from nnjit.ir.kernel import (
+    Assign,
+    Call,
+    CopyKernel,
+    GemmKernel,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    Program,
+    ScanKernel,
+    Store,
+    Var,
+    children,
+)
 
 
 @dataclass(frozen=True)
@@ -315,25 +331,9 @@ def _pow2(n: int) -> int:
 
 
 def _buffers(stmts) -> list[str]:
-    out: dict[str, None] = {}
-
-    def expr(e):
-        if isinstance(e, Load):
-            out[e.buf] = None
-        for c in children(e):
-            expr(c)
-
-    def visit(ss):
-        for s in ss:
-            if isinstance(s, Loop):
-                visit(s.body)
-            else:
-                if isinstance(s, Store):
-                    out[s.buf] = None
-                    expr(s.index)
-                expr(s.value)
-    visit(stmts)
-    return list(out)
+    """Every buffer the statements read or write, in first-use order."""
+    reads, writes, _ = accesses(stmts)
+    return list(dict.fromkeys(reads + writes))
 
 
 def _loads(stmts) -> set[str]:
