@@ -148,3 +148,59 @@ def test_adam_state_is_donated_and_updated_in_place():
     got = f(p0, s0, x, y)
     for a, b in zip(nnjit.tree_leaves(got), nnjit.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# A result written into a donated buffer keeps its own shape: reshapes, reductions to scalars,
+# size-1 dims and GEMM epilogues (issue 17's cases, found by differential testing).
+DONATED_SHAPE_CASES = [
+    (lambda x: (x * 2.0).reshape(6, 1), (1, 6)),
+    (lambda x: (x * 2.0).sum(), (1,)),
+    (lambda x: (x * 2.0).sum(), (1, 1, 1)),
+    (lambda x: (x + 1.0).reshape(4, 4), (4, 1, 4)),
+    (lambda x: (x - 1.0).reshape(3, 4, 10, 2), (1, 3, 4, 10, 2)),
+    (lambda x: nnjit.exp(x).reshape(1, 1, 6), (6, 1, 1)),
+    (lambda x: (x @ np.eye(4, dtype=np.float32) + 1.0).reshape(2, 8), (4, 4)),
+    (lambda x: x.sum(), (0,)),                # an empty input has no bytes to write into
+]
+
+
+@pytest.mark.parametrize("native", ["llvm", "cuda"])   # not `backend`: cuda runs here too
+@pytest.mark.parametrize("case", range(len(DONATED_SHAPE_CASES)))
+def test_donated_results_have_their_own_shape(native, case):
+    fn, shape = DONATED_SHAPE_CASES[case]
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = nnjit.jit(fn)(x)
+    donated = x.copy()
+    got = nnjit.jit(fn, backend=native, donate_argnums=(0,))(donated)
+    assert (got.shape, got.dtype) == (want.shape, want.dtype)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_donated_training_steps_match_undonated_ones():
+    """Several SGD-momentum steps with params and optimizer state donated give the same
+    params, state and losses, with the same shapes and dtypes, as the undonated step."""
+    from nnjit import optim
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    opt = optim.SGD(0.1, momentum=0.9)
+
+    def step(p, s, x, y):
+        loss, g = nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, x), y))(p)
+        p, s = opt.update(p, g, s)
+        return p, s, loss
+
+    x = rng.standard_normal((4, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    plain = nnjit.jit(step, backend="llvm")
+    donating = nnjit.jit(step, backend="llvm", donate_argnums=(0, 1))
+    p = model.init(seed=0)
+    s = opt.init(p)
+    a = (nnjit.tree_map(np.copy, p), nnjit.tree_map(np.copy, s))
+    b = (nnjit.tree_map(np.copy, p), nnjit.tree_map(np.copy, s))
+    for _ in range(3):
+        *a, loss_a = plain(*a, x, y)
+        *b, loss_b = donating(*b, x, y)
+        for u, v in zip(nnjit.tree_leaves((a, loss_a)), nnjit.tree_leaves((b, loss_b))):
+            assert (u.shape, u.dtype) == (v.shape, v.dtype)
+            np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+    assert donating.lower(*b, x, y).memory_plan().donated

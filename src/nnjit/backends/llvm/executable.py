@@ -142,10 +142,13 @@ class LLVMExecutable:
         if outs is None:
             outs = [np.empty(s.shape, s.dtype) if not self.donated else None
                     for s in self.outputs]
-            # A donated input is consumed: its result is written into it and it is returned.
+            # A donated input is consumed: its result is written into it and it is returned
+            # (itself, or a view with the result's own shape: the planner only donates equal
+            # byte sizes of one dtype).
             for j, i in self.donated:
                 _check(self.name, "donated argument", i, self.inputs[i], args[i], writable=True)
-                outs[j] = args[i]
+                shape = self.outputs[j].shape
+                outs[j] = args[i] if args[i].shape == shape else args[i].reshape(shape)
             outs = [o if o is not None else np.empty(s.shape, s.dtype)
                     for o, s in zip(outs, self.outputs)]
         else:

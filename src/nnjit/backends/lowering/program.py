@@ -35,6 +35,8 @@ def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
     shares memory between buffers whose lifetimes do not overlap; `donate` lists the inputs
     whose arrays results may be written into)."""
     program = _Lowering(graph, name or graph.name).run()
+    # NOTE: an empty input still gets a one-element buffer; its array has no bytes to write.
+    donate = tuple(i for i in donate if graph.inputs[i].type.size > 0)
     program, plan = plan_memory(program, reuse=reuse, donate=donate)
     return Lowered(program, plan)
 
