@@ -306,7 +306,9 @@ class StmtRenderer:
         folds = ("v", s.var.name) in self._deps[self.canon(s.value)]
         if self.reduce_depth and folds and isinstance(val, ir.Instruction) \
                 and val.opname in _REASSOC:
-            val.flags.extend(f for f in ("reassoc", "nsz") if f not in val.flags)
+            # NOTE: reassoc alone (no nsz, nnan, ninf): with nsz LLVM folds acc + (x - x) to
+            # acc, which is wrong for x = inf or NaN.
+            val.flags.extend(f for f in ("reassoc",) if f not in val.flags)
         self.b.store(val, slot)
         self._forget(("v", s.var.name))
 
