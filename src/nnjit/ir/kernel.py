@@ -144,7 +144,9 @@ def children(e: Expr) -> tuple[Expr, ...]:
 class LoopKind(enum.Enum):
     SERIAL = "for"
     PARALLEL = "parallel for"    # iterations independent: split across threads / GPU blocks
-    REDUCE = "reduce for"        # only updates accumulators declared before it
+    # Only updates accumulators declared before it (scalars, or a vector of column sums) and
+    # stores results each iteration owns: its order may change the rounding, nothing else.
+    REDUCE = "reduce for"
 
 
 @dataclass(frozen=True)

@@ -238,8 +238,9 @@ class LoopID(ir.MDValue):
 
 
 def loop_hints(module: ir.Module, vectorize: int | bool | None = None,
-               unroll: int | bool | None = None) -> LoopID:
-    """Loop metadata: `vectorize=True|False|width` and `unroll=True|False|count`."""
+               unroll: int | bool | None = None, interleave: int | None = None) -> LoopID:
+    """Loop metadata: `vectorize=True|False|width`, `unroll=True|False|count` and
+    `interleave=count` (independent vector accumulators of a vectorized reduction)."""
     hints = []
 
     def hint(key: str, value: ir.Value) -> None:
@@ -249,6 +250,8 @@ def loop_hints(module: ir.Module, vectorize: int | bool | None = None,
         hint("llvm.loop.vectorize.enable", ir.Constant(I1, bool(vectorize)))
         if not isinstance(vectorize, bool):
             hint("llvm.loop.vectorize.width", const_i32(vectorize))
+    if interleave is not None:
+        hint("llvm.loop.interleave.count", const_i32(interleave))
     if unroll is True:
         hints.append(module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.full")]))
     elif unroll is False:
@@ -261,12 +264,13 @@ def loop_hints(module: ir.Module, vectorize: int | bool | None = None,
 @contextlib.contextmanager
 def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
               step: int = 1, vectorize: int | bool | None = None,
-              unroll: int | bool | None = None, name: str = "i") -> Iterator[ir.Value]:
+              unroll: int | bool | None = None, name: str = "i",
+              interleave: int | None = None) -> Iterator[ir.Value]:
     """`for i in range(start, stop, step)` over i64 (step is a nonzero Python int).
 
     Yields the index (a phi); the body emitted inside the `with` may create blocks of its own.
     After the `with`, the builder is positioned after the loop. `vectorize`/`unroll` attach
-    `!llvm.loop` hints. Example::
+    `!llvm.loop` hints (also `interleave`). Example::
 
         with for_range(b, 0, n, vectorize=True) as i:
             store(b, gep(b, out, F32, i), ...)
@@ -287,8 +291,8 @@ def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int
     nxt = builder.add(idx, const_i64(step), name=f"{name}.next", flags=["nsw"])
     idx.add_incoming(nxt, builder.block)
     latch = builder.branch(head)
-    if vectorize is not None or unroll is not None:
-        latch.set_metadata("llvm.loop", loop_hints(builder.module, vectorize, unroll))
+    if vectorize is not None or unroll is not None or interleave is not None:
+        latch.set_metadata("llvm.loop", loop_hints(builder.module, vectorize, unroll, interleave))
     builder.position_at_end(end)
 
 

@@ -271,8 +271,11 @@ class StmtRenderer:
         # it print "loop not vectorized" warnings; its cost model handles them at O3.
         innermost = not any(isinstance(t, Loop) for t in s.body)
         vec = True if reduce and innermost and s.extent >= 8 else None
+        # Four vector accumulators: the adds of one do not wait on another's latency, and a
+        # lane sums a quarter as many terms (see lowering/accumulate.py for the error bound).
+        inter = 4 if vec and s.extent >= 256 else None
         with for_range(self.b, lo, hi, vectorize=vec, unroll=False if vec else None,
-                       name=s.var) as i:
+                       name=s.var, interleave=inter) as i:
             self.scopes.append(_Scope(env={s.var: ("ssa", i)}))
             self.reduce_depth += reduce
             self.stmts(s.body)

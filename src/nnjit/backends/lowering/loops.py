@@ -329,7 +329,7 @@ class GroupLowering:
             stores.append(Store(dst.buf, dst.index(c), self.value_at(v, c)))
         row = (Store(acc.buf, col, combine),) + tuple(store_all(full_stores))
         body = [Loop(j.name, chunk, (Store(acc.buf, col, init),)),
-                Loop(r.name, rows, (Loop(j.name, chunk, row),)),
+                Loop(r.name, rows, (Loop(j.name, chunk, row),), LoopKind.REDUCE),
                 Loop(j.name, chunk, tuple(store_all(stores)))]
         return [Loop(ch.name, cols // chunk, tuple(body), LoopKind.PARALLEL)]
 

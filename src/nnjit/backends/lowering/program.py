@@ -11,7 +11,7 @@ deciding where every value lives:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,12 +29,17 @@ class Lowered:
     plan: MemoryPlan
 
 
+#: A target's Program -> Program rewrite run before memory planning (e.g. `block_sums`).
+Schedule = Callable[[Program], Program]
+
+
 def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
-                donate: tuple[int, ...] = ()) -> Lowered:
+                donate: tuple[int, ...] = (), schedule: Schedule | None = None) -> Lowered:
     """Lower `graph` to a Program with its temporaries placed by the memory planner (`reuse`
     shares memory between buffers whose lifetimes do not overlap; `donate` lists the inputs
-    whose arrays results may be written into)."""
-    program = _Lowering(graph, name or graph.name).run()
+    whose arrays results may be written into; `schedule` rewrites each program, scan bodies
+    included, before it is planned)."""
+    program = _Lowering(graph, name or graph.name, schedule).run()
     # NOTE: an empty input still gets a one-element buffer; its array has no bytes to write.
     donate = tuple(i for i in donate if graph.inputs[i].type.size > 0)
     program, plan = plan_memory(program, reuse=reuse, donate=donate)
@@ -42,9 +47,10 @@ def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, name: str):
+    def __init__(self, graph: Graph, name: str, schedule: Schedule | None = None):
         self.graph = graph
         self.name = name
+        self.schedule = schedule
         self.buffers: dict[str, Buffer] = {}
         self.kernels: list = []
         self.views: dict[Value, View] = {}     # where each materialized value lives
@@ -95,8 +101,9 @@ class _Lowering:
             self.kernels.append(CopyKernel(f"k{len(self.kernels)}_copy", view.buf, dst,
                                            src.type.size, src.type.dtype, (view.buf,), (dst,),
                                            "result copy"))
-        return Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
-                       tuple(inputs), tuple(outputs), 0)
+        program = Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
+                          tuple(inputs), tuple(outputs), 0)
+        return self.schedule(program) if self.schedule else program
 
     def _claim_outputs(self) -> tuple[list[str], list[tuple[Value, str]]]:
         """Output buffers; each output is written in place by its producer when possible,
@@ -221,7 +228,7 @@ class _Lowering:
         nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
         srcs = list(n.srcs)
         carry, xs, consts = srcs[:nk], srcs[nk:len(srcs) - nc], srcs[len(srcs) - nc:]
-        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}").run()
+        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}", self.schedule).run()
         sub, _ = plan_memory(sub)
         carry_bufs = [self.temp(v.type, "carry").buf for v in carry]
         next_bufs = [self.temp(v.type, "next").buf for v in carry]

@@ -42,7 +42,16 @@ def _argmax_shape(ts, attrs):
 
 def _sum_ref(xs, attrs):
     (x,) = xs
-    return np.sum(x, axis=attrs["axes"], keepdims=attrs["keepdims"], dtype=x.dtype)
+    axes, keepdims = attrs["axes"], attrs["keepdims"]
+    if x.dtype.kind != "f" or not axes:
+        return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+    # numpy sums pairwise only along its innermost loop: a sum over a leading axis (a bias
+    # gradient over the batch) would add row by row and drift like n * eps. With the reduced
+    # axes moved last and made contiguous, every sum is pairwise.
+    kept = [d for d in range(x.ndim) if d not in axes]
+    moved = np.ascontiguousarray(np.transpose(x, kept + list(axes)))
+    out = np.sum(moved.reshape(moved.shape[:len(kept)] + (-1,)), axis=-1, dtype=x.dtype)
+    return out.reshape(reduced_shape(x.shape, axes, keepdims))
 
 
 def _identity_min(dt: np.dtype):
