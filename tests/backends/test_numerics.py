@@ -83,3 +83,14 @@ def test_random_sums_match_fsum(n, scale, dtype, seed):
     want = math.fsum(x.astype(np.float64))
     assert abs(got - want) <= pairwise_bound(n, float(np.abs(x.astype(np.float64)).sum()),
                                              dtype)
+
+
+@pytest.mark.parametrize("shape,axes", [((5000,), (0,)), ((3, 2000), (1,)), ((3000, 8), (0,))])
+def test_cuda_sums_are_cascaded(shape, axes):
+    """On cuda (small shapes: the simulator runs 4 threads a block, so each adds a long share,
+    in cascaded partials) row and column sums of tenths against the exact value."""
+    x = np.full(shape, 0.1, np.float32)
+    got = run(lambda x: nnjit.sum(x, axis=axes), x, backend="cuda")
+    n = x.size // got.size
+    exact = float(np.float32(0.1)) * n
+    assert np.all(np.abs(got - exact) <= pairwise_bound(n, exact, np.float32)), (got, exact)

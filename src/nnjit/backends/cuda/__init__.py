@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import sys
 
@@ -65,10 +67,13 @@ def compile_program(program, inputs, outputs, plan=None, tgt=None):
 def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     """Lower `graph` to kernel IR (shared with the LLVM backend) and render it for CUDA."""
     from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
+    from nnjit.backends.lowering.accumulate import block_sums  # noqa: PLC0415
     from nnjit.backends.signature import signature  # noqa: PLC0415
 
     check_available()
     donate = tuple(getattr(options, "donate", ()) or ())
-    lowered = lower_graph(graph, donate=donate)
+    # Column sums get the CPU's tree over rows; row sums are split over a block's threads,
+    # each adding its share in cascaded partials (see render._cascaded).
+    lowered = lower_graph(graph, donate=donate, schedule=functools.partial(block_sums, rows=False))
     inputs, outputs = signature(graph)
     return compile_program(lowered.program, inputs, outputs, plan=lowered.plan)

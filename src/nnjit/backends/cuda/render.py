@@ -38,6 +38,12 @@ from nnjit.ir.kernel import (
 )
 
 
+#: A thread's share of a float sum is added up in CASCADE_LEVELS levels of CASCADE terms each
+#: (see `_Module._cascaded`).
+CASCADE = 32
+CASCADE_LEVELS = 3
+
+
 @dataclass(frozen=True)
 class Target:
     """Launch geometry. Kernels are correct for any of these values (tests vary them); they
@@ -228,23 +234,31 @@ class _Module:
                 self._distributed(em, nest, inner)
                 sync = True
             elif kind == "serial":
-                # Steps in order, each split over the threads; a barrier between steps.
-                em.forget(written(s.body))
-                py = em.names.fresh("v_", s.var)
-                em.line(f"for {py} in range({s.extent}):")
-                em.push()
-                em.bind(s.var, py)
-                nest, inner = _flatten(s.body[0])
-                self._distributed(em, nest, inner)
-                em.line("cuda.syncthreads()")
-                em.pop()
-                em.forget(written(s.body))
+                self._serial(em, s)
                 sync = True
             else:
                 self._tree(em, s, nt)
         em.pop()
         em.lines[:0] = [f"    {py} = cuda.shared.array(0, {dt})" for dt, py in self._dyn.items()]
         return self._slots * nt * 8
+
+    def _serial(self, em: Emitter, s: Loop) -> None:
+        """Steps in order (a column sum's rows, or its blocks of rows), each split over the
+        threads, with a barrier after each."""
+        em.forget(written(s.body))
+        py = em.names.fresh("v_", s.var)
+        em.line(f"for {py} in range({s.extent}):")
+        em.push()
+        em.bind(s.var, py)
+        for t in s.body:
+            if _classify(t) == "serial":
+                self._serial(em, t)
+            else:
+                nest, inner = _flatten(t)
+                self._distributed(em, nest, inner)
+                em.line("cuda.syncthreads()")
+        em.pop()
+        em.forget(written(s.body))
 
     @staticmethod
     def _distributed(em: Emitter, nest, inner, acc_names=None) -> None:
@@ -260,6 +274,45 @@ class _Module:
         em.pop()
         em.forget(written(inner))
 
+    def _cascaded(self, em: Emitter, nest, inner, partial: dict, sums: dict) -> None:
+        """A thread's share of a float sum added up in CASCADE_LEVELS levels of CASCADE terms
+        (a running sum over a long share drifts like n * eps: 2^20 terms per thread for a
+        2^28-term row)."""
+        levels = [{n: em.names.fresh("_q") for n in sums} for _ in range(CASCADE_LEVELS)]
+        counts = [em.names.fresh("_c") for _ in range(CASCADE_LEVELS)]
+        for lvl in levels:
+            for n, q in lvl.items():
+                em.line(f"{q} = {partial[n]}")
+        for c in counts:
+            em.line(f"{c} = 0")
+        leaf = {**partial, **levels[0]}
+        total = _prod(lp.extent for lp in nest)
+        py = em.names.fresh("_j")
+        em.forget(written(inner))
+        em.line(f"for {py} in range(_tid, {total}, _nt):")
+        em.push()
+        for ir_name, py_name in leaf.items():
+            em.bind(ir_name, py_name)
+        _unravel(em, py, nest)
+        em.stmts(inner)
+        for k, c in enumerate(counts):      # carry a full level into the one above
+            up = levels[k + 1] if k + 1 < len(levels) else partial
+            em.line(f"{c} += 1")
+            em.line(f"if {c} == {CASCADE}:")
+            em.push()
+            for n in sums:
+                em.line(f"{up[n]} = {up[n]} + {levels[k][n]}")
+                em.line(f"{levels[k][n]} = {_identity(KOp.ADD, sums[n])}")
+            em.line(f"{c} = 0")
+        for _ in counts:
+            em.pop()
+        em.pop()
+        em.forget(written(inner))
+        for k in range(len(levels)):
+            up = levels[k + 1] if k + 1 < len(levels) else partial
+            for n in sums:
+                em.line(f"{up[n]} = {up[n]} + {levels[k][n]}")
+
     def _tree(self, em: Emitter, s: Loop, nt: int) -> None:
         """Partials over a strided share of the nest, then a tree in shared memory. Trees use
         slots of the dynamic shared memory (one declaration per dtype: no static arrays, whose
@@ -271,7 +324,12 @@ class _Module:
             p = em.names.fresh("_p")
             partial[name] = p
             em.line(f"{p} = {_identity(op, dt)}")
-        self._distributed(em, nest, inner, partial)
+        share = -(-_prod(lp.extent for lp in nest) // nt)     # terms one thread adds up
+        sums = [n for n, (op, dt) in accs.items() if op == KOp.ADD and dt.is_float]
+        if share > CASCADE and sums:
+            self._cascaded(em, nest, inner, partial, {n: accs[n][1] for n in sums})
+        else:
+            self._distributed(em, nest, inner, partial)
         for name, (op, dt) in accs.items():
             sh = self._dyn.setdefault(_np(dt), f"_sh_{_np(dt)}")
             base = self._slots * nt * 8 // dt.itemsize
@@ -557,8 +615,8 @@ def _classify(s) -> str | None:
         if _independent(s):
             return "dist"
         outer = {v for k, v in w if k == "v"} - _declared(s.body)
-        if not outer and len(s.body) == 1 and isinstance(s.body[0], Loop) and \
-                _independent(s.body[0]):
+        if not outer and s.body and all(isinstance(t, Loop) and _classify(t) in
+                                        ("dist", "serial") for t in s.body):
             return "serial"
         return None
     nest, inner = _perfect(s)
@@ -577,10 +635,17 @@ def _block_plan(body) -> int | None:
             return None
         if kind == "tree":
             longest = max(longest, _prod(lp.extent for lp in _perfect(s)[0]))
-        elif kind in ("dist", "serial"):
-            nest = _flatten(s if kind == "dist" else s.body[0])[0]
-            longest = max(longest, _prod(lp.extent for lp in nest))
+        elif kind == "dist":
+            longest = max(longest, _prod(lp.extent for lp in _flatten(s)[0]))
+        elif kind == "serial":
+            longest = max(longest, _serial_width(s))
     return longest if longest else None
+
+
+def _serial_width(s: Loop) -> int:
+    """The widest split loop inside a "serial" loop."""
+    return max(_prod(lp.extent for lp in _flatten(t)[0]) if _classify(t) == "dist"
+               else _serial_width(t) for t in s.body)
 
 
 def _atomic_nest(seg) -> tuple[list[Loop], tuple] | None:

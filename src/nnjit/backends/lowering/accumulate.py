@@ -39,12 +39,13 @@ FAN_IN = 8
 COLUMN_LEAF = 64
 
 
-def block_sums(program: Program) -> Program:
-    """`program` with every float-sum reduction loop turned into a tree of bounded partials."""
+def block_sums(program: Program, rows: bool = True) -> Program:
+    """`program` with every float-sum reduction loop turned into a tree of bounded partials
+    (`rows=False`: column sums only, for a target that splits row sums its own way)."""
     kernels, scratch, changed = [], [], False
     for k in program.kernels:
         if isinstance(k, LoopKernel):
-            blocker = _Blocker(k.name, {b.name: b for b in program.buffers})
+            blocker = _Blocker(k.name, {b.name: b for b in program.buffers}, rows)
             body = tuple(blocker.stmts(k.body))
             if blocker.changed:
                 reads, writes, cost = accesses(body)
@@ -71,8 +72,9 @@ class _Acc:
 
 
 class _Blocker:
-    def __init__(self, kernel: str, buffers: dict[str, Buffer]):
+    def __init__(self, kernel: str, buffers: dict[str, Buffer], rows: bool = True):
         self.kernel = kernel
+        self.rows = rows
         self.buffers = buffers
         self.scratch: list[Buffer] = []
         self.changed = False
@@ -87,7 +89,7 @@ class _Blocker:
         out: list[Stmt] = []
         for s in stmts:
             if isinstance(s, Loop) and s.kind == LoopKind.REDUCE:
-                accs = _float_sums(s)
+                accs = _float_sums(s) if self.rows else None
                 if accs and _terms(s) > LEAF:
                     out += self.row_sum(s, accs)
                     continue

@@ -50,7 +50,8 @@ def _sum_ref(xs, attrs):
     # axes moved last and made contiguous, every sum is pairwise.
     kept = [d for d in range(x.ndim) if d not in axes]
     moved = np.ascontiguousarray(np.transpose(x, kept + list(axes)))
-    out = np.sum(moved.reshape(moved.shape[:len(kept)] + (-1,)), axis=-1, dtype=x.dtype)
+    terms = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    out = np.sum(moved.reshape(moved.shape[:len(kept)] + (terms,)), axis=-1, dtype=x.dtype)
     return out.reshape(reduced_shape(x.shape, axes, keepdims))
 
 
