@@ -314,6 +314,19 @@ _binary("div", Op.DIV, nnjit.divide, _f64(lambda a, b: a / b), (uniform(), signe
         FLOATS)
 _binary("pow", Op.POW, nnjit.power, _f64(lambda a, b: a ** b), (uniform(0.5, 2), uniform(-2, 2)),
         FLOATS)
+def _remainder_expected(a, b):
+    """Floor modulo, computed in f64 for floats and exactly (Python ints) otherwise; numpy
+    makes x % 0 zero for ints."""
+    if a.dtype.kind == "f":
+        with np.errstate(all="ignore"):
+            return np.remainder(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
+    pairs = zip(*(v.ravel().tolist() for v in np.broadcast_arrays(a, b)))
+    return np.array([x % y if y else 0 for x, y in pairs], a.dtype).reshape(
+        np.broadcast_shapes(a.shape, b.shape))
+
+
+_binary("remainder", Op.REMAINDER, nnjit.remainder, _remainder_expected,
+        (uniform(-4, 4), signed(0.5)), NUMERIC)
 _APART = (grid(0.1), grid(0.35))
 _binary("maximum", Op.MAXIMUM, nnjit.maximum, lambda a, b: np.where(a >= b, a, b), _APART)
 _binary("minimum", Op.MINIMUM, nnjit.minimum, lambda a, b: np.where(a <= b, a, b), _APART)
@@ -728,12 +741,26 @@ def expect_take(axis):
 
 _mov("take_0", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=0), expect_take(0),
      [(4, 3), Arg((5,), indices(-4, 3), I64)])
-_mov("take_clamped_m1", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=-1), expect_take(-1),
-     [(2, 4), Arg((2, 3), indices(-7, 7), I32)])
+_mov("take_m1", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=-1), expect_take(-1),
+     [(2, 4), Arg((2, 3), indices(-4, 3), I32)])
 _mov("take_flat", Op.TAKE, lambda x, i: nnjit.take(x, i), lambda x, i: expect_take(0)(
     x.ravel(), i), [(2, 3), Arg((4,), indices(-6, 5), I64)])
 _mov("take_empty_idx", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=1), expect_take(1),
      [(2, 3), Arg((0,), indices(0, 2), I64)])
+# The opt-outs of the run-time check, with indices out of range (numpy.take's clip and wrap;
+# jax's fill; the primitive's own clamp, which only keeps memory safe).
+_mov("take_clip", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=1, mode="clip"),
+     lambda x, i: np.take(x, i, axis=1, mode="clip"), [(2, 4), Arg((2, 3), indices(-7, 7), I32)])
+_mov("take_wrap", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=0, mode="wrap"),
+     lambda x, i: np.take(x, i, axis=0, mode="wrap"), [(3, 2), Arg((5,), indices(-9, 9), I64)])
+_mov("take_fill", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=0, mode="fill", fill_value=7),
+     lambda x, i: np.where(((i >= -3) & (i < 3))[:, None], np.take(x, np.clip(i, -3, 2), axis=0),
+                           np.array(7).astype(x.dtype)),
+     [(3, 2), Arg((6,), indices(-6, 6), I64)], dtypes=NUMERIC)
+_mov("take_clamped", Op.TAKE, lambda x, i: nnjit.take(x, i, axis=-1, mode="promise_in_bounds"),
+     expect_take(-1), [(2, 4), Arg((2, 3), indices(-7, 7), I32)])
+_mov("check_index", Op.CHECK_INDEX, lambda i: P.check_index(i, 4, "test: 4 rows") * 1,
+     lambda i: i, [Arg((2, 3), indices(-4, 3))], dtypes=INTS, diff=())
 
 
 def expect_scatter_add(shape, axis):
@@ -803,7 +830,7 @@ for _shape, _salt in [((3, 5), 0), ((2, 0), 1), ((40,), 7)]:
 case("one_hot", Op.IOTA, lambda i: nnjit.one_hot(i, 4),
      lambda i: np.array([[1.0 if v == k else 0.0 for k in range(4)] for v in i.ravel().tolist()],
                         F32).reshape(i.shape + (4,)),
-     [Arg((2, 3), indices(-1, 5))], SRC, dtypes=INTS)
+     [Arg((2, 3), indices(0, 3))], SRC, dtypes=INTS)
 
 # -- control flow ------------------------------------------------------------------------------
 CTL = "control"

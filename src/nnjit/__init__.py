@@ -12,8 +12,8 @@ from .frontend.dsl import __all__ as _dsl_all
 from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.pytree import tree_leaves, tree_map
 from .frontend.tracing import trace
-from .ir import (ArgumentError, CompileError, DType, Graph, NnjitError, ParseError, ShapeError,
-                 TensorType, VerifyError, parse, verify)
+from .ir import (ArgumentError, CompileError, DType, Graph, IndexOutOfRange, NnjitError,
+                 ParseError, ShapeError, TensorType, VerifyError, parse, verify)
 from .ir import Sym as Tensor
 
 __version__ = "0.1.0"
@@ -23,7 +23,8 @@ bool_ = DType.BOOL
 from . import debug  # noqa: E402,F401  (nnjit.debug.bisect)
 
 __all__ = [  # the op functions of frontend.dsl are exported too (see its __all__)
-    "ArgumentError", "CompiledFunction", "CompileError", "DType", "Graph", "JitFunction",
+    "ArgumentError", "CompiledFunction", "CompileError", "DType", "Graph", "IndexOutOfRange",
+    "JitFunction",
     "NnjitError", "ParseError", "ShapeError", "Tensor", "TensorType", "VerifyError", "compile",
     "debug", "grad", "jit", "nn", "optim", "parse", "trace", "tree_leaves", "tree_map",
     "value_and_grad", "verify", "float32", "float64", "int32", "int64", "bool_",

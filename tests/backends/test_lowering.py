@@ -65,7 +65,7 @@ def test_scan_take_and_their_gradients():
     def f(W, xs, emb, idx):
         def loss(W, emb):
             h, _ = nnjit.scan(lambda h, x: step(W, h, x), np.zeros((2, 3)),
-                              xs + nnjit.take(emb, idx, axis=0))
+                              xs + nnjit.take(emb, idx, axis=0, mode="clip"))
             return (h ** 2).sum()
         h, ys = nnjit.scan(lambda h, x: step(W, h, x), np.zeros((2, 3)), xs)
         return nnjit.grad(loss, argnums=(0, 1))(W, emb), h, ys

@@ -157,20 +157,46 @@ def test_take(backend, shape, data, dtype, seed):
     axis = data.draw(st.integers(-nd, nd - 1), label="axis")
     n = shape[axis % nd]
     ishape = data.draw(shapes_st(max_dims=2, max_side=3) if n else st.just((0,)), label="ishape")
-    idx = np.random.default_rng(seed).integers(-n - 2, n + 3, ishape)
+    idx = np.random.default_rng(seed).integers(-n, max(n, 1), ishape)
     idx = idx.astype(data.draw(st.sampled_from([I32, I64]), label="index dtype"))
     x = _values(seed, shape, dtype)
     got = run(lambda v, i: nnjit.take(v, i, axis=axis), x, idx, backend=backend)
     compare(got, expect_take(axis)(x, idx))
+    mode = data.draw(st.sampled_from(["clip", "wrap", "promise_in_bounds"]), label="mode")
+    if n:   # out-of-range indices with an opt-out mode
+        wide = np.random.default_rng(seed + 1).integers(-n - 2, n + 3, ishape).astype(idx.dtype)
+        got = run(lambda v, i: nnjit.take(v, i, axis=axis, mode=mode), x, wide, backend=backend)
+        want = (expect_take(axis)(x, wide) if mode == "promise_in_bounds" else
+                np.take(x, wide, axis=axis, mode=mode))
+        compare(got, want)
 
 
 def test_take_negative_and_clamped_indices(backend):
+    """The primitive itself (promise_in_bounds) wraps negative indices once and clamps the
+    rest, so no index can read out of bounds."""
     x = np.arange(5, dtype=F32) * 10
     idx = np.array([0, -1, -5, -6, -100, 4, 5, 100])
     # -1 -> 4 and -5 -> 0 wrap; -6, -100 wrap once and clamp to 0; 5 and 100 clamp to 4.
     want = np.array([0, 40, 0, 0, 0, 40, 40, 40], F32)
-    compare(run(lambda v, i: nnjit.take(v, i), x, idx, backend=backend), want)
+    compare(run(lambda v, i: nnjit.take(v, i, mode="promise_in_bounds"), x, idx,
+                backend=backend), want)
     np.testing.assert_array_equal(clamped(idx, 5), [0, 4, 0, 0, 0, 4, 4, 4])
+
+
+@pytest.mark.parametrize("bad", [5, 100, 2**62, -6, -(2**63)])
+def test_take_out_of_range_raises(backend, bad):
+    """By default an index outside [-n, n) is an IndexOutOfRange naming the op, the value, the
+    valid range and the user's line, on every backend (as numpy and torch raise)."""
+    x = np.arange(15, dtype=F32).reshape(5, 3)
+    f = nnjit.jit(lambda v, i: nnjit.take(v, i, axis=0), backend=backend)
+    np.testing.assert_array_equal(f(x, np.array([0, 4, -5])), x[[0, 4, -5]])
+    line = here() - 2
+    with pytest.raises(nnjit.IndexOutOfRange) as info:
+        f(x, np.array([1, bad, 2]))
+    msg = str(info.value)
+    assert f"index {bad} is out of range" in msg and "[-5, 5)" in msg, msg
+    assert "take: axis 0 of f32[5,3]" in msg and f"test_ops_movement.py:{line}" in msg, msg
+    np.testing.assert_array_equal(f(x, np.array([3])), x[[3]])   # the next call is clean
 
 
 @HYPOTHESIS

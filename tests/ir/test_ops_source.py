@@ -88,14 +88,18 @@ def test_dropout_mask_is_philox_compared_to_rate(rate, backend):
 
 @pytest.mark.parametrize("idx_dtype", INTS)
 @pytest.mark.parametrize("dtype", [F32, F64, I32, np.bool_])
-def test_one_hot_out_of_range_rows_are_zero(idx_dtype, dtype, backend):
-    idx = np.array([[0, 3, -1], [4, 2, 100]], idx_dtype)
-    got = run(lambda i: nnjit.one_hot(i, 4, dtype), idx, backend=backend)
+def test_one_hot_of_out_of_range_indices_raises(idx_dtype, dtype, backend):
+    """Indices outside [0, n) raise IndexOutOfRange, as torch's one_hot does (negative ones
+    too); in-range ones give their rows."""
+    idx = np.array([[0, 3, 1], [2, 2, 0]], idx_dtype)
     want = np.zeros((2, 3, 4), dtype)
     for pos in np.ndindex(*idx.shape):
-        if 0 <= idx[pos] < 4:
-            want[pos + (idx[pos],)] = 1
-    compare(got, want)
+        want[pos + (idx[pos],)] = 1
+    compare(run(lambda i: nnjit.one_hot(i, 4, dtype), idx, backend=backend), want)
+    for bad in (-1, 4, 100):
+        idx[1, 2] = bad
+        with pytest.raises(nnjit.IndexOutOfRange, match=f"one_hot: 4 classes: index {bad} "):
+            run(lambda i: nnjit.one_hot(i, 4, dtype), idx, backend=backend)
 
 
 # -- shape and dtype errors --------------------------------------------------------------------

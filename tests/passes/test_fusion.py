@@ -62,7 +62,10 @@ def test_cross_entropy_forward_is_one_kernel():
     def loss(z, y):
         return nn.cross_entropy(z, y)
     g = fused(loss, f32(8, 10), rng.integers(0, 10, 8))
-    assert len(kernels(g)) <= 2    # the row kernel and the batch mean
+    # the labels' range check, the row kernel (logsumexp) and the batch mean with the label
+    # count
+    assert len(kernels(g)) <= 3
+    assert sum(n.op == Op.CHECK_INDEX for n in g.nodes) == 1
 
 
 def test_linear_bias_relu_is_a_gemm_with_epilogue():

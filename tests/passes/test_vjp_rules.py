@@ -41,6 +41,7 @@ NOT_DIFFERENTIABLE = {
     "eq": "bool result", "ne": "bool result", "lt": "bool result", "le": "bool result",
     "gt": "bool result", "ge": "bool result",
     "argmax": "integer result",
+    "check_index": "integer indices in and out",
     "stop_gradient": "zero gradient by definition (its rule returns no cotangent); "
                      "tested in test_autodiff.py",
     "max_pool2d_grad": "second derivatives through max pooling are not supported (its "
@@ -152,6 +153,7 @@ BINARY = {
     Op.ADD: (P.add, normal, normal), Op.SUB: (P.sub, normal, normal),
     Op.MUL: (P.mul, normal, normal), Op.DIV: (P.div, normal, away_from_zero),
     Op.POW: (P.pow, positive, normal),
+    Op.REMAINDER: (P.remainder, normal, away_from_zero),
     Op.MAXIMUM: (P.maximum, lambda r, s: apart(r, s, 0.25), lambda r, s: apart(r, s, 0.75)),
     Op.MINIMUM: (P.minimum, lambda r, s: apart(r, s, 0.75), lambda r, s: apart(r, s, 0.25)),
 }
@@ -379,11 +381,14 @@ def _take(draw):
     n = shape[axis]
     rng = rng_of(draw)
     # small tables and many indices: repeated indices (scatter-add in the VJP), negative ones
-    # (wrap) and out-of-range ones (clamped)
+    # (wrap) and, with an opt-out mode, out-of-range ones
     ishape = draw(shape_st(max_dims=2, max_side=4))
-    idx = rng.integers(-n - 1, n + 2, ishape).astype(draw(st.sampled_from([np.int32,
-                                                                             np.int64])))
-    return Case(lambda x, i: P.take(x, i, axis), (normal(rng, shape), idx), (0,))
+    mode = draw(st.sampled_from(["raise", "clip", "wrap", "fill", "promise_in_bounds"]))
+    wide = 0 if mode == "raise" else 2
+    idx = rng.integers(-n - wide, n + wide, ishape).astype(draw(st.sampled_from([np.int32,
+                                                                                 np.int64])))
+    return Case(lambda x, i: P.take(x, i, axis, mode=mode, fill_value=0.5),
+                (normal(rng, shape), idx), (0,))
 
 
 @case("scatter_add", Op.SCATTER_ADD)

@@ -217,20 +217,42 @@ def pad(x: Sym, pad_width, constant_values: float = 0.0) -> Sym:
     return P.pad(x, pads, constant_values)
 
 
-def take(x: Sym, indices, axis: int | None = None) -> Sym:
-    """numpy.take (axis=None takes from the flattened array). Out-of-range indices are clamped."""
+def take(x: Sym, indices, axis: int | None = None, mode: str = "raise",
+         fill_value=None) -> Sym:
+    """numpy.take (axis=None takes from the flattened array). An index outside [-n, n) raises
+    IndexOutOfRange at run time; `mode="clip"`, `"wrap"` or `"fill"` (with `fill_value`) opt
+    out, as in numpy and jax.numpy (see `nnjit.ir.prims.take`)."""
     if axis is None:
         x, axis = P.reshape(x, (-1,)), 0
-    return P.take(x, indices, axis)
+    return P.take(x, indices, axis, mode=mode, fill_value=fill_value)
+
+
+def remainder(x, y) -> Sym:
+    """numpy.remainder (also `x % y`): the result takes the sign of the divisor."""
+    return P.remainder(x, y)
 
 
 def one_hot(indices: Sym, num_classes: int, dtype=np.float32) -> Sym:
-    """out[..., k] = (indices[...] == k), as `dtype`."""
-    b = builder_of(indices)
-    if not indices.dtype.is_int:
-        raise ShapeError(f"indices must be integers, got {indices.type}", "one_hot", user_loc())
-    classes = P.iota(b, indices.shape + (num_classes,), indices.ndim, indices.dtype)
-    return P.cast(P.eq(classes, P.reshape(indices, indices.shape + (1,))), dtype)
+    """out[..., k] = (indices[...] == k), as `dtype`. An index outside [0, num_classes) raises
+    IndexOutOfRange at run time (as torch.nn.functional.one_hot does)."""
+    if not isinstance(indices, Sym) or not indices.dtype.is_int:
+        what = indices.type if isinstance(indices, Sym) else type(indices).__name__
+        raise ShapeError(f"indices must be integers, got {what}", "one_hot", user_loc())
+    checked = P.check_index(indices, num_classes, f"one_hot: {num_classes} classes",
+                            negative=False)
+    return P.cast(class_mask(checked, num_classes), dtype)
+
+
+def class_mask(labels: Sym, num_classes: int, exclude: int | None = None) -> Sym:
+    """Boolean out[..., k] = (labels[...] == k) and k != exclude, unchecked (labels outside
+    [0, num_classes) give a zero row). Everything is computed over the (..., classes) domain,
+    so it fuses into a reduction over it."""
+    classes = P.iota(builder_of(labels), labels.shape + (num_classes,), labels.ndim,
+                     labels.dtype)
+    mask = P.eq(classes, P.reshape(labels, labels.shape + (1,)))
+    if exclude is not None and 0 <= exclude < num_classes:
+        mask = P.logical_and(mask, P.ne(classes, exclude))
+    return mask
 
 
 # -- randomness -------------------------------------------------------------------------------

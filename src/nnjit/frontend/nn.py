@@ -401,10 +401,12 @@ def _as_traced(x, params) -> Sym:
 
 # -- losses -------------------------------------------------------------------------------------
 
-def cross_entropy(logits, labels) -> Sym:
-    """Mean over the batch of -log softmax(logits)[label]: logits (N, C) (or (..., C)), integer
-    labels (N,) (or (...)). The label pick is one_hot * log_softmax summed, which fuses into the
-    softmax's reduction instead of needing a gather."""
+def cross_entropy(logits, labels, ignore_index: int = -100) -> Sym:
+    """Mean over the labels of -log softmax(logits)[label]: logits (N, C) (or (..., C)), integer
+    labels (N,) (or (...)). Labels equal to `ignore_index` (-100 by default, as in torch) add
+    nothing and are not counted (all ignored: NaN, as torch); any other label outside [0, C)
+    raises IndexOutOfRange at run time. The label pick is a class mask times log_softmax,
+    summed, which fuses into the softmax's reduction instead of needing a gather."""
     if not isinstance(labels, Sym):
         labels = P.lift(P.builder_of(logits), np.asarray(labels))[0]
     if not labels.dtype.is_int:
@@ -412,9 +414,14 @@ def cross_entropy(logits, labels) -> Sym:
     if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
         raise ShapeError(f"cross_entropy: labels {labels.shape} must be logits {logits.shape} "
                          "without the class dim")
-    n = max(labels.size, 1)
-    picked = dsl.one_hot(labels, logits.shape[-1], logits.dtype.np) * log_softmax(logits, -1)
-    return -P.reduce_sum(picked) / float(n)
+    classes = logits.shape[-1]
+    labels = P.check_index(labels, classes, f"cross_entropy: labels for {classes} classes",
+                           negative=False, ignore=(ignore_index,))
+    mask = dsl.class_mask(labels, classes, exclude=ignore_index)
+    # Checked labels have one class each (ignored ones none), so the mask's sum counts them:
+    # both sums share the softmax's reduction domain, and with it one kernel.
+    mask = P.cast(mask, logits.dtype)
+    return -P.reduce_sum(mask * log_softmax(logits, -1)) / P.reduce_sum(mask)
 
 
 def mse(pred, target) -> Sym:

@@ -246,6 +246,8 @@ class Sym:
     def __truediv__(self, o): return prims.div(self, o)
     def __rtruediv__(self, o): return prims.div(o, self)
     def __pow__(self, o): return prims.pow(self, o)
+    def __mod__(self, o): return prims.remainder(self, o)
+    def __rmod__(self, o): return prims.remainder(o, self)
     def __rpow__(self, o): return prims.pow(o, self)
     def __matmul__(self, o): return prims.matmul(self, o)
     def __rmatmul__(self, o): return prims.matmul(o, self)

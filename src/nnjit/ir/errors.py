@@ -46,5 +46,10 @@ class CompileError(NnjitError):
     """A pass or backend failed on a graph; the message names the pass/kernel and the node's loc."""
 
 
+class IndexOutOfRange(NnjitError, IndexError):
+    """A gather, one-hot or loss label index is out of range at run time: the message names the
+    op, the index value, the valid range and the user's source line."""
+
+
 class ArgumentError(NnjitError, TypeError):
     """A compiled function was called with arguments that do not match its signature."""

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import CompileError
+from .errors import CompileError, IndexOutOfRange
 from .graph import Graph, Node, Value
 from .opdef import opdef
 
@@ -21,7 +21,10 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray],
     is called after each node, which is how `nnjit.debug.bisect` compares stage by stage."""
     env: dict[Value, np.ndarray] = dict(zip(graph.inputs, args))
     for n in graph.nodes:
-        out = opdef(n.op).ref([env[s] for s in n.srcs], n.attrs)
+        try:
+            out = opdef(n.op).ref([env[s] for s in n.srcs], n.attrs)
+        except IndexOutOfRange as e:
+            raise IndexOutOfRange(f"{e} at {n.loc}" if n.loc else str(e)) from None
         outs = out if isinstance(out, tuple) else (out,)
         for v, o in zip(n.outs, outs):
             o = np.asarray(o)

@@ -191,6 +191,7 @@ class BufKind(enum.Enum):
     TEMP = "temp"        # lives in the arena at `offset`
     CONST = "const"      # baked into the compiled code
     ALIAS = "alias"      # same memory as `base` (a reshape), at `offset` elements into it
+    STATUS = "status"    # the call's error word (i64[2]: site + 1, bad value), shared by scans
 
 
 @dataclass(frozen=True)
@@ -331,10 +332,35 @@ class CopyKernel:
 Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel]
 
 
+STATUS_BUFFER = "status"
+#: Bytes the runtime reserves for the status buffer (a cache line of its own).
+STATUS_BYTES = 64
+
+
+@dataclass(frozen=True)
+class IndexSite:
+    """A run-time index check: kernels that find an index outside [lo, size) (and not one of
+    `ignore`) store site number + 1 and the index into the status buffer; the runtime raises
+    `IndexOutOfRange` with this description."""
+
+    what: str                   # e.g. "take: axis 0 of f32[5,3]"
+    size: int
+    lo: int                     # -size where negative indices wrap once, else 0
+    ignore: tuple[int, ...]
+    loc: str
+
+    def message(self, value: int) -> str:
+        valid = f"[{self.lo}, {self.size})" if self.size else "none (the axis is empty)"
+        skip = f" (or {', '.join(map(str, self.ignore))})" if self.ignore else ""
+        at = f" at {self.loc}" if self.loc else ""
+        return f"{self.what}: index {value} is out of range; valid: {valid}{skip}{at}"
+
+
 @dataclass(frozen=True)
 class Program:
     """Buffers and the kernels that run over them, in order. Inputs and outputs are buffer
-    names in signature order; `arena_bytes` is the size of the TEMP region."""
+    names in signature order; `arena_bytes` is the size of the TEMP region. `sites` describe
+    the run-time index checks (shared with scan bodies, numbered from 1 in the status word)."""
 
     name: str
     buffers: tuple[Buffer, ...]
@@ -342,6 +368,7 @@ class Program:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     arena_bytes: int
+    sites: tuple[IndexSite, ...] = ()
 
     def buffer(self, name: str) -> Buffer:
         for b in self.buffers:

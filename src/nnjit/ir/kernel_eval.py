@@ -11,8 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .kernel import (Assign, BufKind, Const, CopyKernel, GemmKernel, KOp, Let, Load, Loop,
-                     LoopKernel, Program, ScanKernel, Store, Var)
+from .errors import IndexOutOfRange
+from .kernel import (STATUS_BUFFER, Assign, BufKind, Const, CopyKernel, GemmKernel, KOp, Let,
+                     Load, Loop, LoopKernel, Program, ScanKernel, Store, Var)
 from .types import DType
 
 
@@ -44,7 +45,7 @@ _OPS = {
     KOp.SQRT: np.sqrt, KOp.TANH: np.tanh,
     KOp.SIGMOID: lambda a: np.exp(-np.logaddexp(0, -a)),
     KOp.RELU: lambda a: a if a != a or a > 0 else type(a)(0),   # np.maximum(a, 0)
-    KOp.POW: np.power, KOp.MAX: _nan_max, KOp.MIN: _nan_min,
+    KOp.POW: np.power, KOp.MOD: np.remainder, KOp.MAX: _nan_max, KOp.MIN: _nan_min,
     KOp.LT: lambda a, b: a < b, KOp.LE: lambda a, b: a <= b, KOp.GT: lambda a, b: a > b,
     KOp.GE: lambda a, b: a >= b, KOp.EQ: lambda a, b: a == b, KOp.NE: lambda a, b: a != b,
     KOp.AND: lambda a, b: bool(a) and bool(b), KOp.OR: lambda a, b: bool(a) or bool(b),
@@ -77,7 +78,9 @@ class _Machine:
             return uniform_at(int(args[0]), np.array([int(args[1])]), e.salt, e.dtype.np)[0]
         if e.op in (KOp.DIV, KOp.MOD) and not e.dtype.is_float:
             a, b = int(args[0]), int(args[1])
-            return np.int64(a // b if e.op == KOp.DIV else a % b)
+            if b == 0:              # numpy: x // 0 == x % 0 == 0
+                return e.dtype.np.type(0)
+            return _cast(np.int64(a // b if e.op == KOp.DIV else a % b), e.dtype)
         if e.op == KOp.DIV:
             with np.errstate(all="ignore"):
                 return e.dtype.np.type(args[0] / args[1]) if args[1] != 0 else e.dtype.np.type(
@@ -106,8 +109,9 @@ class _Machine:
 
 
 def run_program(p: Program, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Execute `p` on input arrays; returns fresh output arrays."""
-    mem: dict[str, np.ndarray] = {}
+    """Execute `p` on input arrays; returns fresh output arrays. Raises IndexOutOfRange when a
+    run-time index check fails."""
+    mem: dict[str, np.ndarray] = {STATUS_BUFFER: np.zeros(2, np.int64)}
     arena = np.zeros(max(p.arena_bytes, 1), np.uint8)
     for b in p.buffers:
         if b.kind == BufKind.INPUT:
@@ -123,6 +127,9 @@ def run_program(p: Program, args: Sequence[np.ndarray]) -> list[np.ndarray]:
             base = mem[b.base]
             mem[b.name] = base[b.offset: b.offset + b.size]
     _execute(p, mem)
+    site, value = (int(v) for v in mem[STATUS_BUFFER])
+    if site:
+        raise IndexOutOfRange(p.sites[site - 1].message(value))
     return [mem[name].copy() for name in p.outputs]
 
 
@@ -185,6 +192,8 @@ def _scan(k: ScanKernel, mem) -> None:
                 sub[b.name] = np.array(b.value, b.dtype.np).reshape(-1)
             elif b.kind == BufKind.TEMP:
                 sub[b.name] = arena.view(np.uint8)[b.offset: b.offset + b.nbytes].view(b.dtype.np)
+            elif b.kind == BufKind.STATUS:
+                sub[b.name] = mem[STATUS_BUFFER]
         for b in body.buffers:
             if b.kind == BufKind.ALIAS:
                 sub[b.name] = sub[b.base][b.offset: b.offset + b.size]

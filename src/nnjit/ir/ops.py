@@ -34,6 +34,7 @@ class Op(enum.Enum):
     MUL = "mul"
     DIV = "div"
     POW = "pow"
+    REMAINDER = "remainder"
     MAXIMUM = "maximum"
     MINIMUM = "minimum"
     AND = "logical_and"
@@ -69,6 +70,8 @@ class Op(enum.Enum):
     PAD = "pad"
     TAKE = "take"
     SCATTER_ADD = "scatter_add"
+    # run-time checks
+    CHECK_INDEX = "check_index"
     # control flow and kernel boundaries
     SCAN = "scan"
     FUSION = "fusion"
@@ -94,7 +97,8 @@ class Kind(enum.IntEnum):
 UNARY = {Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.ABS, Op.TANH, Op.SIGMOID, Op.RELU, Op.NOT, Op.CAST,
          Op.STOP_GRADIENT}
 COMPARISON = {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE}
-BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR} | COMPARISON
+BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.REMAINDER, Op.MAXIMUM, Op.MINIMUM, Op.AND,
+          Op.OR} | COMPARISON
 TERNARY = {Op.WHERE}
 ELEMENTWISE = UNARY | BINARY | TERNARY
 SOURCE = {Op.IOTA, Op.RANDOM_UNIFORM}

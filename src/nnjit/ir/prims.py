@@ -148,6 +148,7 @@ mul = _binary(Op.MUL)
 # work on integer tensors as `nnjit.divide` / `nnjit.power` do (numpy's true division).
 div = _binary(Op.DIV, float_operands=True)
 pow = _binary(Op.POW, float_operands=True)  # noqa: A001
+remainder = _binary(Op.REMAINDER)
 maximum = _binary(Op.MAXIMUM)
 minimum = _binary(Op.MINIMUM)
 logical_and = _binary(Op.AND, bool_operands=True)
@@ -356,9 +357,19 @@ def pad(x: Sym, pads, value: float = 0.0) -> Sym:
     return _emit(Op.PAD, (x,), pads=tuple(pads), value=value)
 
 
-def take(x: Sym, indices, axis: int = 0) -> Sym:
-    """x gathered along `axis` at `indices` (numpy.take); indices wrap once if negative, and are
-    then clamped into range, so no index can read out of bounds."""
+TAKE_MODES = ("raise", "clip", "wrap", "fill", "promise_in_bounds")
+
+
+def take(x: Sym, indices, axis: int = 0, mode: str = "raise", fill_value=None) -> Sym:
+    """x gathered along `axis` at `indices` (numpy.take / jax.numpy.take). `mode` says what an
+    index outside [-n, n) does (negative indices count from the end in every mode but clip):
+
+        raise  IndexOutOfRange at run time, naming the index and this line (the default)
+        clip   clamped into [0, n - 1] (numpy's clip: negative indices become 0)
+        wrap   taken modulo n
+        fill   gives `fill_value` (default NaN for floats, the minimum for ints, True for bool)
+        promise_in_bounds   no check (the caller guarantees the range; a stray index is
+                            clamped, so memory stays safe, but the value is unspecified)"""
     b = builder_of(x, indices)
     if not isinstance(indices, Sym):
         arr = np.asarray(indices)
@@ -366,11 +377,44 @@ def take(x: Sym, indices, axis: int = 0) -> Sym:
             raise ShapeError(f"indices must be integers, got {arr.dtype} {list(arr.shape)}",
                              "take", user_loc())
         indices = b.const(arr.astype(np.int64))
+    if mode not in TAKE_MODES:
+        raise ShapeError(f"mode must be one of {', '.join(TAKE_MODES)}, got {mode!r}", "take",
+                         user_loc())
+    if not indices.dtype.is_int:
+        raise located(ShapeError(f"indices must be i32 or i64, got {indices.type}"), "take", x,
+                      indices)
     try:
         axis = norm_axis(axis, x.ndim)
     except ShapeError as e:
         raise located(e, "take", x, indices) from None
-    return b.emit(Op.TAKE, (x, indices), {"axis": axis})
+    n = x.shape[axis]
+    if mode == "raise":
+        indices = check_index(indices, n, f"take: axis {axis} of {x.type}")
+    elif mode == "clip":
+        indices = minimum(maximum(indices, 0), max(n - 1, 0))
+    elif mode == "wrap" and n:
+        indices = remainder(indices, n)
+    out = b.emit(Op.TAKE, (x, indices), {"axis": axis})
+    if mode != "fill":
+        return out
+    ok = logical_and(ge(indices, -n), lt(indices, n))
+    ok = reshape(ok, (1,) * axis + indices.shape + (1,) * (x.ndim - axis - 1))
+    return where(ok, out, _fill_value(x.dtype) if fill_value is None else fill_value)
+
+
+def _fill_value(dt: DType):
+    if dt.is_float:
+        return np.nan
+    return True if dt == DType.BOOL else int(np.iinfo(dt.np).min)
+
+
+def check_index(indices: Sym, size: int, what: str, negative: bool = True,
+                ignore: Sequence[int] = ()) -> Sym:
+    """`indices`, checked at run time to lie in [-size, size) (`negative=False`: [0, size))
+    or in `ignore`; otherwise the call raises IndexOutOfRange naming `what`, the bad index and
+    the user's line."""
+    return _emit(Op.CHECK_INDEX, (indices,), size=size, what=what, negative=negative,
+                 ignore=tuple(ignore))
 
 
 def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:

@@ -22,8 +22,8 @@ import numpy as np
 
 from nnjit.backends.cuda.render import Launch, ProgramPlan, Rendered, ScanPlan
 from nnjit.backends.signature import ArgSpec
-from nnjit.ir import ArgumentError, DType
-from nnjit.ir.kernel import BufKind, Program
+from nnjit.ir import ArgumentError, DType, IndexOutOfRange
+from nnjit.ir.kernel import STATUS_BYTES, BufKind, Program
 
 ALIGN = 256
 # The simulator runs one kernel at a time in the whole process.
@@ -78,6 +78,8 @@ class CudaExecutable:
         for name in program.inputs + program.outputs:
             self._stage_at[name] = at
             at += _align(program.buffer(name).nbytes)
+        self._status_at = at if program.sites else None
+        at += STATUS_BYTES if program.sites else 0
         self.arena_bytes = max(at, 1)
         self.arena = cuda.device_array(self.arena_bytes, np.uint8)
         for b in self._consts:
@@ -100,8 +102,13 @@ class CudaExecutable:
             elif b.kind == BufKind.CONST:
                 off = self._const_at[id(b)]
                 env[b.name] = self.arena[off: off + b.nbytes].view(b.dtype.np)
+            elif b.kind == BufKind.STATUS:
+                env[b.name] = self._status_view()
         _aliases(p, env)
         return env
+
+    def _status_view(self):
+        return self.arena[self._status_at: self._status_at + 16].view(np.int64)
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, args: Sequence) -> list:
@@ -125,7 +132,13 @@ class CudaExecutable:
                 else:
                     env[name] = self._staging(name)
             _aliases(self.program, env)
+            if self._status_at is not None:
+                self._status_view().copy_to_device(np.zeros(2, np.int64))
             self._run(self.rendered.plan, env)
+            if self._status_at is not None:
+                site, value = (int(v) for v in self._status_view().copy_to_host())
+                if site:
+                    raise IndexOutOfRange(self.program.sites[site - 1].message(value))
             return [self._result(spec, env[name], on_device)
                     for spec, name in zip(self.outputs, self.program.outputs)]
 

@@ -119,8 +119,8 @@ def header_text(exe) -> str:
 #include <stdbool.h>
 #include <stdint.h>
 
-#define {up}_ARENA_BYTES {r.arena_bytes}ULL  /* temporaries {r.temp_bytes} + GEMM workspace \
-{r.workspace_bytes} */
+#define {up}_ARENA_BYTES {r.arena_bytes}ULL  /* temporaries {r.temp_bytes} + status \
+{r.status_bytes} + GEMM workspace {r.workspace_bytes} */{_status_doc(up, r)}
 #define {up}_ARENA_ALIGN 64
 #define {up}_NUM_INPUTS {len(exe.inputs)}
 #define {up}_NUM_OUTPUTS {len(exe.outputs)}
@@ -152,3 +152,12 @@ def _same_fs(a: Path, b: Path) -> bool:
         return os.stat(a).st_dev == os.stat(b.parent).st_dev
     except OSError:
         return False
+
+
+def _status_doc(up: str, r) -> str:
+    """The status word's offset, where the program checks indices at run time."""
+    if r.status_offset is None:
+        return ""
+    return (f"\n/* After a call, int64_t at arena + {up}_STATUS_OFFSET: 0, or the number of the "
+            f"failed index check\n * (the call returned early), followed by the bad index. */"
+            f"\n#define {up}_STATUS_OFFSET {r.status_offset}")

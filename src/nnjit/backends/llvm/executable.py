@@ -20,7 +20,7 @@ import numpy as np
 from nnjit.backends.llvm import gemm, target
 from nnjit.backends.llvm.render import Rendered, render
 from nnjit.backends.signature import ArgSpec
-from nnjit.ir import ArgumentError, DType
+from nnjit.ir import ArgumentError, DType, IndexOutOfRange
 from nnjit.ir.kernel import BufKind, Program
 from nnjit.runtime import cache
 
@@ -124,6 +124,8 @@ class LLVMExecutable:
         self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
         self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes)
         self._arena_ptr = self._arena.ctypes.data
+        at = rendered.status_offset
+        self._status = None if at is None else self._arena[at:at + 16].view(np.int64)
         self._lock = threading.Lock()
 
     @property
@@ -161,6 +163,9 @@ class LLVMExecutable:
         ptrs = [a.ctypes.data for a in args] + [o.ctypes.data for o in outs]
         with self._lock:
             self._entry(*ptrs, self._arena_ptr)
+            if self._status is not None and self._status[0]:
+                site, value = (int(v) for v in self._status)
+                raise IndexOutOfRange(self.program.sites[site - 1].message(value))
         return outs
 
     # -- inspection ----------------------------------------------------------------------------

@@ -3,7 +3,10 @@
     void <prog>(T0 *in0, ..., U0 *out0, ..., void *arena)
 
 `arena` is `Rendered.arena_bytes` bytes, 64-byte aligned, owned by the caller: TEMP buffers at
-their offsets in [0, temp_bytes), then the GEMM workspace at `temp_bytes`. Each loop kernel is
+their offsets in [0, temp_bytes), then (if the program checks indices) the status word
+(`status_bytes`: i64 site + 1, i64 bad index; zeroed at entry, read by the caller after the
+call), then the GEMM workspace. A failed check makes the entry return before the next kernel,
+so nothing after it (a donated parameter's update) runs. Each loop kernel is
 an internal function over its buffers (`noalias` where no two may overlap); a top-level
 parallel loop is split over threads with `parallel.parallel_for`. GEMMs call the runtime
 library (`nnjit_gemm_<dtype>`), scans loop over a nested program function, copies are memcpy.
@@ -22,8 +25,8 @@ from nnjit.backends.llvm.helpers import I1, I8, I32, I64, PTR, VOID, alloca_once
 from nnjit.backends.llvm.render_loops import MEM_TYPE, BufRef, StmtRenderer, stmt_buffers, \
     trip_count
 from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (BufKind, CopyKernel, GemmKernel, Loop, LoopKernel, LoopKind,
-                             MatView, Program, ScanKernel)
+from nnjit.ir.kernel import (STATUS_BUFFER, STATUS_BYTES, BufKind, CopyKernel, GemmKernel, Loop,
+                             LoopKernel, LoopKind, MatView, Program, ScanKernel)
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,18 @@ class Rendered:
     text: str               # LLVM IR, before optimization
     entry: str              # the exported symbol
     temp_bytes: int         # TEMP region: arena[0 : temp_bytes]
-    workspace_bytes: int    # GEMM workspace: arena[temp_bytes : temp_bytes + workspace_bytes]
+    workspace_bytes: int    # GEMM workspace, after the status word
     nthreads: int           # the thread count compiled in (parallel loops and GEMMs)
     uses_gemm: bool         # the module calls the GEMM runtime library
+    status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
 
     @property
     def arena_bytes(self) -> int:
-        return self.temp_bytes + self.workspace_bytes
+        return self.temp_bytes + self.status_bytes + self.workspace_bytes
+
+    @property
+    def status_offset(self) -> int | None:
+        return self.temp_bytes if self.status_bytes else None
 
 
 def round64(n: int) -> int:
@@ -62,9 +70,11 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False) 
     r = _ModuleRenderer(program.name, nthreads, bounds)
     name = entry_name(program)
     temp = round64(program.arena_bytes)
-    r.program_function(program, name, workspace_offset=temp)
+    status = STATUS_BYTES if program.sites else 0
+    r.program_function(program, name, workspace_offset=temp + status)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
-    return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes))
+    return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
+                    status)
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,8 @@ class _Frame:
             return gep(b, arena, I8, buf.offset)
         if buf.kind == BufKind.CONST:
             return consts(buf)
+        if buf.kind == BufKind.STATUS:        # just below the workspace, in every function
+            return gep(b, self.ws, I8, -STATUS_BYTES)
         base = self.buffer(buf.base)
         ptr = self._address(b, base, nin, arena, consts)
         self.ptrs[base.name] = ptr
@@ -142,7 +154,8 @@ class _Frame:
             lo = base.lo + buf.offset * buf.dtype.itemsize
             return _Region(base.root, lo, lo + buf.nbytes)
         root = {BufKind.INPUT: ("in", buf.name), BufKind.OUTPUT: ("out", buf.name),
-                BufKind.TEMP: ("arena",), BufKind.CONST: ("const", buf.name)}[buf.kind]
+                BufKind.TEMP: ("arena",), BufKind.CONST: ("const", buf.name),
+                BufKind.STATUS: ("status",)}[buf.kind]
         if buf.kind == BufKind.OUTPUT and buf.base:
             root = ("in", buf.base)   # written in place over a donated input
         lo = buf.offset if buf.kind == BufKind.TEMP else 0
@@ -186,6 +199,9 @@ class _ModuleRenderer:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ws = gep(b, fn.args[nargs], I8, workspace_offset) if top else fn.args[nargs + 1]
         frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws)
+        if top and prog.sites:
+            for word in (0, 1):
+                b.store(ir.Constant(I64, 0), gep(b, frame.ptrs[STATUS_BUFFER], I64, word))
         for k in prog.kernels:
             try:
                 if isinstance(k, LoopKernel):
@@ -201,6 +217,11 @@ class _ModuleRenderer:
             except CompileError as e:
                 raise CompileError(f"llvm backend, program {prog.name}, kernel {k.name}"
                                    f"{' (' + k.src + ')' if k.src else ''}: {e}") from e
+            if top and STATUS_BUFFER in k.writes:
+                failed = b.icmp_signed("!=", b.load(frame.ptrs[STATUS_BUFFER], typ=I64),
+                                       ir.Constant(I64, 0))
+                with b.if_then(failed, likely=False):
+                    b.ret_void()
         b.ret_void()
         return fn
 

@@ -22,6 +22,7 @@ from .index import (I64, View, c64, clamp, cmp, iadd, in_range, isub, imul, land
 # Graph op -> scalar op, for ops whose scalar form is a single call.
 SCALAR_OPS = {
     Op.ADD: KOp.ADD, Op.SUB: KOp.SUB, Op.MUL: KOp.MUL, Op.DIV: KOp.DIV, Op.POW: KOp.POW,
+    Op.REMAINDER: KOp.MOD,
     Op.NEG: KOp.NEG, Op.ABS: KOp.ABS, Op.EXP: KOp.EXP, Op.LOG: KOp.LOG, Op.SQRT: KOp.SQRT,
     Op.TANH: KOp.TANH, Op.SIGMOID: KOp.SIGMOID, Op.RELU: KOp.RELU, Op.MAXIMUM: KOp.MAX,
     Op.MINIMUM: KOp.MIN, Op.AND: KOp.AND, Op.OR: KOp.OR, Op.NOT: KOp.NOT, Op.EQ: KOp.EQ,

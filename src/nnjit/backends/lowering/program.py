@@ -15,10 +15,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ...ir import CompileError, Graph, Node, Op, TensorType, Value
-from ...ir.kernel import BufKind, Buffer, CopyKernel, LoopKernel, Program, ScanKernel
+from ...ir import CompileError, DType, Graph, Node, Op, TensorType, Value
+from ...ir.defs.movement import index_site
+from ...ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, LoopKernel,
+                          Program, ScanKernel)
 from ...ir.ops import CONTRACTION, REDUCE, WINDOW
 from ...passes.memory_plan import MemoryPlan, plan_memory
+from .checks import check_loops
 from .index import View
 from .loops import GroupLowering, accesses
 
@@ -47,10 +50,12 @@ def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, name: str, schedule: Schedule | None = None):
+    def __init__(self, graph: Graph, name: str, schedule: Schedule | None = None,
+                 sites: list[IndexSite] | None = None):
         self.graph = graph
         self.name = name
         self.schedule = schedule
+        self.sites = [] if sites is None else sites   # shared with scan bodies
         self.buffers: dict[str, Buffer] = {}
         self.kernels: list = []
         self.views: dict[Value, View] = {}     # where each materialized value lives
@@ -102,7 +107,7 @@ class _Lowering:
                                            src.type.size, src.type.dtype, (view.buf,), (dst,),
                                            "result copy"))
         program = Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
-                          tuple(inputs), tuple(outputs), 0)
+                          tuple(inputs), tuple(outputs), 0, tuple(self.sites))
         return self.schedule(program) if self.schedule else program
 
     def _claim_outputs(self) -> tuple[list[str], list[tuple[Value, str]]]:
@@ -139,10 +144,28 @@ class _Lowering:
                 self.lower_group(n, [n])
         elif op == Op.SCAN:
             self._scan(n)
+        elif op == Op.CHECK_INDEX:
+            self._check_index(n)
         elif op == Op.FUSION:
             self._fusion(n)
         else:
             self.lower_group(n, [n])
+
+    def _check_index(self, n: Node) -> None:
+        """The indices alias their operand; a kernel before their users checks them."""
+        src = n.srcs[0]
+        buf = self.buffer_of(src)
+        self.views[n.out] = View.contiguous(buf, src.shape)
+        if src.type.size:
+            self.sites.append(index_site(n.attrs, str(n.loc) if n.loc else ""))
+            if STATUS_BUFFER not in self.buffers:
+                self.add_buffer(Buffer(STATUS_BUFFER, DType.I64, 2, BufKind.STATUS))
+            body = check_loops(buf, src.type.dtype, src.type.size, self.sites[-1],
+                               len(self.sites))
+            label = f"check_index at {n.loc}" if n.loc else "check_index"
+            self.kernels.append(make_loop_kernel(self.kernel_name(n), body, label, self.buffers))
+        if n.out in self.dest:
+            self.lower_copy(n.out, self.dest[n.out])
 
     def _const(self, n: Node) -> None:
         arr = n.attrs["value"]
@@ -228,7 +251,8 @@ class _Lowering:
         nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
         srcs = list(n.srcs)
         carry, xs, consts = srcs[:nk], srcs[nk:len(srcs) - nc], srcs[len(srcs) - nc:]
-        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}", self.schedule).run()
+        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}", self.schedule,
+                        self.sites).run()
         sub, _ = plan_memory(sub)
         carry_bufs = [self.temp(v.type, "carry").buf for v in carry]
         next_bufs = [self.temp(v.type, "next").buf for v in carry]

@@ -136,6 +136,8 @@ def _pow_rule(xs, y, g):
 
 
 _pow_vjp = _ew(_pow_rule)
+# x = y * floor(x / y) + r: dr/dx = 1, dr/dy = -floor(x / y) = -(x - r) / y.
+_remainder_vjp = _ew(lambda xs, y, g: [g, -g * (xs[0] - y) / xs[1]])
 
 
 def _cast_vjp(xs, outs, cts, attrs):
@@ -176,6 +178,8 @@ register(
     _binary(Op.MUL, _np(np.multiply), _mul_vjp, require_numeric),
     _binary(Op.DIV, _np(np.divide), _div_vjp, require_float, doc="true division (floats only)"),
     _binary(Op.POW, _np(np.power), _pow_vjp, require_float),
+    _binary(Op.REMAINDER, _np(np.remainder), _remainder_vjp, require_numeric,
+            doc="numpy remainder: the result takes the divisor's sign; x % 0 is 0 for ints"),
     _binary(Op.MAXIMUM, _np(np.maximum), _maximum_vjp, require_numeric,
             doc="NaN-propagating maximum (numpy semantics)"),
     _binary(Op.MINIMUM, _np(np.minimum), _minimum_vjp, require_numeric),

@@ -10,6 +10,7 @@ import builtins
 import numpy as np
 
 from .. import prims as P
+from ..errors import IndexOutOfRange
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
@@ -93,6 +94,13 @@ def _take_shape(ts, attrs):
     return x.with_shape(x.shape[:ax] + idx.shape + x.shape[ax + 1:])
 
 
+def _check_index_shape(ts, attrs):
+    (idx,) = ts
+    require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
+    require(attrs["size"] >= 0, f"size must be non-negative, got {attrs['size']}")
+    return idx
+
+
 def _scatter_add_shape(ts, attrs):
     idx, upd = ts
     shape, ax = attrs["shape"], attrs["axis"]
@@ -113,6 +121,24 @@ def clamp_indices(idx: np.ndarray, n: int) -> np.ndarray:
     idx = idx.astype(np.int64)
     idx = np.where(idx < 0, idx + n, idx)
     return np.clip(idx, 0, max(n - 1, 0))
+
+
+def index_site(attrs, loc: str = ""):
+    """The `IndexSite` a check_index node with `attrs` describes."""
+    from ..kernel import IndexSite
+
+    size = attrs["size"]
+    return IndexSite(attrs["what"], size, -size if attrs["negative"] else 0, attrs["ignore"],
+                     loc)
+
+
+def _check_index_ref(xs, attrs):
+    (idx,) = xs
+    site = index_site(attrs)
+    bad = ((idx < site.lo) | (idx >= site.size)) & ~np.isin(idx, site.ignore)
+    if bad.any():
+        raise IndexOutOfRange(site.message(int(idx[bad].reshape(-1)[0])))
+    return idx
 
 
 def _slice_ref(xs, attrs):
@@ -226,8 +252,15 @@ register(
           vjp=lambda xs, outs, cts, a: [P.scatter_add(xs[1], cts[0], xs[0].shape, a["axis"]),
                                         None],
           nondiff_inputs=frozenset({1}), doc="numpy.take with clamped indices"),
+    OpDef(Op.CHECK_INDEX, Kind.OPAQUE, 1, _check_index_shape, _check_index_ref,
+          attrs=(AttrSpec("size", "int"), AttrSpec("what", "str"),
+                 AttrSpec("negative", "bool", True), AttrSpec("ignore", "ints", ())),
+          nondiff_inputs=frozenset({0}),
+          doc="the indices, checked at run time to lie in [-size, size) (negative=false: "
+              "[0, size)) or in `ignore`; else IndexOutOfRange naming `what` and the value"),
     OpDef(Op.SCATTER_ADD, Kind.OPAQUE, 2, _scatter_add_shape, _scatter_add_ref,
           attrs=(AttrSpec("shape", "ints"), AttrSpec("axis", "int")),
-          vjp=lambda xs, outs, cts, a: [None, P.take(cts[0], xs[0], a["axis"])],
+          vjp=lambda xs, outs, cts, a: [None, P.take(cts[0], xs[0], a["axis"],
+                                                     mode="promise_in_bounds")],
           nondiff_inputs=frozenset({0}), doc="zeros(shape) with updates added at indices"),
 )
