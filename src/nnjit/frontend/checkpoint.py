@@ -34,12 +34,12 @@ import struct
 import sys
 import zipfile
 import zlib
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
 from ..ir import NnjitError, Sym
-from .pytree import flatten_with_keys, flatten_with_paths, is_namedtuple, unflatten
+from .pytree import flatten_with_keys, flatten_with_paths, is_namedtuple
 
 TREE_ENTRY = "nnjit-tree.json"
 FORMAT, VERSION = "nnjit-checkpoint", 1
@@ -333,6 +333,8 @@ class _Decoder:
             return None
         if kind in ("array", "numpy", "int", "float", "bool"):
             return self.leaf(kind, n.get("entry"))
+        if kind not in ("list", "tuple", "dict", "namedtuple"):
+            self.fail(f"unknown node kind {kind!r}")
         items = n.get("items")
         if not isinstance(items, list):
             self.fail(f"a {kind} node without an items list")
@@ -346,9 +348,7 @@ class _Decoder:
             if not isinstance(keys, list) or len(keys) != len(kids):
                 self.fail("a dict node whose keys do not match its items")
             return dict(zip([self.key(k) for k in keys], kids))
-        if kind == "namedtuple":
-            return self.namedtuple(n.get("class"), n.get("fields"), kids)
-        self.fail(f"unknown node kind {kind!r}")
+        return self.namedtuple(n.get("class"), n.get("fields"), kids)
 
     def leaf(self, kind: str, name) -> Any:
         if not isinstance(name, str) or name not in self.entries:
@@ -429,15 +429,13 @@ def _match_tree(path: str, tree, template):
     ("0", "weight"), so a list in the file matches a dict keyed "0", "1", ... in the template
     (the template's containers win), but {"a.b": x} never matches {"a": {"b": x}}."""
     got = _by_path(path, flatten_with_keys(tree)[0], "the file")
-    want_leaves, want_tree = flatten_with_keys(template)
-    _by_path(path, want_leaves, "the template")
-    missing = [_dotted(k) for k, _ in want_leaves if k not in got]
-    wanted = {k for k, _ in want_leaves}
-    unexpected = [_dotted(k) for k in got if k not in wanted]
+    want = _by_path(path, flatten_with_keys(template)[0], "the template")
+    missing = [_dotted(k) for k in want if k not in got]
+    unexpected = [_dotted(k) for k in got if k not in want]
     problems = [f"'{_dotted(k)}' is {_describe(got[k])} in the file, expected {_describe(w)}"
-                for k, w in want_leaves if k in got and _describe(got[k]) != _describe(w)]
+                for k, w in want.items() if k in got and _describe(got[k]) != _describe(w)]
     _report(path, missing, unexpected, problems)
-    return unflatten(want_tree, [got[k] for k, _ in want_leaves])
+    return _rebuild(template, got.__getitem__)
 
 
 def _by_path(path: str, leaves: list, where: str) -> dict:
@@ -455,12 +453,12 @@ def _match_flat(path: str, entries: dict[str, np.ndarray], template):
     template's dotted names. NOTE: the old writer saved 0-d arrays as shape (1,), so a (1,)
     entry is accepted where the template has a scalar, and leaves come back as the template's
     Python/numpy scalar types."""
-    leaves, tree = flatten_with_paths(template)
-    want = {p.replace("/", "."): x for p, x in leaves}
-    missing = [k for k in want if k not in entries]
-    unexpected = [k for k in entries if k not in want]
-    problems, out = [], []
-    for k, w in want.items():
+    dotted = [p.replace("/", ".") for p, _ in flatten_with_paths(template)[0]]
+    leaves = flatten_with_keys(template)[0]          # the same order, with tuple paths
+    missing = [k for k in dotted if k not in entries]
+    unexpected = [k for k in entries if k not in set(dotted)]
+    problems, out = [], {}
+    for k, (keys, w) in zip(dotted, leaves):
         a, wa = entries.get(k), np.asarray(w)
         if a is None:
             continue
@@ -470,11 +468,28 @@ def _match_flat(path: str, entries: dict[str, np.ndarray], template):
             problems.append(f"'{k}' is {a.dtype}{list(a.shape)} in the file, expected "
                             f"{wa.dtype}{list(wa.shape)}")
         elif isinstance(w, (np.generic, bool, int, float)):
-            out.append(a[()] if isinstance(w, np.generic) else type(w)(a[()]))
+            out[keys] = a[()] if isinstance(w, np.generic) else type(w)(a[()])
         else:
-            out.append(a)
+            out[keys] = a
     _report(path, missing, unexpected, problems)
-    return unflatten(tree, out)
+    _by_path(path, leaves, "the template")
+    return _rebuild(template, out.__getitem__)
+
+
+def _rebuild(template, leaf: Callable[[tuple[str, ...]], Any], keys: tuple[str, ...] = ()):
+    """`template` with `leaf(path)` at each of its leaves: its own containers, its dicts in
+    their own order (pytree.unflatten would sort them), paths named as flatten_with_keys."""
+    if template is None:
+        return None
+    if isinstance(template, dict):
+        return {k: _rebuild(v, leaf, keys + (str(k),)) for k, v in template.items()}
+    if is_namedtuple(template):
+        return type(template)(*(_rebuild(v, leaf, keys + (f,))
+                                for f, v in zip(type(template)._fields, template)))
+    if isinstance(template, (list, tuple)):
+        kids = [_rebuild(v, leaf, keys + (str(i),)) for i, v in enumerate(template)]
+        return kids if isinstance(template, list) else tuple(kids)
+    return leaf(keys)
 
 
 __all__ = ["CheckpointNotFoundError", "flatten_params", "load", "save"]
