@@ -16,7 +16,7 @@ def add(a, b):
     return a + b
 
 
-# -- donate_argnums -------------------------------------------------------------------------------
+# -- donate_argnums --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argnums, shown", [((5,), 5), ((2,), 2), ((-3,), -3), ((0, 7), 7)])
 def test_donate_argnums_out_of_range_is_an_error_at_jit_time(argnums, shown):
@@ -59,7 +59,7 @@ def test_valid_donate_argnums_still_donate():
     assert nnjit.jit(add, donate_argnums=None).donate_argnums == ()
 
 
-# -- lists of numbers where an array was meant ------------------------------------------------------
+# -- lists of numbers where an array was meant -----------------------------------------------------
 
 def double(a):
     return a * 2.0

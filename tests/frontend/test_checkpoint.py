@@ -112,6 +112,14 @@ def test_template_mismatches_are_listed(tmp_path):
     assert "'s' is int64[] in the file, expected a numpy int64 scalar" in msg
 
 
+def test_template_leaves_that_are_not_arrays_and_stray_dtype(tmp_path):
+    nn.save(tmp_path / "t.npz", {"w": np.ones(2, np.float32)})
+    with pytest.raises(NnjitError, match="'w' is float32\\[2\\] in the file, expected a str"):
+        nn.load(tmp_path / "t.npz", like={"w": "weights"})
+    with pytest.raises(NnjitError, match="dtype= applies only when like= is a Module"):
+        nn.load(tmp_path / "t.npz", like={"w": np.ones(2, np.float32)}, dtype=np.float64)
+
+
 def test_template_gives_the_structure(tmp_path):
     """With like=, like's containers win: a Sequential's dict of "0", "1" matches a list."""
     nn.save(tmp_path / "t.npz", [np.ones(2), np.zeros(3)])
@@ -207,7 +215,7 @@ _leaves = st.one_of(
 _keys = st.text("ab.c_", max_size=3) | st.integers(10, 12)
 _trees = st.recursive(_leaves, lambda kids: st.one_of(
     st.lists(kids, max_size=3), st.lists(kids, max_size=3).map(tuple),
-    st.dictionaries(_keys, kids, max_size=3)), max_leaves=12)
+    st.dictionaries(_keys, kids, max_size=3), st.builds(Pair, kids, kids)), max_leaves=12)
 
 
 @settings(max_examples=max(100, settings().max_examples))
@@ -299,7 +307,8 @@ def test_unreadable_files_are_one_clear_error(tmp_path, kind):
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(nn.CheckpointNotFoundError, match="no such file .*absent.npz") as e:
+    with pytest.raises(nn.CheckpointNotFoundError,
+                       match=r"cannot read .*absent\.npz.: No such file or directory") as e:
         nn.load(tmp_path / "absent.npz")
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, NnjitError)
     assert e.value.filename == str(tmp_path / "absent.npz")

@@ -211,8 +211,11 @@ def load(path: str | os.PathLike, like=None, dtype=None):
                              "not defined in any imported module; import it first, or pass "
                              "like= a pytree with that namedtuple")
         return tree
-    from .nn import Module
+    from .nn import Module    # here, not at the top: nn imports this module
 
+    if dtype is not None and not isinstance(like, Module):
+        raise NnjitError(f"nn.load({path!r}): dtype= applies only when like= is a Module (a "
+                         "pytree template already has its dtypes)")
     template = like.init(0, dtype or np.float32) if isinstance(like, Module) else like
     if header is None:
         return _match_flat(path, entries, template)
@@ -239,7 +242,8 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], Any]:
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise CheckpointNotFoundError(errno.ENOENT, f"nn.load: no such file {path!r}",
+        raise CheckpointNotFoundError(errno.ENOENT, f"nn.load: cannot read {path!r}: No such "
+                                      "file or directory",
                                       path) from None
     except IsADirectoryError:
         raise _unreadable(path, "it is a directory") from None
@@ -413,6 +417,8 @@ def _describe(x) -> str:
         return f"a numpy {x.dtype} scalar"
     if isinstance(x, (bool, int, float)):
         return f"a Python {type(x).__name__}"
+    if not (hasattr(x, "dtype") and hasattr(x, "shape")):
+        return f"a {type(x).__name__}"
     return f"{np.dtype(x.dtype)}{list(x.shape)}"
 
 
