@@ -84,9 +84,9 @@ def arg_names(fn: Callable, n: int) -> list[str]:
 # A list is a pytree, so f([[1.0, 2.0], [3.0, 4.0]]) would trace four f32 scalars, not a 2x2
 # array, and fail later with a Python error far from the cause. The rule, kept narrow because
 # lists of arrays (parameter lists) and of a few numbers (hyperparameters) are valid pytrees:
-#   * a list/tuple nest (no namedtuples) whose leaves are all Python numbers (bool, int,
-#     float; not numpy scalars, which are 0-d arrays) and at least one of them, nested two or
-#     more deep, is an ArgumentError (`nested_number_lists`);
+#   * a list/tuple nest (no namedtuples) at least two deep, with at least one leaf and only
+#     Python numbers as leaves (bool, int, float; not numpy scalars, which are 0-d arrays), is
+#     an ArgumentError (`nested_number_lists`): [[1.0, 2.0]], ((0, 1), (2, 3)), [[1], [2, 3]];
 #   * a flat list/tuple of Python numbers is allowed, but when tracing the function raises a
 #     TypeError, a note on that error names the argument (`_note_number_lists`).
 
