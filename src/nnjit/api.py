@@ -10,6 +10,7 @@ again; `NNJIT_LOG=recompiles` says which argument changed and how.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from typing import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 from .frontend.pytree import (TreeDef, flatten, flatten_with_paths, leaf_labels,
                               structure_change, unflatten)
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
-from .ir import Builder, NnjitError, ShapeError, Sym
+from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
 from .passes.autodiff import grad as grad_pass
 from .runtime.compiled import CompiledFunction, Options, compile_traced
@@ -60,7 +61,7 @@ class JitFunction:
         self.fn = fn
         self.backend = backend
         self.fuse = fuse
-        self.donate_argnums = tuple(donate_argnums)
+        self.donate_argnums = _check_donate_argnums(fn, donate_argnums)
         self.name = name
         self._cache: dict[tuple, CompiledFunction] = {}
         self.recompiles: list[str] = []
@@ -110,19 +111,70 @@ class JitFunction:
     def lower(self, *args) -> CompiledFunction:
         """Trace and compile for the signature of `args` (without running)."""
         traced = self.trace(*args)
-        donate = _donated_leaves(traced, self.donate_argnums, len(args))
+        donate = _donated_leaves(traced, self.donate_argnums, len(args), self.fn)
         return compile_traced(traced, Options(self.backend, self.fuse, donate))
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
 
-def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int) -> tuple[int, ...]:
-    """Flat input indices belonging to the donated positional arguments."""
+def _fn_label(fn: Callable) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _positional_names(fn: Callable) -> list[str] | None:
+    """The names of fn's positional parameters, or None when their number is unbounded (*args)
+    or unknown (no signature)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _check_donate_argnums(fn: Callable, argnums) -> tuple[int, ...]:
+    """`donate_argnums` as a tuple of ints, checked against fn's signature where it has a fixed
+    number of positional parameters (otherwise at each call, by `_donated_leaves`): an index
+    out of range would otherwise donate nothing, silently."""
+    if argnums is None:
+        return ()
+    try:
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    except TypeError:
+        nums = (argnums,)      # not iterable: reported as a non-int position below
+    for i in nums:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise ArgumentError(f"jit({_fn_label(fn)}): donate_argnums must be argument "
+                                f"positions (ints), got {i!r} in {argnums!r}")
+    names = _positional_names(fn)
+    if names is not None:
+        for i in nums:
+            if not -len(names) <= i < len(names):
+                raise ArgumentError(_argnum_range(fn, i, len(names), "takes", names))
+    return nums
+
+
+def _argnum_range(fn: Callable, i: int, n: int, verb: str, names: Sequence[str] = ()) -> str:
+    listed = f" ({', '.join(names)})" if names else ""
+    valid = f"valid positions are {-n}..{n - 1}" if n else "so none can be donated"
+    return (f"jit({_fn_label(fn)}): donate_argnums has {i}, but {_fn_label(fn)} {verb} {n} "
+            f"positional argument{'s' if n != 1 else ''}{listed}; {valid}")
+
+
+def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int,
+                    fn: Callable) -> tuple[int, ...]:
+    """Flat input indices belonging to the donated positional arguments (negative argnums
+    count from the end, as in Python)."""
+    for i in argnums:
+        if not -nargs <= i < nargs:
+            raise ArgumentError(_argnum_range(fn, i, nargs, "was called with"))
+    wanted = {i % nargs for i in argnums}
     out, start = [], 0
     for i, sub in enumerate(traced.in_tree.children):
         n = sub.num_leaves
-        if i in argnums or i - nargs in argnums:
+        if i in wanted:
             out.extend(range(start, start + n))
         start += n
     return tuple(out)
@@ -131,8 +183,9 @@ def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int) -> tuple
 def jit(fn: Callable | None = None, *, backend: str = "interp", fuse: bool = True,
         donate_argnums: Sequence[int] = (), name: str | None = None):
     """Compile `fn` on first call for each argument signature. Usable as `@jit` or
-    `@jit(backend="llvm")`. `donate_argnums`: arguments whose buffers the compiled code may
-    overwrite (their arrays must not be used after the call)."""
+    `@jit(backend="llvm")`. `donate_argnums`: positions (negative ones count from the end) of
+    the arguments whose buffers the compiled code may overwrite (their arrays must not be used
+    after the call); a position fn cannot have is an ArgumentError."""
     if fn is None:
         return lambda f: JitFunction(f, backend, fuse, donate_argnums, name)
     return JitFunction(fn, backend, fuse, donate_argnums, name)

@@ -318,7 +318,8 @@ def test_save_load_roundtrip(tmp_path):
     nn.save(path, p)
     assert os.listdir(tmp_path) == ["params.npz"]          # no temporary left behind
     with np.load(path, allow_pickle=False) as z:
-        assert sorted(z.files) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+        assert sorted(z.files) == ["0.bias", "0.weight", "2.bias", "2.weight",
+                                   "nnjit-tree.json"]   # the arrays, and the tree they form
     for like in (model, model.init(seed=9)):
         q = nn.load(path, like=like)
         assert nnjit.tree_map(lambda a, b: a.dtype == b.dtype and np.array_equal(a, b), p, q) \
@@ -365,7 +366,7 @@ def test_failed_save_keeps_the_old_file(tmp_path):
     with pytest.raises(NnjitError, match="not a numeric array"):
         nn.save(path, {"w": np.array(["x"], dtype=object)})
     with zipfile.ZipFile(path) as z:
-        assert z.namelist() == ["w.npy"]
+        assert z.namelist() == ["nnjit-tree.json", "w.npy"]
     assert os.listdir(tmp_path) == ["p.npz"]
     np.testing.assert_array_equal(nn.load(path, like={"w": np.zeros(2, np.float32)})["w"],
                                   np.ones(2, np.float32))

@@ -15,21 +15,19 @@ step) keys its random masks.
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..ir import NnjitError, ShapeError, Sym
+from ..ir import NnjitError, ShapeError, Sym, user_loc
 from ..ir import prims as P
 from . import dsl
 from .dsl import (avg_pool2d, conv2d, dropout, linear, log_softmax, max_pool2d, relu,  # noqa: F401
                   sigmoid, softmax, tanh)
-from .pytree import flatten, flatten_with_paths, unflatten
+from .checkpoint import CheckpointNotFoundError, flatten_params, load, save  # noqa: F401
+from .pytree import flatten
 
 Params = dict
 
@@ -324,14 +322,20 @@ class _Recurrent(Module):
     def _input_projection(self, params, x):
         """x @ W_ih.T + b_ih + b_hh for every step at once: one (T*B, I) x (I, n) GEMM instead
         of T small ones inside the loop."""
+        name = type(self).__name__
         if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ShapeError(f"{type(self).__name__}: expected input (T, B, {self.input_size}), "
-                             f"got {x.shape}")
+            raise ShapeError(f"expected input (T, B, {self.input_size}), got {x.shape}", name,
+                             user_loc())
+        if x.shape[0] == 0:
+            # torch.nn.RNN/LSTM refuse T=0 too ("Expected sequence length to be larger than 0");
+            # an empty batch (B=0) is fine and gives empty outputs, as in torch.
+            raise ShapeError(f"the input sequence is empty: x has shape {x.shape} (T=0 steps); "
+                             f"torch.nn.{name} refuses T=0 too", name, user_loc())
         t, b, _ = x.shape
         xw = linear(P.reshape(x, (t * b, self.input_size)), params["weight_ih_l0"])
         if self.bias:
             xw = xw + (params["bias_ih_l0"] + params["bias_hh_l0"])
-        return P.reshape(xw, (t, b, -1))
+        return P.reshape(xw, (t, b, self.gates * self.hidden_size))
 
     def _zeros(self, x):
         return np.zeros((x.shape[1], self.hidden_size), x.dtype.np)
@@ -430,84 +434,12 @@ def mse(pred, target) -> Sym:
     return dsl.mean(d * d)
 
 
-# -- saving and loading ---------------------------------------------------------------------------
-
-def flatten_params(params: Params) -> dict[str, np.ndarray]:
-    """{"0.weight": array, ...}: the leaves under torch-style dotted names."""
-    leaves, _ = flatten_with_paths(params)
-    out = {}
-    for path, x in leaves:
-        a = np.asarray(x)
-        if a.dtype.kind not in "biuf":
-            raise NnjitError(f"parameter '{path.replace('/', '.')}' is not a numeric array "
-                             f"({type(x).__name__} of dtype {a.dtype})")
-        out[path.replace("/", ".")] = a
-    return out
-
-
-def save(path: str | os.PathLike, params: Params) -> None:
-    """Write `params` to an .npz file (no pickle), atomically: a temporary file in the same
-    directory is renamed over `path` only once it is complete."""
-    flat = flatten_params(params)
-    path = os.fspath(path)
-    # A unique sibling opened with "x" (not mkstemp, whose 0600 mode would stick to the result).
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            # Written entry by entry (not np.savez(**flat)) so no key can clash with savez's own
-            # keyword arguments.
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                for k, a in flat.items():
-                    with zf.open(k + ".npy", "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(entry, np.ascontiguousarray(a),
-                                                  allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load(path: str | os.PathLike, like: Params | Module, dtype=None) -> Params:
-    """Parameters read from `path`, structured like `like` (a params pytree, or a Module whose
-    `init(dtype=dtype or float32)` gives the expected names, shapes and dtypes).
-
-    Raises NnjitError listing every missing or unexpected key and every shape/dtype mismatch."""
-    template = like.init(0, dtype or np.float32) if isinstance(like, Module) else like
-    want = flatten_params(template)
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            got = {k: z[k] for k in z.files}
-    except (ValueError, zipfile.BadZipFile, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise NnjitError(f"load: cannot read {os.fspath(path)!r} as an .npz of arrays: {e}"
-                         ) from None
-    problems = []
-    missing = [k for k in want if k not in got]
-    unexpected = [k for k in got if k not in want]
-    if missing:
-        problems.append("missing keys: " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected))
-    for k, w in want.items():
-        if k in got and (got[k].shape != w.shape or got[k].dtype != w.dtype):
-            problems.append(f"'{k}' is {got[k].dtype}{list(got[k].shape)} in the file, "
-                            f"expected {w.dtype}{list(w.shape)}")
-    if problems:
-        raise NnjitError(f"load({os.fspath(path)!r}): " + "; ".join(problems))
-    _, tree = flatten(template)
-    return unflatten(tree, [got[k] for k in want])
-
-
 def num_params(params: Params) -> int:
     return int(sum(np.asarray(x).size for x in flatten(params)[0]))
 
 
-__all__ = ["AvgPool2d", "Context", "Conv2d", "Dropout", "Embedding", "Flatten", "LSTM", "Linear",
-           "MaxPool2d", "Module", "RNN", "ReLU", "Sequential", "Sigmoid", "Tanh", "avg_pool2d",
-           "conv2d", "cross_entropy", "dropout", "flatten_params", "linear", "load",
-           "log_softmax", "max_pool2d", "mse", "num_params", "relu", "save", "sigmoid",
-           "softmax", "tanh"]
+__all__ = ["AvgPool2d", "CheckpointNotFoundError", "Context", "Conv2d", "Dropout", "Embedding",
+           "Flatten", "LSTM", "Linear", "MaxPool2d", "Module", "RNN", "ReLU", "Sequential",
+           "Sigmoid", "Tanh", "avg_pool2d", "conv2d", "cross_entropy", "dropout",
+           "flatten_params", "linear", "load", "log_softmax", "max_pool2d", "mse", "num_params",
+           "relu", "save", "sigmoid", "softmax", "tanh"]

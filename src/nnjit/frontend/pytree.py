@@ -39,7 +39,7 @@ class TreeDef:
 LEAF = TreeDef("leaf")
 
 
-def _is_namedtuple(x) -> bool:
+def is_namedtuple(x) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
@@ -50,7 +50,7 @@ def _children(tree) -> tuple[str, Any, list, list[str]] | None:
     if isinstance(tree, dict):
         keys = sorted(tree, key=lambda k: (str(type(k)), k))
         return "dict", tuple(keys), [tree[k] for k in keys], [str(k) for k in keys]
-    if _is_namedtuple(tree):
+    if is_namedtuple(tree):
         return "namedtuple", type(tree), list(tree), list(type(tree)._fields)
     if isinstance(tree, (tuple, list)):
         kind = "tuple" if isinstance(tree, tuple) else "list"
@@ -87,6 +87,23 @@ def flatten_with_paths(tree, prefix: str = "") -> tuple[list[tuple[str, Any]], T
                                          for k, n in zip(kids, names)))
 
     treedef = go(tree, prefix)
+    return out, treedef
+
+
+def flatten_with_keys(tree) -> tuple[list[tuple[tuple[str, ...], Any]], TreeDef]:
+    """Like `flatten`, with each leaf's path as a tuple of names (("params", "w1"), ("0", "1")):
+    unlike a joined string, ("a.b",) and ("a", "b") stay apart."""
+    out: list[tuple[tuple[str, ...], Any]] = []
+
+    def go(t, keys: tuple[str, ...]) -> TreeDef:
+        c = _children(t)
+        if c is None:
+            out.append((keys, t))
+            return LEAF
+        kind, meta, kids, names = c
+        return TreeDef(kind, meta, tuple(go(k, keys + (n,)) for k, n in zip(kids, names)))
+
+    treedef = go(tree, ())
     return out, treedef
 
 

@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..ir import Builder, DType, Graph, ShapeError, Sym, TensorType
+from ..ir import ArgumentError, Builder, DType, Graph, NnjitError, ShapeError, Sym, TensorType
 from ..ir.types import canonical_dtype
-from .pytree import TreeDef, flatten, flatten_with_paths, unflatten
+from .pytree import TreeDef, flatten, flatten_with_paths, is_namedtuple, unflatten
 
 
 def leaf_type(x: Any, path: str = "argument") -> TensorType:
@@ -79,10 +79,88 @@ def arg_names(fn: Callable, n: int) -> list[str]:
     return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
 
 
+# -- lists of numbers passed where an array was meant --------------------------------------------
+#
+# A list is a pytree, so f([[1.0, 2.0], [3.0, 4.0]]) would trace four f32 scalars, not a 2x2
+# array, and fail later with a Python error far from the cause. The rule, kept narrow because
+# lists of arrays (parameter lists) and of a few numbers (hyperparameters) are valid pytrees:
+#   * a list/tuple nest (no namedtuples) at least two deep, with at least one leaf and only
+#     Python numbers as leaves (bool, int, float; not numpy scalars, which are 0-d arrays), is
+#     an ArgumentError (`nested_number_lists`): [[1.0, 2.0]], ((0, 1), (2, 3)), [[1], [2, 3]];
+#   * a flat list/tuple of Python numbers is allowed, but when tracing the function raises a
+#     TypeError, a note on that error names the argument (`_note_number_lists`).
+
+def _number_nest(x) -> tuple[int, int] | None:
+    """(depth, count of numbers) when `x` is a list/tuple nest whose leaves are all Python
+    numbers ([] has depth 1), or None."""
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        return 0, 1
+    if not isinstance(x, (list, tuple)) or is_namedtuple(x):
+        return None
+    depth, count = 1, 0
+    for c in x:
+        sub = _number_nest(c)
+        if sub is None:
+            return None
+        depth, count = max(depth, sub[0] + 1), count + sub[1]
+    return depth, count
+
+
+def _number_lists(args: Sequence[Any], names: Sequence[str], min_depth: int):
+    """(label, value, depth, count) of each outermost number nest at least `min_depth` deep in
+    the arguments, labelled like `x`, `params['w']`, `xs[0]`."""
+    out = []
+
+    def go(x, label: str) -> None:
+        nest = _number_nest(x)
+        if nest is not None and nest[0] >= min_depth and nest[1] > 0:
+            out.append((label, x) + nest)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                go(v, f"{label}[{k!r}]")
+        elif is_namedtuple(x):
+            for f, v in zip(type(x)._fields, x):
+                go(v, f"{label}.{f}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                go(v, f"{label}[{i}]")
+
+    for a, name in zip(args, names):
+        go(a, name)
+    return out
+
+
+def nested_number_lists(fn_name: str, args: Sequence[Any], names: Sequence[str]) -> str | None:
+    """The ArgumentError message for a nested list of Python numbers among `args`, or None."""
+    found = _number_lists(args, names, 2)
+    if not found:
+        return None
+    label, x, depth, count = found[0]
+    try:
+        shape = f"np.asarray gives an array of shape {np.asarray(x).shape}"
+    except ValueError:
+        shape = "its rows differ in length"
+    kind = "list" if isinstance(x, list) else "tuple"
+    return (f"{fn_name}: argument {label} is a {kind} of {kind}s of Python numbers ({shape}); "
+            f"jit takes arrays, and would trace this as {count} separate scalars: pass "
+            f"np.asarray({label}) (with a dtype, e.g. np.float32) instead")
+
+
+def _note_number_lists(e: BaseException, args: Sequence[Any], names: Sequence[str]) -> None:
+    for label, x, _, count in _number_lists(args, names, 1):
+        kind = "list" if isinstance(x, list) else "tuple"
+        e.add_note(f"nnjit: argument {label} is a {kind} of {count} Python numbers, traced as "
+                   f"{count} separate scalars, not an array; pass np.asarray({label}) if you "
+                   "meant an array")
+
+
 def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
                parent: Builder | None = None) -> Traced:
     """Trace `fn(*args)`; leaves of `args` become graph inputs (in flatten order)."""
     names = arg_names(fn, len(args))
+    bad = nested_number_lists(name or _fn_name(fn), args, names)
+    if bad:
+        raise ArgumentError(bad)
     path_leaves, in_tree = flatten_with_paths(tuple(args))
     paths = []
     for p, _ in path_leaves:
@@ -90,7 +168,12 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
         paths.append(names[int(head)] + ("_" + rest.replace("/", "_") if rest else ""))
     b = Builder(_symbol(name) if name else _fn_name(fn), parent=parent)
     syms = [b.input(leaf_type(x, p), p) for p, (_, x) in zip(paths, path_leaves)]
-    out = fn(*unflatten(in_tree, syms))
+    try:
+        out = fn(*unflatten(in_tree, syms))
+    except TypeError as e:
+        if not isinstance(e, NnjitError):     # Python's own "can't multiply sequence ..."
+            _note_number_lists(e, args, names)
+        raise
     out_leaves, out_tree = flatten(out)
     outs = []
     for k, o in enumerate(out_leaves):

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backends import get_backend
 from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
-from ..frontend.tracing import Traced, leaf_type, to_array
+from ..frontend.tracing import Traced, leaf_type, nested_number_lists, to_array
 from ..ir import ArgumentError, Graph
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
@@ -56,7 +56,8 @@ class CompiledFunction:
         names = self.traced.arg_names
         fn = self.traced.graph.name
         if tree != self.traced.in_tree:
-            raise ArgumentError(f"{fn}: argument structure differs from the compiled one: "
+            raise ArgumentError(nested_number_lists(fn, args, names) or
+                                f"{fn}: argument structure differs from the compiled one: "
                                 f"{structure_change(self.traced.in_tree, tree, names)}")
         out = []
         for (_, x), want, label in zip(leaves, self._in_types,
