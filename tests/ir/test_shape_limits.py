@@ -185,6 +185,13 @@ def test_verify_rejects_huge_inputs_and_nodes_by_name():
         verify(Graph("g", (y,), (n,), (n.out,)))
 
 
+def test_verify_rejects_an_input_without_a_tensor_type():
+    x = make_input("x", "f32[3]", 0)
+    with pytest.raises(nnjit.VerifyError, match=r"^@g: input %x must have one TensorType, has "
+                       r"\('f32\[3\]',\)"):
+        verify(Graph("g", (x,), (), (x,)))
+
+
 # -- arenas ----------------------------------------------------------------------------------------
 
 def two_live_temps(x):

@@ -33,6 +33,9 @@ def verify(g: Graph) -> Graph:
         if not isinstance(name, str) or not _IDENT.fullmatch(name):
             raise VerifyError(f"@{g.name}: input {i} has the name {name!r}, which is not an "
                               f"identifier: {_describe(n)}")
+        if len(n.types) != 1 or not isinstance(n.types[0], TensorType):
+            raise VerifyError(f"@{g.name}: input %{name} must have one TensorType, has "
+                              f"{n.types!r}: {_describe(n)}")
         _check_sizes(f"@{g.name}: input %{name}", n)
         defined.add(v)
     names = [v.node.attrs["name"] for v in g.inputs]
