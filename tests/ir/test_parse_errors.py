@@ -124,6 +124,30 @@ CASES = [
      r"expected a dimension, found '2.0'"),
     ("negative dimension", G("  return %x", "(%x: ⁁f32[-2,3]) -> (f32[2,3])"),
      r"negative dimension"),
+    ("dimension beyond int64 elements", G("  return %x", "(%x: f32[⁁4611686018427387904,4]) -> "
+                                          "(f32[2,3])"),
+     r"f32\[4611686018427387904,4\] has 2\*\*64 elements \(2\*\*66 bytes\): the element count "
+     r"overflows int64; a tensor can have at most 2\*\*47 bytes"),
+    ("byte size beyond int64, at the dim that overflows", G(
+        "  return %x", "(%x: f64[1024, ⁁1152921504606846976]) -> (f32[2,3])"),
+     r"has 2\*\*70 elements \(2\*\*73 bytes\): the element count overflows int64"),
+    ("beyond the address space in a node type", G(
+        "  %0 = broadcast_to(%x) {shape = [35184372088833]} : f32[⁁35184372088833]\n  return %x",
+        "(%x: f32[]) -> (f32[])"),
+     r"f32\[35184372088833\] has 35184372088833 elements \(140737488355332 bytes\); a tensor "
+     r"can have at most 2\*\*47 bytes \(128 TiB"),
+    ("an empty tensor's other dims still count", G(
+        "  return %x", "(%x: bool[0, 2, ⁁140737488355328]) -> (f32[2,3])"),
+     r"has 281474976710656 elements in its non-zero dims"),
+    ("beyond the address space in a dense type", G(
+        "  %0 = const() {value = dense<f32[⁁35184372088833], [1.0]>} : f32[1]\n  return %0",
+        "() -> (f32[1])"), r"f32\[35184372088833\] has"),
+    ("beyond the address space in a scan body", SCAN_HEAD + SCAN_OP.replace(
+        "%x: f32[3]", "%x: f32[⁁35184372088833]") + "  return %0#0, %0#1\n}",
+     r"f32\[35184372088833\] has"),
+    ("an integer literal too long to convert", G("  return %x", "(%x: f32[⁁" + "9" * 5000 +
+                                                 "]) -> (f32[2,3])"),
+     r"an integer literal of 5000 digits is too long"),
     ("pairs that are not pairs", G("  %0 = pad(%x) {⁁pads = [[0, 0, 0], [1, 1]]} : f32[2,5]\n"
                                    "  return %0", "(%x: f32[2,3]) -> (f32[2,5])"),
      r"expected a list of \[lo, hi\] pairs"),
@@ -267,6 +291,49 @@ def test_error_text_shows_the_line_and_a_caret():
     assert lines[0] == "2:8: unknown op 'frob'"
     assert lines[1].strip() == "%0 = frob(%x, %y) : f32[2,3]"
     assert lines[2].index("^") == lines[1].index("frob")
+
+
+@pytest.mark.parametrize("bad", [None, b"func @f() -> () {\n  return\n}", 3, ["func"]])
+def test_parse_takes_text_only(bad):
+    with pytest.raises(TypeError, match=r"^parse takes IR text \(a str\), got "
+                       + type(bad).__name__):
+        parse(bad)
+
+
+def test_bytes_are_told_to_decode():
+    with pytest.raises(TypeError, match="got bytes: decode bytes first"):
+        parse(b"func")
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_huge_line_is_quoted_short_around_the_error(where):
+    """A 1 MB line gives a short message that still shows the error's region and a caret under
+    it, with the real column."""
+    pad = "  " * 250_000
+    before = {"start": "", "middle": pad, "end": pad * 2}[where]
+    after = {"start": pad * 2, "middle": pad, "end": ""}[where]
+    text = G(f"  %0 = add(%x, %y) {before}$ {after}: f32[2,3]\n  return %0")
+    col = len("  %0 = add(%x, %y) ") + len(before) + 1
+    with pytest.raises(nnjit.ParseError) as info:
+        parse(text)
+    e = info.value
+    assert (e.line, e.col) == (2, col)
+    head, quoted, caret = str(e).splitlines()
+    assert head == f"2:{col}: unexpected character '$'"
+    assert len(quoted) <= 210 and quoted.startswith("  ")
+    assert quoted[caret.index("^")] == "$"
+    assert ("..." in quoted[:6]) == (where != "start")
+    assert quoted.endswith("...") == (where != "end")
+
+
+def test_a_huge_token_makes_a_short_message():
+    name = "a" * 1_000_000
+    with pytest.raises(nnjit.ParseError) as info:
+        parse(G(f"  %0 = {name}(%x, %y) : f32[2,3]\n  return %0"))
+    e = info.value
+    assert (e.line, e.col) == (2, 8)
+    assert len(str(e)) < 1000 and " ... " in e.msg
+    assert e.msg.startswith("unknown op 'aaaa") and e.msg.endswith("aaaa'")
 
 
 def test_parse_error_is_an_nnjit_error():

@@ -69,6 +69,10 @@ class Builder:
     # -- values ---------------------------------------------------------------------------
     def input(self, type_: TensorType, name: str | None = None, loc: Loc | None = None) -> "Sym":
         name = self._unique_name(name or f"arg{len(self.inputs)}")
+        try:
+            type_.check_size()
+        except ShapeError as e:
+            raise e.at(f"input %{name}", loc or self._loc_override or user_loc()) from None
         v = make_input(name, type_, len(self.inputs), loc)
         self.inputs.append(v)
         return self.wrap(v)
@@ -138,6 +142,8 @@ class Builder:
                 raise ShapeError(f"takes {d.arity} operands, got {len(vals)}")
             attrs = d.normalize_attrs(attrs or {})
             out = d.shape([v.type for v in vals], attrs)
+            for t in out if isinstance(out, tuple) else (out,):
+                t.check_size()      # every value of every graph fits in memory and in int64
         except ShapeError as e:
             raise e.at(d.name, loc) from None
         types = out if isinstance(out, tuple) else (out,)

@@ -31,14 +31,39 @@ class VerifyError(NnjitError):
     """The graph breaks an IR invariant; the message names the node (in IR text) and its loc."""
 
 
+# A ParseError quotes at most this many characters of the offending line (and of its message,
+# which may quote tokens): a 1 MB line must not make a 1 MB error.
+_QUOTE_MAX = 200
+_MSG_MAX = 400
+
+
+def _excerpt(line: str, col: int) -> tuple[str, int]:
+    """At most `_QUOTE_MAX` characters of `line` around 1-based `col`, with `...` where cut, and
+    the caret's 0-based offset in the excerpt."""
+    if len(line) <= _QUOTE_MAX:
+        return line, col - 1
+    width = _QUOTE_MAX - 6
+    start = max(0, min(col - 1 - width // 2, len(line) - width))
+    head = "..." if start else ""
+    tail = "..." if start + width < len(line) else ""
+    return head + line[start:start + width] + tail, len(head) + col - 1 - start
+
+
+def _clip(msg: str) -> str:
+    if len(msg) <= _MSG_MAX:
+        return msg
+    return f"{msg[:_MSG_MAX * 3 // 4]} ... {msg[-_MSG_MAX // 4:]}"
+
+
 class ParseError(NnjitError):
     """Malformed IR text: carries the 1-based line and column and what the parser expected."""
 
     def __init__(self, msg: str, line: int, col: int, source_line: str = ""):
-        self.msg, self.line, self.col = msg, line, col
-        text = f"{line}:{col}: {msg}"
+        self.msg, self.line, self.col = _clip(msg), line, col
+        text = f"{line}:{col}: {self.msg}"
         if source_line:
-            text += f"\n  {source_line}\n  {' ' * (col - 1)}^"
+            shown, caret = _excerpt(source_line, col)
+            text += f"\n  {shown}\n  {' ' * caret}^"
         super().__init__(text)
 
 

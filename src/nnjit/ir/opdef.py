@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import ShapeError
 from .ops import Kind, Op
-from .types import DType
+from .types import DType, TensorType
 
 REQUIRED = object()  # sentinel default: the attribute must be given
 
@@ -137,9 +137,10 @@ def coerce_attr(spec: AttrSpec, v: Any) -> Any:
         if not isinstance(v, np.ndarray):
             raise bad("a numpy array")
         try:
-            DType.from_numpy(v.dtype)
+            t = TensorType(v.shape, DType.from_numpy(v.dtype))
         except TypeError as e:
             raise ShapeError(f"attribute '{spec.name}': {e}") from None
+        t.check_size()      # NOTE: before the copy, which a huge broadcast view would not survive
         v = np.array(v, copy=True, order="C")
         v.setflags(write=False)
         return v

@@ -213,7 +213,13 @@ class _Parser:
         t = self.expect_kind("number", what)
         if not re.fullmatch(r"-?\d+", t.text):
             raise self.error(f"expected {what}, found {t.text!r}", t)
-        return int(t.text)
+        return self.int_literal(t)
+
+    def int_literal(self, t: Tok) -> int:
+        try:
+            return int(t.text)
+        except ValueError:  # longer than Python converts (sys.get_int_max_str_digits())
+            raise self.error(f"an integer literal of {len(t.text)} digits is too long", t) from None
 
     # grammar
     def graph(self) -> Graph:
@@ -276,15 +282,22 @@ class _Parser:
             raise self.error(f"unknown dtype {t.text!r} (expected one of "
                              f"{', '.join(_DTYPES)})", t)
         self.expect("[")
-        dims = []
+        dims, dim_toks = [], []
         if not self.accept("]"):
-            dims.append(self.integer("a dimension"))
-            while self.accept(","):
+            while True:
+                dim_toks.append(self.tok)
                 dims.append(self.integer("a dimension"))
+                if not self.accept(","):
+                    break
             self.expect("]")
         if any(d < 0 for d in dims):
             raise self.error(f"negative dimension in {t.text}{dims}", t)
-        return TensorType(tuple(dims), _DTYPES[t.text])
+        ty = TensorType(tuple(dims), _DTYPES[t.text])
+        try:
+            ty.check_size()
+        except ShapeError as e:     # point at the dim that makes it too large
+            raise self.error(e.reason, dim_toks[ty.oversize_dim()]) from None
+        return ty
 
     def loc(self) -> Loc | None:
         if not self.accept("loc"):
@@ -413,7 +426,7 @@ class _Parser:
         t = self.tok
         if t.kind == "number":
             self.i += 1
-            return float(t.text) if re.search(r"[.eEn]", t.text) else int(t.text)
+            return float(t.text) if re.search(r"[.eEn]", t.text) else self.int_literal(t)
         if t.kind == "string":
             return _Str(self.string())
         if t.text == "[":
@@ -542,6 +555,9 @@ def parse(text: str) -> Graph:
 
         >>> g = parse(str(graph)); assert g == graph
     """
+    if not isinstance(text, str):
+        hint = ": decode bytes first" if isinstance(text, (bytes, bytearray)) else ""
+        raise TypeError(f"parse takes IR text (a str), got {type(text).__name__}{hint}")
     p = _Parser(text)
     g = p.graph()
     if p.tok.kind != "eof":

@@ -6,6 +6,7 @@ with the node through every pass so errors can point back at the model source.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,20 @@ def promote(a: DType, b: DType) -> DType:
     return a if _RANK[a] >= _RANK[b] else b
 
 
+# NOTE: the one size limit. x86-64 and aarch64 give user space 47 bits of virtual address
+# (128 TiB), so no single tensor can be larger. Every element count, byte size, stride and offset
+# of a tensor within it also fits int64 with room to spare, which generated code relies on.
+MAX_TENSOR_BYTES = 2 ** 47
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _count(n: int) -> str:
+    """`n` exactly up to 2**50, else as a power of two (`2**80`, `~2**80.6`) a reader can weigh."""
+    if n <= 2 ** 50:
+        return str(n)
+    return f"2**{n.bit_length() - 1}" if n & (n - 1) == 0 else f"~2**{math.log2(n):.1f}"
+
+
 @dataclass(frozen=True)
 class TensorType:
     """A statically shaped tensor type, printed as `f32[128,784]` (a scalar is `f32[]`)."""
@@ -108,6 +123,38 @@ class TensorType:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+    def oversize_dim(self) -> int | None:
+        """The first dim at which the tensor outgrows `MAX_TENSOR_BYTES`, or None if it fits.
+        0-length dims count as 1: an empty tensor's other dims still become loop bounds and
+        strides in generated code (numpy refuses such shapes too)."""
+        n = self.dtype.itemsize
+        for i, d in enumerate(self.shape):
+            n *= max(d, 1)
+            if n > MAX_TENSOR_BYTES:
+                return i
+        return None
+
+    def check_size(self) -> None:
+        """Raise ShapeError if no machine can hold this tensor (exact Python ints, no wrap):
+
+            >>> TensorType((1 << 62, 4), DType.F32).check_size()
+            ShapeError: f32[4611686018427387904,4] has 2**64 elements (2**66 bytes): ...
+        """
+        if self.oversize_dim() is None:
+            return
+        from .errors import ShapeError
+
+        n = 1
+        for d in self.shape:
+            n *= max(d, 1)
+        nbytes = n * self.dtype.itemsize
+        elems = "elements" if 0 not in self.shape else "elements in its non-zero dims"
+        why = (": the element count overflows int64" if n > _INT64_MAX else
+               ": the byte size overflows int64" if nbytes > _INT64_MAX else "")
+        raise ShapeError(f"{self} has {_count(n)} {elems} ({_count(nbytes)} bytes){why}; a tensor "
+                         f"can have at most 2**{MAX_TENSOR_BYTES.bit_length() - 1} bytes "
+                         f"({MAX_TENSOR_BYTES >> 40} TiB, the x86-64/aarch64 user address space)")
 
     def with_shape(self, shape) -> "TensorType":
         return TensorType(tuple(shape), self.dtype)

@@ -33,6 +33,10 @@ def verify(g: Graph) -> Graph:
         if not isinstance(name, str) or not _IDENT.fullmatch(name):
             raise VerifyError(f"@{g.name}: input {i} has the name {name!r}, which is not an "
                               f"identifier: {_describe(n)}")
+        if len(n.types) != 1 or not isinstance(n.types[0], TensorType):
+            raise VerifyError(f"@{g.name}: input %{name} must have one TensorType, has "
+                              f"{n.types!r}: {_describe(n)}")
+        _check_sizes(f"@{g.name}: input %{name}", n)
         defined.add(v)
     names = [v.node.attrs["name"] for v in g.inputs]
     if len(set(names)) != len(names):
@@ -76,6 +80,7 @@ def _check_node(g: Graph, idx: int, n: Node) -> None:
         raise VerifyError(f"{where}: loc must be a Loc or None, got {n.loc!r}: {_describe(n)}")
     if not all(isinstance(t, TensorType) for t in n.types):
         raise VerifyError(f"{where}: result types must be TensorTypes: {_describe(n)}")
+    _check_sizes(f"{where}: {n.op.value}", n)
     d = OPDEFS[n.op]
     if d.arity is not None and len(n.srcs) != d.arity:
         raise VerifyError(f"{where}: {n.op.value} takes {d.arity} operands, has {len(n.srcs)}: "
@@ -105,6 +110,15 @@ def _check_node(g: Graph, idx: int, n: Node) -> None:
     if tuple(want) != n.types:
         raise VerifyError(f"{where}: stored type {', '.join(map(str, n.types))} differs from "
                           f"the inferred {', '.join(map(str, want))}: {_describe(n)}")
+
+
+def _check_sizes(where: str, n: Node) -> None:
+    """Every result of `n` fits in memory (and so its sizes and strides in int64)."""
+    for t in n.types:
+        try:
+            t.check_size()
+        except ShapeError as e:
+            raise VerifyError(f"{where}: {e.reason}: {_describe(n)}") from None
 
 
 def _describe(n: Node) -> str:

@@ -35,6 +35,24 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _alloc_arena(cuda, nbytes: int, name: str):
+    """The device arena of program `name`: `nbytes` of uint8. MemoryError naming the program and
+    the size if the GPU (or, under the simulator, the host) cannot give that much."""
+    from numba.cuda.cudadrv.driver import CudaAPIError   # the simulator's, under the simulator
+
+    try:
+        return cuda.device_array(nbytes, np.uint8)
+    except CudaAPIError as e:
+        if getattr(e, "code", None) != 2:        # CUDA_ERROR_OUT_OF_MEMORY
+            raise
+        why: Exception = e
+    except (MemoryError, OverflowError, ValueError) as e:   # the simulator's numpy allocation
+        why = e
+    size = f"{nbytes / 2**40:.1f} TiB" if nbytes >= 2**40 else f"{nbytes / 2**30:.1f} GiB"
+    raise MemoryError(f"@{name}: cannot allocate its device arena of {nbytes} bytes ({size}) for "
+                      f"intermediates, constants and staging: {why}") from why
+
+
 def is_device_array(x) -> bool:
     """A Numba device array (real or simulated) or any object with the CUDA array interface."""
     return bool(getattr(x, "__cuda_ndarray__", False)) or hasattr(x, "__cuda_array_interface__")
@@ -81,7 +99,7 @@ class CudaExecutable:
         self._status_at = at if program.sites else None
         at += STATUS_BYTES if program.sites else 0
         self.arena_bytes = max(at, 1)
-        self.arena = cuda.device_array(self.arena_bytes, np.uint8)
+        self.arena = _alloc_arena(cuda, self.arena_bytes, program.name)
         for b in self._consts:
             off = self._const_at[id(b)]
             value = np.ascontiguousarray(b.value, b.dtype.np).reshape(-1)[:b.size]

@@ -122,7 +122,7 @@ class LLVMExecutable:
                         for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
         nargs = len(inputs) + len(outputs) + 1
         self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
-        self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes)
+        self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes, program.name)
         self._arena_ptr = self._arena.ctypes.data
         at = rendered.status_offset
         self._status = None if at is None else self._arena[at:at + 16].view(np.int64)
@@ -225,9 +225,20 @@ def _explain(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool) -> No
         raise ArgumentError(f"{label} must be writable")
 
 
-def _alloc_arena(nbytes: int) -> tuple[np.ndarray, object]:
+def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:
     """A 64-byte aligned uint8 buffer (mmap-ed, with MADV_HUGEPAGE where available, if large);
-    returns it and the object owning the memory."""
+    returns it and the object owning the memory. MemoryError names program `name` and the size
+    if the machine cannot give that much (mmap: OSError/OverflowError; numpy: MemoryError or
+    ValueError)."""
+    try:
+        return _map_arena(nbytes)
+    except (MemoryError, OSError, OverflowError, ValueError) as e:
+        size = f"{nbytes / 2**40:.1f} TiB" if nbytes >= 2**40 else f"{nbytes / 2**30:.1f} GiB"
+        raise MemoryError(f"@{name}: cannot allocate its arena of {nbytes} bytes ({size}) for "
+                          f"intermediate values: {e}") from e
+
+
+def _map_arena(nbytes: int) -> tuple[np.ndarray, object]:
     if nbytes >= HUGE_ARENA_BYTES:
         mm = mmap.mmap(-1, nbytes)
         if hasattr(mm, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
