@@ -7,12 +7,15 @@ inf, and the sign of zero is kept); no stop_gradient remains (autodiff has alrea
 rule bypasses are left for `eliminate_dead_code`.
 
 Float exactness, rule by rule. Exact for every float x, NaN and inf included: x*1, x/1, --x,
-x+(-0.0), x-(+0.0), x+(-y) = x-y and x-(-y) = x+y (IEEE defines subtraction so), and all data
-movement rules. NOT exact, so restricted: x+(+0.0) gives +0.0 for x = -0.0, hence x+0 and x-(-0)
-fire on floats only with the zero whose sign makes them exact (always on integers); x*0 is NaN
-for x = inf or NaN and -0.0 for x < 0, hence it fires on integers only; a float sum adds to +0.0
-(numpy's and every backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and
-is removed for integers only (a max over no axes is exact: its identity is -inf).
+x+(-0.0), x-(+0.0), x+(-y) = x-y and x-(-y) = x+y (IEEE defines subtraction so), max(x, x) and
+min(x, x), and all data movement rules. NOT exact, so restricted: x+(+0.0) gives +0.0 for
+x = -0.0, hence x+0 and x-(-0) fire on floats only with the zero whose sign makes them exact
+(always on integers); x*0 is NaN for x = inf or NaN and -0.0 for x < 0, hence it fires on
+integers only (wraparound keeps it exact); a float sum adds to +0.0 (numpy's and every
+backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and is removed for
+integers only (a max over no axes is exact: its identity is -inf). Never rewritten, being wrong
+for some float: x-x and x/x (NaN at inf), 0/x, 0-x (+0.0 at x = +0.0 where neg gives -0.0),
+x == x (false for NaN), and reassociations of float constants ((x+c1)+c2 rounds twice).
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ X, Y = Pat.var("x"), Pat.var("y")
 
 def _not_float(dt: DType) -> bool:
     return not dt.is_float
+
+
+# An operand on which x * 0 == 0 and sum(x) == x hold: no NaN, inf or signed zero (integer
+# arithmetic wraps, which keeps both exact).
+EXACT_X = Pat.var("x", dtype=_not_float)
 
 
 def _zero_with_sign(v: Value, negative: bool) -> bool:
@@ -134,8 +142,7 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.ADD, (X, ADD_ZERO), commutative=True), _x),                          # x+0, 0+x
     (Pat(Op.SUB, (X, SUB_ZERO)), _x),                                             # x-0
     (Pat(Op.MUL, (X, Pat.const(1)), commutative=True), _x),                       # x*1, 1*x
-    (Pat(Op.MUL, (Pat.var("x", dtype=_not_float), Pat.const(0, "zero")),
-         commutative=True), _zeros),                                              # x*0, ints
+    (Pat(Op.MUL, (EXACT_X, Pat.const(0, "zero")), commutative=True), _zeros),    # x*0, ints
     (Pat(Op.DIV, (X, Pat.const(1))), _x),                                         # x/1
     (Pat(Op.NEG, (Pat(Op.NEG, (X,)),)), _x),                                      # --x
     (Pat(Op.ADD, (X, Pat(Op.NEG, (Y,))), commutative=True), _sub),                # x+(-y)
@@ -147,9 +154,11 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.WHERE, (Pat.const(True), X, Y)), _x),
     (Pat(Op.WHERE, (Pat.const(False), X, Y)), _y),
     (Pat(Op.WHERE, (Pat.var("c"), X, X)), _x),
-    (Pat(Op.SUM, (Pat.var("x", dtype=_not_float),), attrs={"axes": ()}), _x),     # no axes
+    (Pat(Op.SUM, (EXACT_X,), attrs={"axes": ()}), _x),                           # no axes
     (Pat(Op.MAX, (X,), attrs={"axes": ()}), _x),                                  # no axes
     (Pat(Op.CONCAT, (X,)), _x),                                                   # one operand
+    # an operand combined with itself
+    (Pat({Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR}, (X, X)), _x),                  # max(x, x)
     # data movement
     (Pat(Op.RESHAPE, (X,)), _x),                                                  # same shape
     (Pat(Op.RESHAPE, (Pat(Op.RESHAPE, (X,)),)), _reshape_of_reshape),
