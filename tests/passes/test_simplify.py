@@ -234,8 +234,9 @@ def test_op_of_x_with_itself_is_x(op, dt):
 
 
 def test_op_of_two_different_operands_is_kept():
-    assert_unchanged(simplify, fn("%x: i32[3], %y: i32[3]", "  %0 = maximum(%x, %y) : i32[3]\n"
-                                  "  %1 = logical_and(%x, %y) : bool[3]\n  return %0, %1",
+    assert_unchanged(simplify, fn("%x: i32[3], %y: i32[3], %a: bool[3], %b: bool[3]",
+                                  "  %0 = maximum(%x, %y) : i32[3]\n"
+                                  "  %1 = logical_and(%a, %b) : bool[3]\n  return %0, %1",
                                   "i32[3], bool[3]"))
 
 
