@@ -3,11 +3,12 @@ fire (float identities that would change a NaN, an infinity or the sign of a zer
 would change a shape). Every case also checks the same bits on NaN/inf/signed-zero inputs."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from nnjit.ir import Loc, Op, parse
+from nnjit.ir import Loc, Op, evaluate, parse
 from nnjit.passes.simplify import SIMPLIFY, simplify
-from tests.passes.test_rewrite import assert_pass, assert_unchanged
+from tests.passes.test_rewrite import assert_pass, assert_same_bits, assert_unchanged
 
 
 def fn(sig: str, body: str, ret: str) -> str:
@@ -385,6 +386,20 @@ def test_elementwise_ops_broadcast_their_operands_themselves():
                    "  %0 = broadcast_to(%c) {shape = [2, 3]} : bool[2,3]\n"
                    "  %1 = broadcast_to(%x) {shape = [2, 3]} : f32[2,3]\n"
                    "  %2 = where(%c, %x, %y) : f32[2,3]\n  return %2", "f32[2,3]"))
+
+
+@pytest.mark.parametrize("exponent", ["2.0", "0.5", "-1.0"])
+def test_pow_keeps_its_broadcast_exponent(exponent):
+    # numpy's power rounds x**2 (x*x), x**0.5 (sqrt) and x**-1 (1/x) for a one-element exponent
+    # apart from its general pow on a full-shape one: for x = 1.5184396505355835 they differ in
+    # the last bit (on SIMD builds), so dropping the broadcast would change the result.
+    before = fn("%x: f32[3]", f"{C(0, 'f32', exponent)}\n"
+                "  %1 = broadcast_to(%0) {shape = [3]} : f32[3]\n"
+                "  %2 = pow(%x, %1) : f32[3]\n  return %2", "f32[3]")
+    assert_unchanged(simplify, before)
+    g = parse(before)
+    x = np.array([1.5184396505355835, 590.4349365234375, 1683.814453125], np.float32)
+    assert_same_bits(evaluate(simplify(g), [x]), evaluate(g, [x]))
 
 
 def test_a_broadcast_that_gives_the_result_its_shape_is_kept():

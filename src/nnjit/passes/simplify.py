@@ -16,6 +16,9 @@ backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and is r
 integers only (a max over no axes is exact: its identity is -inf). Never rewritten, being wrong
 for some float: x-x and x/x (NaN at inf), 0/x, 0-x (+0.0 at x = +0.0 where neg gives -0.0),
 x == x (false for NaN), and reassociations of float constants ((x+c1)+c2 rounds twice).
+Operand broadcasts are dropped for every elementwise op but pow, whose numpy reference rounds a
+one-element exponent of 2, 0.5 or -1 differently from the same exponent broadcast (so
+pow(x, broadcast_to(2.0)) and pow(x, 2.0) differ in the last bit for some x).
 """
 from __future__ import annotations
 
@@ -119,7 +122,8 @@ def _add(ctx: RewriteContext, x: Value, y: Value) -> Value:
 
 def _drop_operand_broadcasts(ctx: RewriteContext) -> Value | None:
     """op(.., broadcast_to(v), ..) -> op(.., v, ..) where the op's own broadcasting gives the same
-    result shape: the broadcast need not be materialized (`mul(x, broadcast_to(c))`)."""
+    result shape: the broadcast need not be materialized (`mul(x, broadcast_to(c))`). Exact for
+    correctly rounded ops only: the reference's result must not depend on operand shapes."""
     srcs, changed = list(ctx.node.srcs), False
     for i, s in enumerate(srcs):
         if s.node.op != Op.BROADCAST_TO:
@@ -169,7 +173,9 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.BROADCAST_TO, (Pat(Op.BROADCAST_TO, (X,)),)), _broadcast_of_broadcast),
     (Pat(Op.SLICE, (X,), where=_slices_everything), _x),
     (Pat(Op.PAD, (X,), attrs={"pads": lambda p: all(lo == hi == 0 for lo, hi in p)}), _x),
-    (Pat(BINARY | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
+    # NOT pow: numpy's power takes a fast path (x*x, sqrt, 1/x) for a one-element exponent,
+    # which differs in the last bit from its general pow on the broadcast exponent.
+    (Pat(BINARY - {Op.POW} | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
 ])
 
 
