@@ -390,16 +390,19 @@ def test_elementwise_ops_broadcast_their_operands_themselves():
 
 @pytest.mark.parametrize("exponent", ["2.0", "0.5", "-1.0"])
 def test_pow_keeps_its_broadcast_exponent(exponent):
-    # numpy's power rounds x**2 (x*x), x**0.5 (sqrt) and x**-1 (1/x) for a one-element exponent
-    # apart from its general pow on a full-shape one: for x = 1.5184396505355835 they differ in
-    # the last bit (on SIMD builds), so dropping the broadcast would change the result.
-    before = fn("%x: f32[3]", f"{C(0, 'f32', exponent)}\n"
-                "  %1 = broadcast_to(%0) {shape = [3]} : f32[3]\n"
-                "  %2 = pow(%x, %1) : f32[3]\n  return %2", "f32[3]")
+    # numpy's power computes a one-element exponent of 2, 0.5 or -1 as x*x, sqrt(x) or 1/x, and
+    # a full-shape one with its general pow: pow(-inf, 0.5) is NaN one way and +inf the other,
+    # pow(-0.0, 0.5) is -0.0 or +0.0, and x = 1.5184396505355835 rounds 1 ulp apart (on SIMD
+    # builds). Dropping the broadcast would change the result.
+    before = fn("%x: f32[5]", f"{C(0, 'f32', exponent)}\n"
+                "  %1 = broadcast_to(%0) {shape = [5]} : f32[5]\n"
+                "  %2 = pow(%x, %1) : f32[5]\n  return %2", "f32[5]")
     assert_unchanged(simplify, before)
     g = parse(before)
-    x = np.array([1.5184396505355835, 590.4349365234375, 1683.814453125], np.float32)
-    assert_same_bits(evaluate(simplify(g), [x]), evaluate(g, [x]))
+    x = np.array([-np.inf, -0.0, 1.5184396505355835, 590.4349365234375, 1683.814453125],
+                 np.float32)
+    with np.errstate(all="ignore"):
+        assert_same_bits(evaluate(simplify(g), [x]), evaluate(g, [x]))
 
 
 def test_a_broadcast_that_gives_the_result_its_shape_is_kept():

@@ -16,9 +16,10 @@ backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and is r
 integers only (a max over no axes is exact: its identity is -inf). Never rewritten, being wrong
 for some float: x-x and x/x (NaN at inf), 0/x, 0-x (+0.0 at x = +0.0 where neg gives -0.0),
 x == x (false for NaN), and reassociations of float constants ((x+c1)+c2 rounds twice).
-Operand broadcasts are dropped for every elementwise op but pow, whose numpy reference rounds a
-one-element exponent of 2, 0.5 or -1 differently from the same exponent broadcast (so
-pow(x, broadcast_to(2.0)) and pow(x, 2.0) differ in the last bit for some x).
+Operand broadcasts are dropped for every elementwise op but pow: numpy's power computes a
+one-element exponent of 2, 0.5 or -1 as x*x, sqrt(x) or 1/x, and a broadcast one with its
+general pow, so pow(-inf, broadcast_to(0.5)) = +inf but pow(-inf, 0.5) = NaN (and -0.0 keeps
+its sign, and some finite x round 1 ulp apart).
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.SLICE, (X,), where=_slices_everything), _x),
     (Pat(Op.PAD, (X,), attrs={"pads": lambda p: all(lo == hi == 0 for lo, hi in p)}), _x),
     # NOT pow: numpy's power takes a fast path (x*x, sqrt, 1/x) for a one-element exponent,
-    # which differs in the last bit from its general pow on the broadcast exponent.
+    # which differs from its general pow on the broadcast one (pow(-inf, 0.5): NaN vs +inf).
     (Pat(BINARY - {Op.POW} | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
 ])
 
