@@ -35,6 +35,7 @@ POW_ROUNDING = {DType.F32: 1.5184396505355835, DType.F64: 808.349679341531}
 
 
 def special_values(dt: DType) -> list:
+    """Where identities break, for `dt`: NaN, infinities, signed zeros, extremes, wraparound."""
     if dt.is_float:
         fi = np.finfo(dt.np)
         return [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -2.5, 3.0,
@@ -107,6 +108,8 @@ class PatternBuilder:
         wants = [self.operand_dtype(op, i, want) for i in range(n)]
         if pat.srcs is not None:
             srcs = [self.build(p, w) for p, w in zip(pat.srcs, wants)]
+            if pat.commutative and self.draw(st.booleans()):
+                srcs = srcs[::-1]           # 0 + x as well as x + 0
         else:
             srcs = [self.free(w) for w in wants]
         return self.b.emit(op, srcs, self.attrs(op, srcs, want))
