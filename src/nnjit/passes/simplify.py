@@ -18,8 +18,8 @@ for some float: x-x and x/x (NaN at inf), 0/x, 0-x (+0.0 at x = +0.0 where neg g
 x == x (false for NaN), and reassociations of float constants ((x+c1)+c2 rounds twice).
 Operand broadcasts are dropped for every elementwise op but pow: numpy's power computes a
 one-element exponent of 2, 0.5 or -1 as x*x, sqrt(x) or 1/x, and a broadcast one with its
-general pow, so pow(-inf, broadcast_to(0.5)) = +inf but pow(-inf, 0.5) = NaN (and -0.0 keeps
-its sign, and some finite x round 1 ulp apart).
+general pow, so pow(-inf, broadcast_to(0.5)) = +inf but pow(-inf, 0.5) = NaN (at -0.0: +0.0
+and -0.0; some finite x round 1 ulp apart).
 """
 from __future__ import annotations
 
