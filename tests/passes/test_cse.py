@@ -148,3 +148,21 @@ func @f(%x: f32[3]) -> (f32[3]) {
 def test_a_graph_without_duplicates_is_returned_as_is():
     g = parse("func @f(%x: f32[3]) -> (f32[3]) {\n  %0 = exp(%x) : f32[3]\n  return %0\n}")
     assert cse(g) is g
+
+
+def test_float_attributes_and_nan_constants_compare_by_bits():
+    # pads with +0.0 and -0.0 differ (observable through 1/x); identical NaN constants merge
+    assert_pass(cse, """
+func @f(%x: f32[2]) -> (f32[3], f32[3], f32[], f32[]) {
+  %0 = pad(%x) {pads = [[1, 0]], value = 0.0} : f32[3]
+  %1 = pad(%x) {pads = [[1, 0]], value = -0.0} : f32[3]
+  %2 = const() {value = dense<f32[], [nan]>} : f32[]
+  %3 = const() {value = dense<f32[], [nan]>} : f32[]
+  return %0, %1, %2, %3
+}""", """
+func @f(%x: f32[2]) -> (f32[3], f32[3], f32[], f32[]) {
+  %0 = pad(%x) {pads = [[1, 0]], value = 0.0} : f32[3]
+  %1 = pad(%x) {pads = [[1, 0]], value = -0.0} : f32[3]
+  %2 = const() {value = dense<f32[], [nan]>} : f32[]
+  return %0, %1, %2, %2
+}""")

@@ -176,3 +176,46 @@ def test_folded_constants_keep_the_source_line():
     out = fold_constants(b.build([y]))
     assert out.outputs[0].node.op == Op.CONST
     assert out.outputs[0].node.loc == Loc("model.py", 12, "forward")
+
+
+def test_folds_overflow_nan_and_signed_zeros_as_the_reference_does():
+    # integers wrap, inf - inf and 0 / 0 are the CPU's default NaN (x86's has the sign bit set),
+    # kept bit for bit, -1 * 0 is -0.0, a float cast saturates and maps NaN to 0, and a sum adds
+    # to +0.0 (so it gives +0.0 for -0.0)
+    with np.errstate(invalid="ignore"):
+        nan = "0x" + (np.float32(np.inf) - np.float32(np.inf)).tobytes().hex()
+    assert_pass(fold_constants, """
+func @f() -> (i32[], i32[], f32[], f32[], f32[], i32[2], f32[]) {
+  %0 = const() {value = dense<i32[], [2147483647]>} : i32[]
+  %1 = const() {value = dense<i32[], [1]>} : i32[]
+  %2 = add(%0, %1) : i32[]
+  %3 = neg(%2) : i32[]
+  %4 = const() {value = dense<f32[], [inf]>} : f32[]
+  %5 = sub(%4, %4) : f32[]
+  %6 = const() {value = dense<f32[], [-1.0]>} : f32[]
+  %7 = const() {value = dense<f32[], [0.0]>} : f32[]
+  %8 = mul(%6, %7) : f32[]
+  %9 = div(%7, %7) : f32[]
+  %10 = const() {value = dense<f32[2], [nan, 3e+38]>} : f32[2]
+  %11 = cast(%10) {dtype = i32} : i32[2]
+  %12 = const() {value = dense<f32[1], [-0.0]>} : f32[1]
+  %13 = sum(%12) {axes = [0], keepdims = false} : f32[]
+  return %2, %3, %5, %8, %9, %11, %13
+}""", """
+func @f() -> (i32[], i32[], f32[], f32[], f32[], i32[2], f32[]) {
+  %0 = const() {value = dense<i32[], [2147483647]>} : i32[]
+  %1 = const() {value = dense<i32[], [1]>} : i32[]
+  %2 = const() {value = dense<i32[], [-2147483648]>} : i32[]
+  %3 = const() {value = dense<i32[], [-2147483648]>} : i32[]
+  %4 = const() {value = dense<f32[], [inf]>} : f32[]
+  %5 = const() {value = dense<f32[], "NAN">} : f32[]
+  %6 = const() {value = dense<f32[], [-1.0]>} : f32[]
+  %7 = const() {value = dense<f32[], [0.0]>} : f32[]
+  %8 = const() {value = dense<f32[], [-0.0]>} : f32[]
+  %9 = const() {value = dense<f32[], "NAN">} : f32[]
+  %10 = const() {value = dense<f32[2], [nan, 3e+38]>} : f32[2]
+  %11 = const() {value = dense<i32[2], [0, 2147483647]>} : i32[2]
+  %12 = const() {value = dense<f32[1], [-0.0]>} : f32[1]
+  %13 = const() {value = dense<f32[], [0.0]>} : f32[]
+  return %2, %3, %5, %8, %9, %11, %13
+}""".replace("NAN", nan))

@@ -20,12 +20,14 @@ SPECIAL_INTS = [0, 1, -1, 2, -7, 100]
 
 def special_args(g: Graph, seed: int = 0) -> list[np.ndarray]:
     """Inputs of `g`'s types drawn from values where identities break: NaN, infinities, signed
-    zeros, extreme integers."""
+    zeros, the largest and smallest (normal and subnormal) floats, extreme integers."""
     rng = np.random.default_rng(seed)
     out = []
     for t in g.input_types:
         if t.dtype.is_float:
-            vals = np.array(SPECIAL_FLOATS, t.dtype.np)
+            fi = np.finfo(t.dtype.np)
+            vals = np.array(SPECIAL_FLOATS + [fi.max, -fi.max, fi.tiny, fi.smallest_subnormal],
+                            t.dtype.np)
         elif t.dtype.is_int:
             info = np.iinfo(t.dtype.np)
             vals = np.array(SPECIAL_INTS + [info.min, info.max], t.dtype.np)

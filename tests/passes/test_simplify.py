@@ -3,11 +3,12 @@ fire (float identities that would change a NaN, an infinity or the sign of a zer
 would change a shape). Every case also checks the same bits on NaN/inf/signed-zero inputs."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from nnjit.ir import Loc, Op, parse
+from nnjit.ir import Loc, Op, evaluate, parse
 from nnjit.passes.simplify import SIMPLIFY, simplify
-from tests.passes.test_rewrite import assert_pass, assert_unchanged
+from tests.passes.test_rewrite import assert_pass, assert_same_bits, assert_unchanged
 
 
 def fn(sig: str, body: str, ret: str) -> str:
@@ -130,6 +131,21 @@ def test_neg_minus_y_is_kept():
                                   "  %1 = sub(%0, %y) : f32[3]\n  return %1", "f32[3]"))
 
 
+@pytest.mark.parametrize("dt", ["f32", "f64"])
+def test_x_minus_x_on_floats_is_kept(dt):
+    # inf - inf = NaN - NaN = NaN
+    assert_unchanged(simplify, fn(f"%x: {dt}[3]", f"  %0 = sub(%x, %x) : {dt}[3]\n  return %0",
+                                  f"{dt}[3]"))
+
+
+def test_x_plus_neg_x_on_floats_is_only_x_minus_x():
+    # the regression of `mean(-v + v)` over an inf: NaN, never 0
+    assert_pass(simplify, fn("%x: f32[3]", "  %0 = neg(%x) : f32[3]\n  %1 = add(%0, %x) : f32[3]\n"
+                             "  return %1", "f32[3]"),
+                fn("%x: f32[3]", "  %0 = neg(%x) : f32[3]\n  %1 = sub(%x, %x) : f32[3]\n"
+                   "  return %1", "f32[3]"))
+
+
 def test_not_not():
     assert_pass(simplify, fn("%x: bool[3]", "  %0 = logical_not(%x) : bool[3]\n"
                              "  %1 = logical_not(%0) : bool[3]\n  return %1", "bool[3]"),
@@ -205,6 +221,57 @@ def test_concat_of_one_operand():
     assert_pass(simplify, fn("%x: f32[2,3]", "  %0 = concat(%x) {axis = 1} : f32[2,3]\n"
                              "  return %0", "f32[2,3]"),
                 fn("%x: f32[2,3]", "  return %x", "f32[2,3]"))
+
+
+# -- an operand with itself ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,dt", [("maximum", "f32"), ("minimum", "f64"), ("maximum", "i32"),
+                                   ("logical_and", "bool"), ("logical_or", "bool")])
+def test_op_of_x_with_itself_is_x(op, dt):
+    # exact for NaN (NaN) and for -0.0 (max(-0.0, -0.0) = -0.0)
+    assert_pass(simplify, fn(f"%x: {dt}[2,3]", f"  %0 = {op}(%x, %x) : {dt}[2,3]\n  return %0",
+                             f"{dt}[2,3]"),
+                fn(f"%x: {dt}[2,3]", "  return %x", f"{dt}[2,3]"))
+
+
+def test_op_of_two_different_operands_is_kept():
+    assert_unchanged(simplify, fn("%x: i32[3], %y: i32[3], %a: bool[3], %b: bool[3]",
+                                  "  %0 = maximum(%x, %y) : i32[3]\n"
+                                  "  %1 = logical_and(%a, %b) : bool[3]\n  return %0, %1",
+                                  "i32[3], bool[3]"))
+
+
+# -- unsafe float forms no rule may rewrite --------------------------------------------------------
+
+# Each with the input that tells it apart from the "obvious" simplification (%0 is +0.0, %1 -0.0).
+UNSAFE_FLOAT_FORMS = {
+    "x*0": ("mul(%x, %0)", "inf * 0 = NaN; -1 * 0 = -0.0"),
+    "0*x": ("mul(%0, %x)", "NaN * 0 = NaN"),
+    "0/x": ("div(%0, %x)", "0 / 0 = NaN; 0 / -1 = -0.0"),
+    "x/x": ("div(%x, %x)", "0 / 0 = inf / inf = NaN"),
+    "x-x": ("sub(%x, %x)", "inf - inf = NaN"),
+    "x+0.0": ("add(%x, %0)", "-0.0 + 0.0 = +0.0"),
+    "0.0+x": ("add(%0, %x)", "0.0 + -0.0 = +0.0"),
+    "0-x": ("sub(%0, %x)", "0.0 - 0.0 = +0.0, but neg(0.0) = -0.0"),
+    "x-(-0.0)": ("sub(%x, %1)", "-0.0 - (-0.0) = +0.0"),
+    "x*(-0.0)": ("mul(%x, %1)", "1 * -0.0 = -0.0, -1 * -0.0 = +0.0"),
+    "x==x": ("eq(%x, %x)", "NaN == NaN is false"),
+    "x!=x": ("ne(%x, %x)", "NaN != NaN is true"),
+    "x<=x": ("le(%x, %x)", "NaN <= NaN is false"),
+    "x>=x": ("ge(%x, %x)", "NaN >= NaN is false"),
+    "sum(x, [])": ("sum(%x) {axes = [], keepdims = false}", "sum(-0.0) = +0.0"),
+    "sum(x, unit)": ("sum(%x) {axes = [0], keepdims = true}", "sum([-0.0]) = +0.0"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(UNSAFE_FLOAT_FORMS))
+@pytest.mark.parametrize("dt", ["f32", "f64"])
+def test_unsafe_float_forms_are_kept(form, dt):
+    expr, _why = UNSAFE_FLOAT_FORMS[form]
+    out = "bool" if expr[:2] in ("eq", "ne", "le", "ge") else dt
+    shape = "1,3" if form.startswith("sum") else "3"
+    body = f"{C(0, dt, '0.0')}\n{C(1, dt, '-0.0')}\n  %2 = {expr} : {out}[{shape}]\n  return %2"
+    assert_unchanged(simplify, fn(f"%x: {dt}[{shape}]", body, f"{out}[{shape}]"))
 
 
 # -- data movement ---------------------------------------------------------------------------------
@@ -321,6 +388,23 @@ def test_elementwise_ops_broadcast_their_operands_themselves():
                    "  %2 = where(%c, %x, %y) : f32[2,3]\n  return %2", "f32[2,3]"))
 
 
+@pytest.mark.parametrize("exponent", ["2.0", "0.5", "-1.0"])
+def test_pow_keeps_its_broadcast_exponent(exponent):
+    # numpy's power computes a one-element exponent of 2, 0.5 or -1 as x*x, sqrt(x) or 1/x, and
+    # a full-shape one with its general pow: pow(-inf, 0.5) is NaN one way and +inf the other,
+    # pow(-0.0, 0.5) is -0.0 or +0.0, and x = 1.5184396505355835 rounds 1 ulp apart (on SIMD
+    # builds). Dropping the broadcast would change the result.
+    before = fn("%x: f32[5]", f"{C(0, 'f32', exponent)}\n"
+                "  %1 = broadcast_to(%0) {shape = [5]} : f32[5]\n"
+                "  %2 = pow(%x, %1) : f32[5]\n  return %2", "f32[5]")
+    assert_unchanged(simplify, before)
+    g = parse(before)
+    x = np.array([-np.inf, -0.0, 1.5184396505355835, 590.4349365234375, 1683.814453125],
+                 np.float32)
+    with np.errstate(all="ignore"):
+        assert_same_bits(evaluate(simplify(g), [x]), evaluate(g, [x]))
+
+
 def test_a_broadcast_that_gives_the_result_its_shape_is_kept():
     assert_unchanged(simplify, fn("%x: f32[3], %y: f32[3]",
                                   "  %0 = broadcast_to(%x) {shape = [2, 3]} : f32[2,3]\n"
@@ -330,7 +414,7 @@ def test_a_broadcast_that_gives_the_result_its_shape_is_kept():
 # -- the rules together ----------------------------------------------------------------------------
 
 def test_a_new_rule_comes_with_a_test_above():
-    assert len(SIMPLIFY.rules) == 27, "add a Before/Expected test for the new rule, then bump this"
+    assert len(SIMPLIFY.rules) == 28, "add a Before/Expected test for the new rule, then bump this"
 
 
 def test_rules_chain_to_a_fixpoint_in_scan_bodies_and_keep_locations():

@@ -7,12 +7,19 @@ inf, and the sign of zero is kept); no stop_gradient remains (autodiff has alrea
 rule bypasses are left for `eliminate_dead_code`.
 
 Float exactness, rule by rule. Exact for every float x, NaN and inf included: x*1, x/1, --x,
-x+(-0.0), x-(+0.0), x+(-y) = x-y and x-(-y) = x+y (IEEE defines subtraction so), and all data
-movement rules. NOT exact, so restricted: x+(+0.0) gives +0.0 for x = -0.0, hence x+0 and x-(-0)
-fire on floats only with the zero whose sign makes them exact (always on integers); x*0 is NaN
-for x = inf or NaN and -0.0 for x < 0, hence it fires on integers only; a float sum adds to +0.0
-(numpy's and every backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and
-is removed for integers only (a max over no axes is exact: its identity is -inf).
+x+(-0.0), x-(+0.0), x+(-y) = x-y and x-(-y) = x+y (IEEE defines subtraction so), max(x, x) and
+min(x, x), and all data movement rules. NOT exact, so restricted: x+(+0.0) gives +0.0 for
+x = -0.0, hence x+0 and x-(-0) fire on floats only with the zero whose sign makes them exact
+(always on integers); x*0 is NaN for x = inf or NaN and -0.0 for x < 0, hence it fires on
+integers only (wraparound keeps it exact); a float sum adds to +0.0 (numpy's and every
+backend's accumulator), so even a sum over no axes turns -0.0 into +0.0 and is removed for
+integers only (a max over no axes is exact: its identity is -inf). Never rewritten, being wrong
+for some float: x-x and x/x (NaN at inf), 0/x, 0-x (+0.0 at x = +0.0 where neg gives -0.0),
+x == x (false for NaN), and reassociations of float constants ((x+c1)+c2 rounds twice).
+Operand broadcasts are dropped for every elementwise op but pow: numpy's power computes a
+one-element exponent of 2, 0.5 or -1 as x*x, sqrt(x) or 1/x, and a broadcast one with its
+general pow, so pow(-inf, broadcast_to(0.5)) = +inf but pow(-inf, 0.5) = NaN (at -0.0: +0.0
+and -0.0; some finite x round 1 ulp apart).
 """
 from __future__ import annotations
 
@@ -28,6 +35,11 @@ X, Y = Pat.var("x"), Pat.var("y")
 
 def _not_float(dt: DType) -> bool:
     return not dt.is_float
+
+
+# An operand on which x * 0 == 0 and sum(x) == x hold: no NaN, inf or signed zero (integer
+# arithmetic wraps, which keeps both exact).
+EXACT_X = Pat.var("x", dtype=_not_float)
 
 
 def _zero_with_sign(v: Value, negative: bool) -> bool:
@@ -111,7 +123,8 @@ def _add(ctx: RewriteContext, x: Value, y: Value) -> Value:
 
 def _drop_operand_broadcasts(ctx: RewriteContext) -> Value | None:
     """op(.., broadcast_to(v), ..) -> op(.., v, ..) where the op's own broadcasting gives the same
-    result shape: the broadcast need not be materialized (`mul(x, broadcast_to(c))`)."""
+    result shape: the broadcast need not be materialized (`mul(x, broadcast_to(c))`). Exact for
+    correctly rounded ops only: the reference's result must not depend on operand shapes."""
     srcs, changed = list(ctx.node.srcs), False
     for i, s in enumerate(srcs):
         if s.node.op != Op.BROADCAST_TO:
@@ -134,8 +147,7 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.ADD, (X, ADD_ZERO), commutative=True), _x),                          # x+0, 0+x
     (Pat(Op.SUB, (X, SUB_ZERO)), _x),                                             # x-0
     (Pat(Op.MUL, (X, Pat.const(1)), commutative=True), _x),                       # x*1, 1*x
-    (Pat(Op.MUL, (Pat.var("x", dtype=_not_float), Pat.const(0, "zero")),
-         commutative=True), _zeros),                                              # x*0, ints
+    (Pat(Op.MUL, (EXACT_X, Pat.const(0, "zero")), commutative=True), _zeros),    # x*0, ints
     (Pat(Op.DIV, (X, Pat.const(1))), _x),                                         # x/1
     (Pat(Op.NEG, (Pat(Op.NEG, (X,)),)), _x),                                      # --x
     (Pat(Op.ADD, (X, Pat(Op.NEG, (Y,))), commutative=True), _sub),                # x+(-y)
@@ -147,9 +159,11 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.WHERE, (Pat.const(True), X, Y)), _x),
     (Pat(Op.WHERE, (Pat.const(False), X, Y)), _y),
     (Pat(Op.WHERE, (Pat.var("c"), X, X)), _x),
-    (Pat(Op.SUM, (Pat.var("x", dtype=_not_float),), attrs={"axes": ()}), _x),     # no axes
+    (Pat(Op.SUM, (EXACT_X,), attrs={"axes": ()}), _x),                           # no axes
     (Pat(Op.MAX, (X,), attrs={"axes": ()}), _x),                                  # no axes
     (Pat(Op.CONCAT, (X,)), _x),                                                   # one operand
+    # an operand combined with itself
+    (Pat({Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR}, (X, X)), _x),                  # max(x, x)
     # data movement
     (Pat(Op.RESHAPE, (X,)), _x),                                                  # same shape
     (Pat(Op.RESHAPE, (Pat(Op.RESHAPE, (X,)),)), _reshape_of_reshape),
@@ -160,7 +174,9 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.BROADCAST_TO, (Pat(Op.BROADCAST_TO, (X,)),)), _broadcast_of_broadcast),
     (Pat(Op.SLICE, (X,), where=_slices_everything), _x),
     (Pat(Op.PAD, (X,), attrs={"pads": lambda p: all(lo == hi == 0 for lo, hi in p)}), _x),
-    (Pat(BINARY | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
+    # NOT pow: numpy's power takes a fast path (x*x, sqrt, 1/x) for a one-element exponent,
+    # which differs from its general pow on the broadcast one (pow(-inf, 0.5): NaN vs +inf).
+    (Pat(BINARY - {Op.POW} | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
 ])
 
 
