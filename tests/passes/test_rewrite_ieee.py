@@ -7,8 +7,9 @@ and iinfo min/max for integers. The rule alone, the whole simplify pass and the 
 matches any NaN; 0.0 and -0.0 differ); compiled by the LLVM backend, the pipeline's graphs must
 agree with the unrewritten graph compiled as it is on NaN-ness, inf-ness and signs exactly and
 on values to rtol 1e-5. A rule that never fires on its own pattern fails. Also: the
-`mean(-v + v)` regression (a mean over an inf is NaN, never 0), and strict xfails for two places
-where llvm disagrees with the interpreter on special values by itself."""
+`mean(-v + v)` regression (a mean over an inf is NaN, never 0), and two places where llvm once
+disagreed with the interpreter on special values by itself (pow with a broadcast 0.5 exponent;
+signed-zero ties of maximum/minimum)."""
 from __future__ import annotations
 
 import numpy as np
@@ -353,11 +354,8 @@ def test_mean_of_minus_v_plus_v_over_an_inf_is_nan(backend, fuse):
     assert got.shape == want.shape == (1, 1) and np.isnan(got).all() and np.isnan(want).all()
 
 
-@pytest.mark.xfail(strict=True, reason="backends/lowering/loops.py reads a broadcast one-element "
-                   "const inside a fused loop as a kernel Const, so llvm's pow takes its sqrt path "
-                   "(pow(-inf, 0.5) = NaN, pow(-0.0, 0.5) = -0.0) where numpy's power on the "
-                   "broadcast exponent gives +inf and +0.0; unfused llvm agrees with numpy")
 def test_fused_llvm_pow_of_a_broadcast_exponent_matches_the_interpreter():
+    """pow is C pow whatever the exponent's shape: (-inf)**0.5 == +inf, (-0.0)**0.5 == +0.0."""
     b = Builder("f")
     x = b.input(TensorType((4,), DType.F32), "x")
     g = b.build([prims.pow(x, prims.broadcast_to(b.const(np.float32(0.5)), (4,)))])
@@ -369,13 +367,27 @@ def test_fused_llvm_pow_of_a_broadcast_exponent_matches_the_interpreter():
         assert_llvm_agrees(get_backend("llvm").compile(h, Options("llvm", fuse))([v]), want)
 
 
-@pytest.mark.xfail(strict=True, reason="llvm's maximum/minimum order signed zeros (max(+0.0, "
-                   "-0.0) = +0.0, as IEEE 754-2019 maximum does); numpy's return the second "
-                   "operand on a tie (np.maximum(0.0, -0.0) = -0.0), and numpy is the reference")
 def test_llvm_maximum_and_minimum_keep_numpys_signed_zero_ties():
+    """numpy's maximum(0.0, -0.0) is -0.0: a tie gives the second operand."""
     b = Builder("f")
     x, y = (b.input(TensorType((2,), DType.F32), n) for n in "xy")
     g = b.build([prims.maximum(x, y), prims.minimum(x, y)])
     args = [np.array([0.0, -0.0], np.float32), np.array([-0.0, 0.0], np.float32)]
     assert_llvm_agrees(get_backend("llvm").compile(g, Options("llvm", False))(args),
                        evaluate(g, args))
+
+
+@pytest.mark.parametrize("native", ["llvm", "cuda"])
+def test_pow_and_maximum_specials_agree_on_every_backend(native):
+    """The two fixes above on both native backends, as a user meets them (x ** 0.5 and
+    maximum with a scalar), against the interpreter."""
+    v = np.array([-np.inf, -0.0, 0.0, 4.0, np.nan], np.float32)
+
+    def f(x):
+        return x ** 0.5, nnjit.maximum(x, -0.0), nnjit.minimum(-x, 0.0)
+
+    with np.errstate(all="ignore"):
+        want = nnjit.jit(f)(v)
+        got = nnjit.jit(f, backend=native)(v)
+    for a, b in zip(got, want):
+        assert_llvm_agrees([a], [b])

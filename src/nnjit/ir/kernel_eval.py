@@ -32,11 +32,12 @@ def _cast(v, dt: DType):
 
 
 def _nan_max(a, b):
-    return a if (a != a or a >= b) and not (b != b) else b
+    """numpy maximum: NaN propagates, and a tie (+0.0 vs -0.0) gives the second operand."""
+    return a if (a != a or a > b) and not (b != b) else b
 
 
 def _nan_min(a, b):
-    return a if (a != a or a <= b) and not (b != b) else b
+    return a if (a != a or a < b) and not (b != b) else b
 
 
 _OPS = {

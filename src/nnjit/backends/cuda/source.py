@@ -351,14 +351,14 @@ def _sigmoid(x):
 def _fmax(a, b):
     if a != a or b != b:
         return a if a != a else b
-    return a if a >= b else b
+    return a if a > b else b
 
 
 @cuda.jit(device=True)
 def _fmin(a, b):
     if a != a or b != b:
         return a if a != a else b
-    return a if a <= b else b
+    return a if a < b else b
 
 
 @cuda.jit(device=True)

@@ -438,8 +438,10 @@ def _pow_const(b: ir.IRBuilder, x: ir.Value, y: float) -> ir.Value | None:
         # in float while the result is still a normal number.
         inv = b.fdiv(one, x)
         return inv if y == -1 else b.fmul(inv, inv)
-    if y == 0.5:  # numpy computes x ** 0.5 with a scalar exponent as sqrt(x): same here
-        return emit_sqrt(b, x)
+    if y == 0.5:  # sqrt with C pow's specials: pow(-0.0, 0.5) = +0.0, pow(-inf, 0.5) = +inf
+        root = b.fadd(emit_sqrt(b, x), _k(ty, 0.0))    # -0.0 + 0.0 = +0.0
+        return b.select(b.fcmp_ordered("==", x, _k(ty, -float("inf"))), _k(ty, float("inf")),
+                        root)
     if y == -0.5:
         return b.fdiv(one, _sqrt_pow(b, x))
     return None
@@ -450,9 +452,9 @@ def emit_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value | float) -> ir.Value:
     (-8)**(1/3) == nan, inf and nan rules. Max error f32 0.58 ulp (computed in double, one
     rounding), f64 4.8 ulp / 6e-16 relative even for y*log|x| near +-700 (double-double log
     and product); specials agree with numpy bit for bit. A Python number `y` is
-    specialised: 0, 1, 2, 3, 4, -1, -2 multiply (<= 1.5 ulp); 0.5 is sqrt, as numpy's
-    `x ** 0.5` is (so (-0.0)**0.5 == -0.0 and (-inf)**0.5 == nan there, unlike C pow);
-    -0.5 is 1/sqrt with pow's signs. A runtime y of 0.5 follows C pow.
+    specialised: 0, 1, 2, 3, 4, -1, -2 multiply (<= 1.5 ulp); 0.5 is sqrt and -0.5 is 1/sqrt,
+    both with C pow's specials ((-0.0)**0.5 == +0.0, (-inf)**0.5 == +inf, unlike numpy's
+    scalar-exponent shortcut): one answer whatever the exponent's shape.
     """
     if not isinstance(y, ir.Value):
         fast = _pow_const(b, x, float(y))

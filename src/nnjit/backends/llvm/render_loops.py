@@ -97,13 +97,27 @@ def _relu(b, call, x):
 
 
 def _minmax(fname: str, iname: str, bop: str):
+    """numpy maximum/minimum: NaN propagates and a tie gives the second operand (numpy's
+    maximum(0.0, -0.0) is -0.0, where llvm.maximum orders -0.0 below +0.0)."""
+    sym = ">" if bop == "or_" else "<"
+
     def emit(b, call, x, y):
         kind = _kind(call.dtype)
         if kind == "b":
             return getattr(b, bop)(x, y)
-        name = fname if kind == "f" else iname  # llvm.maximum/minimum propagate NaN
-        return b.call(intrinsic(b.module, name, x.type, [x.type, x.type], [x.type]), [x, y])
+        if kind == "i":
+            return b.call(intrinsic(b.module, iname, x.type, [x.type, x.type], [x.type]), [x, y])
+        first = b.or_(b.fcmp_ordered(sym, x, y), b.fcmp_unordered("uno", x, x))
+        return b.select(first, x, y)
     return emit
+
+
+def accumulate_minmax(b: ir.IRBuilder, op: KOp, acc: ir.Value, x: ir.Value) -> ir.Value:
+    """A max/min accumulation step: llvm.maximum/minimum (NaN-propagating; signed zeros ordered,
+    so the result does not depend on the order), which LLVM vectorizes as a reduction."""
+    name = "llvm.maximum" if op == KOp.MAX else "llvm.minimum"
+    return b.call(intrinsic(b.module, name, acc.type, [acc.type, acc.type], [acc.type]),
+                  [acc, x])
 
 
 _CMP = {KOp.LT: "<", KOp.LE: "<=", KOp.GT: ">", KOp.GE: ">=", KOp.EQ: "==", KOp.NE: "!="}
@@ -305,7 +319,12 @@ class StmtRenderer:
         if kind != "slot":
             raise CompileError(f"{self.where}: assignment to {s.var.name}, which is not an "
                                f"accumulator declared by an enclosing let")
-        val = self.expr(s.value)
+        v = s.value
+        if (isinstance(v, Call) and v.op in (KOp.MAX, KOp.MIN) and v.dtype.is_float
+                and v.args[0] == s.var and self.reduce_depth):
+            val = accumulate_minmax(self.b, v.op, self.expr(v.args[0]), self.expr(v.args[1]))
+        else:
+            val = self.expr(s.value)
         folds = ("v", s.var.name) in self._deps[self.canon(s.value)]
         if self.reduce_depth and folds and isinstance(val, ir.Instruction) \
                 and val.opname in _REASSOC:

@@ -64,6 +64,15 @@ def _np(fn):
     return ref
 
 
+def _pow_ref(xs, attrs):
+    """C pow, whatever the exponent's shape: numpy takes a shortcut for a one-element exponent
+    of 0.5 (sqrt: (-0.0)**0.5 == -0.0, (-inf)**0.5 == nan), so the exponent is expanded."""
+    x, y = xs
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    with np.errstate(all="ignore"):
+        return np.power(x, np.array(np.broadcast_to(y, shape))).astype(x.dtype, copy=False)
+
+
 def _cmp(fn):
     def ref(xs, attrs):
         with np.errstate(all="ignore"):
@@ -177,7 +186,8 @@ register(
     _binary(Op.SUB, _np(np.subtract), _sub_vjp, require_numeric),
     _binary(Op.MUL, _np(np.multiply), _mul_vjp, require_numeric),
     _binary(Op.DIV, _np(np.divide), _div_vjp, require_float, doc="true division (floats only)"),
-    _binary(Op.POW, _np(np.power), _pow_vjp, require_float),
+    _binary(Op.POW, _pow_ref, _pow_vjp, require_float,
+            doc="C pow for every exponent shape (numpy's x ** 0.5 shortcut is not taken)"),
     _binary(Op.REMAINDER, _np(np.remainder), _remainder_vjp, require_numeric,
             doc="numpy remainder: the result takes the divisor's sign; x % 0 is 0 for ints"),
     _binary(Op.MAXIMUM, _np(np.maximum), _maximum_vjp, require_numeric,
