@@ -95,15 +95,12 @@ def run_workload(w: Workload, backend: str = "llvm", repeats: int = 7,
     if w.baseline is not None:
         numpy_ms = statistics.median(_time(w.baseline, args, repeats)) * 1e3
     low = {k: cf.lowered() for k, cf in compiled.items()}
+    peak = {k: cf.memory_plan().total_bytes + cf.memory_plan().results_bytes
+            for k, cf in compiled.items()}
     return Row(w.name, med[True] * 1e3, med[False] * 1e3, med[False] / med[True],
                len(low[True].program.kernels), len(low[False].program.kernels),
                bytes_moved(low[True].program), bytes_moved(low[False].program),
-               _peak(low[True]), _peak(low[False]), numpy_ms, compile_s)
-
-
-def _peak(lowered) -> int:
-    outs = sum(b.nbytes for b in lowered.program.buffers if b.kind.value == "output")
-    return lowered.plan.arena_bytes + outs
+               peak[True], peak[False], numpy_ms, compile_s)
 
 
 # -- the built-in suite ---------------------------------------------------------------------

@@ -204,3 +204,42 @@ def test_donated_training_steps_match_undonated_ones():
             assert (u.shape, u.dtype) == (v.shape, v.dtype)
             np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
     assert donating.lower(*b, x, y).memory_plan().donated
+
+
+def _plan_cases():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(3 * 8, 4))
+    p = model.init(seed=0)
+
+    def step(p, i, y):
+        return nnjit.value_and_grad(lambda p: nn.cross_entropy(model.apply(p, i), y))(p)
+
+    def rnn(xs, h):
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs)
+
+    return {
+        "gemm": (lambda x, w: nnjit.relu(x @ w), (np.ones((64, 96), np.float32),
+                                                 np.ones((96, 80), np.float32))),
+        "checked step": (step, (p, np.zeros((5, 3), np.int64), np.zeros(5, np.int64))),
+        "scan": (rnn, (np.ones((4, 3), np.float32), np.zeros(3, np.float32))),
+        "elementwise": (lambda x: x * 2.0 + 1.0, (np.ones(1000, np.float32),)),
+    }
+
+
+@pytest.mark.parametrize("native", ["llvm", "cuda"])
+@pytest.mark.parametrize("name", list(_plan_cases()))
+def test_the_memory_plan_counts_every_byte_the_executable_allocates(native, name):
+    """The plan's total is exactly the arena the executable allocates (temporaries, GEMM
+    workspace, status word, cuda's constants and staging), each extra named by purpose."""
+    fn, args = _plan_cases()[name]
+    cf = nnjit.jit(fn, backend=native).lower(*args)
+    plan, exe = cf.memory_plan(), cf.executable
+    allocated = exe._arena.nbytes if native == "llvm" else exe.arena.nbytes
+    assert plan.total_bytes == allocated
+    assert plan.total_bytes == plan.arena_bytes + sum(n for _, n in plan.extras)
+    assert f"arena {plan.total_bytes} B allocated once" in plan.table()
+    if name == "gemm" and native == "llvm":
+        assert any("GEMM packing workspace" in purpose for purpose, _ in plan.extras)
+    if name == "checked step":
+        assert any("status word" in purpose for purpose, _ in plan.extras)
+    assert plan.results_bytes == sum(np.asarray(r).nbytes for r in
+                                     nnjit.tree_leaves(cf(*args)))

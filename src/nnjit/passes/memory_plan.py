@@ -35,20 +35,41 @@ class BufferPlan:
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    """Where the temporaries live (`buffers`, `arena_bytes`) and, once a backend has compiled
+    the program, everything else its executable allocates once (`extras`: the GEMM packing
+    workspace, the status word, constants and staging slots on cuda), by purpose. `total_bytes`
+    is exactly what the executable allocates; `results_bytes` is what each call returns in
+    fresh arrays (none with `out=`, less with donated inputs)."""
+
     buffers: tuple[BufferPlan, ...]
     arena_bytes: int
     no_reuse_bytes: int
     lower_bound_bytes: int
     num_kernels: int
     donated: tuple[tuple[str, str], ...] = ()   # (output, donated input it is written into)
+    extras: tuple[tuple[str, int], ...] = ()    # (purpose, bytes) beyond the temporaries
+    results_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.arena_bytes + sum(n for _, n in self.extras)
+
+    def with_extras(self, extras, results_bytes: int) -> "MemoryPlan":
+        """This plan with what a backend allocates besides the temporaries (bytes > 0 kept)."""
+        return dataclasses.replace(self, extras=tuple((p, n) for p, n in extras if n),
+                                   results_bytes=results_bytes)
 
     def table(self) -> str:
         rows = [f"{'buffer':<16} {'bytes':>12} {'live':>11} {'offset':>12}"]
         for b in sorted(self.buffers, key=lambda b: (b.offset, b.start)):
             rows.append(f"{b.name:<16} {b.nbytes:>12} {f'{b.start}..{b.end}':>11} "
                         f"{b.offset:>12}")
-        rows.append(f"arena {self.arena_bytes} B; liveness lower bound "
+        rows.append(f"temporaries {self.arena_bytes} B; liveness lower bound "
                     f"{self.lower_bound_bytes} B; no reuse {self.no_reuse_bytes} B")
+        for purpose, n in self.extras:
+            rows.append(f"+ {purpose} {n} B")
+        rows.append(f"arena {self.total_bytes} B allocated once; results {self.results_bytes} B "
+                    "per call")
         return "\n".join(rows)
 
 

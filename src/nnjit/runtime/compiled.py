@@ -121,8 +121,11 @@ class CompiledFunction:
         return self._lowered
 
     def memory_plan(self):
-        """The arena layout: `print(cf.memory_plan().table())`; see also `memory_svg()`."""
-        return self.lowered().plan
+        """The arena layout: `print(cf.memory_plan().table())`; see also `memory_svg()`. Its
+        `total_bytes` is everything the executable allocates (temporaries, and the backend's
+        workspace, status word, constants and staging by purpose)."""
+        own = getattr(self.executable, "plan", None)
+        return own if own is not None else self.lowered().plan
 
     def memory_svg(self) -> str:
         from .viz import memory_svg

@@ -79,7 +79,6 @@ class CudaExecutable:
         self.cuda = cuda
         self.program = program
         self.rendered = rendered
-        self.plan = plan
         self.inputs = inputs
         self.outputs = outputs
         self.simulator = simulator
@@ -99,6 +98,15 @@ class CudaExecutable:
         self._status_at = at if program.sites else None
         at += STATUS_BYTES if program.sites else 0
         self.arena_bytes = max(at, 1)
+        const_bytes = sum(_align(b.nbytes) for b in self._consts)
+        stage = sum(_align(program.buffer(n).nbytes) for n in program.inputs + program.outputs)
+        results = sum(max(s.size, 0) * np.dtype(s.dtype).itemsize for s in outputs)
+        self.plan = plan and plan.with_extras(
+            [("constants (uploaded once)", const_bytes),
+             ("staging slots for numpy arguments and results", stage),
+             ("status word (run-time index checks)", STATUS_BYTES if program.sites else 0),
+             ("alignment", self.arena_bytes - program.arena_bytes - const_bytes - stage
+              - (STATUS_BYTES if program.sites else 0))], results)
         self.arena = _alloc_arena(cuda, self.arena_bytes, program.name)
         for b in self._consts:
             off = self._const_at[id(b)]

@@ -105,8 +105,13 @@ class LLVMExecutable:
     def __init__(self, program: Program, rendered: Rendered, library: target.JitLibrary,
                  inputs: list[ArgSpec], outputs: list[ArgSpec], plan=None):
         self.program = program
-        self.plan = plan
         self.rendered = rendered
+        results = sum(max(s.size, 0) * np.dtype(s.dtype).itemsize for s in outputs)
+        self.plan = plan and plan.with_extras(
+            [("status word (run-time index checks)", rendered.status_bytes),
+             (f"GEMM packing workspace ({rendered.nthreads} thread(s))",
+              rendered.workspace_bytes),
+             ("alignment", rendered.temp_bytes - plan.arena_bytes)], results)
         self.library = library
         self.inputs = inputs
         self.outputs = outputs
