@@ -74,7 +74,7 @@ def check_program(program, tgt=None) -> int:
 def _programs():
     """Lowered graphs covering every kernel shape the renderer makes."""
     import nnjit
-    from nnjit.backends.lowering import lower_graph
+    from nnjit.codegen import lower_graph
     from nnjit.backends.cuda.render import Target
     from tests.backends.test_cuda_render import (F32, F64, I32, I64, float_ops_program,
                                                  int_ops_program, ptx_cases)

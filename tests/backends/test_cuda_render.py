@@ -14,7 +14,7 @@ import pytest
 import nnjit
 from nnjit.backends.cuda import executable as cuda_exe
 from nnjit.backends.cuda.render import SIM_TARGET, Launch, Target, render
-from nnjit.backends.lowering import lower_graph
+from nnjit.codegen import lower_graph
 from nnjit.ir import ArgumentError, DType, evaluate
 from nnjit.ir.kernel import (Assign, Buffer, BufKind, Call, Const, KOp, Let, Load, Loop,
                              LoopKernel, LoopKind, Program, Store, Var)
@@ -186,7 +186,7 @@ def test_identifiers_are_sanitized_and_user_text_stays_in_comments():
 
 
 def _subst_i(stmts):
-    from nnjit.backends.lowering.subst import substitute
+    from nnjit.codegen.subst import substitute
 
     return substitute(stmts, {I: Var("i-x")})
 

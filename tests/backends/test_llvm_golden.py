@@ -9,7 +9,7 @@ import pytest
 
 import nnjit
 from nnjit.backends.llvm.render import render
-from nnjit.backends.lowering import lower_graph
+from nnjit.codegen import lower_graph
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import nnjit
-from nnjit.backends.lowering import lower_graph
+from nnjit.codegen import lower_graph
 from nnjit.ir import evaluate
 from nnjit.ir.kernel import GemmKernel, LoopKernel, ScanKernel
 from nnjit.ir.kernel_eval import run_program
-from nnjit.passes.memory_plan import check_plan
+from nnjit.codegen.memory_plan import check_plan
 
 rng = np.random.default_rng(0)
 

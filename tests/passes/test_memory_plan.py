@@ -7,11 +7,11 @@ import pytest
 
 import nnjit
 from nnjit import nn
-from nnjit.backends.lowering.program import _Lowering
+from nnjit.codegen.lower import _Lowering
 from nnjit.ir import CompileError, evaluate
 from nnjit.ir.kernel_eval import run_program
 from nnjit.passes.fusion import fuse
-from nnjit.passes.memory_plan import (BufferPlan, MemoryPlan, check_plan, inplace_pairs,
+from nnjit.codegen.memory_plan import (BufferPlan, MemoryPlan, check_plan, inplace_pairs,
                                       plan_memory)
 
 rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """The kernel IR: what a group of graph nodes becomes before any backend sees it.
 
 Native backends (LLVM, CUDA) render this IR and nothing else; lowering from graph ops happens
-once, in `nnjit.backends.lowering`. A `Program` is a list of buffers and a sequence of kernels:
+once, in `nnjit.codegen`. A `Program` is a list of buffers and a sequence of kernels:
 
 - `LoopKernel`: a loop nest over an index space with scalar statements (loads, arithmetic,
   stores, accumulators). The outermost loop may be `parallel`; loops marked `reduce` fold into
@@ -65,6 +65,18 @@ class KOp(enum.Enum):
 
 
 COMPARE = {KOp.LT, KOp.LE, KOp.GT, KOp.GE, KOp.EQ, KOp.NE}
+
+
+def identity(op: KOp, dtype: DType):
+    """The neutral start of an accumulation with `op` (ADD, MAX or MIN) in `dtype`."""
+    if op == KOp.ADD:
+        return 0.0 if dtype.is_float else (False if dtype == DType.BOOL else 0)
+    if dtype == DType.BOOL:
+        return op == KOp.MIN
+    if dtype.is_float:
+        return -np.inf if op == KOp.MAX else np.inf
+    info = np.iinfo(dtype.np)
+    return int(info.min if op == KOp.MAX else info.max)
 
 
 # -- expressions ------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class CompiledFunction:
         if self._lowered is None:
             low = getattr(self.executable, "lowered", None)
             if low is None:
-                from ..backends.lowering import lower_graph
+                from ..codegen import lower_graph
 
                 low = lower_graph(self.graph, donate=self.options.donate)
             self._lowered = low

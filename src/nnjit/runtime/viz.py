@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from ..ir import Graph, NnjitError, Op
-from ..passes.memory_plan import MemoryPlan
+from ..codegen.memory_plan import MemoryPlan
 
 _KIND_COLORS = {"loop": "#dbeafe", "reduce": "#fde68a", "gemm": "#fecaca", "conv": "#fbcfe8",
                 "window": "#d9f99d"}

@@ -66,8 +66,8 @@ def compile_program(program, inputs, outputs, plan=None, tgt=None):
 
 def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     """Lower `graph` to kernel IR (shared with the LLVM backend) and render it for CUDA."""
-    from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
-    from nnjit.backends.lowering.accumulate import block_sums  # noqa: PLC0415
+    from nnjit.codegen import lower_graph  # noqa: PLC0415
+    from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
     from nnjit.backends.signature import signature  # noqa: PLC0415
 
     check_available()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nnjit.backends.cuda.source import NP_NAME, Emitter, Namer, comment, deps
-from nnjit.backends.lowering.loops import accesses
+from nnjit.backends.cuda.source import NP_NAME, Emitter, Namer, comment
+from nnjit.codegen.analysis import affine, deps, memory_region
+from nnjit.codegen.analysis import accesses
 from nnjit.ir import DType
 from nnjit.ir.kernel import (
     BufKind,
@@ -57,30 +58,6 @@ class Inlined:
         return self.by_gemm.get(i, {})
 
 
-def _affine(e) -> dict | None:
-    """e as {var name or 1: coefficient} if it is an integer affine form of variables."""
-    if isinstance(e, Const) and e.dtype == DType.I64:
-        return {1: int(e.value)}
-    if isinstance(e, Var) and e.dtype == DType.I64:
-        return {e.name: 1}
-    if isinstance(e, Call) and e.op in (KOp.ADD, KOp.SUB, KOp.MUL) and e.dtype == DType.I64:
-        a, b = _affine(e.args[0]), _affine(e.args[1])
-        if a is None or b is None:
-            return None
-        if e.op == KOp.MUL:
-            if set(a) == {1}:
-                a, b = b, a
-            if set(b) != {1}:
-                return None
-            return {k: v * b[1] for k, v in a.items()}
-        sign = 1 if e.op == KOp.ADD else -1
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = out.get(k, 0) + sign * v
-        return out
-    return None
-
-
 def producer_nest(k: LoopKernel) -> tuple[list[Loop], Store] | None:
     """(loops, store) when `k` is one perfect nest storing element-by-element in row-major order
     of its loops: then element f of the buffer is the store's value at unravel(f)."""
@@ -97,27 +74,14 @@ def producer_nest(k: LoopKernel) -> tuple[list[Loop], Store] | None:
     for lp in reversed(loops):
         want[lp.var] = stride
         stride *= lp.extent
-    got = {v: c for v, c in (_affine(st.index) or {1: -1}).items() if c}
+    got = {v: c for v, c in (affine(st.index) or {1: -1}).items() if c}
     if got != want or ("b", st.buf) in deps(st.value, {}):
         return None
     return loops, st
 
 
-def _region(bufs, name: str):
-    b = bufs[name]
-    if b.kind == BufKind.ALIAS:
-        root, lo, _ = _region(bufs, b.base)
-        lo += b.offset * b.dtype.itemsize
-        return root, lo, lo + b.nbytes
-    if b.kind == BufKind.TEMP:
-        return "arena", b.offset, b.offset + b.nbytes
-    if b.kind == BufKind.OUTPUT and b.base:
-        return _region(bufs, b.base)
-    return name, 0, b.nbytes
-
-
-def _overlap(bufs, x: str, y: str) -> bool:
-    (r1, a1, b1), (r2, a2, b2) = _region(bufs, x), _region(bufs, y)
+def _same_memory(bufs, x: str, y: str) -> bool:
+    (r1, a1, b1), (r2, a2, b2) = memory_region(bufs, x), memory_region(bufs, y)
     return r1 == r2 and a1 < b2 and a2 < b1
 
 
@@ -146,7 +110,7 @@ def inlinable_producers(p: Program) -> Inlined:
                 total *= lp.extent
             loads = {b for kind, b in deps(nest[1].value, {}) if kind == "b"}
             if total != bufs[name].size or any(
-                    _overlap(bufs, w, x) for j in range(pi + 1, gi + 1) for w in ks[j].writes
+                    _same_memory(bufs, w, x) for j in range(pi + 1, gi + 1) for w in ks[j].writes
                     for x in loads):
                 continue
             out.skip.add(pi)

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nnjit.backends.cuda import gemm
-from nnjit.backends.cuda.source import PREAMBLE, Emitter, Namer, comment, deps, template, written
-from nnjit.backends.lowering.loops import accesses
+from nnjit.backends.cuda.source import PREAMBLE, Emitter, Namer, comment, template
+from nnjit.codegen.analysis import (accesses, affine_terms, deps, facts, interval, loads_of,
+                                    loops_in)
 from nnjit.ir import CompileError, DType
 from nnjit.ir.kernel import (
     Assign,
@@ -245,7 +246,7 @@ class _Module:
     def _serial(self, em: Emitter, s: Loop) -> None:
         """Steps in order (a column sum's rows, or its blocks of rows), each split over the
         threads, with a barrier after each."""
-        em.forget(written(s.body))
+        em.forget(facts(s.body).effects)
         py = em.names.fresh("v_", s.var)
         em.line(f"for {py} in range({s.extent}):")
         em.push()
@@ -258,13 +259,13 @@ class _Module:
                 self._distributed(em, nest, inner)
                 em.line("cuda.syncthreads()")
         em.pop()
-        em.forget(written(s.body))
+        em.forget(facts(s.body).effects)
 
     @staticmethod
     def _distributed(em: Emitter, nest, inner, acc_names=None) -> None:
         total = _prod(lp.extent for lp in nest)
         py = em.names.fresh("_j")
-        em.forget(written(inner))
+        em.forget(facts(inner).effects)
         em.line(f"for {py} in range(_tid, {total}, _nt):")
         em.push()
         for ir_name, py_name in (acc_names or {}).items():
@@ -272,7 +273,7 @@ class _Module:
         _unravel(em, py, nest)
         em.stmts(inner)
         em.pop()
-        em.forget(written(inner))
+        em.forget(facts(inner).effects)
 
     def _cascaded(self, em: Emitter, nest, inner, partial: dict, sums: dict) -> None:
         """A thread's share of a float sum added up in CASCADE_LEVELS levels of CASCADE terms
@@ -288,7 +289,7 @@ class _Module:
         leaf = {**partial, **levels[0]}
         total = _prod(lp.extent for lp in nest)
         py = em.names.fresh("_j")
-        em.forget(written(inner))
+        em.forget(facts(inner).effects)
         em.line(f"for {py} in range(_tid, {total}, _nt):")
         em.push()
         for ir_name, py_name in leaf.items():
@@ -307,7 +308,7 @@ class _Module:
         for _ in counts:
             em.pop()
         em.pop()
-        em.forget(written(inner))
+        em.forget(facts(inner).effects)
         for k in range(len(levels)):
             up = levels[k + 1] if k + 1 < len(levels) else partial
             for n in sums:
@@ -394,44 +395,14 @@ def _buffers(stmts) -> list[str]:
     return list(dict.fromkeys(reads + writes))
 
 
-def _loads(stmts) -> set[str]:
-    out: set[str] = set()
-
-    def expr(e):
-        if isinstance(e, Load):
-            out.add(e.buf)
-        for c in children(e):
-            expr(c)
-
-    for s in stmts:
-        if isinstance(s, Loop):
-            out |= _loads(s.body)
-        else:
-            if isinstance(s, Store):
-                expr(s.index)
-            expr(s.value)
-    return out
-
-
-def _declared(stmts) -> set[str]:
-    out: set[str] = set()
-    for s in stmts:
-        if isinstance(s, Loop):
-            out.add(s.var)
-            out |= _declared(s.body)
-        elif isinstance(s, Let):
-            out.add(s.var.name)
-    return out
-
-
 def _independent(loop: Loop) -> bool:
     """Iterations of `loop` touch disjoint state: no accumulator of an enclosing scope is
     updated, and every buffer both stored and loaded inside is only accessed in a slab of its
     own per iteration (`_slabbed`: e.g. a pooling gradient's image planes)."""
-    w = written(loop.body)
-    outer_vars = {v for k, v in w if k == "v"} - _declared(loop.body)
+    w = facts(loop.body).effects
+    outer_vars = {v for k, v in w if k == "v"} - facts(loop.body).declared
     stores = {b for k, b in w if k == "b"}
-    return not outer_vars and all(_slabbed(loop, b) for b in stores & _loads(loop.body))
+    return not outer_vars and all(_slabbed(loop, b) for b in stores & set(facts(loop.body).reads))
 
 
 def _slabbed(loop: Loop, buf: str) -> bool:
@@ -439,10 +410,10 @@ def _slabbed(loop: Loop, buf: str) -> bool:
     (over the body's own loops; variables of enclosing loops are fixed) inside a window
     narrower than c: so iteration v only touches [c*v + lo, c*v + hi] and the slabs are
     disjoint."""
-    ranges = {lp.var: lp.extent for lp in _inner_loops(loop.body)}
+    ranges = {lp.var: lp.extent for lp in loops_in(loop.body)}
     lo = hi = coef = None
-    for idx in _indices(loop.body, buf):
-        terms = _split(idx)
+    for idx in loads_of(loop.body, buf):
+        terms = affine_terms(idx)
         if terms is None:
             return False
         c, rest = terms.pop(loop.var, 0), 0
@@ -450,7 +421,7 @@ def _slabbed(loop: Loop, buf: str) -> bool:
         for key, k in terms.items():
             if isinstance(key, str) and key not in ranges:
                 continue            # a variable of an enclosing loop: fixed per iteration
-            t_lo, t_hi = (0, ranges[key] - 1) if isinstance(key, str) else _interval(key, ranges)
+            t_lo, t_hi = (0, ranges[key] - 1) if isinstance(key, str) else interval(key, ranges)
             r_lo, r_hi = r_lo + min(k * t_lo, k * t_hi), r_hi + max(k * t_lo, k * t_hi)
         if coef is None:
             coef = c
@@ -459,88 +430,6 @@ def _slabbed(loop: Loop, buf: str) -> bool:
         lo, hi = (r_lo, r_hi) if lo is None else (min(lo, r_lo), max(hi, r_hi))
         del rest
     return coef is not None and hi - lo < coef
-
-
-def _inner_loops(stmts):
-    for s in stmts:
-        if isinstance(s, Loop):
-            yield s
-            yield from _inner_loops(s.body)
-
-
-def _indices(stmts, buf: str) -> list:
-    out = []
-
-    def expr(e):
-        if isinstance(e, Load) and e.buf == buf:
-            out.append(e.index)
-        for c in children(e):
-            expr(c)
-
-    for s in stmts:
-        if isinstance(s, Loop):
-            out += _indices(s.body, buf)
-            continue
-        if isinstance(s, Store):
-            if s.buf == buf:
-                out.append(s.index)
-            expr(s.index)
-        expr(s.value)
-    return out
-
-
-def _split(e) -> dict | None:
-    """An i64 index as {var name | opaque subexpression | 1: coefficient}."""
-    from nnjit.ir.kernel import Const
-
-    if isinstance(e, Const):
-        return {1: int(e.value)}
-    if isinstance(e, Var):
-        return {e.name: 1}
-    if isinstance(e, Call) and e.op in (KOp.ADD, KOp.SUB):
-        a, b = _split(e.args[0]), _split(e.args[1])
-        if a is None or b is None:
-            return None
-        sign = 1 if e.op == KOp.ADD else -1
-        for key, k in b.items():
-            a[key] = a.get(key, 0) + sign * k
-        return a
-    if isinstance(e, Call) and e.op == KOp.MUL:
-        for x, y in (e.args, reversed(e.args)):
-            if isinstance(y, Const):
-                inner = _split(x)
-                return None if inner is None else {k: v * int(y.value) for k, v in
-                                                   inner.items()}
-    return {e: 1}
-
-
-def _interval(e, ranges) -> tuple[float, float]:
-    """Bounds of an integer expression over the loops in `ranges` (anything else unbounded)."""
-    from nnjit.ir.kernel import Const
-
-    inf = float("inf")
-    if isinstance(e, Const):
-        return int(e.value), int(e.value)
-    if isinstance(e, Var):
-        return (0, ranges[e.name] - 1) if e.name in ranges else (-inf, inf)
-    if isinstance(e, Call) and e.op in (KOp.ADD, KOp.SUB, KOp.MUL, KOp.MIN, KOp.MAX):
-        (a, b), (c, d) = _interval(e.args[0], ranges), _interval(e.args[1], ranges)
-        if e.op == KOp.ADD:
-            return a + c, b + d
-        if e.op == KOp.SUB:
-            return a - d, b - c
-        if e.op == KOp.MIN:
-            return min(a, c), min(b, d)
-        if e.op == KOp.MAX:
-            return max(a, c), max(b, d)
-        if inf in (abs(a), abs(b), abs(c), abs(d)):
-            return -inf, inf
-        ps = (a * c, a * d, b * c, b * d)
-        return min(ps), max(ps)
-    if isinstance(e, Call) and e.op == KOp.WHERE:
-        (a, b), (c, d) = _interval(e.args[1], ranges), _interval(e.args[2], ranges)
-        return min(a, c), max(b, d)
-    return -inf, inf
 
 
 def _flatten(par: Loop) -> tuple[list[Loop], tuple]:
@@ -610,11 +499,11 @@ def _classify(s) -> str | None:
         return "let"
     if isinstance(s, Store):
         return "store"
-    w = written(s.body)
+    w = facts(s.body).effects
     if any(k == "b" for k, _ in w):
         if _independent(s):
             return "dist"
-        outer = {v for k, v in w if k == "v"} - _declared(s.body)
+        outer = {v for k, v in w if k == "v"} - facts(s.body).declared
         if not outer and s.body and all(isinstance(t, Loop) and _classify(t) in
                                         ("dist", "serial") for t in s.body):
             return "serial"

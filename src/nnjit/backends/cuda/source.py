@@ -13,6 +13,7 @@ import math
 import re
 from typing import Iterable
 
+from nnjit.codegen.analysis import deps, facts
 from nnjit.ir import CompileError, DType
 from nnjit.ir.kernel import (COMPARE, Assign, Call, Const, Expr, KOp, Let, Load, Loop, Stmt,
                              Store, Var, children)
@@ -148,31 +149,6 @@ def literal(c: Const) -> str:
 
 
 # -- statements -----------------------------------------------------------------------------------
-def deps(e: Expr, memo: dict) -> frozenset:
-    """The Vars ("v", name) and buffers ("b", name) that `e` reads."""
-    d = memo.get(e)
-    if d is None:
-        own = {("v", e.name)} if isinstance(e, Var) else (
-            {("b", e.buf)} if isinstance(e, Load) else set())
-        for c in children(e):
-            own |= deps(c, memo)
-        d = memo[e] = frozenset(own)
-    return d
-
-
-def written(stmts: Iterable[Stmt]) -> set:
-    """("v", name) of every Assign/Let and ("b", buf) of every Store in `stmts`, recursively."""
-    out: set = set()
-    for s in stmts:
-        if isinstance(s, Loop):
-            out |= written(s.body)
-        elif isinstance(s, Store):
-            out.add(("b", s.buf))
-        else:
-            out.add(("v", s.var.name))
-    return out
-
-
 class Emitter:
     """Writes the body of one kernel function: statements as Python lines at the current
     indentation, expressions as `_tN` locals (computed once per scope)."""
@@ -278,7 +254,7 @@ class Emitter:
         """`for <var> in <range_text>:` around `body`; `prologue` lines run first in the body
         (e.g. unravelling a flat index). Returns the loop variable's Python name."""
         body = tuple(body)
-        self.forget(written(body))
+        self.forget(facts(body).effects)
         py = self.names.fresh("v_", var)
         self.line(f"for {py} in {range_text}:")
         self.push()
@@ -287,7 +263,7 @@ class Emitter:
             self.line(text.format(py))
         self.stmts(body)
         self.pop()
-        self.forget(written(body))
+        self.forget(facts(body).effects)
         return py
 
 

@@ -17,9 +17,9 @@ def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     """Lower `graph` to kernel IR (once for all native backends) and compile it for this CPU."""
     from nnjit.backends.llvm.executable import compile_program  # noqa: PLC0415
     from nnjit.backends.signature import signature  # noqa: PLC0415
-    from nnjit.backends.lowering import lower_graph  # noqa: PLC0415
+    from nnjit.codegen import lower_graph  # noqa: PLC0415
 
-    from nnjit.backends.lowering.accumulate import block_sums  # noqa: PLC0415
+    from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
 
     lowered = lower_graph(graph, donate=tuple(getattr(options, "donate", ())),
                           schedule=block_sums)

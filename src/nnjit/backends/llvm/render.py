@@ -22,8 +22,8 @@ import numpy as np
 from nnjit.backends.llvm import gemm, parallel
 from nnjit.backends.llvm.helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, \
     intrinsic, load
-from nnjit.backends.llvm.render_loops import MEM_TYPE, BufRef, StmtRenderer, stmt_buffers, \
-    trip_count
+from nnjit.backends.llvm.render_loops import MEM_TYPE, BufRef, StmtRenderer
+from nnjit.codegen.analysis import facts, may_overlap, memory_region, trip_count
 from nnjit.ir import CompileError, DType
 from nnjit.ir.kernel import (STATUS_BUFFER, STATUS_BYTES, BufKind, CopyKernel, GemmKernel, Loop,
                              LoopKernel, LoopKind, MatView, Program, ScanKernel)
@@ -75,20 +75,6 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False) 
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
                     status)
-
-
-@dataclass(frozen=True)
-class _Region:
-    root: tuple             # ("in", i) | ("out", i) | ("arena",) | ("const", name)
-    lo: int                 # byte range within the root
-    hi: int
-
-    def may_overlap(self, other: "_Region") -> bool:
-        if self.root != other.root:
-            # Distinct arguments never overlap (the ABI contract), except two inputs: a caller
-            # may pass one array twice. That only matters if one of them is written.
-            return self.root[0] == other.root[0] == "in"
-        return self.lo < other.hi and other.lo < self.hi
 
 
 class _Frame:
@@ -146,20 +132,6 @@ class _Frame:
     def ref(self, name: str) -> BufRef:
         buf = self.buffer(name)
         return BufRef(self.ptrs[name], buf.dtype, buf.size, name)
-
-    def region(self, name: str) -> _Region:
-        buf = self.buffer(name)
-        if buf.kind == BufKind.ALIAS:
-            base = self.region(buf.base)
-            lo = base.lo + buf.offset * buf.dtype.itemsize
-            return _Region(base.root, lo, lo + buf.nbytes)
-        root = {BufKind.INPUT: ("in", buf.name), BufKind.OUTPUT: ("out", buf.name),
-                BufKind.TEMP: ("arena",), BufKind.CONST: ("const", buf.name),
-                BufKind.STATUS: ("status",)}[buf.kind]
-        if buf.kind == BufKind.OUTPUT and buf.base:
-            root = ("in", buf.base)   # written in place over a donated input
-        lo = buf.offset if buf.kind == BufKind.TEMP else 0
-        return _Region(root, lo, lo + buf.nbytes)
 
     def is_const(self, name: str) -> bool:
         buf = self.buffer(name)
@@ -246,8 +218,7 @@ class _ModuleRenderer:
 
     # -- loop kernels --------------------------------------------------------------------------
     def loop_kernel(self, b: ir.IRBuilder, frame: _Frame, k: LoopKernel) -> None:
-        used, written = stmt_buffers(k.body)
-        written |= set(k.writes)
+        used, written = facts(k.body).used, set(facts(k.body).writes) | set(k.writes)
         params = [n for n in used if not frame.is_const(n)]
         top = k.body[0] if len(k.body) == 1 and isinstance(k.body[0], Loop) else None
         split = top is not None and top.kind == LoopKind.PARALLEL
@@ -278,10 +249,12 @@ class _ModuleRenderer:
 
     def _mark_noalias(self, frame: _Frame, fn: ir.Function, params: list[str],
                       written: set[str]) -> None:
-        regions = [frame.region(n) for n in params]
-        for i, (name, reg) in enumerate(zip(params, regions)):
-            clash = any(reg.may_overlap(other) and (name in written or params[j] in written)
-                        for j, other in enumerate(regions) if j != i)
+        # Distinct arguments never overlap (the ABI contract), except two inputs: a caller may
+        # pass one array twice. That only matters if one of them is written.
+        for i, name in enumerate(params):
+            clash = any(may_overlap(frame.bufs, name, other) and (name in written
+                                                                  or other in written)
+                        for j, other in enumerate(params) if j != i)
             if not clash:
                 fn.args[i].add_attribute("noalias")
 
@@ -331,7 +304,7 @@ class _ModuleRenderer:
     def _epilogue(self, b: ir.IRBuilder, frame: _Frame, k: GemmKernel):
         """The epilogue function, its context {ptr buffers..., i64 batch coords...} (on the
         caller's stack) and a function storing a batch's coordinates into the context."""
-        used, _ = stmt_buffers(k.epilogue)
+        used = facts(k.epilogue).used
         nb = len(k.batch)
         ctx_ty = ir.LiteralStructType([PTR] * len(used) + [I64] * nb)
         fn = ir.Function(self.module, gemm.EPILOGUE_TYPE,
@@ -416,9 +389,9 @@ class _ModuleRenderer:
         """memcpy, or memmove when the two buffers may partially overlap."""
         if nbytes <= 0 or dst == src:
             return
-        rd, rs = frame.region(dst), frame.region(src)
-        same = rd.root == rs.root and rd.lo == rs.lo
-        kind = "llvm.memmove" if rd.may_overlap(rs) and not same else "llvm.memcpy"
+        same = memory_region(frame.bufs, dst)[:2] == memory_region(frame.bufs, src)[:2]
+        overlap = may_overlap(frame.bufs, dst, src)
+        kind = "llvm.memmove" if overlap and not same else "llvm.memcpy"
         fn = intrinsic(self.module, kind, VOID, [PTR, PTR, I64, I1], [PTR, PTR, I64])
         b.call(fn, [frame.ptrs[dst], frame.ptrs[src], ir.Constant(I64, nbytes),
                     ir.Constant(I1, 0)])

@@ -18,6 +18,7 @@ from nnjit.backends.llvm import mathlib
 from nnjit.backends.llvm.helpers import (F32, F64, I1, I8, I32, I64, alloca_once, for_range, gep,
                                          intrinsic)
 from nnjit.backends.llvm.random import emit_philox_uniform
+from nnjit.codegen.analysis import facts
 from nnjit.ir import CompileError, DType
 from nnjit.ir.kernel import (COMPARE, Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind,
                              Stmt, Store, Var)
@@ -262,7 +263,7 @@ class StmtRenderer:
     def stmts(self, stmts: tuple[Stmt, ...], loop_range: tuple[ir.Value, ir.Value] | None = None):
         """Render `stmts`; `loop_range` replaces [0, extent) of the first (top) loop (a chunk
         of a parallel loop)."""
-        self.assigned |= _assigned_vars(stmts)
+        self.assigned |= facts(stmts).assigned
         for s in stmts:
             if isinstance(s, Loop):
                 self.loop(s, loop_range)
@@ -432,56 +433,3 @@ def _const(e: Const) -> ir.Constant:
 
 def _align(dt: DType) -> int:
     return dt.itemsize
-
-
-def _assigned_vars(stmts) -> set[str]:
-    out: set[str] = set()
-    for s in stmts:
-        if isinstance(s, Assign):
-            out.add(s.var.name)
-        elif isinstance(s, Loop):
-            out |= _assigned_vars(s.body)
-    return out
-
-
-def stmt_buffers(stmts) -> tuple[list[str], set[str]]:
-    """(buffers used, in first-use order; the subset that is stored to)."""
-    used: dict[str, None] = {}
-    written: set[str] = set()
-    seen: set[int] = set()
-    keep: list = []  # holds every visited expression, so its id() stays unique
-
-    def walk_expr(e):
-        if id(e) in seen:
-            return
-        seen.add(id(e))
-        keep.append(e)
-        if isinstance(e, Load):
-            used.setdefault(e.buf)
-            walk_expr(e.index)
-        elif isinstance(e, Call):
-            for a in e.args:
-                walk_expr(a)
-
-    def walk(ss):
-        for s in ss:
-            if isinstance(s, Loop):
-                walk(s.body)
-            elif isinstance(s, Store):
-                used.setdefault(s.buf)
-                written.add(s.buf)
-                walk_expr(s.index)
-                walk_expr(s.value)
-            else:
-                walk_expr(s.value)
-
-    walk(stmts)
-    return list(used), written
-
-
-def trip_count(stmts) -> int:
-    """Statement executions of a loop nest (a work estimate when a kernel has no `cost`)."""
-    n = 0
-    for s in stmts:
-        n += s.extent * max(1, trip_count(s.body)) if isinstance(s, Loop) else 1
-    return n

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ...ir import CompileError, DType, Node, Op, Value
-from ...ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, LoopKind, MatView,
+from ..ir import CompileError, DType, Node, Op, Value
+from ..ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, LoopKind, MatView,
                           Stmt, Store, Var)
-from ...ir.ops import CONTRACTION, VIEW
+from ..ir.ops import CONTRACTION, VIEW
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
                     loop_vars, reshape_coords, select)
-from .loops import GroupLowering, _nest, accesses, store_all
+from .analysis import accesses
+from .loops import GroupLowering, _nest, store_all
 
 
 
@@ -41,7 +42,7 @@ def operand_view(lw, v: Value, prologue: list[Node], name: str) -> tuple[View, l
     t = lw.temp(v.type)
     glow = GroupLowering(prologue, lw.views, name)
     body = glow.map_loops(v.shape, [(v, t)], prefix="p")
-    from .program import make_loop_kernel
+    from .lower import make_loop_kernel
 
     return t, [make_loop_kernel(f"{name}_operand", body, "operand layout", lw.buffers)]
 
@@ -160,8 +161,8 @@ def _conv_geometry(x_shape, w_shape, y_shape, attrs):
 
 def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name) -> tuple[View, object]:
     """col[n, (c, kh, kw), (ho, wo)] = x[n, c, ho*s - p + kh*d, wo*s - p + kw*d] (0 outside)."""
-    from ...ir import TensorType
-    from .program import make_loop_kernel
+    from ..ir import TensorType
+    from .lower import make_loop_kernel
 
     n, ch, h, w, o, kh, kw, ho, wo = _conv_geometry(x.shape, w_shape, y_shape, attrs)
     col = lw.temp(TensorType((n, ch * kh * kw, ho * wo), x.type.dtype), "col")
@@ -246,8 +247,8 @@ def _rows(lw, v: Value, shape, prologue, name) -> tuple[View, list]:
 
 def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     """colg[n] = W^T @ dy[n], then dx gathers colg over the taps that read each input pixel."""
-    from ...ir import TensorType
-    from .program import make_loop_kernel
+    from ..ir import TensorType
+    from .lower import make_loop_kernel
 
     dy, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
@@ -274,7 +275,7 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
     col_idx = colg.index([vn, iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw),
                           iadd(imul(hi, c64(wo)), wi)])
-    from ...ir.kernel import Load
+    from ..ir.kernel import Load
 
     term = select(valid, Load(colg.buf, col_idx, c.type.dtype), Const(0.0, c.type.dtype))
     red = _nest([rkh, rkw], [kh, kw], [Assign(acc, Call(KOp.ADD, (acc, term), acc.dtype))],

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ...ir import DType
-from ...ir.kernel import Call, Const, Expr, KOp, Load, Var
+from ..ir import DType
+from ..ir.kernel import Call, Const, Expr, KOp, Load, Var
 
 I64 = DType.I64
 

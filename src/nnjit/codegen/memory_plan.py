@@ -14,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..ir import CompileError
-from ..ir.kernel import BufKind, Buffer, Program
+from ..ir.kernel import BufKind, Program
+from .analysis import root_buffer
 
 ALIGN = 64
 
@@ -75,7 +76,7 @@ class MemoryPlan:
 
 def live_intervals(program: Program) -> dict[str, tuple[int, int]]:
     """(first, last) kernel index touching each TEMP buffer (aliases count for their base)."""
-    base = {b.name: _root(program, b) for b in program.buffers}
+    base = {b.name: root_buffer(program, b.name) for b in program.buffers}
     iv: dict[str, tuple[int, int]] = {}
     for k, kern in enumerate(program.kernels):
         for name in tuple(kern.reads) + tuple(kern.writes):
@@ -84,12 +85,6 @@ def live_intervals(program: Program) -> dict[str, tuple[int, int]]:
             iv[r] = (min(lo, k), max(hi, k))
     temps = {b.name for b in program.buffers if b.kind == BufKind.TEMP}
     return {n: iv.get(n, (0, 0)) for n in temps}
-
-
-def _root(program: Program, b: Buffer) -> str:
-    while b.kind == BufKind.ALIAS:
-        b = program.buffer(b.base)
-    return b.name
 
 
 def plan_memory(program: Program, reuse: bool = True, donate: tuple[int, ...] = ()
@@ -217,7 +212,7 @@ def _inplace_classes(program: Program, iv, sizes) -> dict[str, str]:
     klass = {n: n for n in sizes}
     tail = {n: n for n in sizes}
     itemsize = {b.name: b.dtype.itemsize for b in program.buffers}
-    roots = {b.name: _root(program, b) for b in program.buffers}
+    roots = {b.name: root_buffer(program, b.name) for b in program.buffers}
     for k, kern in enumerate(program.kernels):
         for src, dst in inplace_pairs(kern):
             if _read_through_alias(kern, src, roots):
@@ -238,7 +233,7 @@ def _donations(program: Program, donate: tuple[int, ...]) -> tuple[tuple[str, st
     bufs = {b.name: b for b in program.buffers}
     donated = {b.name for b in program.buffers if b.kind == BufKind.INPUT and b.index in donate}
     # Reads through an alias (a reshape of the input) count as reads of the input itself.
-    root = {b.name: _root(program, b) for b in program.buffers}
+    root = {b.name: root_buffer(program, b.name) for b in program.buffers}
     last_read: dict[str, int] = {}
     for k, kern in enumerate(program.kernels):
         for name in kern.reads:

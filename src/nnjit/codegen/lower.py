@@ -15,15 +15,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ...ir import CompileError, DType, Graph, Node, Op, TensorType, Value
-from ...ir.defs.movement import index_site
-from ...ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, LoopKernel,
+from ..ir import CompileError, DType, Graph, Node, Op, TensorType, Value
+from ..ir.defs.movement import index_site
+from ..ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, LoopKernel,
                           Program, ScanKernel)
-from ...ir.ops import CONTRACTION, REDUCE, WINDOW
-from ...passes.memory_plan import MemoryPlan, plan_memory
+from ..ir.ops import CONTRACTION, REDUCE, WINDOW
+from .memory_plan import MemoryPlan, plan_memory
 from .checks import check_loops
 from .index import View
-from .loops import GroupLowering, accesses
+from .analysis import accesses
+from .loops import GroupLowering
 
 
 @dataclasses.dataclass
@@ -295,7 +296,7 @@ class _Lowering:
 
 
 def _byte_dtype():
-    from ...ir import DType
+    from ..ir import DType
 
     return DType.BOOL   # 1-byte elements: a raw byte region
 

@@ -12,10 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ...ir import CompileError, DType, Node, Op, Value
-from ...ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
-                          Store, Var, children)
-from ...ir.ops import ELEMENTWISE, REDUCE
+from ..ir import CompileError, DType, Node, Op, Value
+from ..ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
+                          Store, Var, identity)
+from .analysis import accesses
+from ..ir.ops import ELEMENTWISE, REDUCE
 from .index import (I64, View, c64, clamp, cmp, iadd, in_range, isub, imul, land,
                     loop_vars, ravel, reshape_coords, select)
 
@@ -35,9 +36,7 @@ IDENTITY_OPS = {Op.STOP_GRADIENT}
 
 def identity_of(op: Op, dtype: DType):
     """The neutral start value of a reduction."""
-    if op == Op.SUM:
-        return 0.0 if dtype.is_float else (False if dtype == DType.BOOL else 0)
-    return -np.inf if dtype.is_float else int(np.iinfo(dtype.np).min)
+    return identity(KOp.ADD if op == Op.SUM else KOp.MAX, dtype)
 
 
 class GroupLowering:
@@ -363,39 +362,6 @@ class GroupLowering:
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
 
 
-def accesses(stmts) -> tuple[tuple[str, ...], tuple[str, ...], int]:
-    """(buffers read, buffers written, statements executed) of a statement list. Expressions
-    are DAGs with shared subexpressions, so each is visited once."""
-    reads: dict[str, None] = {}
-    writes: dict[str, None] = {}
-    seen: set[int] = set()
-
-    def visit_expr(e) -> None:
-        if id(e) in seen:
-            return
-        seen.add(id(e))
-        if isinstance(e, Load):
-            reads[e.buf] = None
-        for c in children(e):
-            visit_expr(c)
-
-    def visit(body, trip: int) -> int:
-        cost = 0
-        for st in body:
-            if isinstance(st, Loop):
-                cost += visit(st.body, trip * st.extent)
-                continue
-            if isinstance(st, Store):
-                writes[st.buf] = None
-                visit_expr(st.index)
-            visit_expr(st.value)
-            cost += trip
-        return cost
-
-    cost = visit(stmts, 1)
-    return tuple(reads), tuple(writes), cost
-
-
 def store_all(stores: Sequence[Store]) -> list[Stmt]:
     """The stores of one iteration's results: every value first (as Lets), then the stores, so
     no store clobbers memory a later value still reads (a result written in place over an
@@ -485,7 +451,7 @@ def _subst_zero(stmts: tuple[Stmt, ...], v: Var):
 
 
 def _load(buf: str, idx: Expr, dtype: DType):
-    from ...ir.kernel import Load
+    from ..ir.kernel import Load
 
     return Load(buf, idx, dtype)
 

@@ -11,14 +11,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ...ir import CompileError, DType, Node, Op, Value
-from ...ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
+from ..ir import CompileError, DType, Node, Op, Value
+from ..ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
 from .index import (View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select)
 from .loops import GroupLowering, _nest, store_all
 
 
 def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
-    from .program import make_loop_kernel
+    from .lower import make_loop_kernel
 
     (w,) = [n for n in nodes if n.op in _LOWER]
     others = [n for n in nodes if n is not w]   # producers and consumers, computed inline
