@@ -89,3 +89,34 @@ def test_case_table_is_consistent(case):
 def test_case_names_are_unique():
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("op", [op for op in Op if op != Op.INPUT], ids=lambda o: o.value)
+def test_every_op_has_a_scalar_rule_or_a_lowering(op):
+    """The registry is the one place an op's codegen lives: an elementwise op has a scalar rule
+    in kernel-IR calls, every other op a lowering hook of the shape its kind asks for
+    (coordinate rule, accumulation, kernel template, node hook). Nothing else dispatches on
+    ops, so a missing hook is a missing lowering."""
+    import nnjit.codegen  # noqa: F401  (registers the codegen hooks)
+    from nnjit.ir.kernel import Accumulation
+    from nnjit.ir.ops import Kind
+
+    d = OPDEFS[op]
+    assert d.scalar is not None or d.lower is not None, f"{op.value} has neither"
+    if d.kind == Kind.REDUCE:
+        assert isinstance(d.lower, Accumulation), op
+    if d.scalar is not None:
+        assert d.kind == Kind.ELEMENTWISE and d.lower is None, op
+
+
+def test_op_groups_come_from_the_registry():
+    """Fusion and codegen read op groups derived from each OpDef's kind and scalar rule."""
+    from nnjit.ir import groups
+    from nnjit.ir.ops import Kind
+
+    assert groups.POINTWISE == {op for op, d in OPDEFS.items() if d.scalar is not None}
+    assert groups.VIEW == {Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST_TO, Op.SLICE}
+    assert groups.REDUCE == {op for op, d in OPDEFS.items() if d.kind == Kind.REDUCE}
+    assert {Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.POW, Op.SQRT,
+            Op.RANDOM_UNIFORM} <= groups.EXPENSIVE
+    assert not {Op.ADD, Op.MUL, Op.RELU, Op.WHERE, Op.CAST} & groups.EXPENSIVE

@@ -20,7 +20,8 @@ import nnjit
 from nnjit.backends import get_backend
 from nnjit.ir import Builder, DType, Node, Op, ShapeError, TensorType, evaluate, opdef
 from nnjit.ir import prims, verify
-from nnjit.ir.ops import COMPARISON, ELEMENTWISE, REDUCE
+from nnjit.ir.groups import POINTWISE as ELEMENTWISE, REDUCE
+from nnjit.ir.ops import COMPARISON
 from nnjit.passes.pipeline import default_pipeline
 from nnjit.passes.rewrite import Pat, PatternMatcher, Rule, graph_rewrite
 from nnjit.passes.simplify import SIMPLIFY, simplify

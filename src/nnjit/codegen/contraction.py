@@ -12,23 +12,22 @@ from typing import Sequence
 from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, LoopKind, MatView,
                           Stmt, Store, Var)
-from ..ir.ops import CONTRACTION, VIEW
+from ..ir.groups import VIEW
+from ..ir.opdef import set_rule
 from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
                     loop_vars, reshape_coords, select)
 from .analysis import accesses
-from .loops import GroupLowering, _nest, store_all
+from .loops import GroupLowering, _nest, make_loop_kernel, store_all
 
 
 
-def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
-    (c,) = [n for n in nodes if n.op in CONTRACTION]
-    # Operand producers (prologue) and consumers (epilogue) are computed inline where needed;
-    # both see every other member, since an epilogue may use a value computed before `c`.
-    others = [n for n in nodes if n is not c]
-    prologue = epilogue = others
-    fn = {Op.MATMUL: _matmul, Op.CONV2D: _conv2d, Op.CONV2D_GRAD_INPUT: _conv2d_grad_input,
-          Op.CONV2D_GRAD_WEIGHT: _conv2d_grad_weight}[c.op]
-    return fn(lw, c, prologue, epilogue, list(roots), name, src)
+def _template(fn):
+    """A contraction's lowering hook: operand producers (prologue) and consumers (epilogue) are
+    computed inline where needed; both see every other member, since an epilogue may use a
+    value computed before the contraction."""
+    def lower(lw, c: Node, others: list[Node], roots: Sequence[Value], name: str, src: str):
+        return fn(lw, c, others, others, list(roots), name, src)
+    return lower
 
 
 # -- operand views --------------------------------------------------------------------------------
@@ -42,8 +41,6 @@ def operand_view(lw, v: Value, prologue: list[Node], name: str) -> tuple[View, l
     t = lw.temp(v.type)
     glow = GroupLowering(prologue, lw.views, name)
     body = glow.map_loops(v.shape, [(v, t)], prefix="p")
-    from .lower import make_loop_kernel
-
     return t, [make_loop_kernel(f"{name}_operand", body, "operand layout", lw.buffers)]
 
 
@@ -162,8 +159,6 @@ def _conv_geometry(x_shape, w_shape, y_shape, attrs):
 def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name) -> tuple[View, object]:
     """col[n, (c, kh, kw), (ho, wo)] = x[n, c, ho*s - p + kh*d, wo*s - p + kw*d] (0 outside)."""
     from ..ir import TensorType
-    from .lower import make_loop_kernel
-
     n, ch, h, w, o, kh, kw, ho, wo = _conv_geometry(x.shape, w_shape, y_shape, attrs)
     col = lw.temp(TensorType((n, ch * kh * kw, ho * wo), x.type.dtype), "col")
     glow = GroupLowering(prologue, lw.views, name)
@@ -248,8 +243,6 @@ def _rows(lw, v: Value, shape, prologue, name) -> tuple[View, list]:
 def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     """colg[n] = W^T @ dy[n], then dx gathers colg over the taps that read each input pixel."""
     from ..ir import TensorType
-    from .lower import make_loop_kernel
-
     dy, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
     dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
@@ -295,3 +288,8 @@ def _divisible(e, s: int):
     if s == 1:
         return Const(True, DType.BOOL)
     return cmp(KOp.EQ, imod(e, s), c64(0))
+
+
+for _op, _fn in {Op.MATMUL: _matmul, Op.CONV2D: _conv2d, Op.CONV2D_GRAD_INPUT: _conv2d_grad_input,
+                 Op.CONV2D_GRAD_WEIGHT: _conv2d_grad_weight}.items():
+    set_rule(_op, lower=_template(_fn))

@@ -14,30 +14,12 @@ import numpy as np
 
 from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
-                          Store, Var, identity)
+                          Store, Var, identity, Accumulation, Buffer, LoopKernel)
 from .analysis import accesses
-from ..ir.ops import ELEMENTWISE, REDUCE
+from ..ir.opdef import kind_of, opdef, set_rule
+from ..ir.ops import Kind
 from .index import (I64, View, c64, clamp, cmp, iadd, in_range, isub, imul, land,
                     loop_vars, ravel, reshape_coords, select)
-
-# Graph op -> scalar op, for ops whose scalar form is a single call.
-SCALAR_OPS = {
-    Op.ADD: KOp.ADD, Op.SUB: KOp.SUB, Op.MUL: KOp.MUL, Op.DIV: KOp.DIV, Op.POW: KOp.POW,
-    Op.REMAINDER: KOp.MOD,
-    Op.NEG: KOp.NEG, Op.ABS: KOp.ABS, Op.EXP: KOp.EXP, Op.LOG: KOp.LOG, Op.SQRT: KOp.SQRT,
-    Op.TANH: KOp.TANH, Op.SIGMOID: KOp.SIGMOID, Op.RELU: KOp.RELU, Op.MAXIMUM: KOp.MAX,
-    Op.MINIMUM: KOp.MIN, Op.AND: KOp.AND, Op.OR: KOp.OR, Op.NOT: KOp.NOT, Op.EQ: KOp.EQ,
-    Op.NE: KOp.NE, Op.LT: KOp.LT, Op.LE: KOp.LE, Op.GT: KOp.GT, Op.GE: KOp.GE,
-    Op.WHERE: KOp.WHERE, Op.CAST: KOp.CAST,
-}
-# Elementwise ops whose value is their (only) operand's.
-IDENTITY_OPS = {Op.STOP_GRADIENT}
-
-
-def identity_of(op: Op, dtype: DType):
-    """The neutral start value of a reduction."""
-    return identity(KOp.ADD if op == Op.SUM else KOp.MAX, dtype)
-
 
 class GroupLowering:
     """Scalar expressions for the values of one group of nodes.
@@ -79,87 +61,18 @@ class GroupLowering:
         if n not in self.members:
             raise CompileError(f"{self.name}: value of {n.op.value} at {n.loc} is neither in "
                                f"the group nor materialized")
-        op, a = n.op, n.attrs
-        if op in self.accs_ops():
-            return self.accs[n]
-        if op == Op.CONST:
+        if n.op == Op.CONST:
             raise CompileError(f"{self.name}: array constant was not materialized")
-        if op in IDENTITY_OPS:
-            return self.value_at(n.srcs[0], c)
-        if op in SCALAR_OPS:
+        d = opdef(n.op)
+        if d.scalar is not None:
             args = tuple(self.value_at(s, _broadcast(c, t.shape, s.shape)) for s in n.srcs)
-            return Call(SCALAR_OPS[op], args, t.dtype)
-        if op == Op.IOTA:
-            return Call(KOp.CAST, (c[a["axis"]],), t.dtype) if t.dtype != I64 else c[a["axis"]]
-        if op == Op.RANDOM_UNIFORM:
-            seed = self.value_at(n.srcs[0], [])
-            return Call(KOp.RAND, (seed, ravel(c, t.shape)), t.dtype, a["salt"])
-        if op == Op.BROADCAST_TO:
-            return self.value_at(n.srcs[0], _broadcast(c, t.shape, n.srcs[0].shape))
-        if op == Op.TRANSPOSE:
-            src = [None] * len(c)
-            for k, p in enumerate(a["perm"]):
-                src[p] = c[k]
-            return self.value_at(n.srcs[0], src)
-        if op == Op.SLICE:
-            return self.value_at(n.srcs[0], [iadd(c64(st), imul(x, c64(sp))) for x, st, sp in
-                                             zip(c, a["starts"], a["steps"])])
-        if op == Op.RESHAPE:
-            return self.value_at(n.srcs[0], reshape_coords(c, t.shape, n.srcs[0].shape))
-        if op == Op.PAD:
-            return self._pad(n, c)
-        if op == Op.CONCAT:
-            return self._concat(n, c)
-        if op == Op.TAKE:
-            return self._take(n, c)
-        raise CompileError(f"{self.name}: {op.value} cannot be computed inside a loop kernel "
+            return d.scalar(args, t.dtype, n.attrs)
+        if d.kind == Kind.REDUCE:
+            return self.accs[n]
+        if d.lower is not None and d.kind in (Kind.ELEMENTWISE, Kind.VIEW, Kind.INJECTIVE):
+            return d.lower(self, n, c)
+        raise CompileError(f"{self.name}: {n.op.value} cannot be computed inside a loop kernel "
                            f"(at {n.loc})")
-
-    @staticmethod
-    def accs_ops():
-        return REDUCE
-
-    def _pad(self, n: Node, c: list[Expr]) -> Expr:
-        src = n.srcs[0]
-        valid: Expr = Const(True, DType.BOOL)
-        inner = []
-        for x, (lo, _), d in zip(c, n.attrs["pads"], src.shape):
-            y = isub(x, c64(lo))
-            valid = land(valid, in_range(y, 0, d))
-            inner.append(clamp(y, 0, max(d - 1, 0)))
-        fill = Const(n.attrs["value"] if n.type.dtype.is_float else int(n.attrs["value"]),
-                     n.type.dtype)
-        return select(valid, self.value_at(src, inner), fill)
-
-    def _concat(self, n: Node, c: list[Expr]) -> Expr:
-        ax = n.attrs["axis"]
-        parts, start = [], 0
-        for s in n.srcs:
-            parts.append((start, s))
-            start += s.shape[ax]
-        out: Expr | None = None
-        for start, s in reversed(parts):
-            if s.shape[ax] == 0:
-                continue
-            sc = list(c)
-            sc[ax] = clamp(isub(c[ax], c64(start)), 0, s.shape[ax] - 1)
-            val = self.value_at(s, sc)
-            end = start + s.shape[ax]
-            out = val if out is None else select(cmp(KOp.LT, c[ax], c64(end)), val, out)
-        assert out is not None
-        return out
-
-    def _take(self, n: Node, c: list[Expr]) -> Expr:
-        x, ind = n.srcs
-        ax = n.attrs["axis"]
-        k = ind.type.ndim
-        i = self.value_at(ind, c[ax:ax + k])
-        if ind.type.dtype != I64:
-            i = Call(KOp.CAST, (i,), I64)
-        size = x.shape[ax]
-        i = select(cmp(KOp.LT, i, c64(0)), iadd(i, c64(size)), i)
-        i = clamp(i, 0, max(size - 1, 0))
-        return self.value_at(x, c[:ax] + [i] + c[ax + k:])
 
     # -- kernels ------------------------------------------------------------------------------
     def map_loops(self, shape: tuple[int, ...], stores: list[tuple[Value, View]],
@@ -193,7 +106,7 @@ class GroupLowering:
         or single-element operands, so the nest can be one loop over the linear index."""
         size = int(np.prod(shape, dtype=np.int64))
         for n in self._cone([v for v, _ in stores]):
-            if n.op not in ELEMENTWISE and n.op != Op.CONST:
+            if opdef(n.op).scalar is None and n.op != Op.CONST:
                 return False
             if n.op == Op.CONST and n.type.size != 1:
                 return False
@@ -212,15 +125,13 @@ class GroupLowering:
         n = v.node
         if n.op == Op.CONST:
             return Const(n.attrs["value"].reshape(-1)[0].item(), v.type.dtype)
-        if n.op in IDENTITY_OPS:
-            return self._flat_at(n.srcs[0], i, size)
         args = tuple(self._flat_at(s, i, size) for s in n.srcs)
-        return Call(SCALAR_OPS[n.op], args, v.type.dtype)
+        return opdef(n.op).scalar(args, v.type.dtype, n.attrs)
 
     def reduce_kernel(self, roots: list[tuple[Value, View]]) -> list[Stmt]:
         """Row kernel: parallel over the kept dims; per row, each reduction's loop, then the
         full-shaped roots' stores."""
-        reds = [n for n in self.nodes if n.op in REDUCE]
+        reds = [n for n in self.nodes if kind_of(n.op) == Kind.REDUCE]
         shape, axes = _reduce_domain(reds[0])
         for r in reds[1:]:
             if _reduce_domain(r) != (shape, axes):
@@ -283,8 +194,8 @@ class GroupLowering:
         """(rows, columns) when this group is one sum/max over leading axes whose results are
         all row-shaped (a bias gradient: sum over the batch). Such a kernel runs best
         row by row, adding each row into a vector of column accumulators."""
-        reds = [n for n in self.nodes if n.op in REDUCE]
-        if len(reds) != 1 or reds[0].op == Op.ARGMAX:
+        reds = [n for n in self.nodes if kind_of(n.op) == Kind.REDUCE]
+        if len(reds) != 1 or opdef(reds[0].op).lower.index:
             return None
         shape, axes = _reduce_domain(reds[0])
         if not axes or tuple(axes) != tuple(range(len(axes))) or len(axes) == len(shape):
@@ -302,7 +213,7 @@ class GroupLowering:
         """Column accumulation into `acc` (a scratch vector of the kept shape): zero it, add
         every row (unit-stride, vectorizable), then compute the results from it. Parallel over
         chunks of columns, which never share an accumulator."""
-        (red,) = [n for n in self.nodes if n.op in REDUCE]
+        (red,) = [n for n in self.nodes if kind_of(n.op) == Kind.REDUCE]
         shape, axes = _reduce_domain(red)
         kept_shape = shape[len(axes):]
         rows, cols = self.column_reduction(roots)
@@ -314,8 +225,9 @@ class GroupLowering:
                 + _unravel_flat(col, kept_shape))
         x = self.value_at(red.srcs[0], full)
         cur = Load(acc.buf, col, dt)
-        combine = Call(KOp.ADD if red.op == Op.SUM else KOp.MAX, (cur, x), dt)
-        init = Const(identity_of(red.op, dt), dt)
+        how: Accumulation = opdef(red.op).lower
+        combine = Call(how.op, (cur, x), dt)
+        init = Const(identity(how.op, dt), dt)
         self.overrides[red.out] = cur
         kept_coords = _unravel_flat(col, kept_shape)
         stores, full_stores = [], []
@@ -336,16 +248,13 @@ class GroupLowering:
     def _reduce_stage(self, r: Node, k: int, coords, inner, extents) -> list[Stmt]:
         x = r.srcs[0]
         dt = x.type.dtype
-        acc = Var(f"acc{k}", r.type.dtype if r.op != Op.ARGMAX else dt)
-        init = Let(acc, Const(identity_of(Op.SUM if r.op == Op.SUM else Op.MAX, dt), dt))
+        how: Accumulation = opdef(r.op).lower
+        acc = Var(f"acc{k}", dt if how.index else r.type.dtype)
+        init = Let(acc, Const(identity(how.op, dt), dt))
         val = self.value_at(x, coords)
-        if r.op == Op.SUM:
+        if not how.index:
             self.accs[r] = acc
-            return [init] + _nest(inner, extents, [Assign(acc, Call(KOp.ADD, (acc, val), dt))],
-                                  kind=LoopKind.REDUCE)
-        if r.op == Op.MAX:
-            self.accs[r] = acc
-            return [init] + _nest(inner, extents, [Assign(acc, Call(KOp.MAX, (acc, val), dt))],
+            return [init] + _nest(inner, extents, [Assign(acc, Call(how.op, (acc, val), dt))],
                                   kind=LoopKind.REDUCE)
         # argmax: the first maximum; a NaN counts as larger than everything (numpy).
         best_i = Var(f"acc{k}_i", I64)
@@ -360,6 +269,88 @@ class GroupLowering:
         loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+# -- coordinate rules: the element of each source, view and injective op at given coordinates ----
+
+def _iota_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    axis = c[n.attrs["axis"]]
+    return Call(KOp.CAST, (axis,), n.type.dtype) if n.type.dtype != I64 else axis
+
+
+def _random_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    seed = g.value_at(n.srcs[0], [])
+    return Call(KOp.RAND, (seed, ravel(c, n.type.shape)), n.type.dtype, n.attrs["salt"])
+
+
+def _broadcast_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    return g.value_at(n.srcs[0], _broadcast(c, n.type.shape, n.srcs[0].shape))
+
+
+def _transpose_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    src: list = [None] * len(c)
+    for k, p in enumerate(n.attrs["perm"]):
+        src[p] = c[k]
+    return g.value_at(n.srcs[0], src)
+
+
+def _slice_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    return g.value_at(n.srcs[0], [iadd(c64(st), imul(x, c64(sp))) for x, st, sp in
+                                  zip(c, n.attrs["starts"], n.attrs["steps"])])
+
+
+def _reshape_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    return g.value_at(n.srcs[0], reshape_coords(c, n.type.shape, n.srcs[0].shape))
+
+
+def _pad_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    src = n.srcs[0]
+    valid: Expr = Const(True, DType.BOOL)
+    inner = []
+    for x, (lo, _), d in zip(c, n.attrs["pads"], src.shape):
+        y = isub(x, c64(lo))
+        valid = land(valid, in_range(y, 0, d))
+        inner.append(clamp(y, 0, max(d - 1, 0)))
+    fill = Const(n.attrs["value"] if n.type.dtype.is_float else int(n.attrs["value"]),
+                 n.type.dtype)
+    return select(valid, g.value_at(src, inner), fill)
+
+def _concat_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    ax = n.attrs["axis"]
+    parts, start = [], 0
+    for s in n.srcs:
+        parts.append((start, s))
+        start += s.shape[ax]
+    out: Expr | None = None
+    for start, s in reversed(parts):
+        if s.shape[ax] == 0:
+            continue
+        sc = list(c)
+        sc[ax] = clamp(isub(c[ax], c64(start)), 0, s.shape[ax] - 1)
+        val = g.value_at(s, sc)
+        end = start + s.shape[ax]
+        out = val if out is None else select(cmp(KOp.LT, c[ax], c64(end)), val, out)
+    assert out is not None
+    return out
+
+def _take_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
+    x, ind = n.srcs
+    ax = n.attrs["axis"]
+    k = ind.type.ndim
+    i = g.value_at(ind, c[ax:ax + k])
+    if ind.type.dtype != I64:
+        i = Call(KOp.CAST, (i,), I64)
+    size = x.shape[ax]
+    i = select(cmp(KOp.LT, i, c64(0)), iadd(i, c64(size)), i)
+    i = clamp(i, 0, max(size - 1, 0))
+    return g.value_at(x, c[:ax] + [i] + c[ax + k:])
+
+
+
+def make_loop_kernel(name: str, body, src: str, buffers: dict[str, Buffer]) -> LoopKernel:
+    """A LoopKernel with its read/write sets and a work estimate filled in from the body."""
+    reads, writes, cost = accesses(body)
+    return LoopKernel(name, tuple(body), reads, writes, cost, src)
 
 
 def store_all(stores: Sequence[Store]) -> list[Stmt]:
@@ -405,7 +396,7 @@ def _unravel_flat(i: Expr, shape) -> list[Expr]:
 
 
 def _reduce_domain(r: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    axes = (r.attrs["axis"],) if r.op == Op.ARGMAX else r.attrs["axes"]
+    axes = tuple(r.attrs["axes"]) if "axes" in r.attrs else (r.attrs["axis"],)
     return r.srcs[0].shape, tuple(axes)
 
 
@@ -461,4 +452,9 @@ def _is_contiguous(view: View, shape) -> bool:
     return all(s == w for s, w, d in zip(view.strides, want, shape) if d != 1)
 
 
-__all__ = ["GroupLowering", "SCALAR_OPS", "identity_of"]
+for _op, _rule in {Op.IOTA: _iota_at, Op.RANDOM_UNIFORM: _random_at, Op.BROADCAST_TO: _broadcast_at,
+                  Op.TRANSPOSE: _transpose_at, Op.SLICE: _slice_at, Op.RESHAPE: _reshape_at,
+                  Op.PAD: _pad_at, Op.CONCAT: _concat_at, Op.TAKE: _take_at}.items():
+    set_rule(_op, lower=_rule)
+
+__all__ = ["GroupLowering", "make_loop_kernel", "store_all"]

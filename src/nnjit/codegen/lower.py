@@ -19,12 +19,14 @@ from ..ir import CompileError, DType, Graph, Node, Op, TensorType, Value
 from ..ir.defs.movement import index_site
 from ..ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, LoopKernel,
                           Program, ScanKernel)
-from ..ir.ops import CONTRACTION, REDUCE, WINDOW
+from ..ir.opdef import kind_of, opdef, set_rule
+from ..ir.ops import Kind
 from .memory_plan import MemoryPlan, plan_memory
 from .checks import check_loops
 from .index import View
 from .analysis import accesses
-from .loops import GroupLowering
+from . import contraction, window  # noqa: F401  (register their templates on the OpDefs)
+from .loops import GroupLowering, make_loop_kernel
 
 
 @dataclasses.dataclass
@@ -133,22 +135,17 @@ class _Lowering:
         return outputs, copies
 
     def lower_node(self, n: Node) -> None:
-        op = n.op
-        if op == Op.CONST:
-            self._const(n)
-        elif op == Op.RESHAPE and n.srcs[0] in self.views:
+        """Opaque nodes (and constants) lower themselves through their OpDef's hook; a reshape
+        of a materialized value becomes an alias; anything else is a kernel of its own."""
+        d = opdef(n.op)
+        if n.op == Op.RESHAPE and n.srcs[0] in self.views:
             alias = self.views[n.srcs[0]].reshape(n.type.shape)
             want = self.dest.get(n.out)
             if alias is not None and (want is None or want.buf == alias.buf):
                 self.views[n.out] = alias
-            else:
-                self.lower_group(n, [n])
-        elif op == Op.SCAN:
-            self._scan(n)
-        elif op == Op.CHECK_INDEX:
-            self._check_index(n)
-        elif op == Op.FUSION:
-            self._fusion(n)
+                return
+        if d.kind == Kind.OPAQUE or n.op == Op.CONST:
+            d.lower(self, n)
         else:
             self.lower_group(n, [n])
 
@@ -213,24 +210,22 @@ class _Lowering:
         label = node_label or n
         name = self.kernel_name(label)
         src = f"{label.op.value} at {label.loc}" if label.loc else label.op.value
-        from . import contraction, window
-
-        ops = {m.op for m in nodes}
-        if ops & CONTRACTION:
-            self.kernels.extend(contraction.lower(self, nodes, roots, name, src))
-            return
-        if ops & (WINDOW | {Op.SCATTER_ADD}):
-            self.kernels.extend(window.lower(self, nodes, roots, name, src))
+        anchor = next((m for m in nodes if kind_of(m.op) in (Kind.CONTRACTION, Kind.WINDOW)),
+                      None)
+        if anchor is not None:   # a template computes the other members inline
+            others = [m for m in nodes if m is not anchor]
+            self.kernels.extend(opdef(anchor.op).lower(self, anchor, others, roots, name, src))
             return
         stores = [(v, self.home(v)) for v in roots]
         stores = [(v, d) for v, d in stores if v.type.size > 0]   # empty results need no code
         if not stores:
             return
         glow = GroupLowering(nodes, self.visible_views(), name)
-        if ops & REDUCE:
+        reds = [m for m in nodes if kind_of(m.op) == Kind.REDUCE]
+        if reds:
             columns = glow.column_reduction(stores)
             if columns is not None:
-                red = next(m for m in nodes if m.op in REDUCE)
+                red = reds[0]
                 scratch = self.temp(TensorType((columns[1],), red.type.dtype), "colacc")
                 body = glow.column_kernel(stores, scratch)
             else:
@@ -301,7 +296,7 @@ def _byte_dtype():
     return DType.BOOL   # 1-byte elements: a raw byte region
 
 
-def make_loop_kernel(name: str, body, src: str, buffers: dict[str, Buffer]) -> LoopKernel:
-    """A LoopKernel with its read/write sets and a work estimate filled in from the body."""
-    reads, writes, cost = accesses(body)
-    return LoopKernel(name, tuple(body), reads, writes, cost, src)
+# The node hooks of the ops the driver lowers itself (constants, checks, control).
+for _op, _hook in {Op.CONST: _Lowering._const, Op.CHECK_INDEX: _Lowering._check_index,
+                   Op.SCAN: _Lowering._scan, Op.FUSION: _Lowering._fusion}.items():
+    set_rule(_op, lower=_hook)

@@ -14,16 +14,24 @@ import numpy as np
 from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
 from .index import (View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select)
-from .loops import GroupLowering, _nest, store_all
+from ..ir.opdef import set_rule
+from .loops import GroupLowering, _nest, make_loop_kernel, store_all
 
 
-def lower(lw, nodes: Sequence[Node], roots: Sequence[Value], name: str, src: str) -> list:
-    from .lower import make_loop_kernel
+def _template(fn):
+    """A window op's lowering hook: producers and consumers are computed inline."""
+    def lower(lw, w: Node, others: list[Node], roots: Sequence[Value], name: str, src: str):
+        return [make_loop_kernel(name, fn(lw, w, others, others, list(roots), name), src,
+                                 lw.buffers)]
+    return lower
 
-    (w,) = [n for n in nodes if n.op in _LOWER]
-    others = [n for n in nodes if n is not w]   # producers and consumers, computed inline
-    body = _LOWER[w.op](lw, w, others, others, list(roots), name)
-    return [make_loop_kernel(name, body, src, lw.buffers)]
+
+def _lower_scatter_add(lw, n: Node) -> None:
+    """scatter_add is opaque (a kernel of its own): zero the result, then add every update."""
+    name = lw.kernel_name(n)
+    src = f"{n.op.value} at {n.loc}" if n.loc else n.op.value
+    body = _scatter_add(lw, n, [], [], list(n.outs), name)
+    lw.kernels.append(make_loop_kernel(name, body, src, lw.buffers))
 
 
 def _geometry(n: Node, x_shape):
@@ -199,5 +207,7 @@ def _scatter_add(lw, s: Node, prologue, epilogue, roots, name) -> list[Stmt]:
     return zero + _nest(us, upd.shape, [add])
 
 
-_LOWER = {Op.MAX_POOL2D: _pool, Op.AVG_POOL2D: _pool, Op.MAX_POOL2D_GRAD: _max_pool_grad,
-          Op.AVG_POOL2D_GRAD: _avg_pool_grad, Op.SCATTER_ADD: _scatter_add}
+for _op, _fn in {Op.MAX_POOL2D: _pool, Op.AVG_POOL2D: _pool, Op.MAX_POOL2D_GRAD: _max_pool_grad,
+                 Op.AVG_POOL2D_GRAD: _avg_pool_grad}.items():
+    set_rule(_op, lower=_template(_fn))
+set_rule(Op.SCATTER_ADD, lower=_lower_scatter_add)

@@ -65,6 +65,17 @@ class KOp(enum.Enum):
 
 
 COMPARE = {KOp.LT, KOp.LE, KOp.GT, KOp.GE, KOp.EQ, KOp.NE}
+#: Calls that cost tens of instructions (polynomials, Philox): worth not computing twice.
+EXPENSIVE_KOPS = {KOp.EXP, KOp.LOG, KOp.SQRT, KOp.TANH, KOp.SIGMOID, KOp.POW, KOp.RAND}
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """How a reduction folds its terms (its OpDef's `lower`): `op` (ADD, MAX or MIN) from
+    `identity(op, dtype)`; `index`: keep the position of the first best term (argmax)."""
+
+    op: KOp
+    index: bool = False
 
 
 def identity(op: KOp, dtype: DType):

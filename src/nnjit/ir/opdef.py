@@ -42,8 +42,16 @@ class OpDef:
     vjp(primals, outs, cts, attrs) -> list[Sym | None]
         reverse-mode rule written with builder ops on `Sym`s: one cotangent per input, None for
         inputs that are not differentiable. `cts` has None for outputs with no cotangent.
-    scalar(s, *args, **attrs) -> kernel-IR scalar expression (elementwise ops only).
-    lower: kernel-IR lowering hook for non-elementwise ops (contractions, windows, movement).
+    scalar(args, dtype, attrs) -> kernel-IR expression: an elementwise op's value from its
+        operands' scalars (built from `KOp` calls), which is all the native backends need.
+    lower: the codegen hook, by kind (registered from nnjit.codegen with `set_rule`, as JAX's
+        `register_lowering`):
+        ELEMENTWISE sources, VIEW, INJECTIVE: lower(group, node, coords) -> expression of the
+            element at `coords` (coordinate arithmetic down to operand elements);
+        REDUCE: an `Accumulation` (the combining KOp);
+        CONTRACTION, WINDOW: lower(lowering, anchor, others, roots, name, src) -> kernels, a
+            template that computes `others` (fused producers and consumers) inline;
+        OPAQUE: lower(lowering, node) -> None, emitting the node's kernels and buffers.
     """
 
     op: Op
@@ -57,6 +65,7 @@ class OpDef:
     lower: Callable | None = None
     nondiff_inputs: frozenset[int] = frozenset()  # inputs never differentiated (indices, seeds)
     doc: str = ""
+    expensive: bool | None = None  # None: expensive iff the scalar rule calls a transcendental
     _attr_index: Mapping[str, AttrSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -170,3 +179,12 @@ def set_rule(op: Op, **rules) -> None:
     import dataclasses
 
     OPDEFS[op] = dataclasses.replace(OPDEFS[op], **rules)
+
+
+def ops_of_kind(*kinds: Kind) -> frozenset[Op]:
+    """The registered ops of these kinds (how fusion and lowering tell ops apart)."""
+    return frozenset(op for op, d in OPDEFS.items() if d.kind in kinds)
+
+
+def kind_of(op: Op) -> Kind:
+    return opdef(op).kind

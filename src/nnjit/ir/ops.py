@@ -84,27 +84,19 @@ class Op(enum.Enum):
 
 
 class Kind(enum.IntEnum):
-    """How an op fuses and lowers; ordered like TVM's OpPatternKind (a lattice for fusion)."""
+    """How an op fuses and lowers; ordered like TVM's OpPatternKind (a lattice for fusion). The
+    kind also says which lowering hook its OpDef carries (see `OpDef`)."""
 
-    ELEMENTWISE = 0   # out[i] = f(in[i]...), with numpy broadcasting of the inputs
-    INJECTIVE = 1     # each output element reads one input element (reshape, transpose, slice...)
-    REDUCE = 2        # folds axes of one input (sum, max, argmax)
-    CONTRACTION = 3   # matmul, convolutions: tiled kernels with optional elementwise epilogues
-    WINDOW = 4        # pooling and its gradients
-    OPAQUE = 5        # scatter, control flow, graph inputs: fused with nothing
+    ELEMENTWISE = 0   # out[i] = f(in[i]...), with numpy broadcasting; sources from coordinates
+    VIEW = 1          # a strided view of its operand (reshape, transpose, broadcast_to, slice)
+    INJECTIVE = 2     # each output element reads one input element (concat, pad, take)
+    REDUCE = 3        # folds axes of one input (sum, max, argmax)
+    CONTRACTION = 4   # matmul, convolutions: tiled kernels with optional elementwise epilogues
+    WINDOW = 5        # pooling and its gradients
+    OPAQUE = 6        # scatter, checks, control flow, graph inputs: fused with nothing
 
 
-UNARY = {Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.ABS, Op.TANH, Op.SIGMOID, Op.RELU, Op.NOT, Op.CAST,
-         Op.STOP_GRADIENT}
+# Algebraic facts the rewrite rules use; everything about fusion and lowering comes from each
+# op's OpDef (`kind`, `scalar`, `lower`), so a new op needs no entry here beyond `Op`.
 COMPARISON = {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE}
-BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.REMAINDER, Op.MAXIMUM, Op.MINIMUM, Op.AND,
-          Op.OR} | COMPARISON
-TERNARY = {Op.WHERE}
-ELEMENTWISE = UNARY | BINARY | TERNARY
-SOURCE = {Op.IOTA, Op.RANDOM_UNIFORM}
-REDUCE = {Op.SUM, Op.MAX, Op.ARGMAX}
-CONTRACTION = {Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT}
-WINDOW = {Op.MAX_POOL2D, Op.AVG_POOL2D, Op.MAX_POOL2D_GRAD, Op.AVG_POOL2D_GRAD}
-MOVEMENT = {Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST_TO, Op.CONCAT, Op.SLICE, Op.PAD, Op.TAKE}
-VIEW = {Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST_TO, Op.SLICE}   # expressible as strides
 COMMUTATIVE = {Op.ADD, Op.MUL, Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR, Op.EQ, Op.NE}

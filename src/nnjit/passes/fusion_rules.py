@@ -1,7 +1,7 @@
 """The fusion rules, as data: what may join a kernel, and which kernel templates exist.
 
 A candidate kernel is a set of nodes. `classify(nodes, roots)` names the template that can
-lower it as one kernel (see backends/lowering) or says why none can:
+lower it as one kernel (see nnjit.codegen) or says why none can:
 
   loop     elementwise and movement ops over one output shape
   reduce   reductions over one domain with their elementwise producers and consumers (softmax)
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..ir import Node, Op, Value
-from ..ir.ops import CONTRACTION, ELEMENTWISE, MOVEMENT, REDUCE, SOURCE, VIEW, WINDOW
+# What a loop kernel computes inline (LOOP_OPS); constants are never members: single-element
+# ones are copied into each body, array ones stay in memory.
+from ..ir.groups import (CONTRACTION, EXPENSIVE, LOOP_OPS, MOVEMENT, OPAQUE, POINTWISE,  # noqa: F401
+                         REDUCE, VIEW, WINDOW)
 
-EXPENSIVE = {Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.POW, Op.SQRT, Op.RANDOM_UNIFORM}
-# What a loop kernel computes inline. Constants are never members: single-element ones are
-# copied into each body, array ones stay in memory.
-LOOP_OPS = ELEMENTWISE | MOVEMENT | SOURCE
 ANCHORS = CONTRACTION | WINDOW
 
 
@@ -89,7 +88,7 @@ def _split(a: Node, nodes: set[Node]):
 
 def _contraction(a: Node, nodes, roots):
     before, after = _split(a, nodes)
-    if moved := [n for n in after if n.op not in ELEMENTWISE]:
+    if moved := [n for n in after if n.op not in POINTWISE]:
         return None, (f"{moved[0].op.value} would rearrange the {a.op.value} result: only "
                       "elementwise ops can follow it in its kernel")
     for r in roots:
@@ -112,7 +111,7 @@ def _contraction(a: Node, nodes, roots):
 
 def _window(a: Node, nodes, roots):
     before, after = _split(a, nodes)
-    if moved := [n for n in after if n.op not in ELEMENTWISE]:
+    if moved := [n for n in after if n.op not in POINTWISE]:
         return None, (f"{moved[0].op.value} would rearrange the {a.op.value} result: only "
                       "elementwise ops can follow it in its kernel")
     forward = a.op in (Op.MAX_POOL2D, Op.AVG_POOL2D)
@@ -165,7 +164,7 @@ class Rule:
 
 
 def _opaque(p: Node, g, ctx):
-    if p.op in (Op.SCAN, Op.FUSION, Op.SCATTER_ADD, Op.INPUT):
+    if p.op in OPAQUE:
         return f"{p.op.value} is opaque: it is a kernel of its own"
     if p.op == Op.CONST:
         return "array constants stay in memory (single-element constants are inlined)"
@@ -198,7 +197,7 @@ def recompute_factor(p: Node, nodes: set[Node]) -> int:
                 tuple(1 if i in axes else d for i, d in enumerate(shape)))
         if p.type.shape in rows:
             return 1   # a row value: computed once per row of a reduction kernel
-    sizes = [m.type.size for m in _descendants(p, nodes) if m.op in ELEMENTWISE | MOVEMENT]
+    sizes = [m.type.size for m in _descendants(p, nodes) if m.op in POINTWISE | MOVEMENT]
     return max(sizes, default=0) // max(p.type.size, 1)
 
 

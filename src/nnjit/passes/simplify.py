@@ -27,10 +27,12 @@ import numpy as np
 
 from ..ir import DType, Graph, Op, ShapeError, Value
 from ..ir.defs.common import broadcast_shapes
-from ..ir.ops import BINARY, TERNARY
+from ..ir.groups import POINTWISE
+from ..ir.opdef import opdef
 from .rewrite import Pat, PatternMatcher, RewriteContext, graph_rewrite
 
 X, Y = Pat.var("x"), Pat.var("y")
+_MULTI_OPERAND = {op for op in POINTWISE if (opdef(op).arity or 0) >= 2}
 
 
 def _not_float(dt: DType) -> bool:
@@ -174,9 +176,10 @@ SIMPLIFY = PatternMatcher([
     (Pat(Op.BROADCAST_TO, (Pat(Op.BROADCAST_TO, (X,)),)), _broadcast_of_broadcast),
     (Pat(Op.SLICE, (X,), where=_slices_everything), _x),
     (Pat(Op.PAD, (X,), attrs={"pads": lambda p: all(lo == hi == 0 for lo, hi in p)}), _x),
-    # NOT pow: numpy's power takes a fast path (x*x, sqrt, 1/x) for a one-element exponent,
-    # which differs from its general pow on the broadcast one (pow(-inf, 0.5): NaN vs +inf).
-    (Pat(BINARY - {Op.POW} | TERNARY, where=_reads_a_broadcast), _drop_operand_broadcasts),
+    # Every pointwise op of several operands broadcasts them itself. NOT pow: numpy's power
+    # takes a fast path (x*x, sqrt, 1/x) for a one-element exponent; its reference now expands
+    # the exponent so both shapes agree, but the rule stays off pow to stay independent of that.
+    (Pat(_MULTI_OPERAND - {Op.POW}, where=_reads_a_broadcast), _drop_operand_broadcasts),
 ])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import prims as P
+from ..kernel import Call, KOp
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import DType, TensorType
@@ -156,14 +157,27 @@ def _cast_vjp(xs, outs, cts, attrs):
     return [P.cast(g, x.dtype)]
 
 
+# -- scalar rules: each op's value from its operands' scalars, in kernel-IR calls -------------------
+
+def _call(kop: KOp):
+    """The op is one kernel-IR call of its operands."""
+    return lambda args, dt, attrs: Call(kop, tuple(args), dt)
+
+
+def _identity_scalar(args, dt, attrs):
+    return args[0]
+
+
 # -- declarations ------------------------------------------------------------------------------------
 
-def _unary(op, shape, ref, vjp=None, doc=""):
-    return OpDef(op, Kind.ELEMENTWISE, 1, shape, ref, vjp=vjp, doc=doc)
+def _unary(op, shape, ref, vjp=None, doc="", scalar=None):
+    return OpDef(op, Kind.ELEMENTWISE, 1, shape, ref, vjp=vjp, doc=doc,
+                 scalar=scalar or _call(KOp[op.name]))
 
 
-def _binary(op, ref, vjp=None, check=None, out_dtype=None, doc=""):
-    return OpDef(op, Kind.ELEMENTWISE, 2, _binary_shape(check, out_dtype), ref, vjp=vjp, doc=doc)
+def _binary(op, ref, vjp=None, check=None, out_dtype=None, doc="", kop=None):
+    return OpDef(op, Kind.ELEMENTWISE, 2, _binary_shape(check, out_dtype), ref, vjp=vjp, doc=doc,
+                 scalar=_call(kop or KOp[op.name]))
 
 
 register(
@@ -177,10 +191,10 @@ register(
     _unary(Op.RELU, _numeric_unary_shape, _np(lambda x: np.maximum(x, 0)), _relu_vjp),
     _unary(Op.NOT, _bool_unary_shape, _np(np.logical_not)),
     OpDef(Op.STOP_GRADIENT, Kind.ELEMENTWISE, 1, lambda ts, a: ts[0], lambda xs, a: xs[0],
-          vjp=lambda xs, outs, cts, a: [None],
+          vjp=lambda xs, outs, cts, a: [None], scalar=_identity_scalar,
           doc="identity whose gradient is zero (removed by simplification after autodiff)"),
     OpDef(Op.CAST, Kind.ELEMENTWISE, 1, _cast_shape, _cast_ref,
-          attrs=(AttrSpec("dtype", "dtype"),), vjp=_cast_vjp,
+          attrs=(AttrSpec("dtype", "dtype"),), vjp=_cast_vjp, scalar=_call(KOp.CAST),
           doc="dtype conversion; float->int truncates, saturates, and maps NaN to 0"),
     _binary(Op.ADD, _np(np.add), _add_vjp, require_numeric),
     _binary(Op.SUB, _np(np.subtract), _sub_vjp, require_numeric),
@@ -188,11 +202,11 @@ register(
     _binary(Op.DIV, _np(np.divide), _div_vjp, require_float, doc="true division (floats only)"),
     _binary(Op.POW, _pow_ref, _pow_vjp, require_float,
             doc="C pow for every exponent shape (numpy's x ** 0.5 shortcut is not taken)"),
-    _binary(Op.REMAINDER, _np(np.remainder), _remainder_vjp, require_numeric,
+    _binary(Op.REMAINDER, _np(np.remainder), _remainder_vjp, require_numeric, kop=KOp.MOD,
             doc="numpy remainder: the result takes the divisor's sign; x % 0 is 0 for ints"),
-    _binary(Op.MAXIMUM, _np(np.maximum), _maximum_vjp, require_numeric,
+    _binary(Op.MAXIMUM, _np(np.maximum), _maximum_vjp, require_numeric, kop=KOp.MAX,
             doc="NaN-propagating maximum (numpy semantics)"),
-    _binary(Op.MINIMUM, _np(np.minimum), _minimum_vjp, require_numeric),
+    _binary(Op.MINIMUM, _np(np.minimum), _minimum_vjp, require_numeric, kop=KOp.MIN),
     _binary(Op.AND, _np(np.logical_and), check=_bool_operands),
     _binary(Op.OR, _np(np.logical_or), check=_bool_operands),
     _binary(Op.EQ, _cmp(np.equal), out_dtype=DType.BOOL),
@@ -203,5 +217,5 @@ register(
     _binary(Op.GE, _cmp(np.greater_equal), out_dtype=DType.BOOL),
     OpDef(Op.WHERE, Kind.ELEMENTWISE, 3, _where_shape,
           lambda xs, a: np.where(*xs).astype(xs[1].dtype, copy=False), vjp=_where_vjp,
-          nondiff_inputs=frozenset({0})),
+          nondiff_inputs=frozenset({0}), scalar=_call(KOp.WHERE)),
 )

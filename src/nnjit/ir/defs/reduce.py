@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import prims as P
+from ..kernel import Accumulation, KOp
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import DType, TensorType
@@ -93,11 +94,14 @@ def _max_vjp(xs, outs, cts, attrs):
 
 register(
     OpDef(Op.SUM, Kind.REDUCE, 1, _reduce_shape, _sum_ref, vjp=_sum_vjp,
-          attrs=(AttrSpec("axes", "ints"), AttrSpec("keepdims", "bool", False))),
+          attrs=(AttrSpec("axes", "ints"), AttrSpec("keepdims", "bool", False)),
+          lower=Accumulation(KOp.ADD)),
     OpDef(Op.MAX, Kind.REDUCE, 1, _reduce_shape, _max_ref, vjp=_max_vjp,
           attrs=(AttrSpec("axes", "ints"), AttrSpec("keepdims", "bool", False)),
+          lower=Accumulation(KOp.MAX),
           doc="NaN-propagating max; an empty reduction gives -inf (ints: the minimum)"),
     OpDef(Op.ARGMAX, Kind.REDUCE, 1, _argmax_shape, _argmax_ref,
           attrs=(AttrSpec("axis", "int"), AttrSpec("keepdims", "bool", False)),
+          lower=Accumulation(KOp.MAX, index=True),
           doc="index (i64) of the first maximum; a NaN counts as the maximum"),
 )

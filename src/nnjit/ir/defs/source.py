@@ -54,6 +54,6 @@ register(
     OpDef(Op.RANDOM_UNIFORM, Kind.ELEMENTWISE, 1, _random_uniform_shape, _random_uniform_ref,
           attrs=(AttrSpec("shape", "ints"), AttrSpec("salt", "int", 0),
                  AttrSpec("dtype", "dtype", DType.F32)),
-          nondiff_inputs=frozenset({0}),
+          nondiff_inputs=frozenset({0}), expensive=True,
           doc="uniform [0, 1) from Philox-4x32-10: key = seed, counter = (flat index, salt)"),
 )
