@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -264,6 +266,10 @@ _unary("log", Op.LOG, nnjit.log, _f64(np.log), uniform(0.5, 3.0))
 _unary("sqrt", Op.SQRT, nnjit.sqrt, _f64(np.sqrt), uniform(0.5, 3.0))
 _unary("abs", Op.ABS, nnjit.abs, lambda x: np.where(x < 0, -x, x), signed(), NUMERIC)
 _unary("tanh", Op.TANH, nnjit.tanh, _f64(np.tanh))
+_unary("softplus", Op.SOFTPLUS, nnjit.softplus,
+       _f64(lambda x: np.array([math.log1p(math.exp(-abs(v))) + max(v, 0.0)
+                                for v in x.ravel().tolist()]).reshape(x.shape)),
+       uniform(-30, 30), FLOATS)
 _unary("sigmoid", Op.SIGMOID, nnjit.sigmoid, _f64(lambda x: 1 / (1 + np.exp(-x))),
        uniform(-6, 6))
 _unary("relu", Op.RELU, nnjit.relu, lambda x: np.where(x > 0, x, np.zeros_like(x)), signed(),

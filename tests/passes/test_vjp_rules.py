@@ -128,6 +128,7 @@ UNARY = {
     Op.NEG: (P.neg, normal), Op.EXP: (P.exp, normal), Op.LOG: (P.log, positive),
     Op.SQRT: (P.sqrt, positive), Op.ABS: (P.abs, away_from_zero), Op.TANH: (P.tanh, normal),
     Op.SIGMOID: (P.sigmoid, normal), Op.RELU: (P.relu, away_from_zero),
+    Op.SOFTPLUS: (P.softplus, normal),
 }
 
 

@@ -23,6 +23,7 @@ add, subtract, multiply = P.add, P.sub, P.mul
 sub, mul = P.sub, P.mul
 negative = neg = P.neg
 exp, log, sqrt, tanh, sigmoid, relu = P.exp, P.log, P.sqrt, P.tanh, P.sigmoid, P.relu
+softplus = P.softplus
 abs = P.abs  # noqa: A001
 maximum, minimum, where = P.maximum, P.minimum, P.where
 equal, not_equal, less, less_equal, greater, greater_equal = P.eq, P.ne, P.lt, P.le, P.gt, P.ge

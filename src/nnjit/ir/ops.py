@@ -25,6 +25,7 @@ class Op(enum.Enum):
     TANH = "tanh"
     SIGMOID = "sigmoid"
     RELU = "relu"
+    SOFTPLUS = "softplus"
     NOT = "logical_not"
     CAST = "cast"
     STOP_GRADIENT = "stop_gradient"

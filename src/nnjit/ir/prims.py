@@ -111,6 +111,7 @@ abs = _unary(Op.ABS)  # noqa: A001  (mirrors numpy's name)
 tanh = _unary(Op.TANH)
 sigmoid = _unary(Op.SIGMOID)
 relu = _unary(Op.RELU)
+softplus = _unary(Op.SOFTPLUS)
 
 
 def stop_gradient(x: Sym) -> Sym:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import prims as P
-from ..kernel import Call, KOp
+from ..kernel import Call, Const, KOp
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import DType, TensorType
@@ -127,6 +127,7 @@ _sigmoid_vjp = _ew(lambda xs, y, g: [g * y * (1.0 - y)])
 # Masking by the output (relu(x) > 0 iff x > 0) lets the backward pass keep only the
 # activation, not the pre-activation too.
 _relu_vjp = _ew(lambda xs, y, g: [P.where(y > 0.0, g, 0.0)])
+_softplus_vjp = _ew(lambda xs, y, g: [g * P.sigmoid(xs[0])])
 _abs_vjp = _ew(lambda xs, y, g: [g * P.where(xs[0] >= 0.0, 1.0, -1.0)])
 # Ties go to the first operand, as in numpy's and torch's maximum/minimum gradients (split
 # would also be valid; this keeps gradients sparse like relu's).
@@ -168,6 +169,19 @@ def _identity_scalar(args, dt, attrs):
     return args[0]
 
 
+def _softplus_scalar(args, dt, attrs):
+    """max(x, 0) + log1p(exp(-|x|)), with log1p(y) = log(u) * y / (u - 1) for u = 1 + y
+    (Goldberg's trick: a few ulp, where log(1 + y) loses every digit once y < eps)."""
+    (x,) = args
+    k = lambda v: Const(v, dt)  # noqa: E731
+    y = Call(KOp.EXP, (Call(KOp.NEG, (Call(KOp.ABS, (x,), dt),), dt),), dt)
+    u = Call(KOp.ADD, (k(1.0), y), dt)
+    ratio = Call(KOp.DIV, (y, Call(KOp.SUB, (u, k(1.0)), dt)), dt)
+    log1p = Call(KOp.WHERE, (Call(KOp.EQ, (u, k(1.0)), DType.BOOL), y,
+                             Call(KOp.MUL, (Call(KOp.LOG, (u,), dt), ratio), dt)), dt)
+    return Call(KOp.ADD, (Call(KOp.MAX, (x, k(0.0)), dt), log1p), dt)
+
+
 # -- declarations ------------------------------------------------------------------------------------
 
 def _unary(op, shape, ref, vjp=None, doc="", scalar=None):
@@ -189,6 +203,8 @@ register(
     _unary(Op.TANH, _float_unary_shape, _np(np.tanh), _tanh_vjp),
     _unary(Op.SIGMOID, _float_unary_shape, _sigmoid_ref, _sigmoid_vjp, doc="1 / (1 + exp(-x))"),
     _unary(Op.RELU, _numeric_unary_shape, _np(lambda x: np.maximum(x, 0)), _relu_vjp),
+    _unary(Op.SOFTPLUS, _float_unary_shape, _np(lambda x: np.logaddexp(0, x)), _softplus_vjp,
+           doc="log(1 + exp(x)), stable for every x", scalar=_softplus_scalar),
     _unary(Op.NOT, _bool_unary_shape, _np(np.logical_not)),
     OpDef(Op.STOP_GRADIENT, Kind.ELEMENTWISE, 1, lambda ts, a: ts[0], lambda xs, a: xs[0],
           vjp=lambda xs, outs, cts, a: [None], scalar=_identity_scalar,
