@@ -80,6 +80,10 @@ def show_passes(cf, full: bool) -> None:
     """Per pass: time, node count and which ops it removed and added (--full: the IR diff)."""
     prev = None
     for st in cf.stages_:
+        if not isinstance(st.graph, nnjit.Graph):    # a codegen stage: a kernel-IR Program
+            print(f"-- {st.name:<16} {st.seconds * 1e3:8.2f} ms  {len(st.graph.kernels):4d} "
+                  "kernels (kernel IR)")
+            continue
         ops = Counter(n.op.value for n in st.graph.nodes)
         line = f"-- {st.name:<16} {st.seconds * 1e3:8.2f} ms  {len(st.graph.nodes):4d} nodes"
         if prev is not None:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from .frontend.pytree import (TreeDef, flatten, flatten_with_paths, leaf_labels,
                               structure_change, unflatten)
+from .frontend.eager import install as install_eager
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
 from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
@@ -296,3 +297,7 @@ def _lift_tree(b: Builder, tree):
 
 __all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "jit",
            "value_and_grad"]
+
+
+# Modules and optimizers called on concrete arrays compile through jit (see frontend/eager.py).
+install_eager(lambda fn, name: JitFunction(fn, name=name))

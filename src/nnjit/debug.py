@@ -12,9 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .api import JitFunction
-from .backends import get_backend
 from .ir import Graph, Node, Op, Value, evaluate, make_input
-from .runtime.compiled import Options
+from .runtime.compiled import Options, compile_graph
 
 
 @dataclass(frozen=True)
@@ -64,10 +63,10 @@ def _differs(got, want, rtol, atol) -> tuple[bool, float, float]:
     return bad, abs_err, rel_err
 
 
-def _run_isolated(n: Node, values: dict[Value, np.ndarray], backend, options):
+def _run_isolated(n: Node, values: dict[Value, np.ndarray], options):
     g, operands = isolate(n)
-    exe = backend.compile(g, options)
-    return exe([values[v] for v in operands])
+    exe, _, _ = compile_graph(g, options, graph_passes=False)
+    return exe([np.ascontiguousarray(values[v]) for v in operands])
 
 
 def bisect(fn: Callable, *args, backend: str = "llvm", fuse: bool = True, rtol: float = 1e-4,
@@ -78,16 +77,15 @@ def bisect(fn: Callable, *args, backend: str = "llvm", fuse: bool = True, rtol: 
     g = cf.graph
     values: dict[Value, np.ndarray] = dict(zip(g.inputs, cf.flat_args(args)))
     evaluate(g, [values[v] for v in g.inputs], lambda n, outs: values.update(zip(n.outs, outs)))
-    be = get_backend(backend)
     options = Options(backend, fuse)
     for k, n in enumerate(g.nodes):
         if n.op == Op.CONST:
             continue
-        outs = _run_isolated(n, values, be, options)
+        outs = _run_isolated(n, values, options)
         for o, got in zip(n.outs, outs):
             bad, abs_err, rel_err = _differs(got, values[o], rtol, atol)
             if bad:
-                inner = _inner_culprit(n, values, be, options, rtol, atol) if n.op == Op.FUSION \
+                inner = _inner_culprit(n, values, options, rtol, atol) if n.op == Op.FUSION \
                     else n
                 return BisectReport(k, n.op.value if n.op != Op.FUSION else
                                     f"fusion/{n.attrs['kind']}",
@@ -96,7 +94,7 @@ def bisect(fn: Callable, *args, backend: str = "llvm", fuse: bool = True, rtol: 
     return None
 
 
-def _inner_culprit(n: Node, values, be, options, rtol, atol) -> Node:
+def _inner_culprit(n: Node, values, options, rtol, atol) -> Node:
     """The first node of a fusion body whose isolated native result differs."""
     body: Graph = n.attrs["body"]
     inner: dict[Value, np.ndarray] = dict(zip(body.inputs, [values[s] for s in n.srcs]))
@@ -105,7 +103,7 @@ def _inner_culprit(n: Node, values, be, options, rtol, atol) -> Node:
     for m in body.nodes:
         if m.op == Op.CONST:
             continue
-        for o, got in zip(m.outs, _run_isolated(m, inner, be, options)):
+        for o, got in zip(m.outs, _run_isolated(m, inner, options)):
             if _differs(got, inner[o], rtol, atol)[0]:
                 return m
     return n

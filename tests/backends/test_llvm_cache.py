@@ -12,7 +12,7 @@ import pytest
 
 from nnjit.backends.llvm import executable as ex
 from nnjit.backends.llvm.executable import compile_program
-from nnjit.runtime import cache
+from nnjit.backends import cache
 from tests.backends.kernel_programs import F32, c, inp, ld, map_kernel, mul, out, program
 
 

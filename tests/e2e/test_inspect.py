@@ -78,9 +78,9 @@ def test_bisect_names_the_first_differing_node_and_its_line(monkeypatch):
 
     real = debug._run_isolated
 
-    def miscompiled(n, values, be, options):
+    def miscompiled(n, values, options):
         # A backend whose exp is off by 1%, as a broken kernel would be.
-        outs = real(n, values, be, options)
+        outs = real(n, values, options)
         has_exp = n.op == Op.EXP or (n.op == Op.FUSION and any(
             m.op == Op.EXP for m in n.attrs["body"].nodes))
         return [o * 1.01 for o in outs] if has_exp else outs

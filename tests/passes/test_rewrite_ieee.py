@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings, strategies as st
 
 import nnjit
-from nnjit.backends import get_backend
 from nnjit.ir import Builder, DType, Node, Op, ShapeError, TensorType, evaluate, opdef
 from nnjit.ir import prims, verify
 from nnjit.ir.groups import POINTWISE as ELEMENTWISE, REDUCE
@@ -25,7 +24,7 @@ from nnjit.ir.ops import COMPARISON
 from nnjit.passes.pipeline import default_pipeline
 from nnjit.passes.rewrite import Pat, PatternMatcher, Rule, graph_rewrite
 from nnjit.passes.simplify import SIMPLIFY, simplify
-from nnjit.runtime.compiled import Options
+from nnjit.runtime.compiled import Options, compile_graph
 from tests.passes.test_rewrite import assert_same_bits
 
 # -- the values where identities break -------------------------------------------------------------
@@ -265,8 +264,8 @@ def check_instance(rule: Rule, g, argsets, llvm: bool) -> bool:
         seen.append(h)
     # On llvm the reference is the unrewritten graph compiled as it is (one kernel per op): the
     # backend's own disagreements with numpy are not the rewrites' doing (see the xfails below).
-    ref = get_backend("llvm").compile(g, Options("llvm", False)) if llvm else None
-    exes = {fuse: get_backend("llvm").compile(pipelined(g, fuse), Options("llvm", fuse))
+    ref = compile_graph(g, Options("llvm", False), graph_passes=False)[0] if llvm else None
+    exes = {fuse: compile_graph(pipelined(g, fuse), Options("llvm", fuse), graph_passes=False)[0]
             for fuse in (False, True)} if llvm else {}
     for args in argsets:
         with np.errstate(all="ignore"):
@@ -365,7 +364,7 @@ def test_fused_llvm_pow_of_a_broadcast_exponent_matches_the_interpreter():
         want = evaluate(g, [v])
     for fuse in (False, True):
         h = pipelined(g, fuse)
-        assert_llvm_agrees(get_backend("llvm").compile(h, Options("llvm", fuse))([v]), want)
+        assert_llvm_agrees(compile_graph(h, Options("llvm", fuse), graph_passes=False)[0]([v]), want)
 
 
 def test_llvm_maximum_and_minimum_keep_numpys_signed_zero_ties():
@@ -374,7 +373,7 @@ def test_llvm_maximum_and_minimum_keep_numpys_signed_zero_ties():
     x, y = (b.input(TensorType((2,), DType.F32), n) for n in "xy")
     g = b.build([prims.maximum(x, y), prims.minimum(x, y)])
     args = [np.array([0.0, -0.0], np.float32), np.array([-0.0, 0.0], np.float32)]
-    assert_llvm_agrees(get_backend("llvm").compile(g, Options("llvm", False))(args),
+    assert_llvm_agrees(compile_graph(g, Options("llvm", False), graph_passes=False)[0](args),
                        evaluate(g, args))
 
 

@@ -1,5 +1,6 @@
-"""Backends turn a planned Graph into something callable. Each exposes `NAME` and
-`compile(graph, options) -> executable`, where `executable(list_of_arrays) -> list_of_arrays`."""
+"""Backends turn what the pipeline produced into something callable, through one protocol
+(`base.Backend`): `schedule(options)` (their Program stages), `compile_program(program,
+signature) -> Executable`, `Executable(args, outs)` and `inspect()`."""
 from __future__ import annotations
 
 import importlib
@@ -8,8 +9,9 @@ BACKENDS = ("interp", "llvm", "cuda")
 
 
 def get_backend(name: str):
+    """The backend object called `name` (its module is imported on first use)."""
     if name not in BACKENDS:
         from ..ir import NnjitError
 
         raise NnjitError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
-    return importlib.import_module(f"{__name__}.{name}")
+    return importlib.import_module(f"{__name__}.{name}").BACKEND

@@ -26,7 +26,7 @@ import dataclasses
 from typing import Callable
 
 from ..ir.kernel import (Assign, Buffer, BufKind, Call, Const, Expr, KOp, Let, Load, Loop,
-                          LoopKernel, LoopKind, Program, Stmt, Store, Var, children)
+                          LoopKernel, LoopKind, Program, ScanKernel, Stmt, Store, Var, children)
 from .index import c64, iadd, imul
 from .analysis import accesses
 from .subst import substitute
@@ -44,6 +44,10 @@ def block_sums(program: Program, rows: bool = True) -> Program:
     (`rows=False`: column sums only, for a target that splits row sums its own way)."""
     kernels, scratch, changed = [], [], False
     for k in program.kernels:
+        if isinstance(k, ScanKernel):
+            body = block_sums(k.body, rows)
+            changed |= body is not k.body
+            k = dataclasses.replace(k, body=body)
         if isinstance(k, LoopKernel):
             blocker = _Blocker(k.name, {b.name: b for b in program.buffers}, rows)
             body = tuple(blocker.stmts(k.body))

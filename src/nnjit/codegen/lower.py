@@ -10,8 +10,7 @@ deciding where every value lives:
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +20,6 @@ from ..ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, 
                           Program, ScanKernel)
 from ..ir.opdef import kind_of, opdef, set_rule
 from ..ir.ops import Kind
-from .memory_plan import MemoryPlan, plan_memory
 from .checks import check_loops
 from .index import View
 from .analysis import accesses
@@ -29,35 +27,16 @@ from . import contraction, window  # noqa: F401  (register their templates on th
 from .loops import GroupLowering, make_loop_kernel
 
 
-@dataclasses.dataclass
-class Lowered:
-    program: Program
-    plan: MemoryPlan
-
-
-#: A target's Program -> Program rewrite run before memory planning (e.g. `block_sums`).
-Schedule = Callable[[Program], Program]
-
-
-def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
-                donate: tuple[int, ...] = (), schedule: Schedule | None = None) -> Lowered:
-    """Lower `graph` to a Program with its temporaries placed by the memory planner (`reuse`
-    shares memory between buffers whose lifetimes do not overlap; `donate` lists the inputs
-    whose arrays results may be written into; `schedule` rewrites each program, scan bodies
-    included, before it is planned)."""
-    program = _Lowering(graph, name or graph.name, schedule).run()
-    # NOTE: an empty input still gets a one-element buffer; its array has no bytes to write.
-    donate = tuple(i for i in donate if graph.inputs[i].type.size > 0)
-    program, plan = plan_memory(program, reuse=reuse, donate=donate)
-    return Lowered(program, plan)
+def lower(graph: Graph, name: str | None = None) -> Program:
+    """`graph` (fused) as a kernel-IR Program whose temporaries are not placed yet (scan bodies
+    included): the `plan_memory` stage places them."""
+    return _Lowering(graph, name or graph.name).run()
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, name: str, schedule: Schedule | None = None,
-                 sites: list[IndexSite] | None = None):
+    def __init__(self, graph: Graph, name: str, sites: list[IndexSite] | None = None):
         self.graph = graph
         self.name = name
-        self.schedule = schedule
         self.sites = [] if sites is None else sites   # shared with scan bodies
         self.buffers: dict[str, Buffer] = {}
         self.kernels: list = []
@@ -109,9 +88,8 @@ class _Lowering:
             self.kernels.append(CopyKernel(f"k{len(self.kernels)}_copy", view.buf, dst,
                                            src.type.size, src.type.dtype, (view.buf,), (dst,),
                                            "result copy"))
-        program = Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
-                          tuple(inputs), tuple(outputs), 0, tuple(self.sites))
-        return self.schedule(program) if self.schedule else program
+        return Program(self.name, tuple(self.buffers.values()), tuple(self.kernels),
+                       tuple(inputs), tuple(outputs), 0, tuple(self.sites))
 
     def _claim_outputs(self) -> tuple[list[str], list[tuple[Value, str]]]:
         """Output buffers; each output is written in place by its producer when possible,
@@ -247,13 +225,11 @@ class _Lowering:
         nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
         srcs = list(n.srcs)
         carry, xs, consts = srcs[:nk], srcs[nk:len(srcs) - nc], srcs[len(srcs) - nc:]
-        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}", self.schedule,
-                        self.sites).run()
-        sub, _ = plan_memory(sub)
+        sub = _Lowering(body, f"{self.name}_{self.fresh('scan')}", self.sites).run()
         carry_bufs = [self.temp(v.type, "carry").buf for v in carry]
         next_bufs = [self.temp(v.type, "next").buf for v in carry]
-        arena = self.add_buffer(Buffer(self.fresh("scanarena"), _byte_dtype(),
-                                       max(sub.arena_bytes, 1), BufKind.TEMP))
+        # Sized when the body is planned (see memory_plan.plan_program).
+        arena = self.add_buffer(Buffer(self.fresh("scanarena"), _byte_dtype(), 1, BufKind.TEMP))
         finals = [self.home(o).buf for o in n.outs[:nk]]
         ys = [self.home(o).buf for o in n.outs[nk:]]
         ins = [self.buffer_of(v) for v in carry]

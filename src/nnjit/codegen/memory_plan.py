@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..ir import CompileError
-from ..ir.kernel import BufKind, Program
+from ..ir.kernel import BufKind, Program, ScanKernel
 from .analysis import root_buffer
 
 ALIGN = 64
@@ -85,6 +85,30 @@ def live_intervals(program: Program) -> dict[str, tuple[int, int]]:
             iv[r] = (min(lo, k), max(hi, k))
     temps = {b.name for b in program.buffers if b.kind == BufKind.TEMP}
     return {n: iv.get(n, (0, 0)) for n in temps}
+
+
+def plan_program(program: Program, reuse: bool = True, donate: tuple[int, ...] = ()
+                 ) -> Program:
+    """The `plan_memory` stage: `program` with every temporary placed (scan bodies first, each
+    in its own arena, whose size then sizes the scan's arena buffer) and its `plan` attached."""
+    program = _plan_scan_bodies(program, reuse)
+    placed, plan = plan_memory(program, reuse=reuse, donate=donate)
+    return dataclasses.replace(placed, plan=plan)
+
+
+def _plan_scan_bodies(program: Program, reuse: bool) -> Program:
+    kernels, sizes = [], {}
+    for k in program.kernels:
+        if isinstance(k, ScanKernel):
+            body = plan_program(k.body, reuse)
+            sizes[k.arena_buf] = max(body.arena_bytes, 1)
+            k = dataclasses.replace(k, body=body)
+        kernels.append(k)
+    if not sizes:
+        return program
+    bufs = tuple(dataclasses.replace(b, size=sizes[b.name]) if b.name in sizes else b
+                 for b in program.buffers)
+    return dataclasses.replace(program, buffers=bufs, kernels=tuple(kernels))
 
 
 def plan_memory(program: Program, reuse: bool = True, donate: tuple[int, ...] = ()

@@ -24,6 +24,7 @@ import numpy as np
 from ..ir import NnjitError, ShapeError, Sym, user_loc
 from ..ir import prims as P
 from . import dsl
+from .eager import eager
 from .dsl import (avg_pool2d, conv2d, dropout, linear, log_softmax, max_pool2d, relu,  # noqa: F401
                   sigmoid, softmax, tanh)
 from .checkpoint import CheckpointNotFoundError, flatten_params, load, save  # noqa: F401
@@ -106,13 +107,11 @@ class Module:
     __call__ = apply
 
     def _eager(self, training: bool):
-        from ..api import JitFunction
-
         cache = self.__dict__.setdefault("_eager_cache", {})
         if training not in cache:
             def run(params, inputs, seed):
                 return self.forward(params, *inputs, ctx=Context(training, seed))
-            cache[training] = JitFunction(run, name=type(self).__name__)
+            cache[training] = eager(run, type(self).__name__)
         return cache[training]
 
     # -- display ----------------------------------------------------------------------------

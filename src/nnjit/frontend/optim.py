@@ -19,6 +19,7 @@ import numpy as np
 from ..ir import DType, NnjitError, ShapeError, Sym
 from ..ir import prims as P
 from . import dsl
+from .eager import eager
 from .pytree import flatten, unflatten
 
 
@@ -58,10 +59,7 @@ class Optimizer(abc.ABC):
             return self._update(params, grads, state)
         jf = self.__dict__.get("_eager")
         if jf is None:
-            from ..api import JitFunction
-
-            jf = self.__dict__["_eager"] = JitFunction(self._update,
-                                                       name=type(self).__name__.lower())
+            jf = self.__dict__["_eager"] = eager(self._update, type(self).__name__.lower())
         return jf(params, grads, state)
 
     @abc.abstractmethod

@@ -392,6 +392,7 @@ class Program:
     outputs: tuple[str, ...]
     arena_bytes: int
     sites: tuple[IndexSite, ...] = ()
+    plan: object = field(default=None, compare=False, hash=False)   # the MemoryPlan, once placed
 
     def buffer(self, name: str) -> Buffer:
         for b in self.buffers:

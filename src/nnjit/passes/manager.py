@@ -1,5 +1,6 @@
-"""The pass manager: runs named Graph -> Graph passes in order, verifies after each in debug
-mode, times them, keeps every stage for inspection, and dumps IR on request.
+"""The pass manager: runs named stages in order (Graph -> Graph passes, then the codegen stages
+that lower to and transform kernel-IR Programs), verifies after each in debug mode, times them,
+keeps every stage for inspection, and dumps IR on request.
 
     NNJIT_DUMP=after-all            print the IR after every pass (with a diff to the last stage)
     NNJIT_DUMP=fuse,plan_memory     only after these passes
@@ -16,16 +17,18 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..ir import CompileError, Graph, NnjitError, parse, verify
+from ..ir.kernel import Program
+from ..ir.kernel_verify import verify_program
 
 Pass = Callable[[Graph], Graph]
 
 
 @dataclass(frozen=True)
 class Stage:
-    """The graph after one pass, and what the pass cost."""
+    """The IR after one stage (a Graph, or a kernel-IR Program once lowered), and its cost."""
 
     name: str
-    graph: Graph
+    graph: Graph | Program
     seconds: float
 
     @property
@@ -45,6 +48,11 @@ def dump_request() -> set[str] | None:
 
 def verify_enabled() -> bool:
     return os.environ.get("NNJIT_VERIFY", "") not in ("", "0")
+
+
+def check(ir: Graph | Program) -> Graph | Program:
+    """Verify a stage's result: a graph (and its text round trip) or a Program."""
+    return verify_program(ir) if isinstance(ir, Program) else check_graph(ir)
 
 
 def check_graph(g: Graph) -> Graph:
@@ -68,7 +76,7 @@ class PassManager:
     def run(self, graph: Graph) -> tuple[Graph, list[Stage]]:
         """The final graph and every stage, starting with the input as stage "input"."""
         if self.verify_each:
-            check_graph(graph)
+            check(graph)
         stages = [Stage("input", graph, 0.0)]
         self._dump(stages, 0)
         done: list[str] = []
@@ -77,7 +85,7 @@ class PassManager:
             try:
                 out = fn(graph)
                 if self.verify_each:
-                    check_graph(out)
+                    check(out)
             except NnjitError as e:
                 raise type(e)(f"in pass '{name}' (after {', '.join(done) or 'no passes'}): {e}"
                               ) from e
@@ -103,7 +111,8 @@ def write_stage(st: Stage, index: int, prev: Stage | None, dump_dir: str | None)
     body = st.text
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)
-        path = os.path.join(dump_dir, f"{st.graph.name}.{index:02d}.{st.name}.nnir")
+        ext = "kir" if isinstance(st.graph, Program) else "nnir"   # kernel IR or graph IR
+        path = os.path.join(dump_dir, f"{st.graph.name}.{index:02d}.{st.name}.{ext}")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(header + "\n" + body + "\n")

@@ -1,5 +1,12 @@
-"""`CompiledFunction`: a traced function run through the pass pipeline and a backend, with the
-calling convention (pytree in, pytree out, argument checking) and the inspection API."""
+"""The driver: a traced function run through the graph passes, the codegen stages its backend
+asks for and the backend, with the calling convention (pytree in, pytree out, arguments checked
+once, here) and the inspection API.
+
+    graph passes (simplify .. fuse) -> lower -> <backend schedule> -> plan_memory -> backend
+
+One PassManager runs every stage, so NNJIT_DUMP and NNJIT_VERIFY see Programs as well as
+Graphs, and `cf.ir(stage)` shows any of them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backends import get_backend
+from ..backends.signature import Signature, signature
+from ..codegen import lower_graph, program_stages
+from ..codegen.memory_plan import MemoryPlan
 from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
 from ..frontend.tracing import Traced, leaf_type, nested_number_lists, to_array
-from ..ir import ArgumentError, Graph
+from ..ir import ArgumentError, Graph, NnjitError
+from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
 
@@ -25,6 +36,27 @@ class Options:
     verify: bool | None = None       # verify after every pass (default: NNJIT_VERIFY)
 
 
+def pipeline(graph: Graph, options: Options, graph_passes: bool = True) -> list:
+    """Every stage `graph` goes through for `options`: the graph passes (unless already run),
+    then, for a backend that compiles kernel IR, lowering, its schedule and memory planning."""
+    backend = get_backend(options.backend)
+    stages = default_pipeline(options.fuse) if graph_passes else []
+    if backend.lowers:
+        # NOTE: an empty input still gets a one-element buffer; its array has no bytes to write.
+        donate = tuple(i for i in options.donate if graph.inputs[i].type.size > 0)
+        stages += program_stages(backend.schedule(options), donate)
+    return stages
+
+
+def compile_graph(graph: Graph, options: Options, graph_passes: bool = True,
+                  input_names: Sequence[str] | None = None):
+    """(executable, stages, signature) for `graph`: the one path from a graph to native code."""
+    pm = PassManager(pipeline(graph, options, graph_passes), verify_each=options.verify)
+    final, stages = pm.run(graph)
+    sig = signature(graph, input_names)
+    return get_backend(options.backend).compile_program(final, sig), stages, sig
+
+
 @dataclass
 class CompiledFunction:
     """A function compiled for fixed argument shapes and dtypes.
@@ -32,69 +64,100 @@ class CompiledFunction:
         >>> cf = nnjit.jit(f).lower(x, w)      # or nnjit.compile(f, x, w)
         >>> cf(x, w)                           # runs the native code
         >>> print(cf.ir("input"))              # the IR after any stage; cf.stages() lists them
+        >>> print(cf.ir("plan_memory"))        # kernel IR with every buffer placed
     """
 
     traced: Traced
     options: Options
     stages_: list[Stage]
     executable: Any
+    signature: Signature
     _in_types: tuple = field(init=False)
-    _lowered: object = field(init=False, default=None)
+    _labels: list = field(init=False)
+    _donated: frozenset = field(init=False)
 
     def __post_init__(self):
         self._in_types = self.traced.graph.input_types
+        self._labels = leaf_labels(self.traced.in_tree, self.traced.arg_names)
+        self._donated = frozenset(i for _, i in getattr(self.executable, "donated", ()))
 
     @property
     def graph(self) -> Graph:
-        """The graph after the last pass (what the backend compiled)."""
-        return self.stages_[-1].graph
+        """The graph after the last graph pass (what codegen lowered)."""
+        return next(s.graph for s in reversed(self.stages_) if isinstance(s.graph, Graph))
+
+    @property
+    def program(self) -> Program | None:
+        """The final kernel-IR Program (None for the interp backend, which runs the graph)."""
+        last = self.stages_[-1].graph
+        return last if isinstance(last, Program) else None
 
     # -- calling ----------------------------------------------------------------------------
-    def flat_args(self, args: Sequence[Any]) -> list[np.ndarray]:
-        """Check `args` against the signature and return the leaves as arrays."""
+    def flat_args(self, args: Sequence[Any]) -> list:
+        """Check `args` against the signature (structure, each leaf's shape and dtype, memory
+        that native code can use) and return the leaves as arrays: the one argument check."""
         leaves, tree = flatten_with_paths(tuple(args))
-        names = self.traced.arg_names
         fn = self.traced.graph.name
         if tree != self.traced.in_tree:
+            names = self.traced.arg_names
             raise ArgumentError(nested_number_lists(fn, args, names) or
                                 f"{fn}: argument structure differs from the compiled one: "
                                 f"{structure_change(self.traced.in_tree, tree, names)}")
         out = []
-        for (_, x), want, label in zip(leaves, self._in_types,
-                                       leaf_labels(self.traced.in_tree, names)):
+        for k, ((_, x), want, label) in enumerate(zip(leaves, self._in_types, self._labels)):
             try:
                 got = leaf_type(x, label)
             except TypeError as e:
                 raise ArgumentError(f"{fn}: argument {e}") from None
             if got != want:
                 raise ArgumentError(f"{fn}: argument {label} must be {want}, got {got}")
-            out.append(to_array(x, want))
+            a = to_array(x, want)
+            if isinstance(a, np.ndarray):
+                if not a.flags.aligned:
+                    raise ArgumentError(f"{fn}: argument {label} is a misaligned array (copy "
+                                        "it with np.array(x))")
+                if k in self._donated and not a.flags.writeable:
+                    raise ArgumentError(f"{fn}: donated argument {label} must be writable")
+            out.append(a)
         return out
+
+    def _flat_outs(self, out, args: list) -> list[np.ndarray]:
+        leaves, tree = flatten_with_paths(out)
+        fn = self.traced.graph.name
+        if tree != self.traced.out_tree:
+            raise ArgumentError(f"{fn}: out has structure {tree}, the results have "
+                                f"{self.traced.out_tree}")
+        outs = []
+        for j, ((path, o), spec) in enumerate(zip(leaves, self.signature.outputs)):
+            label = f"out{path or f'[{j}]'}"
+            if not isinstance(o, np.ndarray):
+                raise ArgumentError(f"{fn}: {label} must be a numpy array, got "
+                                    f"{type(o).__name__}")
+            if o.dtype != spec.dtype or o.shape != spec.shape:
+                raise ArgumentError(f"{fn}: {label} must be a C-contiguous {spec} array, got "
+                                    f"{o.dtype.name}[{','.join(map(str, o.shape))}]")
+            if not (o.flags.c_contiguous and o.flags.aligned and o.flags.writeable):
+                raise ArgumentError(f"{fn}: {label} must be a writable, aligned, C-contiguous "
+                                    "array")
+            if any(isinstance(a, np.ndarray) and np.may_share_memory(o, a) for a in args):
+                raise ArgumentError(f"{fn}: {label} overlaps an argument")
+            outs.append(o)
+        return outs
 
     def __call__(self, *args, out=None):
         """Run on `args`. `out` (a pytree shaped like the results, of preallocated arrays)
         receives the results instead of fresh arrays: reusing memory avoids the page faults
         of a fresh large allocation on every call."""
         flat = self.flat_args(args)
-        if out is None:
-            return unflatten(self.traced.out_tree, self.executable(flat))
-        leaves, tree = flatten_with_paths(out)
-        if tree != self.traced.out_tree:
-            raise ArgumentError(f"{self.traced.graph.name}: out has structure {tree}, the "
-                                f"results have {self.traced.out_tree}")
-        try:
-            outs = self.executable(flat, outs=[x for _, x in leaves])
-        except TypeError:
-            raise ArgumentError(f"the {self.options.backend} backend cannot write into `out`; "
-                                "call without it") from None
-        return unflatten(self.traced.out_tree, outs)
+        outs = None if out is None else self._flat_outs(out, flat)
+        return unflatten(self.traced.out_tree, self.executable(flat, outs))
 
     # -- inspection -------------------------------------------------------------------------
     def stages(self) -> list[str]:
         return [s.name for s in self.stages_]
 
     def ir(self, stage: str | None = None) -> str:
-        """The IR text after pass `stage` (default: the final graph)."""
+        """The IR text after stage `stage` (default: the final graph)."""
         if stage is None:
             return str(self.graph)
         for s in self.stages_:
@@ -110,22 +173,20 @@ class CompiledFunction:
         return FusionReport.of(self.graph)
 
     def lowered(self):
-        """The kernel-IR program and memory plan of the final graph (computed once)."""
-        if self._lowered is None:
-            low = getattr(self.executable, "lowered", None)
-            if low is None:
-                from ..codegen import lower_graph
+        """The kernel-IR program and its memory plan. For the interp backend (which runs the
+        graph) it is what the CPU codegen stages would make of the final graph."""
+        program = self.program
+        if program is None:
+            return lower_graph(self.graph, donate=self.options.donate)
+        return _Lowered(program, program.plan)
 
-                low = lower_graph(self.graph, donate=self.options.donate)
-            self._lowered = low
-        return self._lowered
-
-    def memory_plan(self):
+    def memory_plan(self) -> MemoryPlan:
         """The arena layout: `print(cf.memory_plan().table())`; see also `memory_svg()`. Its
         `total_bytes` is everything the executable allocates (temporaries, and the backend's
         workspace, status word, constants and staging by purpose)."""
-        own = getattr(self.executable, "plan", None)
-        return own if own is not None else self.lowered().plan
+        plan = self.lowered().plan
+        results = sum(s.nbytes for s in self.signature.outputs)
+        return plan.with_extras(self.executable.extras, results)
 
     def memory_svg(self) -> str:
         from .viz import memory_svg
@@ -142,18 +203,43 @@ class CompiledFunction:
 
         return to_dot(self.graph)
 
-    def _backend_attr(self, name: str):
-        fn = getattr(self.executable, name, None)
-        if fn is None:
-            raise AttributeError(f"the {self.options.backend} backend has no {name}()")
-        return fn
+    def _text(self, what: str) -> str:
+        texts = self.executable.inspect()
+        if what not in texts:
+            have = ", ".join(texts) or "none"
+            raise NnjitError(f"the {self.options.backend} backend has no {what} (it shows: "
+                             f"{have}); compile with backend='llvm' or 'cuda'")
+        return texts[what]()
 
-    def __getattr__(self, name: str):
-        # Backend-specific inspection (llvm_ir, asm, kernel_ir, memory_plan, export, ...).
-        if name.startswith("_") or name in ("traced", "options", "stages_", "executable",
-                                            "_lowered", "_in_types"):
-            raise AttributeError(name)
-        return self._backend_attr(name)
+    def kernel_ir(self) -> str:
+        """The kernel-IR Program the backend rendered."""
+        return self._text("kernel_ir")
+
+    def llvm_ir(self, optimized: bool = False) -> str:
+        """The LLVM module, as rendered or after the O3 pipeline (llvm backend)."""
+        return self._text("llvm_ir_optimized" if optimized else "llvm_ir")
+
+    def asm(self) -> str:
+        """Host assembly (llvm backend)."""
+        return self._text("asm")
+
+    def cuda_source(self) -> str:
+        """The generated Numba CUDA kernels' Python source (cuda backend)."""
+        return self._text("cuda_source")
+
+    def export(self, path) -> list[str]:
+        """Write `path` (.o or .so) and `<stem>.h`: the function as a C library (llvm backend)."""
+        if self.options.backend != "llvm":
+            raise NnjitError(f"export needs backend='llvm', not {self.options.backend!r}")
+        from ..backends.llvm import aot
+
+        return aot.export(self.executable, path)
+
+
+@dataclass(frozen=True)
+class _Lowered:
+    program: Program
+    plan: MemoryPlan
 
 
 @dataclass(frozen=True)
@@ -194,7 +280,7 @@ class FusionReport:
 
 
 def compile_traced(traced: Traced, options: Options) -> CompiledFunction:
-    pm = PassManager(default_pipeline(fuse=options.fuse), verify_each=options.verify)
-    graph, stages = pm.run(traced.graph)
-    executable = get_backend(options.backend).compile(graph, options)
-    return CompiledFunction(traced, options, stages, executable)
+    executable, stages, sig = compile_graph(traced.graph, options,
+                                            input_names=leaf_labels(traced.in_tree,
+                                                                    traced.arg_names))
+    return CompiledFunction(traced, options, stages, executable, sig)

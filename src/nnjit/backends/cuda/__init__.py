@@ -9,13 +9,10 @@
 from __future__ import annotations
 
 import functools
-
 import os
 import sys
 
-from nnjit.ir import Graph, NnjitError
-
-NAME = "cuda"
+from nnjit.ir import NnjitError
 
 
 class CudaUnavailableError(NnjitError):
@@ -51,7 +48,7 @@ def target():
     return SIM_TARGET if simulating() else Target()
 
 
-def compile_program(program, inputs, outputs, plan=None, tgt=None):
+def compile_program(program, inputs, outputs, tgt=None):
     """Render and load `program` (a kernel-IR Program) for the current device."""
     from nnjit.backends.cuda.executable import CudaExecutable  # noqa: PLC0415
     from nnjit.backends.cuda.render import render  # noqa: PLC0415
@@ -61,19 +58,25 @@ def compile_program(program, inputs, outputs, plan=None, tgt=None):
     if os.environ.get("NNJIT_DEBUG", "").strip() == "2":
         print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit CUDA source ---\n"
               f"{rendered.source}", file=sys.stderr)
-    return CudaExecutable(program, rendered, inputs, outputs, plan, simulator=simulating())
+    return CudaExecutable(program, rendered, list(inputs), list(outputs),
+                          simulator=simulating())
 
 
-def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
-    """Lower `graph` to kernel IR (shared with the LLVM backend) and render it for CUDA."""
-    from nnjit.codegen import lower_graph  # noqa: PLC0415
-    from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
-    from nnjit.backends.signature import signature  # noqa: PLC0415
+class CudaBackend:
+    name = "cuda"
+    lowers = True
 
-    check_available()
-    donate = tuple(getattr(options, "donate", ()) or ())
-    # Column sums get the CPU's tree over rows; row sums are split over a block's threads,
-    # each adding its share in cascaded partials (see render._cascaded).
-    lowered = lower_graph(graph, donate=donate, schedule=functools.partial(block_sums, rows=False))
-    inputs, outputs = signature(graph)
-    return compile_program(lowered.program, inputs, outputs, plan=lowered.plan)
+    def schedule(self, options) -> list:
+        """Column sums get the CPU's tree over rows; row sums are split over a block's threads,
+        each adding its share in cascaded partials (see render._cascaded)."""
+        from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
+
+        check_available()
+        return [("block_sums", functools.partial(block_sums, rows=False))]
+
+    def compile_program(self, program, signature):
+        return compile_program(program, signature.inputs, signature.outputs)
+
+
+BACKEND = CudaBackend()
+NAME = BACKEND.name

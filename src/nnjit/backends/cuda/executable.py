@@ -73,7 +73,7 @@ class CudaExecutable:
     """A rendered program with its device arena. Calls are serialized (the arena is shared)."""
 
     def __init__(self, program: Program, rendered: Rendered, inputs: list[ArgSpec],
-                 outputs: list[ArgSpec], plan=None, simulator: bool = False):
+                 outputs: list[ArgSpec], simulator: bool = False):
         from numba import cuda
 
         self.cuda = cuda
@@ -100,13 +100,16 @@ class CudaExecutable:
         self.arena_bytes = max(at, 1)
         const_bytes = sum(_align(b.nbytes) for b in self._consts)
         stage = sum(_align(program.buffer(n).nbytes) for n in program.inputs + program.outputs)
-        results = sum(max(s.size, 0) * np.dtype(s.dtype).itemsize for s in outputs)
-        self.plan = plan and plan.with_extras(
-            [("constants (uploaded once)", const_bytes),
-             ("staging slots for numpy arguments and results", stage),
-             ("status word (run-time index checks)", STATUS_BYTES if program.sites else 0),
-             ("alignment", self.arena_bytes - program.arena_bytes - const_bytes - stage
-              - (STATUS_BYTES if program.sites else 0))], results)
+        status = STATUS_BYTES if program.sites else 0
+        # What the arena holds besides the planned temporaries (the memory plan lists them).
+        self.extras = (("constants (uploaded once)", const_bytes),
+                       ("staging slots for numpy arguments and results", stage),
+                       ("status word (run-time index checks)", status),
+                       ("alignment", self.arena_bytes - program.arena_bytes - const_bytes
+                        - stage - status))
+        # Outputs written over a donated input's device array: (output index, input index).
+        self.donated = [(program.outputs.index(b.name), program.inputs.index(b.base))
+                        for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
         self.arena = _alloc_arena(cuda, self.arena_bytes, program.name)
         for b in self._consts:
             off = self._const_at[id(b)]
@@ -137,9 +140,18 @@ class CudaExecutable:
         return self.arena[self._status_at: self._status_at + 16].view(np.int64)
 
     # -- calling -------------------------------------------------------------------------------
-    def __call__(self, args: Sequence) -> list:
+    def __call__(self, args: Sequence, outs=None) -> list:
         """Run on `args` (numpy or device arrays, checked against the signature). Results are
-        device arrays if any argument was one, else numpy arrays."""
+        device arrays if any argument was one, else numpy arrays; with `outs` (numpy arrays)
+        they are copied into those."""
+        results = self._call(args)
+        if outs is None:
+            return results
+        for o, r in zip(outs, results):
+            np.copyto(o, r if isinstance(r, np.ndarray) else r.copy_to_host())
+        return list(outs)
+
+    def _call(self, args: Sequence) -> list:
         if len(args) != len(self.inputs):
             raise ArgumentError(f"{self.name}: expected {len(self.inputs)} arguments "
                                 f"({', '.join(s.name for s in self.inputs)}), got {len(args)}")
@@ -271,9 +283,8 @@ class CudaExecutable:
         """The kernel-IR program this executable was rendered from."""
         return str(self.program)
 
-    def memory_plan(self):
-        """The memory planner's report (`MemoryPlan`), when compiled from a graph."""
-        return self.plan
+    def inspect(self) -> dict:
+        return {"kernel_ir": self.kernel_ir, "cuda_source": self.cuda_source}
 
     def launches(self) -> list[str]:
         """One line per launch of the top-level plan: kernel, grid, block."""

@@ -10,11 +10,11 @@ import numpy as np
 
 from ...ir import Graph, evaluate
 
-NAME = "interp"
-
 
 class InterpExecutable:
     """Runs a graph with `nnjit.ir.evaluate`; results are fresh arrays the caller owns."""
+
+    extras: tuple = ()
 
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -28,6 +28,20 @@ class InterpExecutable:
         # Results may alias inputs or constants; hand back arrays the caller can mutate.
         return [np.array(r, copy=True) for r in results]
 
+    def inspect(self) -> dict:
+        return {}
 
-def compile(graph: Graph, options) -> InterpExecutable:  # noqa: A001  (backend protocol)
-    return InterpExecutable(graph)
+
+class InterpBackend:
+    name = "interp"
+    lowers = False      # it runs the graph itself
+
+    def schedule(self, options) -> list:
+        return []
+
+    def compile_program(self, graph: Graph, signature) -> InterpExecutable:
+        return InterpExecutable(graph)
+
+
+BACKEND = InterpBackend()
+NAME = BACKEND.name

@@ -1,6 +1,6 @@
 """The LLVM CPU backend: kernel IR rendered to one LLVM module (`render`), compiled for the host
 with the O3 pipeline, cached on disk, JIT-loaded and called with one native call per invocation
-(`executable`); `export` writes the same code as a .o/.so with a C header (`aot`).
+(`executable`); `aot.export` writes the same code as a .o/.so with a C header.
 
     >>> f = nnjit.jit(fn, backend="llvm")
     >>> f(x)                    # one native call
@@ -8,22 +8,22 @@ with the O3 pipeline, cached on disk, JIT-loaded and called with one native call
 """
 from __future__ import annotations
 
-from nnjit.ir import Graph
+from nnjit.backends.llvm.executable import LLVMExecutable, compile_program
+from nnjit.backends.signature import Signature
+from nnjit.codegen.accumulate import block_sums
 
-NAME = "llvm"
+
+class LLVMBackend:
+    name = "llvm"
+    lowers = True
+
+    def schedule(self, options) -> list:
+        """Float sums become trees of bounded partials (leaf loops vectorize into lanes)."""
+        return [("block_sums", block_sums)]
+
+    def compile_program(self, program, signature: Signature) -> LLVMExecutable:
+        return compile_program(program, signature.inputs, signature.outputs)
 
 
-def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
-    """Lower `graph` to kernel IR (once for all native backends) and compile it for this CPU."""
-    from nnjit.backends.llvm.executable import compile_program  # noqa: PLC0415
-    from nnjit.backends.signature import signature  # noqa: PLC0415
-    from nnjit.codegen import lower_graph  # noqa: PLC0415
-
-    from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
-
-    lowered = lower_graph(graph, donate=tuple(getattr(options, "donate", ())),
-                          schedule=block_sums)
-    inputs, outputs = signature(graph)
-    exe = compile_program(lowered.program, inputs, outputs, plan=lowered.plan)
-    exe.lowered = lowered   # what inspection (memory_plan, kernels) reports is what runs
-    return exe
+BACKEND = LLVMBackend()
+NAME = BACKEND.name

@@ -20,9 +20,9 @@ import numpy as np
 from nnjit.backends.llvm import gemm, target
 from nnjit.backends.llvm.render import Rendered, render
 from nnjit.backends.signature import ArgSpec
-from nnjit.ir import ArgumentError, DType, IndexOutOfRange
+from nnjit.ir import DType, IndexOutOfRange
 from nnjit.ir.kernel import BufKind, Program
-from nnjit.runtime import cache
+from nnjit.backends import cache
 
 #: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
 HUGE_ARENA_BYTES = 4 << 20
@@ -82,7 +82,7 @@ def load_runtime() -> None:
 
 def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
                     outputs: Sequence[ArgSpec] | None = None,
-                    nthreads: int | None = None, plan=None) -> "LLVMExecutable":
+                    nthreads: int | None = None) -> "LLVMExecutable":
     """Render, compile (or fetch from the cache) and load `program`. Without `inputs`/`outputs`
     every argument is the flat buffer (shape `(size,)`)."""
     rendered = render(program, nthreads, bounds=debug_bounds())
@@ -96,22 +96,21 @@ def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
                                   program.buffer(n).dtype.np) for n in names]
     return LLVMExecutable(program, rendered, library,
                           list(inputs) if inputs is not None else flat(program.inputs),
-                          list(outputs) if outputs is not None else flat(program.outputs), plan)
+                          list(outputs) if outputs is not None else flat(program.outputs))
 
 
 class LLVMExecutable:
     """A compiled program. Calls are serialized (the arena is shared by all calls)."""
 
     def __init__(self, program: Program, rendered: Rendered, library: target.JitLibrary,
-                 inputs: list[ArgSpec], outputs: list[ArgSpec], plan=None):
+                 inputs: list[ArgSpec], outputs: list[ArgSpec]):
         self.program = program
         self.rendered = rendered
-        results = sum(max(s.size, 0) * np.dtype(s.dtype).itemsize for s in outputs)
-        self.plan = plan and plan.with_extras(
-            [("status word (run-time index checks)", rendered.status_bytes),
-             (f"GEMM packing workspace ({rendered.nthreads} thread(s))",
-              rendered.workspace_bytes),
-             ("alignment", rendered.temp_bytes - plan.arena_bytes)], results)
+        # What the arena holds besides the planned temporaries (the memory plan lists them).
+        self.extras = (("status word (run-time index checks)", rendered.status_bytes),
+                       (f"GEMM packing workspace ({rendered.nthreads} thread(s))",
+                        rendered.workspace_bytes),
+                       ("alignment", rendered.temp_bytes - program.arena_bytes))
         self.library = library
         self.inputs = inputs
         self.outputs = outputs
@@ -139,13 +138,8 @@ class LLVMExecutable:
 
     def __call__(self, args: Sequence[np.ndarray],
                  outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Run on `args` (checked against the signature); results go to fresh arrays, or to
-        `outs` (C-contiguous, right shape and dtype, not overlapping any argument)."""
-        if len(args) != len(self.inputs):
-            raise ArgumentError(f"{self.name}: expected {len(self.inputs)} arguments "
-                                f"({', '.join(s.name for s in self.inputs)}), got {len(args)}")
-        for i, (spec, a) in enumerate(zip(self.inputs, args)):
-            _check(self.name, "argument", i, spec, a)
+        """Run on `args` (C-contiguous, aligned arrays of the signature: the runtime checks);
+        results go to fresh arrays, or to `outs` (writable, not overlapping any argument)."""
         if outs is None:
             outs = [np.empty(s.shape, s.dtype) if not self.donated else None
                     for s in self.outputs]
@@ -153,18 +147,10 @@ class LLVMExecutable:
             # (itself, or a view with the result's own shape: the planner only donates equal
             # byte sizes of one dtype).
             for j, i in self.donated:
-                _check(self.name, "donated argument", i, self.inputs[i], args[i], writable=True)
                 shape = self.outputs[j].shape
                 outs[j] = args[i] if args[i].shape == shape else args[i].reshape(shape)
             outs = [o if o is not None else np.empty(s.shape, s.dtype)
                     for o, s in zip(outs, self.outputs)]
-        else:
-            if len(outs) != len(self.outputs):
-                raise ArgumentError(f"{self.name}: expected {len(self.outputs)} output "
-                                    f"buffers, got {len(outs)}")
-            for i, (spec, o) in enumerate(zip(self.outputs, outs)):
-                _check(self.name, "output", i, spec, o, writable=True)
-            outs = list(outs)
         ptrs = [a.ctypes.data for a in args] + [o.ctypes.data for o in outs]
         with self._lock:
             self._entry(*ptrs, self._arena_ptr)
@@ -174,9 +160,9 @@ class LLVMExecutable:
         return outs
 
     # -- inspection ----------------------------------------------------------------------------
-    def memory_plan(self):
-        """The memory planner's report (`MemoryPlan`), when compiled from a graph."""
-        return self.plan
+    def inspect(self) -> dict:
+        return {"kernel_ir": self.kernel_ir, "llvm_ir": self.llvm_ir,
+                "llvm_ir_optimized": lambda: self.llvm_ir(optimized=True), "asm": self.asm}
 
     def kernel_ir(self) -> str:
         """The kernel-IR program this executable was rendered from."""
@@ -201,33 +187,6 @@ class LLVMExecutable:
         from nnjit.backends.llvm import aot  # noqa: PLC0415
 
         return aot.export(self, path)
-
-
-def _check(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool = False) -> None:
-    if (isinstance(a, np.ndarray) and a.dtype == spec.dtype and a.shape == spec.shape
-            and a.flags.c_contiguous and a.flags.aligned and (a.flags.writeable or not writable)):
-        return
-    _explain(fn, what, i, spec, a, writable)
-
-
-def _explain(fn: str, what: str, i: int, spec: ArgSpec, a, writable: bool) -> None:
-    """Raise the ArgumentError saying how `a` differs from `spec`."""
-    label = f"{fn}: {what} {i} '{spec.name}'"
-    want = f"a C-contiguous {spec} array"
-    if not isinstance(a, np.ndarray):
-        raise ArgumentError(f"{label} must be {want}, got {type(a).__name__}")
-    got = f"{a.dtype.name}[{','.join(map(str, a.shape))}]"
-    if a.dtype != spec.dtype:
-        raise ArgumentError(f"{label} must be {want}, got dtype {a.dtype.str} ({got})")
-    if a.shape != spec.shape:
-        raise ArgumentError(f"{label} must be {want}, got shape {got}")
-    if not a.flags.c_contiguous:
-        raise ArgumentError(f"{label} must be {want}, got a non-contiguous {got} with strides "
-                            f"{a.strides} (use np.ascontiguousarray)")
-    if not a.flags.aligned:
-        raise ArgumentError(f"{label} must be {want}, got a misaligned array")
-    if writable and not a.flags.writeable:
-        raise ArgumentError(f"{label} must be writable")
 
 
 def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:
