@@ -1,6 +1,7 @@
-"""The CUDA backend: kernel IR rendered as Python source of Numba `@cuda.jit` kernels
-(`render`, `gemm`, `source`), run from one device arena by a host-side launch plan
-(`executable`). Runs on an NVIDIA GPU, or under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+"""The CUDA backend: kernel IR with its GEMM operands inlined (`codegen.inline`) and mapped to
+GPU launches (`codegen.gpu.map_to_gpu`), rendered as Python source of Numba `@cuda.jit` kernels
+(`render`, `gemm`, `source`), launched in order from one device arena (`executable`). Runs on
+an NVIDIA GPU, or under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
 
     >>> f = nnjit.jit(fn, backend="cuda")
     >>> f(x)                          # numpy in/out; numba device arrays stay on the device
@@ -46,21 +47,31 @@ def check_available() -> None:
 def target():
     """The launch geometry for this machine: the simulator runs each thread as a Python
     thread, so it gets small blocks."""
-    from nnjit.backends.cuda.render import SIM_TARGET, Target  # noqa: PLC0415
+    from nnjit.codegen.gpu import SIM_TARGET, Target  # noqa: PLC0415
 
     return SIM_TARGET if simulating() else Target()
 
 
+def gpu_program(program, tgt=None):
+    """`program` (kernel IR) with its GEMM operands inlined and mapped to GPU launches for
+    `tgt` (default: this machine's `target()`)."""
+    from nnjit.codegen.gpu import map_to_gpu  # noqa: PLC0415
+    from nnjit.codegen.inline import inline_operands  # noqa: PLC0415
+
+    return map_to_gpu(inline_operands(program), tgt or target())
+
+
 def compile_program(program, inputs, outputs, plan=None, tgt=None):
-    """Render and load `program` (a kernel-IR Program) for the current device."""
+    """Map, render and load `program` (a kernel-IR Program) for the current device."""
     from nnjit.backends.cuda.executable import CudaExecutable  # noqa: PLC0415
     from nnjit.backends.cuda.render import render  # noqa: PLC0415
 
     check_available()
-    rendered = render(program, tgt or target())
+    rendered = render(gpu_program(program, tgt))
     if os.environ.get("NNJIT_DEBUG", "").strip() == "2":
-        print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit CUDA source ---\n"
-              f"{rendered.source}", file=sys.stderr)
+        print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit GPU form ---\n"
+              f"{rendered.program}\n--- nnjit CUDA source ---\n{rendered.source}",
+              file=sys.stderr)
     return CudaExecutable(program, rendered, inputs, outputs, plan, simulator=simulating())
 
 
@@ -73,7 +84,7 @@ def compile(graph: Graph, options=None):  # noqa: A001  (backend protocol)
     check_available()
     donate = tuple(getattr(options, "donate", ()) or ())
     # Column sums get the CPU's tree over rows; row sums are split over a block's threads,
-    # each adding its share in cascaded partials (see render._cascaded).
+    # each adding its share in cascaded partials (see codegen.gpu).
     lowered = lower_graph(graph, donate=donate, schedule=functools.partial(block_sums, rows=False))
     inputs, outputs = signature(graph)
     return compile_program(lowered.program, inputs, outputs, plan=lowered.plan)
