@@ -14,16 +14,18 @@ renders (see `backends/cuda/render.py`).
 - A GEMM gets its launch plan (tiled through shared memory, or one thread per element); a copy
   becomes a grid-stride loop; scan bodies are mapped in place.
 
-    >>> print(map_to_gpu(program, Target()))
-    kernel k0_sum(reads in0; writes out0) on grid (1,) x block (256,), shared 2048B:
-      shared sh0: f32[256] @ smem+0
-      block for row in [0, 1):
-        let acc0: f32 = 0.0
-        let p0: f32 = 0.0
-        thread for r0 in [0, 300):
-          p0 = (p0 + in0[r0])
-        block_reduce add p0 via sh0
-        ...
+    >>> print(map_to_gpu(program, Target()))       # x.sum() over f32[300]
+      kernel k0_sum(reads in0; writes out0) on grid (1,) x block (256,), shared 1024B:
+        sh0: f32[256] shared @ smem+0
+        block for row0 in [0, 1):
+          let acc0: f32 = 0.0
+          let p0: f32 = 0.0
+          thread for r0_0 in [0, 300):
+            p0 = (p0 + in0[r0_0])
+          block_reduce add p0 via sh0
+          acc0 = (acc0 + p0)
+          thread for t0 in [0, 1):
+            out0[0] = acc0
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ executable, and the host loop that launches the GPU-form program's kernels in or
     >>> exe = CudaExecutable(rendered, inputs=[ArgSpec("x", (4, 3), np.float32)], ...)
     >>> [y] = exe([x])              # numpy in -> staged through the arena, numpy out
     >>> [y] = exe([cuda.to_device(x)])   # device arrays in -> used in place, device arrays out
-    >>> print(exe.cuda_source())    # also: kernel_ir(), memory_plan()
+    >>> print(exe.cuda_source())    # also: kernel_ir(), gpu_ir(), memory_plan(), launches()
 
 Arena layout (one `cuda.device_array` of bytes): the program's TEMP region, then every CONST
 buffer (uploaded once, scan bodies' included), then one staging slot per input and per output
