@@ -43,31 +43,33 @@ def check_program(program, tgt=None) -> int:
     from numba import cuda, types
     from numba.np.numpy_support import from_dtype
 
+    from nnjit.backends.cuda import gpu_program
     from nnjit.backends.cuda.executable import load_module
-    from nnjit.backends.cuda.render import Launch, Target, render
+    from nnjit.backends.cuda.render import function_name, render
+    from nnjit.codegen.gpu import Target
+    from nnjit.ir.kernel import GpuKernel
 
     _fake_device()
-    rendered = render(program, tgt or Target())
+    rendered = render(gpu_program(program, tgt or Target()))
     ns = load_module(rendered.source, program.name)
     count = 0
 
-    def walk(plan):
+    def walk(p):
         nonlocal count
-        dtypes = {b.name: b.dtype.np for b in plan.program.buffers}
-        for step in plan.steps:
-            if not isinstance(step, Launch):
-                walk(step.body)
+        dtypes = {b.name: b.dtype.np for b in p.buffers}
+        for k in p.kernels:
+            if not isinstance(k, GpuKernel):
+                walk(k.body)
                 continue
-            sig = tuple(types.Array(from_dtype(np.dtype(dtypes[a])), 1, "C")
-                        if isinstance(a, str) else types.int64 for a in step.args)
+            sig = tuple(types.Array(from_dtype(np.dtype(dtypes[a])), 1, "C") for a in k.params)
             try:
-                cuda.compile_ptx(ns[step.kernel].py_func, sig, cc=(8, 0))
+                cuda.compile_ptx(ns[function_name(k)].py_func, sig, cc=(8, 0))
             except Exception as e:
-                raise AssertionError(f"{step.kernel} does not compile for CUDA: {e}\n"
+                raise AssertionError(f"{k.name} does not compile for CUDA: {e}\n"
                                      f"{rendered.source}") from e
             count += 1
 
-    walk(rendered.plan)
+    walk(rendered.program)
     return count
 
 
@@ -75,7 +77,7 @@ def _programs():
     """Lowered graphs covering every kernel shape the renderer makes."""
     import nnjit
     from nnjit.codegen import lower_graph
-    from nnjit.backends.cuda.render import Target
+    from nnjit.codegen.gpu import Target
     from tests.backends.test_cuda_render import (F32, F64, I32, I64, float_ops_program,
                                                  int_ops_program, ptx_cases)
 

@@ -13,11 +13,13 @@ import pytest
 
 import nnjit
 from nnjit.backends.cuda import executable as cuda_exe
-from nnjit.backends.cuda.render import SIM_TARGET, Launch, Target, render
+from nnjit.backends.cuda import gpu_program
+from nnjit.backends.cuda.render import render
 from nnjit.codegen import lower_graph
+from nnjit.codegen.gpu import SIM_TARGET, Target
 from nnjit.ir import ArgumentError, DType, evaluate
-from nnjit.ir.kernel import (Assign, Buffer, BufKind, Call, Const, KOp, Let, Load, Loop,
-                             LoopKernel, LoopKind, Program, Store, Var)
+from nnjit.ir.kernel import (Assign, Buffer, BufKind, Call, Const, GpuKernel, KOp, Let, Load,
+                             Loop, LoopKernel, LoopKind, Program, Store, Var)
 from nnjit.ir.kernel_eval import run_program
 from nnjit.ir.philox import uniform, uniform_at
 from tests.helpers import assert_close
@@ -243,7 +245,7 @@ def test_block_rows_keep_serial_argmax_and_logsumexp():
 
 def test_default_target_picks_a_block_for_one_long_reduction():
     exe = check_graph(lambda a: a.sum(), _rows((300,)))
-    launch = [s for s in exe.rendered.plan.steps if isinstance(s, Launch)][0]
+    launch = [k for k in exe.rendered.program.kernels if isinstance(k, GpuKernel)][0]
     assert launch.grid == (1,) and launch.block == (SIM_TARGET.reduce_block,)
 
 
@@ -266,8 +268,8 @@ def test_conv2d_is_an_implicit_gemm():
                           x, w, b, target=target)
         program = exe.program
         assert any("im2col" in k.name for k in program.kernels)
-        assert not any("im2col" in s.kernel for s in exe.rendered.plan.steps
-                       if isinstance(s, Launch)), "im2col should be inlined into the GEMM"
+        assert not any("im2col" in k.name for k in exe.rendered.program.kernels), \
+            "im2col should be inlined into the GEMM"
 
 
 def test_conv2d_gradients_accumulate_batches():
@@ -568,7 +570,7 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 def test_generated_source_matches_the_golden_text(name, fn, shapes, target):
     """Catches codegen drift; after a reviewed change, regenerate with NNJIT_UPDATE_GOLDEN=1."""
     args = [np.zeros(s, np.float32) for s in shapes]
-    text = render(lower_graph(nnjit.compile(fn, *args).graph).program, target).source
+    text = render(gpu_program(lower_graph(nnjit.compile(fn, *args).graph).program, target)).source
     text = "".join(ln for ln in text.splitlines(True) if not ln.startswith("# "))  # locations
     path = os.path.join(GOLDEN, name + ".py.txt")
     if os.environ.get("NNJIT_UPDATE_GOLDEN") == "1":

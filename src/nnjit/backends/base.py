@@ -1,7 +1,8 @@
 """The one small protocol every backend implements, so the runtime drives them all alike.
 
     backend = get_backend("llvm")
-    stages = program_stages(backend.schedule(options), donate)   # when backend.lowers
+    stages = program_stages(backend.schedule(options), donate,   # when backend.lowers
+                            mapping=backend.mapping(options))
     exe = backend.compile_program(program, signature)             # a Program (or, for interp,
     outs = exe(args, outs=None)                                   #  the Graph itself)
     texts = exe.inspect()                                         # {"llvm_ir": fn, "asm": fn}
@@ -36,6 +37,9 @@ class Backend(Protocol):
 
     def schedule(self, options) -> list[tuple[str, Callable]]:
         """The target's named Program -> Program stages, run between lowering and planning."""
+
+    def mapping(self, options) -> list[tuple[str, Callable]]:
+        """Its stages after planning (the GPU's launch mapping)."""
 
     def compile_program(self, program, signature: Signature) -> Executable: ...
 

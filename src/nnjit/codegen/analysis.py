@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..ir.kernel import (Assign, BufKind, Call, Const, Expr, KOp, Let, Load, Loop, Program, Stmt,
-                         Store, Var, children)
+from ..ir.kernel import (Assign, AtomicAdd, Barrier, BlockReduce, BufKind, Call, Const, Expr, If,
+                         KOp, Let, Load, Loop, Program, Stmt, Store, Var, children)
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,14 @@ class Facts:
     used: tuple[str, ...]        # buffers loaded or stored, in first-use order
     reads: tuple[str, ...]       # buffers loaded (first-use order)
     writes: tuple[str, ...]      # buffers stored (first-use order)
-    assigned: frozenset[str]     # accumulators updated by Assign
+    assigned: frozenset[str]     # accumulators updated by Assign (or BlockReduce)
     declared: frozenset[str]     # names introduced: Let variables and loop variables
     cost: int                    # statements executed (a work estimate)
 
     @property
     def effects(self) -> frozenset:
-        """("v", name) of every Let/Assign and ("b", buf) of every Store (for invalidation)."""
+        """("v", name) of every Let/Assign and ("b", buf) of every Store or atomic add (for
+        invalidation)."""
         return frozenset({("b", b) for b in self.writes} | {("v", v) for v in self.assigned}
                          | {("v", v) for v in self._lets})
 
@@ -84,15 +85,23 @@ def _compute(stmts: tuple[Stmt, ...]) -> Facts:
                 loops.add(s.var)
                 cost += walk(s.body, trip * s.extent)
                 continue
-            if isinstance(s, Store):
+            if isinstance(s, If):
+                expr(s.cond)
+                cost += trip + walk(s.body, trip)
+                continue
+            if isinstance(s, AtomicAdd):     # read-modify-write
+                used.setdefault(s.buf)
+                reads.setdefault(s.buf)
+            if isinstance(s, (Store, AtomicAdd)):
                 used.setdefault(s.buf)
                 writes.setdefault(s.buf)
                 expr(s.index)
-            elif isinstance(s, Assign):
+            elif isinstance(s, (Assign, BlockReduce)):
                 assigned.add(s.var.name)
             elif isinstance(s, Let):
                 lets.add(s.var.name)
-            expr(s.value)
+            if not isinstance(s, (Barrier, BlockReduce)):
+                expr(s.value)
             cost += trip
         return cost
 
@@ -111,7 +120,10 @@ def trip_count(stmts) -> int:
     """Statement executions of a loop nest (a work estimate when a kernel has no `cost`)."""
     n = 0
     for s in stmts:
-        n += s.extent * max(1, trip_count(s.body)) if isinstance(s, Loop) else 1
+        if isinstance(s, Loop):
+            n += s.extent * max(1, trip_count(s.body))
+        else:
+            n += 1 + (trip_count(s.body) if isinstance(s, If) else 0)
     return n
 
 
@@ -120,7 +132,52 @@ def loops_in(stmts) -> Iterator[Loop]:
     for s in stmts:
         if isinstance(s, Loop):
             yield s
+        if isinstance(s, (Loop, If)):
             yield from loops_in(s.body)
+
+
+def perfect_nest(loop: Loop) -> tuple[list[Loop], tuple[Stmt, ...]]:
+    """`loop` and the loops nested alone in it, outermost first, and the innermost body."""
+    loops, body = [loop], loop.body
+    while len(body) == 1 and isinstance(body[0], Loop):
+        loops.append(body[0])
+        body = body[0].body
+    return loops, body
+
+
+def independent(loop: Loop) -> bool:
+    """Iterations of `loop` touch disjoint state: no accumulator of an enclosing scope is
+    updated, and every buffer both stored and loaded inside is only accessed in a slab of its
+    own per iteration (`slabbed`: e.g. a pooling gradient's image planes)."""
+    f = facts(loop.body)
+    outer_vars = {v for k, v in f.effects if k == "v"} - f.declared
+    return not outer_vars and all(slabbed(loop, b) for b in set(f.writes) & set(f.reads))
+
+
+def slabbed(loop: Loop, buf: str) -> bool:
+    """Every index of `buf` in the body is c * loop.var + rest, one c > 0 for all, with every
+    rest (over the body's own loops; variables of enclosing loops are fixed) inside a window
+    narrower than c: so iteration v only touches [c*v + lo, c*v + hi] and the slabs are
+    disjoint."""
+    ranges = {lp.var: lp.extent for lp in loops_in(loop.body)}
+    lo = hi = coef = None
+    for idx in loads_of(loop.body, buf):
+        terms = affine_terms(idx)
+        if terms is None:
+            return False
+        c = terms.pop(loop.var, 0)
+        r_lo = r_hi = 0
+        for key, k in terms.items():
+            if isinstance(key, str) and key not in ranges:
+                continue            # a variable of an enclosing loop: fixed per iteration
+            t_lo, t_hi = (0, ranges[key] - 1) if isinstance(key, str) else interval(key, ranges)
+            r_lo, r_hi = r_lo + min(k * t_lo, k * t_hi), r_hi + max(k * t_lo, k * t_hi)
+        if coef is None:
+            coef = c
+        if c != coef or c <= 0:
+            return False
+        lo, hi = (r_lo, r_hi) if lo is None else (min(lo, r_lo), max(hi, r_hi))
+    return coef is not None and hi - lo < coef
 
 
 # -- expressions ----------------------------------------------------------------------------------
@@ -158,14 +215,17 @@ def loads_of(stmts, buf: str) -> list[Expr]:
 
     def walk(body):
         for s in body:
-            if isinstance(s, Loop):
+            if isinstance(s, (Loop, If)):
+                if isinstance(s, If):
+                    expr(s.cond)
                 walk(s.body)
                 continue
-            if isinstance(s, Store):
+            if isinstance(s, (Store, AtomicAdd)):
                 if s.buf == buf:
                     out.append(s.index)
                 expr(s.index)
-            expr(s.value)
+            if not isinstance(s, (Barrier, BlockReduce)):
+                expr(s.value)
 
     walk(stmts)
     return out
@@ -267,5 +327,6 @@ def may_overlap(buffers: dict, x: str, y: str) -> bool:
     return a1 < b2 and a2 < b1
 
 
-__all__ = ["Facts", "accesses", "affine", "affine_terms", "deps", "facts", "interval",
-           "loads_of", "loops_in", "may_overlap", "memory_region", "root_buffer", "trip_count"]
+__all__ = ["Facts", "accesses", "affine", "affine_terms", "deps", "facts", "independent",
+           "interval", "loads_of", "loops_in", "may_overlap", "memory_region", "perfect_nest",
+           "root_buffer", "slabbed", "trip_count"]

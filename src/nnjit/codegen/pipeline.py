@@ -2,8 +2,10 @@
 after the graph passes (so NNJIT_DUMP and NNJIT_VERIFY see each Program too):
 
     lower          the fused Graph as a kernel-IR Program (nnjit.codegen.lower)
-    <schedule>     the target's transforms (CPU: block_sums; GPU: column block_sums, map_to_gpu)
+    <schedule>     the target's transforms (CPU: block_sums; GPU: column block_sums)
     plan_memory    every temporary placed in one arena (scan bodies first)
+    <mapping>      the target's mapping of the placed program (GPU: inline_operands,
+                   map_to_gpu: grid/block loops, barriers, shared memory)
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ Stage = tuple[str, Callable]
 
 
 def program_stages(schedule: Sequence[Stage] = (), donate: tuple[int, ...] = (),
-                   reuse: bool = True) -> list[Stage]:
-    """`lower`, the target's `schedule`, then `plan_memory` (`reuse` shares memory between
-    buffers whose lifetimes do not overlap; `donate`: the inputs results may be written into)."""
+                   reuse: bool = True, mapping: Sequence[Stage] = ()) -> list[Stage]:
+    """`lower`, the target's `schedule`, `plan_memory`, then the target's `mapping` (`reuse`
+    shares memory between buffers whose lifetimes do not overlap; `donate`: the inputs
+    results may be written into)."""
     plan = functools.partial(plan_program, reuse=reuse, donate=tuple(donate))
-    return [("lower", lower), *schedule, ("plan_memory", plan)]
+    return [("lower", lower), *schedule, ("plan_memory", plan), *mapping]
 
 
 @dataclasses.dataclass

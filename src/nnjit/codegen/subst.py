@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..ir.kernel import Assign, Call, Const, Expr, KOp, Let, Load, Loop, Stmt, Store, Var
+from ..ir.kernel import (Assign, AtomicAdd, Call, Const, Expr, If, KOp, Let, Load, Loop, Stmt,
+                         Store, Var)
 from . import index as ix
 
 _FOLD = {KOp.ADD: ix.iadd, KOp.MUL: ix.imul, KOp.SUB: ix.isub, KOp.MIN: ix.imin,
@@ -33,10 +34,13 @@ def substitute(stmts: tuple[Stmt, ...], env: Mapping[Var, Expr]) -> tuple[Stmt, 
     for s in stmts:
         if isinstance(s, Loop):
             out.append(Loop(s.var, s.extent, substitute(s.body, env), s.kind))
-        elif isinstance(s, Store):
-            out.append(Store(s.buf, substitute_expr(s.index, env), substitute_expr(s.value, env)))
-        elif isinstance(s, Let):
-            out.append(Let(s.var, substitute_expr(s.value, env)))
+        elif isinstance(s, (Store, AtomicAdd)):
+            out.append(type(s)(s.buf, substitute_expr(s.index, env),
+                               substitute_expr(s.value, env)))
+        elif isinstance(s, If):
+            out.append(If(substitute_expr(s.cond, env), substitute(s.body, env)))
+        elif isinstance(s, (Let, Assign)):
+            out.append(type(s)(s.var, substitute_expr(s.value, env)))
         else:
-            out.append(Assign(s.var, substitute_expr(s.value, env)))
+            out.append(s)           # Barrier, BlockReduce: no expressions
     return tuple(out)

@@ -10,6 +10,9 @@ once, in `nnjit.codegen`. A `Program` is a list of buffers and a sequence of ker
   epilogue applied to each finished C block (bias, activation, residual add).
 - `ScanKernel`: a native loop over steps running a nested `Program` (the scan body), with
   double-buffered carries and xs/ys sliced in place.
+- `GpuKernel`: one GPU launch in explicit GPU form (written by `codegen.gpu.map_to_gpu`): loops
+  mapped to the grid, to blocks or to a block's threads, barriers, shared scratch, block
+  reductions and atomic adds are statements of the IR, so a GPU renderer only renders.
 
 Scalars are typed expressions (`Const`, `Var`, `Load`, `Call`); indices are i64 expressions of
 loop variables. Everything is a frozen dataclass, so identical subexpressions hash equal and a
@@ -170,6 +173,11 @@ class LoopKind(enum.Enum):
     # Only updates accumulators declared before it (scalars, or a vector of column sums) and
     # stores results each iteration owns: its order may change the rounding, nothing else.
     REDUCE = "reduce for"
+    # GPU form (inside a GpuKernel). Each thread runs the iterations it is given:
+    GRID = "grid for"            # i = global thread id, then += threads in the grid
+    BLOCKS = "block for"         # i = block id, then += blocks (all threads of a block run it)
+    THREADS = "thread for"       # i = thread id in the block, then += threads in the block;
+    #                              with extent 1 it is the "only thread 0" guard
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,43 @@ class Assign:
     value: Expr
 
 
-Stmt = Union[Loop, Store, Let, Assign]
+@dataclass(frozen=True)
+class If:
+    """Run `body` when `cond` (bool) holds. Its lets are local to it."""
+
+    cond: Expr
+    body: tuple["Stmt", ...]
+
+
+@dataclass(frozen=True)
+class AtomicAdd:
+    """buf[index] += value as one indivisible update (GPU form: concurrent threads may add to
+    the same element)."""
+
+    buf: str
+    index: Expr
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Barrier:
+    """GPU form: the block's threads wait until all arrive; stores before it (to buffers and
+    to shared scratch) are visible to every thread of the block after it."""
+
+
+@dataclass(frozen=True)
+class BlockReduce:
+    """GPU form: every thread of the block holds a value of `var`; afterwards each holds the
+    `op` (ADD, MAX or MIN) of all of them, combined in a tree in the shared buffer `scratch`
+    (one element per thread; the block size must be a power of two). It includes the
+    barriers it needs, so all threads of the block must reach it."""
+
+    var: Var
+    op: KOp
+    scratch: str
+
+
+Stmt = Union[Loop, Store, Let, Assign, If, AtomicAdd, Barrier, BlockReduce]
 
 
 # -- buffers and kernels -----------------------------------------------------------------------
@@ -215,6 +259,7 @@ class BufKind(enum.Enum):
     CONST = "const"      # baked into the compiled code
     ALIAS = "alias"      # same memory as `base` (a reshape), at `offset` elements into it
     STATUS = "status"    # the call's error word (i64[2]: site + 1, bad value), shared by scans
+    SHARED = "shared"    # GPU form: a block's scratch in its shared memory, at byte `offset`
 
 
 @dataclass(frozen=True)
@@ -235,6 +280,7 @@ class Buffer:
     def __str__(self) -> str:
         extra = {BufKind.TEMP: f" @ arena+{self.offset}", BufKind.ALIAS: f" = {self.base}"
                  f"+{self.offset}", BufKind.INPUT: f" = arg{self.index}",
+                 BufKind.SHARED: f" @ smem+{self.offset}",
                  BufKind.OUTPUT: f" = result{self.index}"}.get(self.kind, "")
         return f"{self.name}: {self.dtype.value}[{self.size}] {self.kind.value}{extra}"
 
@@ -256,6 +302,7 @@ def _loops(stmts) -> Iterator[Loop]:
     for s in stmts:
         if isinstance(s, Loop):
             yield s
+        if isinstance(s, (Loop, If)):
             yield from _loops(s.body)
 
 
@@ -277,6 +324,17 @@ class MatView:
 
 
 @dataclass(frozen=True)
+class InlinedOperand:
+    """An operand buffer of a GEMM that is never stored: element f of `buf` is `value` with the
+    loop variables `loops` ((name, extent), outermost first) at the row-major coordinates of f
+    (conv2d's im2col columns computed inside the GEMM's loads; see `codegen.inline`)."""
+
+    buf: str
+    loops: tuple[tuple[str, int], ...]
+    value: Expr
+
+
+@dataclass(frozen=True)
 class GemmKernel:
     """C[b] (=|+=) A[b] @ B[b] for each batch index b (row-major C with leading dim `ldc`).
 
@@ -285,7 +343,9 @@ class GemmKernel:
     `epilogue`: statements run for every element of C once it is final, with Var "acc" bound to
     its value and Vars "row", "col" (and "b0".. for batch coordinates) to its position; they
     store the fused result (e.g. relu(acc + bias[col]) into the output). When present, C is
-    scratch space and only the epilogue's stores are results."""
+    scratch space and only the epilogue's stores are results.
+    `inlined`: operands that are not materialized (see `InlinedOperand`); `reads` then names
+    what their expressions load instead."""
 
     name: str
     dtype: DType
@@ -301,6 +361,13 @@ class GemmKernel:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     src: str = ""
+    inlined: tuple["InlinedOperand", ...] = ()
+
+    def inlined_operand(self, buf: str) -> "InlinedOperand | None":
+        for op in self.inlined:
+            if op.buf == buf:
+                return op
+        return None
 
     @property
     def flops(self) -> int:
@@ -352,7 +419,63 @@ class CopyKernel:
     src: str = ""
 
 
-Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel]
+@dataclass(frozen=True)
+class Tiles:
+    """A GPU GEMM tiling: a block of tx x ty threads computes (ty*tm) x (tx*tn) of C, k in
+    steps of bk, through shared-memory tiles."""
+
+    tx: int
+    ty: int
+    tm: int
+    tn: int
+    bk: int
+
+    @property
+    def bm(self) -> int:
+        return self.ty * self.tm
+
+    @property
+    def bn(self) -> int:
+        return self.tx * self.tn
+
+    def __str__(self) -> str:
+        return f"tiles tx={self.tx} ty={self.ty} tm={self.tm} tn={self.tn} bk={self.bk}"
+
+
+@dataclass(frozen=True)
+class GpuKernel:
+    """One GPU launch, `kernel[grid, block, 0, shared_bytes](*params)`: every thread of every
+    block runs `body`, whose GRID / BLOCKS / THREADS loops give each thread its iterations.
+    A mapped kernel computes the same for any grid and any power-of-two block (`grid` and
+    `block` only choose the parallelism), so one block of one thread is a valid run.
+
+    `shared`: this kernel's SHARED buffers (scratch in dynamic shared memory). A GEMM launch
+    has no statements: `gemm` is the contraction (with its inlined operands), run with
+    `tiles` (shared-memory tiles, on a 2-d block and a 3-d grid), or with one thread per
+    element of C in a grid-stride loop when `tiles` is None. `reads`/`writes` are exactly
+    the buffers it touches; `params` is their order as arguments."""
+
+    name: str                    # unique in the program tree, [A-Za-z0-9_]
+    grid: tuple[int, ...]
+    block: tuple[int, ...]
+    body: tuple[Stmt, ...]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    shared: tuple[Buffer, ...] = ()
+    gemm: GemmKernel | None = None
+    tiles: Tiles | None = None
+    src: str = ""
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.reads + self.writes))
+
+    @property
+    def shared_bytes(self) -> int:
+        return max((b.offset + b.nbytes for b in self.shared), default=0)
+
+
+Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel, GpuKernel]
 
 
 STATUS_BUFFER = "status"
@@ -428,10 +551,21 @@ def print_kernel(k: Kernel, indent: str = "") -> str:
                  f"{indent}  gemm {k.dtype.value} batch={list(k.batch)} m={k.m} n={k.n} "
                  f"k={k.k}{acc}",
                  f"{indent}    A = {k.a}", f"{indent}    B = {k.b}", f"{indent}    C = {k.c}"]
+        for op in k.inlined:
+            at = ", ".join(f"{v} < {n}" for v, n in op.loops)
+            lines.append(f"{indent}    inlined {op.buf}[ravel({at})] = {op.value}")
         if k.epilogue:
             lines.append(f"{indent}    epilogue(acc, row, col):")
             lines += _stmts(k.epilogue, indent + "      ")
         return "\n".join(lines)
+    if isinstance(k, GpuKernel):
+        shared = f", shared {k.shared_bytes}B" if k.shared else ""
+        lines = [f"{head} on grid {k.grid} x block {k.block}{shared}:{src}"]
+        lines += [f"{indent}  {b}" for b in k.shared]
+        if k.gemm is not None:
+            lines.append(f"{indent}  {k.tiles or 'one thread per element of C'}")
+            lines.append(print_kernel(k.gemm, indent + "  "))
+        return "\n".join(lines + _stmts(k.body, indent + "  "))
     if isinstance(k, ScanKernel):
         order = "reversed " if k.reverse else ""
         lines = [head + ":" + src,
@@ -451,10 +585,19 @@ def _stmts(stmts, indent: str) -> list[str]:
         if isinstance(s, Loop):
             out.append(f"{indent}{s.kind.value} {s.var} in [0, {s.extent}):")
             out += _stmts(s.body, indent + "  ")
+        elif isinstance(s, If):
+            out.append(f"{indent}if {s.cond}:")
+            out += _stmts(s.body, indent + "  ")
         elif isinstance(s, Store):
             out.append(f"{indent}{s.buf}[{s.index}] = {s.value}")
+        elif isinstance(s, AtomicAdd):
+            out.append(f"{indent}atomic {s.buf}[{s.index}] += {s.value}")
         elif isinstance(s, Let):
             out.append(f"{indent}let {s.var.name}: {s.var.dtype.value} = {s.value}")
+        elif isinstance(s, Barrier):
+            out.append(f"{indent}barrier")
+        elif isinstance(s, BlockReduce):
+            out.append(f"{indent}block_reduce {s.op.value} {s.var.name} via {s.scratch}")
         else:
             out.append(f"{indent}{s.var.name} = {s.value}")
     return out

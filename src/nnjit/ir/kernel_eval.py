@@ -3,6 +3,12 @@
 It runs the statements one iteration at a time in Python, so it is only for small tests: it
 checks the lowering against the graph reference independently of any native backend, and it
 spells out each KOp's semantics in numpy terms that renderers must match.
+
+GPU form (`GpuKernel`) runs as a launch of one block of one thread, which is valid for every
+mapped kernel (its result does not depend on the geometry): GRID / BLOCKS / THREADS loops run
+all their iterations, a barrier and a block reduction over one thread do nothing, atomic adds
+are plain adds. So it checks what the mapping computes, not its thread safety (the CUDA
+simulator runs the real threads).
 """
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import IndexOutOfRange
-from .kernel import (STATUS_BUFFER, Assign, BufKind, Const, CopyKernel, GemmKernel, KOp, Let,
-                     Load, Loop, LoopKernel, Program, ScanKernel, Store, Var)
+from .kernel import (STATUS_BUFFER, Assign, AtomicAdd, BufKind, Const, CopyKernel, GemmKernel,
+                     GpuKernel, If, KOp, Let, Load, Loop, LoopKernel, Program, ScanKernel, Store,
+                     Var)
 from .types import DType
 
 
@@ -94,19 +101,26 @@ class _Machine:
         for s in stmts:
             if isinstance(s, Loop):
                 for i in range(s.extent):
-                    inner = dict(env)
-                    inner[s.var] = np.int64(i)
-                    self.run(s.body, inner)
-                    for k in env:            # accumulators assigned inside the loop
-                        env[k] = inner[k]
-            elif isinstance(s, Store):
+                    self.scope(s.body, env, {s.var: np.int64(i)})
+            elif isinstance(s, If):
+                if self.expr(s.cond, env):
+                    self.scope(s.body, env, {})
+            elif isinstance(s, (Store, AtomicAdd)):
                 i = int(self.expr(s.index, env))
                 buf = self.mem[s.buf]
                 if not 0 <= i < buf.size:
                     raise IndexError(f"store {s.buf}[{i}] out of bounds (size {buf.size})")
-                buf[i] = self.expr(s.value, env)
+                value = self.expr(s.value, env)
+                buf[i] = buf[i] + value if isinstance(s, AtomicAdd) else value
             elif isinstance(s, (Let, Assign)):
                 env[s.var.name] = self.expr(s.value, env)
+            # Barrier, BlockReduce: nothing to do for one thread
+
+    def scope(self, body, env, bound):
+        inner = {**env, **bound}
+        self.run(body, inner)
+        for k in env:            # accumulators assigned inside
+            env[k] = inner[k]
 
 
 def run_program(p: Program, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -145,9 +159,22 @@ def _execute(p: Program, mem: dict[str, np.ndarray]) -> None:
             _gemm(k, mem, m)
         elif isinstance(k, ScanKernel):
             _scan(k, mem)
+        elif isinstance(k, GpuKernel):
+            if k.gemm is not None:
+                _gemm(k.gemm, mem, m)
+            else:
+                m.run(k.body, {})
 
 
 def _gemm(k: GemmKernel, mem, m: _Machine) -> None:
+    if k.inlined:       # materialize the inlined operands in scratch (the GEMM's view of them)
+        mem = dict(mem)
+        for op in k.inlined:
+            out = np.zeros(mem[op.buf].size, mem[op.buf].dtype)
+            for f, idx in enumerate(np.ndindex(*[n for _, n in op.loops])):
+                out[f] = m.expr(op.value, {v: np.int64(i) for (v, _), i in zip(op.loops, idx)})
+            mem[op.buf] = out
+        m = _Machine(mem)
     def mat(v, b_index):
         base = v.offset + sum(i * s for i, s in zip(b_index, v.batch_strides))
         return base

@@ -44,7 +44,8 @@ def pipeline(graph: Graph, options: Options, graph_passes: bool = True) -> list:
     if backend.lowers:
         # NOTE: an empty input still gets a one-element buffer; its array has no bytes to write.
         donate = tuple(i for i in options.donate if graph.inputs[i].type.size > 0)
-        stages += program_stages(backend.schedule(options), donate)
+        stages += program_stages(backend.schedule(options), donate,
+                                 mapping=backend.mapping(options))
     return stages
 
 

@@ -1,10 +1,10 @@
 """The CUDA backend's executable: the rendered kernels loaded into a module, one device arena per
-executable, and the host loop that launches the plan.
+executable, and the host loop that launches the GPU-form program's kernels in order.
 
     >>> exe = CudaExecutable(rendered, inputs=[ArgSpec("x", (4, 3), np.float32)], ...)
     >>> [y] = exe([x])              # numpy in -> staged through the arena, numpy out
     >>> [y] = exe([cuda.to_device(x)])   # device arrays in -> used in place, device arrays out
-    >>> print(exe.cuda_source())    # also: kernel_ir(), memory_plan()
+    >>> print(exe.cuda_source())    # also: kernel_ir(), gpu_ir(), memory_plan(), launches()
 
 Arena layout (one `cuda.device_array` of bytes): the program's TEMP region, then every CONST
 buffer (uploaded once, scan bodies' included), then one staging slot per input and per output
@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from nnjit.backends.cuda.render import Launch, ProgramPlan, Rendered, ScanPlan
+from nnjit.backends.cuda.render import Rendered, function_name
 from nnjit.backends.signature import ArgSpec
 from nnjit.ir import ArgumentError, DType, IndexOutOfRange
-from nnjit.ir.kernel import STATUS_BYTES, BufKind, Program
+from nnjit.ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
 
 ALIGN = 256
 # The simulator runs one kernel at a time in the whole process.
@@ -85,7 +85,7 @@ class CudaExecutable:
         self.ns = load_module(rendered.source, program.name)
         self._lock = _SIM_LOCK if simulator else threading.Lock()
         self._consts: list = []
-        _collect_consts(rendered.plan, self._consts)
+        _collect_consts(rendered.program, self._consts)
         at = _align(program.arena_bytes)
         self._const_at = {}
         for b in self._consts:
@@ -117,7 +117,8 @@ class CudaExecutable:
             if value.size:
                 view = self.arena[off: off + value.nbytes].view(b.dtype.np)
                 view.copy_to_device(value)
-        self._static = self._frame(program, self.arena[:_align(program.arena_bytes) or 1])
+        self._static = self._frame(rendered.program,
+                                   self.arena[:_align(program.arena_bytes) or 1])
         self._scan_frames: dict[int, dict] = {}
         self._staged: set[int] = set()      # ids of this call's staging views
 
@@ -172,7 +173,7 @@ class CudaExecutable:
             _aliases(self.program, env)
             if self._status_at is not None:
                 self._status_view().copy_to_device(np.zeros(2, np.int64))
-            self._run(self.rendered.plan, env)
+            self._run(self.rendered.program, env)
             if self._status_at is not None:
                 site, value = (int(v) for v in self._status_view().copy_to_host())
                 if site:
@@ -224,29 +225,30 @@ class CudaExecutable:
             return np.empty(spec.shape, spec.dtype)
         return arr[:spec.size].copy_to_host().reshape(spec.shape)
 
-    # -- the plan ----------------------------------------------------------------------------
-    def _run(self, plan: ProgramPlan, env: dict) -> None:
+    # -- the launches ------------------------------------------------------------------------
+    def _run(self, p: Program, env: dict) -> None:
         ns = self.ns
-        for step in plan.steps:
-            if isinstance(step, Launch):
-                args = [env[a] if isinstance(a, str) else a[0] for a in step.args]
-                if step.shared:
-                    ns[step.kernel][step.grid, step.block, 0, step.shared](*args)
+        for k in p.kernels:
+            if isinstance(k, GpuKernel):
+                args = [env[b] for b in k.params]
+                fn = ns[function_name(k)]
+                if k.shared:
+                    fn[k.grid, k.block, 0, k.shared_bytes](*args)
                 else:
-                    ns[step.kernel][step.grid, step.block](*args)
+                    fn[k.grid, k.block](*args)
             else:
-                self._scan(step, env)
+                self._scan(k, env)
 
     def _copy(self, src, dst, n: int) -> None:
         if n:
             block = min(256, n)
             self.ns["_copy"][(min(64, -(-n // block)),), (block,)](src, dst, n)
 
-    def _scan(self, sp: ScanPlan, env: dict) -> None:
-        k, body = sp.kernel, sp.body.program
-        static = self._scan_frames.get(id(sp))
+    def _scan(self, k: ScanKernel, env: dict) -> None:
+        body = k.body
+        static = self._scan_frames.get(id(k))
         if static is None:
-            static = self._scan_frames[id(sp)] = self._frame(body, env[k.arena_buf].view(
+            static = self._scan_frames[id(k)] = self._frame(body, env[k.arena_buf].view(
                 np.uint8))
         for src, dst in zip(k.init_bufs, k.carry_bufs):
             self._copy(env[src], env[dst], env[dst].size)
@@ -265,7 +267,7 @@ class CudaExecutable:
             for b in outs_bufs:
                 sub[b.name] = _fit(outs[b.index], b)
             _aliases(body, sub)
-            self._run(sp.body, sub)
+            self._run(body, sub)
             cur, nxt = nxt, cur
         for src, dst in zip(cur, k.final_bufs):
             self._copy(src, env[dst], env[dst].size)
@@ -280,16 +282,21 @@ class CudaExecutable:
         return self.rendered.source
 
     def kernel_ir(self) -> str:
-        """The kernel-IR program this executable was rendered from."""
+        """The kernel-IR program this executable was compiled from."""
         return str(self.program)
 
     def inspect(self) -> dict:
-        return {"kernel_ir": self.kernel_ir, "cuda_source": self.cuda_source}
+        return {"kernel_ir": self.kernel_ir, "gpu_ir": self.gpu_ir,
+                "cuda_source": self.cuda_source}
+
+    def gpu_ir(self) -> str:
+        """The same program in GPU form (launch geometry, thread mapping): what was rendered."""
+        return str(self.rendered.program)
 
     def launches(self) -> list[str]:
-        """One line per launch of the top-level plan: kernel, grid, block."""
-        return [f"{s.kernel}[{s.grid}, {s.block}]" if isinstance(s, Launch) else
-                f"scan {s.kernel.name} x{s.kernel.length}" for s in self.rendered.plan.steps]
+        """One line per top-level launch: kernel, grid, block (scans as one line)."""
+        return [f"{function_name(k)}[{k.grid}, {k.block}]" if isinstance(k, GpuKernel) else
+                f"scan {k.name} x{k.length}" for k in self.rendered.program.kernels]
 
 
 @contextlib.contextmanager
@@ -316,11 +323,11 @@ def _check_meta(label: str, want: str, spec: ArgSpec, dtype, shape) -> None:
         raise ArgumentError(f"{label} must be {want}, got shape {got}")
 
 
-def _collect_consts(plan: ProgramPlan, out: list) -> None:
-    out += [b for b in plan.program.buffers if b.kind == BufKind.CONST]
-    for s in plan.steps:
-        if isinstance(s, ScanPlan):
-            _collect_consts(s.body, out)
+def _collect_consts(p: Program, out: list) -> None:
+    out += [b for b in p.buffers if b.kind == BufKind.CONST]
+    for k in p.kernels:
+        if isinstance(k, ScanKernel):
+            _collect_consts(k.body, out)
 
 
 def _aliases(p: Program, env: dict) -> None:

@@ -1,178 +1,36 @@
-"""GemmKernel -> a Numba CUDA kernel: shared-memory tiles with a register block per thread for
-large products, one thread per element of C for small ones; both over the MatViews' generic
-strides, with the batch on the grid's z axis (or summed in-kernel for `accumulate_batches`) and
-the epilogue applied as each element of C is stored.
+"""A GEMM launch (a GpuKernel with `gemm`, planned by `codegen.gpu`) -> the body of a Numba CUDA
+kernel: shared-memory tiles with a register block per thread when `tiles` is set, one thread
+per element of C otherwise; both over the MatViews' generic strides, with the batch on the
+grid's z axis (or summed in-kernel for `accumulate_batches`) and the epilogue applied as each
+element of C is stored.
 
-Implicit GEMM: an operand materialized by a loop kernel that only this GEMM reads (conv2d's
-im2col columns, a relayout) is not materialized at all; the tile loader evaluates the producer's
-expression for each element it needs, and the producer's launch is skipped.
+Implicit GEMM: an inlined operand (`codegen.inline`) is not materialized; the loader computes
+each element it needs from the producer's expression (`operand_element`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from nnjit.backends.cuda.source import NP_NAME, Emitter, Namer, comment
-from nnjit.codegen.analysis import affine, deps, memory_region
-from nnjit.codegen.analysis import accesses
-from nnjit.ir import DType
-from nnjit.ir.kernel import (
-    BufKind,
-    Call,
-    Const,
-    GemmKernel,
-    KOp,
-    Loop,
-    LoopKernel,
-    Program,
-    Store,
-    Var,
-)
+from nnjit.backends.cuda.source import NP_NAME
+from nnjit.codegen.inline import operand_element
+from nnjit.ir.kernel import GemmKernel, GpuKernel, Tiles, Var
 
 
-@dataclass(frozen=True)
-class Tiles:
-    """A block of tx x ty threads computing (ty*tm) x (tx*tn) of C, k in steps of bk."""
-
-    tx: int
-    ty: int
-    tm: int
-    tn: int
-    bk: int
-
-    @property
-    def bm(self) -> int:
-        return self.ty * self.tm
-
-    @property
-    def bn(self) -> int:
-        return self.tx * self.tn
-
-
-# -- producers that can be inlined into a GEMM's operand loads ------------------------------------
-@dataclass
-class Inlined:
-    skip: set = field(default_factory=set)            # producer kernel indices not launched
-    by_gemm: dict = field(default_factory=dict)       # gemm index -> {buf: (loops, store)}
-
-    def for_gemm(self, i: int) -> dict:
-        return self.by_gemm.get(i, {})
-
-
-def producer_nest(k: LoopKernel) -> tuple[list[Loop], Store] | None:
-    """(loops, store) when `k` is one perfect nest storing element-by-element in row-major order
-    of its loops: then element f of the buffer is the store's value at unravel(f)."""
-    if len(k.body) != 1 or not isinstance(k.body[0], Loop):
-        return None
-    loops, body = [k.body[0]], k.body[0].body
-    while len(body) == 1 and isinstance(body[0], Loop):
-        loops.append(body[0])
-        body = body[0].body
-    if len(body) != 1 or not isinstance(body[0], Store):
-        return None
-    st = body[0]
-    want, stride = {}, 1
-    for lp in reversed(loops):
-        want[lp.var] = stride
-        stride *= lp.extent
-    got = {v: c for v, c in (affine(st.index) or {1: -1}).items() if c}
-    if got != want or ("b", st.buf) in deps(st.value, {}):
-        return None
-    return loops, st
-
-
-def _same_memory(bufs, x: str, y: str) -> bool:
-    (r1, a1, b1), (r2, a2, b2) = memory_region(bufs, x), memory_region(bufs, y)
-    return r1 == r2 and a1 < b2 and a2 < b1
-
-
-def inlinable_producers(p: Program) -> Inlined:
-    """Operands of each GEMM whose producing loop kernel can run inside the GEMM's loads."""
-    out = Inlined()
-    bufs = {b.name: b for b in p.buffers}
-    ks = p.kernels
-    for gi, g in enumerate(ks):
-        if not isinstance(g, GemmKernel):
-            continue
-        for name in dict.fromkeys((g.a.buf, g.b.buf)):
-            if bufs[name].kind != BufKind.TEMP:
-                continue
-            writers = [i for i, k in enumerate(ks) if name in k.writes]
-            readers = [i for i, k in enumerate(ks) if name in k.reads]
-            if len(writers) != 1 or readers != [gi] or writers[0] >= gi:
-                continue
-            pi = writers[0]
-            prod = ks[pi]
-            nest = producer_nest(prod) if isinstance(prod, LoopKernel) else None
-            if nest is None or pi in out.skip:
-                continue
-            total = 1
-            for lp in nest[0]:
-                total *= lp.extent
-            loads = {b for kind, b in deps(nest[1].value, {}) if kind == "b"}
-            if total != bufs[name].size or any(
-                    _same_memory(bufs, w, x) for j in range(pi + 1, gi + 1) for w in ks[j].writes
-                    for x in loads):
-                continue
-            out.skip.add(pi)
-            out.by_gemm.setdefault(gi, {})[name] = nest
-    return out
-
-
-# -- rendering ----------------------------------------------------------------------------------
-def render(k: GemmKernel, fn: str, target, bufs, producers: dict):
-    """(source of kernel `fn`, its Launch) or ("", None) when C is empty."""
-    from nnjit.backends.cuda.render import Launch
-
+def render(g: GpuKernel, em) -> None:
+    """The body of GEMM launch `g` into Emitter `em` (tiled when `g.tiles` is set)."""
+    k = g.gemm
     nb = 1
     for d in k.batch:
         nb *= d
-    if k.m == 0 or k.n == 0 or nb == 0:
-        return "", None
-    used = _used(k, producers)
-    names = Namer(["_i", "_n", "_f", "_tid", "_tx", "_ty", "_z", "_row", "_col", "_acc"])
-    params = {b: names.fresh("b_", b) for b in used}
-    em = Emitter(params, names, indent=1)
+    r = _Gemm(k, em, nb)
     nz = 1 if k.accumulate_batches else nb
-    big = target.gemm_large
-    tiles = big if k.m >= big.bm and k.n >= big.bn else target.gemm_small
-    tiled = nb * k.m * k.n * k.k >= target.gemm_tiled_min and -(-k.m // tiles.bm) <= 65535
-    r = _Gemm(k, em, producers, nb)
-    shared = 0
-    if tiled:
-        r.tiled(tiles, nz)
-        grid = (-(-k.n // tiles.bn), -(-k.m // tiles.bm), min(nz, 65535))
-        block = (tiles.tx, tiles.ty)
-        shared = tiles.bk * (tiles.bm + 1 + tiles.bn) * k.dtype.itemsize
+    if g.tiles is not None:
+        r.tiled(g.tiles, nz)
     else:
         r.simple(nz)
-        total = nz * k.m * k.n
-        b = min(target.threads, total)
-        grid, block = (min(target.max_blocks, -(-total // b)),), (b,)
-    head = [f"# {comment(k.src)}"] if k.src else []
-    head += ["@cuda.jit", f"def {fn}({', '.join(params.values())}):"]
-    return "\n".join(head + em.lines) + "\n", Launch(fn, grid, block, tuple(used), k.src,
-                                                      shared)
-
-
-def _used(k: GemmKernel, producers) -> list[str]:
-    """Buffers the GEMM touches: its operands (or what their inlined producers load), C when
-    there is no epilogue, and everything the epilogue reads or writes."""
-    out: dict[str, None] = {}
-    for view in (k.a, k.b):
-        if view.buf in producers:
-            out.update(dict.fromkeys(accesses([producers[view.buf][1]])[0]))
-        else:
-            out[view.buf] = None
-    if not k.epilogue:
-        out[k.c.buf] = None
-    reads, writes, _ = accesses(k.epilogue)
-    out.update(dict.fromkeys(reads + writes))
-    return list(out)
 
 
 class _Gemm:
-    def __init__(self, k: GemmKernel, em: Emitter, producers, nb: int):
-        self.k, self.em, self.producers, self.nb = k, em, producers, nb
+    def __init__(self, k: GemmKernel, em, nb: int):
+        self.k, self.em, self.nb = k, em, nb
         self.T = NP_NAME[k.dtype]
 
     def batch_coords(self, flat: str) -> list[str]:
@@ -205,22 +63,21 @@ class _Gemm:
         view = self.k.a if which == "a" else self.k.b
         em = self.em
         flat = f"{off} + {r} * {view.row_stride} + {c} * {view.col_stride}"
-        if view.buf not in self.producers:
+        op = self.k.inlined_operand(view.buf)
+        if op is None:
             py = em.names.fresh("_e")
             em.line(f"{py} = {em.buf(view.buf)}[{flat}]")
             return py
-        loops, st = self.producers[view.buf]
         f = em.names.fresh("_g")
         em.line(f"{f} = {flat}")
-        from nnjit.backends.cuda.render import _unravel
-
+        lets, value = operand_element(op, Var(" flat"))   # a name no IR variable has
         # Each producer's loop variables get their own scope: two producers (A's and B's) may
         # name their loops alike, and a cached subexpression of one must not serve the other.
-        em.vars.append({})
+        em.vars.append({" flat": f})
         em.memo.append({})
         try:
-            _unravel(em, f, loops)
-            return em.expr(st.value)
+            em.stmts(lets)
+            return em.expr(value)
         finally:
             em.vars.pop()
             em.memo.pop()

@@ -1,11 +1,9 @@
-"""Kernel-IR scalars and statements -> Python source lines for Numba CUDA: the KOp template
-table, identifier sanitizing, and the device-function preamble (numpy-semantics math, saturating
+"""Kernel-IR scalars -> Python source for Numba CUDA: the KOp template table, typed literals,
+identifier sanitizing, and the device-function preamble (numpy-semantics math, saturating
 casts, Philox-4x32-10) generated once per module.
 
 Every value is typed explicitly (float constants are `float32(..)`, narrowing results are cast
-back), so the text means the same to Numba's CUDA compiler and to its simulator. Identical
-subexpressions are rendered once per scope into `_tN` locals; a Store or Assign forgets the
-values that depend on it (the LLVM renderer does the same).
+back), so the text means the same to Numba's CUDA compiler and to its simulator.
 """
 from __future__ import annotations
 
@@ -13,10 +11,8 @@ import math
 import re
 from typing import Iterable
 
-from nnjit.codegen.analysis import deps, facts
 from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (COMPARE, Assign, Call, Const, Expr, KOp, Let, Load, Loop, Stmt,
-                             Store, Var, children)
+from nnjit.ir.kernel import COMPARE, Call, Const, KOp
 
 NP_NAME = {DType.F32: "float32", DType.F64: "float64", DType.I32: "int32", DType.I64: "int64",
            DType.BOOL: "bool_"}
@@ -146,125 +142,6 @@ def literal(c: Const) -> str:
         return f"int32({int(c.value)})"
     v = int(c.value)
     return str(v) if v >= 0 else f"({v})"
-
-
-# -- statements -----------------------------------------------------------------------------------
-class Emitter:
-    """Writes the body of one kernel function: statements as Python lines at the current
-    indentation, expressions as `_tN` locals (computed once per scope)."""
-
-    def __init__(self, bufs: dict[str, str], names: Namer, indent: int = 1):
-        self.bufs = bufs                 # IR buffer name -> Python parameter name
-        self.names = names
-        self.lines: list[str] = []
-        self.depth = indent
-        self.vars: list[dict[str, str]] = [{}]    # IR var name -> Python local, per scope
-        self.memo: list[dict[Expr, str]] = [{}]
-        self._deps: dict = {}
-        self._starts: list[int] = []
-
-    # -- output -----------------------------------------------------------------------------
-    def line(self, text: str) -> None:
-        self.lines.append("    " * self.depth + text)
-
-    def push(self) -> None:
-        """Open an indented block (and a scope for names and cached values)."""
-        self.depth += 1
-        self.vars.append({})
-        self.memo.append({})
-        self._starts.append(len(self.lines))
-
-    def pop(self) -> None:
-        if self._starts.pop() == len(self.lines):
-            self.line("pass")
-        self.depth -= 1
-        self.vars.pop()
-        self.memo.pop()
-
-    def bind(self, ir_name: str, py_name: str) -> None:
-        self.vars[-1][ir_name] = py_name
-
-    def forget(self, keys: set) -> None:
-        for scope in self.memo:
-            for e in [e for e in scope if deps(e, self._deps) & keys]:
-                del scope[e]
-
-    # -- expressions ---------------------------------------------------------------------------
-    def var(self, name: str) -> str:
-        for scope in reversed(self.vars):
-            if name in scope:
-                return scope[name]
-        raise CompileError(f"variable {name!r} is used before it is declared")
-
-    def expr(self, e: Expr) -> str:
-        if isinstance(e, Const):
-            return literal(e)
-        if isinstance(e, Var):
-            return self.var(e.name)
-        for scope in reversed(self.memo):
-            if e in scope:
-                return scope[e]
-        if isinstance(e, Load):
-            text = f"{self.buf(e.buf)}[{self.expr(e.index)}]"
-        elif isinstance(e, Call):
-            args = [self.expr(a) for a in e.args]
-            text = template(e).format(*args, T=NP_NAME[e.dtype])
-        else:
-            raise CompileError(f"unknown expression {e!r}")
-        name = self.names.fresh("_t")
-        self.line(f"{name} = {text}")
-        self.memo[-1][e] = name
-        return name
-
-    def buf(self, name: str) -> str:
-        try:
-            return self.bufs[name]
-        except KeyError:
-            raise CompileError(f"kernel uses buffer {name!r}, which it was not given") from None
-
-    # -- statements ----------------------------------------------------------------------------
-    def stmts(self, stmts: Iterable[Stmt]) -> None:
-        for s in stmts:
-            self.stmt(s)
-
-    def stmt(self, s: Stmt) -> None:
-        if isinstance(s, Loop):
-            self.loop(s.var, f"range({s.extent})", s.body)
-        elif isinstance(s, Store):
-            self.store(s)
-        elif isinstance(s, Let):
-            value = self.expr(s.value)
-            self.forget({("v", s.var.name)})
-            py = self.names.fresh("v_", s.var.name)
-            self.bind(s.var.name, py)
-            self.line(f"{py} = {value}")
-        elif isinstance(s, Assign):
-            value = self.expr(s.value)
-            self.forget({("v", s.var.name)})
-            self.line(f"{self.var(s.var.name)} = {value}")
-        else:
-            raise CompileError(f"unknown statement {s!r}")
-
-    def store(self, s: Store) -> None:
-        index, value = self.expr(s.index), self.expr(s.value)
-        self.line(f"{self.buf(s.buf)}[{index}] = {value}")
-        self.forget({("b", s.buf)})
-
-    def loop(self, var: str, range_text: str, body: Iterable[Stmt], prologue=()) -> str:
-        """`for <var> in <range_text>:` around `body`; `prologue` lines run first in the body
-        (e.g. unravelling a flat index). Returns the loop variable's Python name."""
-        body = tuple(body)
-        self.forget(facts(body).effects)
-        py = self.names.fresh("v_", var)
-        self.line(f"for {py} in {range_text}:")
-        self.push()
-        self.bind(var, py)
-        for text in prologue:
-            self.line(text.format(py))
-        self.stmts(body)
-        self.pop()
-        self.forget(facts(body).effects)
-        return py
 
 
 # -- the preamble -------------------------------------------------------------------------------

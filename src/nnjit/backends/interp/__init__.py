@@ -39,6 +39,9 @@ class InterpBackend:
     def schedule(self, options) -> list:
         return []
 
+    def mapping(self, options) -> list:
+        return []
+
     def compile_program(self, graph: Graph, signature) -> InterpExecutable:
         return InterpExecutable(graph)
 

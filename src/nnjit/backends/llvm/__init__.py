@@ -21,6 +21,9 @@ class LLVMBackend:
         """Float sums become trees of bounded partials (leaf loops vectorize into lanes)."""
         return [("block_sums", block_sums)]
 
+    def mapping(self, options) -> list:
+        return []
+
     def compile_program(self, program, signature: Signature) -> LLVMExecutable:
         return compile_program(program, signature.inputs, signature.outputs)
 
