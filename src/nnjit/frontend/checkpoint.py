@@ -211,12 +211,11 @@ def load(path: str | os.PathLike, like=None, dtype=None):
                              "not defined in any imported module; import it first, or pass "
                              "like= a pytree with that namedtuple")
         return tree
-    from .nn import Module    # here, not at the top: nn imports this module
-
-    if dtype is not None and not isinstance(like, Module):
+    module = _is_module(like)
+    if dtype is not None and not module:
         raise NnjitError(f"nn.load({path!r}): dtype= applies only when like= is a Module (a "
                          "pytree template already has its dtypes)")
-    template = like.init(0, dtype or np.float32) if isinstance(like, Module) else like
+    template = like.init(0, dtype or np.float32) if module else like
     if header is None:
         return _match_flat(path, entries, template)
     return _match_tree(path, tree, template)
@@ -499,3 +498,9 @@ def _rebuild(template, leaf: Callable[[tuple[str, ...]], Any], keys: tuple[str, 
 
 
 __all__ = ["CheckpointNotFoundError", "flatten_params", "load", "save"]
+
+
+def _is_module(like) -> bool:
+    """An nn.Module (what makes its parameters with `init(seed, dtype)`), told apart from a
+    pytree without importing nn, which imports this module."""
+    return callable(getattr(like, "init", None)) and callable(getattr(like, "forward", None))

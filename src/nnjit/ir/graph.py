@@ -141,20 +141,6 @@ class Graph:
             for sub in subgraphs(n):
                 yield from sub.walk()
 
-    def to_networkx(self):
-        """The dataflow graph as a `networkx.MultiDiGraph` over nodes (inputs included); each edge
-        carries `index` (which result) and `operand` (which source slot)."""
-        import networkx as nx
-
-        g = nx.MultiDiGraph()
-        for v in self.inputs:
-            g.add_node(v.node, op=Op.INPUT)
-        for n in self.nodes:
-            g.add_node(n, op=n.op)
-            for k, s in enumerate(n.srcs):
-                g.add_edge(s.node, n, index=s.index, operand=k)
-        return g
-
     def with_nodes(self, nodes: Iterable[Node], outputs: Iterable[Value] | None = None) -> "Graph":
         return Graph(self.name, self.inputs, tuple(nodes),
                      self.outputs if outputs is None else tuple(outputs), self.meta)
