@@ -7,13 +7,25 @@
     array([0., 4.], dtype=float32)
 """
 from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
+from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
 from .frontend.dsl import __all__ as _dsl_all
-from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.pytree import tree_leaves, tree_map
 from .frontend.tracing import trace
-from .ir import (ArgumentError, CompileError, DType, Graph, IndexOutOfRange, NnjitError,
-                 ParseError, ShapeError, TensorType, VerifyError, parse, verify)
+from .ir import (
+                 ArgumentError,
+                 CompileError,
+                 DType,
+                 Graph,
+                 IndexOutOfRange,
+                 NnjitError,
+                 ParseError,
+                 ShapeError,
+                 TensorType,
+                 VerifyError,
+                 parse,
+                 verify,
+)
 from .ir import Sym as Tensor
 
 __version__ = "0.1.0"

@@ -15,9 +15,15 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .frontend.pytree import (TreeDef, flatten, flatten_with_paths, leaf_labels,
-                              structure_change, unflatten)
 from .frontend.eager import install as install_eager
+from .frontend.pytree import (
+    TreeDef,
+    flatten,
+    flatten_with_paths,
+    leaf_labels,
+    structure_change,
+    unflatten,
+)
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
 from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
@@ -81,8 +87,6 @@ class JitFunction:
         cf = self._cache.get(key)
         if cf is None:
             if self._cache:
-                from .frontend.tracing import arg_names
-
                 why = describe_change(self._closest(sig), sig, arg_names(self.fn, len(args)))
                 self.recompiles.append(why)
                 if _log_enabled("recompiles"):

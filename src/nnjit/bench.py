@@ -151,7 +151,8 @@ def classifier_step(name: str, model, input_shape: tuple[int, ...], batch: int,
                     baseline: Callable | None = None) -> Workload:
     """An SGD training step (cross-entropy, lr 0.01) of `model` on random inputs and labels."""
     import nnjit
-    from nnjit import nn
+
+    from . import nn
 
     def step(params, x, y):
         value, grads = nnjit.value_and_grad(
@@ -167,7 +168,7 @@ def classifier_step(name: str, model, input_shape: tuple[int, ...], batch: int,
 
 
 def mlp_step_workload(batch: int = 128) -> Workload:
-    from nnjit import nn
+    from . import nn
 
     model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                           nn.Linear(512, 10))
@@ -207,7 +208,7 @@ def numpy_mlp_step(params, x, y, lr: float = 0.01):
 
 
 def _convnet_step(batch: int = 64) -> Workload:
-    from nnjit import nn
+    from . import nn
 
     model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
                           nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120),
@@ -217,7 +218,8 @@ def _convnet_step(batch: int = 64) -> Workload:
 
 def _lstm_step(vocab=96, embed=64, hidden=256, steps=64, batch=32) -> Workload:
     import nnjit
-    from nnjit import nn
+
+    from . import nn
 
     emb, lstm, head = nn.Embedding(vocab, embed), nn.LSTM(embed, hidden), nn.Linear(hidden, vocab)
 

@@ -25,10 +25,28 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..ir.kernel import (Assign, Buffer, BufKind, Call, Const, Expr, KOp, Let, Load, Loop,
-                          LoopKernel, LoopKind, Program, ScanKernel, Stmt, Store, Var, children)
-from .index import c64, iadd, imul
+from ..ir.kernel import (
+    Assign,
+    Buffer,
+    BufKind,
+    Call,
+    Const,
+    Expr,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    Program,
+    ScanKernel,
+    Stmt,
+    Store,
+    Var,
+    children,
+)
 from .analysis import accesses
+from .index import c64, iadd, imul
 from .subst import substitute
 
 #: Terms one leaf loop adds into its partial (LLVM splits them over 16-64 vector lanes).

@@ -14,8 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..ir.kernel import (Assign, AtomicAdd, Barrier, BlockReduce, BufKind, Call, Const, Expr, If,
-                         KOp, Let, Load, Loop, Program, Stmt, Store, Var, children)
+from ..ir.kernel import (
+    Assign,
+    AtomicAdd,
+    Barrier,
+    BlockReduce,
+    BufKind,
+    Call,
+    Const,
+    Expr,
+    If,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    Program,
+    Stmt,
+    Store,
+    Var,
+    children,
+)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,20 @@ index can make them read out of bounds; the runtime raises `IndexOutOfRange` aft
 from __future__ import annotations
 
 from ..ir import DType
-from ..ir.kernel import (STATUS_BUFFER, Assign, Call, Const, IndexSite, KOp, Let, Load, Loop,
-                          LoopKind, Stmt, Store, Var)
+from ..ir.kernel import (
+    STATUS_BUFFER,
+    Assign,
+    Call,
+    IndexSite,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKind,
+    Stmt,
+    Store,
+    Var,
+)
 from .index import I64, c64, clamp, cmp, select
 
 

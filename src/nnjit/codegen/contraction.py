@@ -9,16 +9,41 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..ir import CompileError, DType, Node, Op, Value
-from ..ir.kernel import (Assign, Call, Const, GemmKernel, KOp, Let, LoopKind, MatView,
-                          Stmt, Store, Var)
+from ..ir import CompileError, DType, Node, Op, TensorType, Value
 from ..ir.groups import VIEW
+from ..ir.kernel import (
+    Assign,
+    Call,
+    Const,
+    GemmKernel,
+    KOp,
+    Let,
+    Load,
+    LoopKind,
+    MatView,
+    Stmt,
+    Store,
+    Var,
+)
 from ..ir.opdef import set_rule
-from .index import (View, c64, clamp, cmp, iadd, idiv, imod, imul, in_range, isub, land,
-                    loop_vars, reshape_coords, select)
 from .analysis import accesses
+from .index import (
+    View,
+    c64,
+    clamp,
+    cmp,
+    iadd,
+    idiv,
+    imod,
+    imul,
+    in_range,
+    isub,
+    land,
+    loop_vars,
+    reshape_coords,
+    select,
+)
 from .loops import GroupLowering, _nest, make_loop_kernel, store_all
-
 
 
 def _template(fn):
@@ -158,7 +183,6 @@ def _conv_geometry(x_shape, w_shape, y_shape, attrs):
 
 def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name) -> tuple[View, object]:
     """col[n, (c, kh, kw), (ho, wo)] = x[n, c, ho*s - p + kh*d, wo*s - p + kw*d] (0 outside)."""
-    from ..ir import TensorType
     n, ch, h, w, o, kh, kw, ho, wo = _conv_geometry(x.shape, w_shape, y_shape, attrs)
     col = lw.temp(TensorType((n, ch * kh * kw, ho * wo), x.type.dtype), "col")
     glow = GroupLowering(prologue, lw.views, name)
@@ -242,7 +266,6 @@ def _rows(lw, v: Value, shape, prologue, name) -> tuple[View, list]:
 
 def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     """colg[n] = W^T @ dy[n], then dx gathers colg over the taps that read each input pixel."""
-    from ..ir import TensorType
     dy, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
     dyv, kd = _rows(lw, dy, (n, o, ho * wo), prologue, name)
@@ -268,8 +291,6 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
     col_idx = colg.index([vn, iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw),
                           iadd(imul(hi, c64(wo)), wi)])
-    from ..ir.kernel import Load
-
     term = select(valid, Load(colg.buf, col_idx, c.type.dtype), Const(0.0, c.type.dtype))
     red = _nest([rkh, rkw], [kh, kw], [Assign(acc, Call(KOp.ADD, (acc, term), acc.dtype))],
                 kind=LoopKind.REDUCE)

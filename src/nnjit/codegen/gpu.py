@@ -34,9 +34,33 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..ir import CompileError, DType
-from ..ir.kernel import (Assign, AtomicAdd, Barrier, BlockReduce, Buffer, BufKind, Call, Const,
-                         CopyKernel, GemmKernel, GpuKernel, If, KOp, Let, Load, Loop, LoopKernel,
-                         LoopKind, Program, ScanKernel, Stmt, Store, Tiles, Var, identity)
+from ..ir.kernel import (
+    Assign,
+    AtomicAdd,
+    Barrier,
+    BlockReduce,
+    Buffer,
+    BufKind,
+    Call,
+    Const,
+    CopyKernel,
+    GemmKernel,
+    GpuKernel,
+    If,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    Program,
+    ScanKernel,
+    Stmt,
+    Store,
+    Tiles,
+    Var,
+    identity,
+)
 from . import index as ix
 from .analysis import deps, facts, independent, perfect_nest
 

@@ -16,8 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..ir.kernel import (BufKind, Expr, GemmKernel, InlinedOperand, Let, Loop, LoopKernel,
-                         Program, ScanKernel, Store, Var)
+from ..ir.kernel import (
+    BufKind,
+    Expr,
+    GemmKernel,
+    InlinedOperand,
+    Let,
+    Loop,
+    LoopKernel,
+    Program,
+    ScanKernel,
+    Store,
+    Var,
+)
 from . import index as ix
 from .analysis import affine, deps, facts, may_overlap, perfect_nest
 

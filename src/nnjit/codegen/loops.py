@@ -13,13 +13,46 @@ from typing import Sequence
 import numpy as np
 
 from ..ir import CompileError, DType, Node, Op, Value
-from ..ir.kernel import (Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind, Stmt,
-                          Store, Var, identity, Accumulation, Buffer, LoopKernel)
-from .analysis import accesses
+from ..ir.kernel import (
+    Accumulation,
+    Assign,
+    Buffer,
+    Call,
+    Const,
+    Expr,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    Stmt,
+    Store,
+    Var,
+    identity,
+)
 from ..ir.opdef import kind_of, opdef, set_rule
 from ..ir.ops import Kind
-from .index import (I64, View, c64, clamp, cmp, iadd, in_range, isub, imul, land,
-                    loop_vars, ravel, reshape_coords, select)
+from .analysis import accesses
+from .index import (
+    I64,
+    View,
+    c64,
+    clamp,
+    cmp,
+    iadd,
+    imul,
+    in_range,
+    isub,
+    land,
+    loop_vars,
+    ravel,
+    reshape_coords,
+    select,
+    unravel,
+)
+from .subst import substitute
+
 
 class GroupLowering:
     """Scalar expressions for the values of one group of nodes.
@@ -390,8 +423,6 @@ def _depends_on(n: Node, target: Node, members: set[Node]) -> bool:
 
 
 def _unravel_flat(i: Expr, shape) -> list[Expr]:
-    from .index import unravel
-
     return unravel(i, shape) if len(shape) != 1 else [i]
 
 
@@ -436,14 +467,10 @@ def _nest(vs: Sequence[Var], extents: Sequence[int], body: list[Stmt], parallel:
 
 def _subst_zero(stmts: tuple[Stmt, ...], v: Var):
     """Statements with loop variable `v` replaced by 0 (for extent-1 loops)."""
-    from .subst import substitute
-
     return substitute(stmts, {v: c64(0)})
 
 
 def _load(buf: str, idx: Expr, dtype: DType):
-    from ..ir.kernel import Load
-
     return Load(buf, idx, dtype)
 
 

@@ -16,14 +16,20 @@ import numpy as np
 
 from ..ir import CompileError, DType, Graph, Node, Op, TensorType, Value
 from ..ir.defs.movement import index_site
-from ..ir.kernel import (STATUS_BUFFER, BufKind, Buffer, CopyKernel, IndexSite, LoopKernel,
-                          Program, ScanKernel)
+from ..ir.kernel import (
+    STATUS_BUFFER,
+    Buffer,
+    BufKind,
+    CopyKernel,
+    IndexSite,
+    Program,
+    ScanKernel,
+)
 from ..ir.opdef import kind_of, opdef, set_rule
 from ..ir.ops import Kind
+from . import contraction, window  # noqa: F401  (register their templates on the OpDefs)
 from .checks import check_loops
 from .index import View
-from .analysis import accesses
-from . import contraction, window  # noqa: F401  (register their templates on the OpDefs)
 from .loops import GroupLowering, make_loop_kernel
 
 
@@ -267,8 +273,6 @@ class _Lowering:
 
 
 def _byte_dtype():
-    from ..ir import DType
-
     return DType.BOOL   # 1-byte elements: a raw byte region
 
 

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..ir import CompileError
-from ..ir.kernel import BufKind, Program, ScanKernel
+from ..ir.kernel import BufKind, GemmKernel, Load, LoopKernel, Program, ScanKernel, Store, children
 from .analysis import root_buffer
 
 ALIGN = 64
@@ -176,8 +176,6 @@ def inplace_pairs(kernel) -> list[tuple[str, str]]:
     """(src, dst) buffer pairs a loop kernel may run in place: its only store writes dst at the
     same index expression every load of src uses, so each element of src is read in the
     iteration that overwrites it, before the store."""
-    from ..ir.kernel import GemmKernel, Load, LoopKernel, Store, children
-
     if isinstance(kernel, GemmKernel):
         # The epilogue runs element by element over the finished C: the same rule applies to
         # its statements, as long as neither buffer is C itself, and src is not an operand

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..ir.kernel import (Assign, AtomicAdd, Call, Const, Expr, If, KOp, Let, Load, Loop, Stmt,
-                         Store, Var)
+from ..ir.kernel import (
+    Assign,
+    AtomicAdd,
+    Call,
+    Const,
+    Expr,
+    If,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    Stmt,
+    Store,
+    Var,
+)
 from . import index as ix
 
 _FOLD = {KOp.ADD: ix.iadd, KOp.MUL: ix.imul, KOp.SUB: ix.isub, KOp.MIN: ix.imin,

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
-from .index import (View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select)
 from ..ir.opdef import set_rule
+from .index import View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select
 from .loops import GroupLowering, _nest, make_loop_kernel, store_all
 
 

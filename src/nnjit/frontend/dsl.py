@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..ir import Builder, DType, ShapeError, Sym, TensorType, user_loc
+from ..ir import Builder, DType, Graph, Op, ShapeError, Sym, TensorType, user_loc
 from ..ir import prims as P
 from ..ir.prims import builder_of, located
 from .pytree import flatten, unflatten
@@ -282,8 +282,6 @@ def sum_random_nodes(b: Builder) -> int:
     """The random ops already traced in `b`, in the traces enclosing it (a scan body, a grad's
     forward) and in the bodies nested in their nodes: the next auto salt, so no two dropouts
     of one jit draw the same mask."""
-    from ..ir import Graph, Op
-
     def count(nodes) -> int:  # NOTE: `sum` is nnjit.sum in this module
         k = 0
         for n in nodes:
@@ -356,5 +354,6 @@ def _leaf_const(b: Builder, v, dtype: DType | None = None) -> Sym:
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
-    "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "ShapeError", "Sym",
+    "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "Graph", "Op",
+    "ShapeError", "Sym",
     "TensorType", "P", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]

@@ -24,10 +24,20 @@ import numpy as np
 from ..ir import NnjitError, ShapeError, Sym, user_loc
 from ..ir import prims as P
 from . import dsl
-from .eager import eager
-from .dsl import (avg_pool2d, conv2d, dropout, linear, log_softmax, max_pool2d, relu,  # noqa: F401
-                  sigmoid, softmax, tanh)
 from .checkpoint import CheckpointNotFoundError, flatten_params, load, save  # noqa: F401
+from .dsl import (  # noqa: F401
+    avg_pool2d,
+    conv2d,
+    dropout,
+    linear,
+    log_softmax,
+    max_pool2d,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)
+from .eager import eager
 from .pytree import flatten
 
 Params = dict

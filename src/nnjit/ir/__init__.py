@@ -4,8 +4,15 @@ This package imports nothing else from nnjit; everything else builds on it.
 """
 from . import defs  # noqa: F401  (registers every OpDef)
 from .builder import Builder, Sym, register_exclusion, user_loc
-from .errors import (ArgumentError, CompileError, IndexOutOfRange, NnjitError, ParseError,
-                     ShapeError, VerifyError)
+from .errors import (
+                     ArgumentError,
+                     CompileError,
+                     IndexOutOfRange,
+                     NnjitError,
+                     ParseError,
+                     ShapeError,
+                     VerifyError,
+)
 from .evaluate import evaluate
 from .graph import Graph, Node, Value, make_input, subgraphs
 from .opdef import OPDEFS, AttrSpec, OpDef, opdef

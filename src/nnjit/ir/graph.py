@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import types as _pytypes
-from dataclasses import dataclass, field, replace as _dc_replace
+from dataclasses import dataclass, field
+from dataclasses import replace as _dc_replace
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np

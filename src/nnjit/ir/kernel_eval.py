@@ -18,9 +18,27 @@ from typing import Sequence
 import numpy as np
 
 from .errors import IndexOutOfRange
-from .kernel import (STATUS_BUFFER, Assign, AtomicAdd, BufKind, Const, CopyKernel, GemmKernel,
-                     GpuKernel, If, KOp, Let, Load, Loop, LoopKernel, Program, ScanKernel, Store,
-                     Var)
+from .kernel import (
+    STATUS_BUFFER,
+    Assign,
+    AtomicAdd,
+    BufKind,
+    Const,
+    CopyKernel,
+    GemmKernel,
+    GpuKernel,
+    If,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    Program,
+    ScanKernel,
+    Store,
+    Var,
+)
+from .philox import uniform_at
 from .types import DType
 
 
@@ -81,8 +99,6 @@ class _Machine:
         if e.op == KOp.CAST:
             return _cast(args[0], e.dtype)
         if e.op == KOp.RAND:
-            from .philox import uniform_at
-
             return uniform_at(int(args[0]), np.array([int(args[1])]), e.salt, e.dtype.np)[0]
         if e.op in (KOp.DIV, KOp.MOD) and not e.dtype.is_float:
             a, b = int(args[0]), int(args[1])

@@ -10,8 +10,22 @@ aliases view memory inside their base; and the same for scan bodies.
 from __future__ import annotations
 
 from .errors import VerifyError
-from .kernel import (Assign, BufKind, Call, Const, CopyKernel, GemmKernel, Let, Load, Loop,
-                     LoopKernel, Program, ScanKernel, Store, Var, children)
+from .kernel import (
+    Assign,
+    BufKind,
+    Const,
+    CopyKernel,
+    GemmKernel,
+    Let,
+    Load,
+    Loop,
+    LoopKernel,
+    Program,
+    ScanKernel,
+    Store,
+    Var,
+    children,
+)
 
 
 def verify_program(p: Program) -> Program:

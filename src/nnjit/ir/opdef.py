@@ -6,6 +6,7 @@ Rule functions follow JAX's naming: `_<op>_shape`, `_<op>_ref`, `_<op>_vjp`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -176,8 +177,6 @@ def opdef(op: Op) -> OpDef:
 def set_rule(op: Op, **rules) -> None:
     """Attach rules declared below an op's definition (e.g. the lowering hooks of a backend-shared
     kernel library) without a second registry: the OpDef stays the one place for the op."""
-    import dataclasses
-
     OPDEFS[op] = dataclasses.replace(OPDEFS[op], **rules)
 
 

@@ -19,8 +19,14 @@ from dataclasses import dataclass, field
 
 from ..ir import Graph, Node, Op, Value, make_input
 from .dce import eliminate_dead_code
-from .fusion_rules import (EXPENSIVE, RULES, classify, fused_rule_name, is_free_const,
-                           recompute_factor)
+from .fusion_rules import (
+    EXPENSIVE,
+    RULES,
+    classify,
+    fused_rule_name,
+    is_free_const,
+    recompute_factor,
+)
 
 
 @dataclass(frozen=True)

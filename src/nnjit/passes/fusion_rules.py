@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..ir import Node, Op, Value
+
 # What a loop kernel computes inline (LOOP_OPS); constants are never members: single-element
 # ones are copied into each body, array ones stay in memory.
-from ..ir.groups import (CONTRACTION, EXPENSIVE, LOOP_OPS, MOVEMENT, OPAQUE, POINTWISE,  # noqa: F401
-                         REDUCE, VIEW, WINDOW)
+from ..ir.groups import (  # noqa: F401
+    CONTRACTION,
+    EXPENSIVE,
+    LOOP_OPS,
+    MOVEMENT,
+    OPAQUE,
+    POINTWISE,
+    REDUCE,
+    VIEW,
+    WINDOW,
+)
 
 ANCHORS = CONTRACTION | WINDOW
 

@@ -20,10 +20,11 @@ from ..codegen import lower_graph, program_stages
 from ..codegen.memory_plan import MemoryPlan
 from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
 from ..frontend.tracing import Traced, leaf_type, nested_number_lists, to_array
-from ..ir import ArgumentError, Graph, NnjitError
+from ..ir import ArgumentError, Graph, NnjitError, Op
 from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
+from .viz import memory_svg, to_dot
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,6 @@ class CompiledFunction:
         return plan.with_extras(self.executable.extras, results)
 
     def memory_svg(self) -> str:
-        from .viz import memory_svg
-
         return memory_svg(self.memory_plan(), f"@{self.graph.name}")
 
     def kernels(self) -> list[str]:
@@ -200,8 +199,6 @@ class CompiledFunction:
 
     def to_dot(self) -> str:
         """The final graph as Graphviz DOT, fused groups drawn as clusters."""
-        from .viz import to_dot
-
         return to_dot(self.graph)
 
     def _text(self, what: str) -> str:
@@ -232,7 +229,7 @@ class CompiledFunction:
         """Write `path` (.o or .so) and `<stem>.h`: the function as a C library (llvm backend)."""
         if self.options.backend != "llvm":
             raise NnjitError(f"export needs backend='llvm', not {self.options.backend!r}")
-        from ..backends.llvm import aot
+        from ..backends.llvm import aot  # llvmlite loads with the llvm backend, not nnjit
 
         return aot.export(self.executable, path)
 
@@ -253,8 +250,6 @@ class FusionReport:
 
     @staticmethod
     def of(g: Graph) -> "FusionReport":
-        from ..ir import Op
-
         groups = []
         for k, n in enumerate(g.nodes):
             if n.op == Op.CONST:

@@ -6,8 +6,8 @@ import html
 import shutil
 import subprocess
 
-from ..ir import Graph, NnjitError, Op
 from ..codegen.memory_plan import MemoryPlan
+from ..ir import Graph, NnjitError, Op
 
 _KIND_COLORS = {"loop": "#dbeafe", "reduce": "#fde68a", "gemm": "#fecaca", "conv": "#fbcfe8",
                 "window": "#d9f99d"}

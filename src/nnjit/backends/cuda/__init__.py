@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 
-from nnjit.ir import NnjitError
+from ...ir import NnjitError
 
 
 class CudaUnavailableError(NnjitError):
@@ -44,7 +44,7 @@ def check_available() -> None:
 def target():
     """The launch geometry for this machine: the simulator runs each thread as a Python
     thread, so it gets small blocks."""
-    from nnjit.codegen.gpu import SIM_TARGET, Target  # noqa: PLC0415
+    from ...codegen.gpu import SIM_TARGET, Target  # noqa: PLC0415
 
     return SIM_TARGET if simulating() else Target()
 
@@ -52,16 +52,16 @@ def target():
 def gpu_program(program, tgt=None):
     """`program` (kernel IR) with its GEMM operands inlined and mapped to GPU launches for
     `tgt` (default: this machine's `target()`): the backend's two mapping stages at once."""
-    from nnjit.codegen.gpu import map_to_gpu  # noqa: PLC0415
-    from nnjit.codegen.inline import inline_operands  # noqa: PLC0415
+    from ...codegen.gpu import map_to_gpu  # noqa: PLC0415
+    from ...codegen.inline import inline_operands  # noqa: PLC0415
 
     return map_to_gpu(inline_operands(program), tgt or target())
 
 
 def compile_program(program, inputs, outputs, tgt=None, mapped: bool = False):
     """Render and load `program` (a kernel-IR Program, mapped to the GPU unless `mapped`)."""
-    from nnjit.backends.cuda.executable import CudaExecutable  # noqa: PLC0415
-    from nnjit.backends.cuda.render import render  # noqa: PLC0415
+    from .executable import CudaExecutable  # noqa: PLC0415
+    from .render import render  # noqa: PLC0415
 
     check_available()
     rendered = render(program if mapped else gpu_program(program, tgt))
@@ -79,7 +79,7 @@ class CudaBackend:
     def schedule(self, options) -> list:
         """Column sums get the CPU's tree over rows; row sums are split over a block's threads,
         each adding its share in cascaded partials (see codegen.gpu)."""
-        from nnjit.codegen.accumulate import block_sums  # noqa: PLC0415
+        from ...codegen.accumulate import block_sums  # noqa: PLC0415
 
         check_available()
         return [("block_sums", functools.partial(block_sums, rows=False))]
@@ -87,8 +87,8 @@ class CudaBackend:
     def mapping(self, options) -> list:
         """After planning: GEMM operand producers inlined, then every kernel mapped to GPU
         launches (grid/block loops, barriers, shared memory) for this machine."""
-        from nnjit.codegen.gpu import map_to_gpu  # noqa: PLC0415
-        from nnjit.codegen.inline import inline_operands  # noqa: PLC0415
+        from ...codegen.gpu import map_to_gpu  # noqa: PLC0415
+        from ...codegen.inline import inline_operands  # noqa: PLC0415
 
         return [("inline_operands", inline_operands),
                 ("map_to_gpu", functools.partial(map_to_gpu, target=target()))]

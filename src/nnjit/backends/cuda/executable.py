@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from nnjit.backends.cuda.render import Rendered, function_name
-from nnjit.backends.signature import ArgSpec
-from nnjit.ir import ArgumentError, DType, IndexOutOfRange
-from nnjit.ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
+from ...ir import ArgumentError, DType, IndexOutOfRange
+from ...ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
+from ..signature import ArgSpec
+from .render import Rendered, function_name
 
 ALIGN = 256
 # The simulator runs one kernel at a time in the whole process.
@@ -38,7 +38,7 @@ def _align(n: int) -> int:
 def _alloc_arena(cuda, nbytes: int, name: str):
     """The device arena of program `name`: `nbytes` of uint8. MemoryError naming the program and
     the size if the GPU (or, under the simulator, the host) cannot give that much."""
-    from numba.cuda.cudadrv.driver import CudaAPIError   # the simulator's, under the simulator
+    from numba.cuda.cudadrv.driver import CudaAPIError  # the simulator's, under the simulator
 
     try:
         return cuda.device_array(nbytes, np.uint8)

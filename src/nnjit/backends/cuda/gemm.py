@@ -9,9 +9,9 @@ each element it needs from the producer's expression (`operand_element`).
 """
 from __future__ import annotations
 
-from nnjit.backends.cuda.source import NP_NAME
-from nnjit.codegen.inline import operand_element
-from nnjit.ir.kernel import GemmKernel, GpuKernel, Tiles, Var
+from ...codegen.inline import operand_element
+from ...ir.kernel import GemmKernel, GpuKernel, Tiles, Var
+from .source import NP_NAME
 
 
 def render(g: GpuKernel, em) -> None:

@@ -16,13 +16,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from nnjit.backends.cuda import gemm
-from nnjit.backends.cuda.source import NP_NAME, PREAMBLE, Namer, comment, literal, template
-from nnjit.codegen.analysis import deps, facts, loops_in
-from nnjit.ir import CompileError
-from nnjit.ir.kernel import (Assign, AtomicAdd, Barrier, BlockReduce, Call, Const, Expr,
-                             GpuKernel, If, Let, Load, Loop, LoopKind, Program, ScanKernel, Stmt,
-                             Store, Var)
+from ...codegen.analysis import deps, facts, loops_in
+from ...ir import CompileError
+from ...ir.kernel import (
+    Assign,
+    AtomicAdd,
+    Barrier,
+    BlockReduce,
+    Call,
+    Const,
+    Expr,
+    GpuKernel,
+    If,
+    Let,
+    Load,
+    Loop,
+    LoopKind,
+    Program,
+    ScanKernel,
+    Stmt,
+    Store,
+    Var,
+)
+from . import gemm
+from .source import NP_NAME, PREAMBLE, Namer, comment, literal, template
 
 
 @dataclass(frozen=True)

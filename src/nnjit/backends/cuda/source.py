@@ -11,8 +11,8 @@ import math
 import re
 from typing import Iterable
 
-from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import COMPARE, Call, Const, KOp
+from ...ir import CompileError, DType
+from ...ir.kernel import COMPARE, Call, Const, KOp
 
 NP_NAME = {DType.F32: "float32", DType.F64: "float64", DType.I32: "int32", DType.I64: "int64",
            DType.BOOL: "bool_"}

@@ -8,9 +8,9 @@ with the O3 pipeline, cached on disk, JIT-loaded and called with one native call
 """
 from __future__ import annotations
 
-from nnjit.backends.llvm.executable import LLVMExecutable, compile_program
-from nnjit.backends.signature import Signature
-from nnjit.codegen.accumulate import block_sums
+from ...codegen.accumulate import block_sums
+from ..signature import Signature
+from .executable import LLVMExecutable, compile_program
 
 
 class LLVMBackend:

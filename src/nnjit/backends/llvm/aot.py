@@ -20,9 +20,9 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from nnjit.backends.llvm import gemm, parallel, target
-from nnjit.ir import CompileError
-from nnjit.backends import cache
+from ...ir import CompileError
+from .. import cache
+from . import gemm, parallel, target
 
 _C_TYPES = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
             "bool": "bool"}

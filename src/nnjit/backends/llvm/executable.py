@@ -17,12 +17,12 @@ from typing import Sequence
 import llvmlite
 import numpy as np
 
-from nnjit.backends.llvm import gemm, target
-from nnjit.backends.llvm.render import Rendered, render
-from nnjit.backends.signature import ArgSpec
-from nnjit.ir import DType, IndexOutOfRange
-from nnjit.ir.kernel import BufKind, Program
-from nnjit.backends import cache
+from ...ir import DType, IndexOutOfRange
+from ...ir.kernel import BufKind, Program
+from .. import cache
+from ..signature import ArgSpec
+from . import gemm, target
+from .render import Rendered, render
 
 #: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
 HUGE_ARENA_BYTES = 4 << 20
@@ -184,7 +184,7 @@ class LLVMExecutable:
 
     def export(self, path: str | os.PathLike) -> list[str]:
         """Write `path` (.o object or .so shared library) and `<stem>.h`; see `aot.export`."""
-        from nnjit.backends.llvm import aot  # noqa: PLC0415
+        from . import aot  # noqa: PLC0415
 
         return aot.export(self, path)
 

@@ -42,13 +42,35 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
 
-from nnjit.backends.llvm import target
-from nnjit.backends.llvm.helpers import (F32, F64, I1, I32, I64, PTR, VOID,
-                                         call_indirect, ceil_div, const_float, const_i32,
-                                         const_i64, fma, for_range, gep, imax, imin, lane_mask,
-                                         load, load_vec, masked_load_vec, masked_store_vec,
-                                         splat, store_vec, transpose_vectors)
-from nnjit.backends.llvm.parallel import gomp_available, num_threads, parallel_for, thread_index
+from . import target
+from .helpers import (
+    F32,
+    F64,
+    I1,
+    I32,
+    I64,
+    PTR,
+    VOID,
+    call_indirect,
+    ceil_div,
+    const_float,
+    const_i32,
+    const_i64,
+    fma,
+    for_range,
+    gep,
+    imax,
+    imin,
+    lane_mask,
+    load,
+    load_vec,
+    masked_load_vec,
+    masked_store_vec,
+    splat,
+    store_vec,
+    transpose_vectors,
+)
+from .parallel import gomp_available, num_threads, parallel_for, thread_index
 
 #: Problems with M*N*max(K,1) below this run on one thread (a fork costs a few microseconds).
 SERIAL_WORK = 64 ** 3

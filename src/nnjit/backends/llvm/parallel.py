@@ -13,8 +13,19 @@ from collections.abc import Callable, Sequence
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from nnjit.backends.llvm.helpers import (I32, I64, PTR, VOID, alloca_once, as_i64, const_i32,
-                                         for_range, gep, get_or_declare, load)
+from .helpers import (
+    I32,
+    I64,
+    PTR,
+    VOID,
+    alloca_once,
+    as_i64,
+    const_i32,
+    for_range,
+    gep,
+    get_or_declare,
+    load,
+)
 
 #: Below this many "work items" (e.g. flops / 2, or elements x cost) one thread is faster than
 #: forking a team: a GOMP_parallel round trip costs a few microseconds.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 import numpy as np
 
-from nnjit.ir import philox
+from ...ir import philox
 
 _MASK32 = 0xFFFFFFFF
 

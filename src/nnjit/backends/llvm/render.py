@@ -19,14 +19,24 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 import numpy as np
 
-from nnjit.backends.llvm import gemm, parallel
-from nnjit.backends.llvm.helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, \
-    intrinsic, load
-from nnjit.backends.llvm.render_loops import MEM_TYPE, BufRef, StmtRenderer
-from nnjit.codegen.analysis import facts, may_overlap, memory_region, trip_count
-from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (STATUS_BUFFER, STATUS_BYTES, BufKind, CopyKernel, GemmKernel, Loop,
-                             LoopKernel, LoopKind, MatView, Program, ScanKernel)
+from ...codegen.analysis import facts, may_overlap, memory_region, trip_count
+from ...ir import CompileError, DType
+from ...ir.kernel import (
+    STATUS_BUFFER,
+    STATUS_BYTES,
+    BufKind,
+    CopyKernel,
+    GemmKernel,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    MatView,
+    Program,
+    ScanKernel,
+)
+from . import gemm, parallel
+from .helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, intrinsic, load
+from .render_loops import MEM_TYPE, BufRef, StmtRenderer
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,26 @@ from typing import Callable
 
 import llvmlite.ir as ir
 
-from nnjit.backends.llvm import mathlib
-from nnjit.backends.llvm.helpers import (F32, F64, I1, I8, I32, I64, alloca_once, for_range, gep,
-                                         intrinsic)
-from nnjit.backends.llvm.random import emit_philox_uniform
-from nnjit.codegen.analysis import facts
-from nnjit.ir import CompileError, DType
-from nnjit.ir.kernel import (COMPARE, Assign, Call, Const, Expr, KOp, Let, Load, Loop, LoopKind,
-                             Stmt, Store, Var)
+from ...codegen.analysis import facts
+from ...ir import CompileError, DType
+from ...ir.kernel import (
+    COMPARE,
+    Assign,
+    Call,
+    Const,
+    Expr,
+    KOp,
+    Let,
+    Load,
+    Loop,
+    LoopKind,
+    Stmt,
+    Store,
+    Var,
+)
+from . import mathlib
+from .helpers import F32, F64, I1, I8, I32, I64, alloca_once, for_range, gep, intrinsic
+from .random import emit_philox_uniform
 
 REG_TYPE = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
 MEM_TYPE = {**REG_TYPE, DType.BOOL: I8}

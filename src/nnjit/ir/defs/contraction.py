@@ -11,8 +11,15 @@ from .. import prims as P
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
-from .common import (broadcast_shapes, check_dims, check_len, require, require_float, same_dtype,
-                     window_out)
+from .common import (
+    broadcast_shapes,
+    check_dims,
+    check_len,
+    require,
+    require_float,
+    same_dtype,
+    window_out,
+)
 
 # -- matmul ------------------------------------------------------------------------------------
 

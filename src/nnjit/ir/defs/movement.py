@@ -11,11 +11,11 @@ import numpy as np
 
 from .. import prims as P
 from ..errors import IndexOutOfRange
+from ..kernel import IndexSite
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
 from ..types import TensorType
 from .common import check_dims, check_len, require, same_dtype
-
 
 # -- shape rules ------------------------------------------------------------------------------
 
@@ -125,8 +125,6 @@ def clamp_indices(idx: np.ndarray, n: int) -> np.ndarray:
 
 def index_site(attrs, loc: str = ""):
     """The `IndexSite` a check_index node with `attrs` describes."""
-    from ..kernel import IndexSite
-
     size = attrs["size"]
     return IndexSite(attrs["what"], size, -size if attrs["negative"] else 0, attrs["ignore"],
                      loc)

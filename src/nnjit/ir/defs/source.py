@@ -6,6 +6,7 @@ import numpy as np
 
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
+from ..philox import uniform
 from ..types import DType, TensorType
 from .common import require
 
@@ -39,8 +40,6 @@ def _random_uniform_shape(ts, attrs):
 
 
 def _random_uniform_ref(xs, attrs):
-    from ..philox import uniform
-
     return uniform(int(xs[0]), attrs["shape"], attrs["salt"], attrs["dtype"].np)
 
 
