@@ -120,6 +120,9 @@ class CompiledFunction:
                                         "it with np.array(x))")
                 if k in self._donated and not a.flags.writeable:
                     raise ArgumentError(f"{fn}: donated argument {label} must be writable")
+            elif not _dense_device_array(a):
+                raise ArgumentError(f"{fn}: argument {label} is a non-contiguous device array "
+                                    "(copy it into a contiguous one)")
             out.append(a)
         return out
 
@@ -232,6 +235,21 @@ class CompiledFunction:
         from ..backends.llvm import aot  # llvmlite loads with the llvm backend, not nnjit
 
         return aot.export(self.executable, path)
+
+
+def _dense_device_array(a) -> bool:
+    """Whether a GPU array (numba's, or anything with the CUDA array interface) is C-contiguous."""
+    if hasattr(a, "is_c_contiguous"):
+        return bool(a.is_c_contiguous())
+    cai = a.__cuda_array_interface__
+    strides, shape = cai.get("strides"), tuple(cai["shape"])
+    if strides is None:
+        return True
+    want, step = [], np.dtype(cai["typestr"]).itemsize
+    for d in reversed(shape):
+        want.append(step)
+        step *= d
+    return all(s == w for s, w, d in zip(strides, reversed(want), shape) if d != 1)
 
 
 @dataclass(frozen=True)

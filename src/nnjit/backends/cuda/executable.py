@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...ir import ArgumentError, DType, IndexOutOfRange
+from ...ir import DType, IndexOutOfRange
 from ...ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
 from ..signature import ArgSpec
 from .render import Rendered, function_name
@@ -153,9 +153,6 @@ class CudaExecutable:
         return list(outs)
 
     def _call(self, args: Sequence) -> list:
-        if len(args) != len(self.inputs):
-            raise ArgumentError(f"{self.name}: expected {len(self.inputs)} arguments "
-                                f"({', '.join(s.name for s in self.inputs)}), got {len(args)}")
         on_device = any(is_device_array(a) for a in args)
         with self._lock, _sim_switching(self.simulator):
             env = dict(self._static)
@@ -189,24 +186,14 @@ class CudaExecutable:
         return view
 
     def _input(self, i: int, spec: ArgSpec, a, name: str):
-        label = f"{self.name}: argument {i} '{spec.name}'"
-        want = f"a C-contiguous {spec} array"
+        """Argument `a` (checked by the runtime: the right type, C-contiguous) in device memory:
+        a device array as it is, a numpy array copied into its staging slot."""
         if is_device_array(a):
             if not getattr(a, "__cuda_ndarray__", False):
                 a = self.cuda.as_cuda_array(a)
-            _check_meta(label, want, spec, a.dtype, tuple(a.shape))
-            if not a.is_c_contiguous():
-                raise ArgumentError(f"{label} must be {want}, got a non-contiguous device array")
             if spec.size == 0:
                 return self._staging(name)
             return a.reshape(spec.size)
-        if not isinstance(a, np.ndarray):
-            raise ArgumentError(f"{label} must be {want} (numpy or numba device array), got "
-                                f"{type(a).__name__}")
-        _check_meta(label, want, spec, a.dtype, a.shape)
-        if not a.flags.c_contiguous:
-            raise ArgumentError(f"{label} must be {want}, got a non-contiguous array with "
-                                f"strides {a.strides} (use np.ascontiguousarray)")
         stage = self._staging(name)
         if spec.size:
             stage[:spec.size].copy_to_device(a.reshape(-1))
@@ -313,14 +300,6 @@ def _sim_switching(simulator: bool):
         yield
     finally:
         sys.setswitchinterval(old)
-
-
-def _check_meta(label: str, want: str, spec: ArgSpec, dtype, shape) -> None:
-    got = f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
-    if np.dtype(dtype) != np.dtype(spec.dtype):
-        raise ArgumentError(f"{label} must be {want}, got dtype {np.dtype(dtype).str} ({got})")
-    if tuple(shape) != tuple(spec.shape):
-        raise ArgumentError(f"{label} must be {want}, got shape {got}")
 
 
 def _collect_consts(p: Program, out: list) -> None:
