@@ -288,3 +288,10 @@ def test_error_scatter_add_updates_shape(backend):
     err = shape_error(lambda i, u: P.scatter_add(i, u, (4, 3), 0), np.zeros(2, I64),
                       np.ones((3, 3), F32), backend=backend)
     assert_error_names(err, "scatter_add", [(3, 3), (2, 3)], line)
+
+
+def test_take_from_a_constant_table(backend):
+    """The table may be a numpy array (captured as a constant), the indices traced."""
+    table = np.arange(10, dtype=F32) * 3
+    got = run(lambda i: nnjit.take(table, i), np.array([9, 0, -1]), backend=backend)
+    compare(got, table[[9, 0, -1]])

@@ -372,6 +372,8 @@ def take(x: Sym, indices, axis: int = 0, mode: str = "raise", fill_value=None) -
         promise_in_bounds   no check (the caller guarantees the range; a stray index is
                             clamped, so memory stays safe, but the value is unspecified)"""
     b = builder_of(x, indices)
+    if not isinstance(x, Sym):      # a table given as an array (an embedding's constant)
+        (x,) = lift(b, x)
     if not isinstance(indices, Sym):
         arr = np.asarray(indices)
         if arr.size and arr.dtype.kind not in "biu":   # numpy.take refuses to truncate floats
