@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .api import JitFunction
-from .ir.kernel import CopyKernel, GemmKernel, LoopKernel, ScanKernel
+from .codegen.analysis import kernel_bytes
 
 
 @dataclass
@@ -48,12 +48,7 @@ class Row:
 
 def bytes_moved(program) -> int:
     """Bytes each kernel reads and writes (whole buffers; a rough traffic measure)."""
-    size = {b.name: b.nbytes for b in program.buffers}
-    total = 0
-    for k in program.kernels:
-        if isinstance(k, (LoopKernel, CopyKernel, GemmKernel, ScanKernel)):
-            total += sum(size.get(b, 0) for b in set(k.reads) | set(k.writes))
-    return total
+    return sum(kernel_bytes(program, k) for k in program.kernels)
 
 
 def _time(fn, args, repeats: int, min_time: float = 0.05) -> list[float]:

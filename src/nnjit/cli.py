@@ -10,6 +10,7 @@ with one entry, `:FUNC` may be left out.
     nnjit bench [mlp convnet ...] [--json]     fused vs unfused for the built-in suite
     nnjit bench --file model.py:step           ... or for your own function
     nnjit export model.py:step -o libstep.so   a shared library and C header
+    nnjit profile model.py:step                time per kernel (+ --trace trace.json)
 """
 from __future__ import annotations
 
@@ -136,6 +137,13 @@ def cmd_bench(a) -> None:
     bench.main(a.names or None, a.backend, a.repeats, a.json, workloads, small=a.small)
 
 
+def cmd_profile(a) -> None:
+    cf, _, args = _compile(a.target, a.backend)
+    print(cf.profile(*args, repeats=a.repeats, trace=a.trace))
+    if a.trace:
+        print(f"wrote {a.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+
+
 def cmd_export(a) -> None:
     if a.backend != "llvm":
         raise NnjitError("export needs the llvm backend")
@@ -187,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--small", action="store_true",
                    help="small sizes (e.g. for the CUDA simulator)")
     b.set_defaults(run=cmd_bench)
+    pr = sub.add_parser("profile", help="time each kernel of one call, and Python's overhead")
+    target(pr, "llvm")
+    pr.add_argument("--repeats", type=int, default=7, help="calls timed (the median is shown)")
+    pr.add_argument("--trace", help="also write a Chrome trace (.json) of one call here")
+    pr.set_defaults(run=cmd_profile)
     x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
     target(x, "llvm")
     x.add_argument("-o", "--output", required=True)

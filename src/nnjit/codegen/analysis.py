@@ -23,12 +23,15 @@ from ..ir.kernel import (
     Call,
     Const,
     Expr,
+    GemmKernel,
     If,
     KOp,
     Let,
     Load,
     Loop,
+    LoopKernel,
     Program,
+    ScanKernel,
     Stmt,
     Store,
     Var,
@@ -309,6 +312,50 @@ def interval(e: Expr, ranges: dict[str, int]) -> tuple[float, float]:
     return -inf, inf
 
 
+def flops(stmts) -> int:
+    """Floating-point operations a statement list executes (each float call counts one, a
+    transcendental too: a rough figure for a profile's GFLOP/s, not a cost model)."""
+    total = 0
+
+    def per_pass(body, trip: int) -> None:
+        nonlocal total
+        seen: set[int] = set()
+        keep: list = []
+
+        def count(e) -> int:
+            if id(e) in seen:
+                return 0
+            seen.add(id(e))
+            keep.append(e)
+            n = int(isinstance(e, Call) and e.dtype.is_float and e.op not in (KOp.CAST,))
+            return n + sum(count(c) for c in children(e))
+
+        for s in body:
+            if isinstance(s, Loop):
+                per_pass(s.body, trip * s.extent)
+            elif isinstance(s, (Store, Let, Assign)):
+                total += trip * count(s.value)
+
+    per_pass(tuple(stmts), 1)
+    return total
+
+
+def kernel_flops(k) -> int:
+    """`flops` of any kernel: a GEMM's 2*m*n*k (and its epilogue), a scan's body per step."""
+    if isinstance(k, GemmKernel):
+        return k.flops + flops(k.epilogue) * max(1, k.m * k.n)
+    if isinstance(k, ScanKernel):
+        return k.length * sum(kernel_flops(b) for b in k.body.kernels)
+    return flops(k.body) if isinstance(k, LoopKernel) else 0
+
+
+def kernel_bytes(program: Program, k) -> int:
+    """Bytes a kernel reads and writes, counting each buffer it touches once, whole (a rough
+    traffic figure: bench's 'bytes moved', a profile's bandwidth)."""
+    size = {b.name: b.nbytes for b in program.buffers}
+    return sum(size.get(b, 0) for b in set(k.reads) | set(k.writes))
+
+
 # -- buffers ------------------------------------------------------------------------------------
 
 def root_buffer(program: Program, name: str) -> str:
@@ -345,6 +392,7 @@ def may_overlap(buffers: dict, x: str, y: str) -> bool:
     return a1 < b2 and a2 < b1
 
 
-__all__ = ["Facts", "accesses", "affine", "affine_terms", "deps", "facts", "independent",
+__all__ = ["Facts", "accesses", "affine", "affine_terms", "deps", "facts", "flops",
+           "independent", "kernel_bytes", "kernel_flops",
            "interval", "loads_of", "loops_in", "may_overlap", "memory_region", "perfect_nest",
            "root_buffer", "slabbed", "trip_count"]

@@ -193,7 +193,10 @@ class _Lowering:
         roots = list(roots) if roots is not None else list(n.outs)
         label = node_label or n
         name = self.kernel_name(label)
-        src = f"{label.op.value} at {label.loc}" if label.loc else label.op.value
+        # Every user line the kernel computes, in program order (the profile and the kernel
+        # listing show them).
+        lines = dict.fromkeys(str(m.loc) for m in [label, *nodes] if m.loc)
+        src = f"{label.op.value} at {'; '.join(lines)}" if lines else label.op.value
         anchor = next((m for m in nodes if kind_of(m.op) in (Kind.CONTRACTION, Kind.WINDOW)),
                       None)
         if anchor is not None:   # a template computes the other members inline

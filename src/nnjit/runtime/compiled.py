@@ -24,6 +24,7 @@ from ..ir import ArgumentError, Graph, NnjitError, Op
 from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
+from .profile import profile as profile_call
 from .viz import memory_svg, to_dot
 
 
@@ -199,6 +200,12 @@ class CompiledFunction:
     def kernels(self) -> list[str]:
         """One line per kernel: name, kind and the source line it came from."""
         return [f"{k.name} [{type(k).__name__}] {k.src}" for k in self.lowered().program.kernels]
+
+    def profile(self, *args, repeats: int = 7, trace: str | None = None):
+        """Per kernel: median time, share, bytes moved, GFLOP/s, fraction of this machine's
+        peak and the user lines it came from, plus Python's dispatch overhead (see
+        `nnjit.runtime.profile`); `trace="trace.json"` also writes a Chrome trace."""
+        return profile_call(self, args, repeats, trace)
 
     def to_dot(self) -> str:
         """The final graph as Graphviz DOT, fused groups drawn as clusters."""

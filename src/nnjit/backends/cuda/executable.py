@@ -16,6 +16,7 @@ import contextlib
 import linecache
 import sys
 import threading
+import time
 from typing import Sequence
 
 import numpy as np
@@ -120,6 +121,7 @@ class CudaExecutable:
         self._static = self._frame(rendered.program,
                                    self.arena[:_align(program.arena_bytes) or 1])
         self._scan_frames: dict[int, dict] = {}
+        self._timings: list | None = None
         self._staged: set[int] = set()      # ids of this call's staging views
 
     # -- buffers -------------------------------------------------------------------------------
@@ -152,6 +154,16 @@ class CudaExecutable:
             np.copyto(o, r if isinstance(r, np.ndarray) else r.copy_to_host())
         return list(outs)
 
+    def timed(self, args: Sequence) -> tuple[list, list[float]]:
+        """The results and each top-level launch's seconds (synchronized after each: for a
+        profile, not for speed)."""
+        self._timings = []
+        try:
+            outs = self._call([a.copy() if isinstance(a, np.ndarray) else a for a in args])
+            return outs, self._timings
+        finally:
+            self._timings = None
+
     def _call(self, args: Sequence) -> list:
         on_device = any(is_device_array(a) for a in args)
         with self._lock, _sim_switching(self.simulator):
@@ -170,7 +182,7 @@ class CudaExecutable:
             _aliases(self.program, env)
             if self._status_at is not None:
                 self._status_view().copy_to_device(np.zeros(2, np.int64))
-            self._run(self.rendered.program, env)
+            self._run(self.rendered.program, env, self._timings)
             if self._status_at is not None:
                 site, value = (int(v) for v in self._status_view().copy_to_host())
                 if site:
@@ -213,9 +225,10 @@ class CudaExecutable:
         return arr[:spec.size].copy_to_host().reshape(spec.shape)
 
     # -- the launches ------------------------------------------------------------------------
-    def _run(self, p: Program, env: dict) -> None:
+    def _run(self, p: Program, env: dict, timings: list | None = None) -> None:
         ns = self.ns
         for k in p.kernels:
+            t0 = time.perf_counter() if timings is not None else 0.0
             if isinstance(k, GpuKernel):
                 args = [env[b] for b in k.params]
                 fn = ns[function_name(k)]
@@ -225,6 +238,9 @@ class CudaExecutable:
                     fn[k.grid, k.block](*args)
             else:
                 self._scan(k, env)
+            if timings is not None:      # a profile: wait for each launch to finish
+                self.cuda.synchronize()
+                timings.append(time.perf_counter() - t0)
 
     def _copy(self, src, dst, n: int) -> None:
         if n:

@@ -4,6 +4,7 @@ It is the ground truth for every other backend and the "eager, unfused" baseline
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +28,18 @@ class InterpExecutable:
             return list(outs)
         # Results may alias inputs or constants; hand back arrays the caller can mutate.
         return [np.array(r, copy=True) for r in results]
+
+    def timed(self, args: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """The results and each graph node's seconds (the reference runs node by node)."""
+        times, last = [], [time.perf_counter()]
+
+        def tick(node, outs) -> None:
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+
+        results = evaluate(self.graph, list(args), tick)
+        return [np.array(r, copy=True) for r in results], times
 
     def inspect(self) -> dict:
         return {}

@@ -82,10 +82,11 @@ def load_runtime() -> None:
 
 def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
                     outputs: Sequence[ArgSpec] | None = None,
-                    nthreads: int | None = None) -> "LLVMExecutable":
+                    nthreads: int | None = None, profile: bool = False) -> "LLVMExecutable":
     """Render, compile (or fetch from the cache) and load `program`. Without `inputs`/`outputs`
-    every argument is the flat buffer (shape `(size,)`)."""
-    rendered = render(program, nthreads, bounds=debug_bounds())
+    every argument is the flat buffer (shape `(size,)`). `profile`: the instrumented build
+    that `timed` runs (timestamps at kernel boundaries)."""
+    rendered = render(program, nthreads, bounds=debug_bounds(), profile=profile)
     if target.debug_level() >= 2:
         print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit LLVM IR ---\n{rendered.text}",
               file=sys.stderr)
@@ -130,6 +131,10 @@ class LLVMExecutable:
         self._arena_ptr = self._arena.ctypes.data
         at = rendered.status_offset
         self._status = None if at is None else self._arena[at:at + 16].view(np.int64)
+        at = rendered.profile_offset
+        self._stamps = None if at is None else \
+            self._arena[at:at + 8 * (len(program.kernels) + 1)].view(np.int64)
+        self._instrumented: LLVMExecutable | None = None
         self._lock = threading.Lock()
 
     @property
@@ -158,6 +163,17 @@ class LLVMExecutable:
                 site, value = (int(v) for v in self._status)
                 raise IndexOutOfRange(self.program.sites[site - 1].message(value))
         return outs
+
+    def timed(self, args: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Run the instrumented build of this program (compiled on first use; this build has no
+        timing code) and return the results and each top-level kernel's seconds."""
+        if self._instrumented is None:
+            self._instrumented = compile_program(self.program, self.inputs, self.outputs,
+                                                 self.rendered.nthreads, profile=True)
+        exe = self._instrumented
+        outs = exe([np.array(a) if i in {i for _, i in self.donated} else a
+                    for i, a in enumerate(args)])
+        return outs, [float(d) * 1e-9 for d in np.diff(exe._stamps)]
 
     # -- inspection ----------------------------------------------------------------------------
     def inspect(self) -> dict:

@@ -50,14 +50,19 @@ class Rendered:
     nthreads: int           # the thread count compiled in (parallel loops and GEMMs)
     uses_gemm: bool         # the module calls the GEMM runtime library
     status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
+    profile_bytes: int = 0  # profiling builds: one i64 timestamp (ns) per kernel boundary
 
     @property
     def arena_bytes(self) -> int:
-        return self.temp_bytes + self.status_bytes + self.workspace_bytes
+        return self.temp_bytes + self.status_bytes + self.profile_bytes + self.workspace_bytes
 
     @property
     def status_offset(self) -> int | None:
         return self.temp_bytes if self.status_bytes else None
+
+    @property
+    def profile_offset(self) -> int | None:
+        return self.temp_bytes + self.status_bytes if self.profile_bytes else None
 
 
 def round64(n: int) -> int:
@@ -71,9 +76,11 @@ def entry_name(program: Program) -> str:
     return name + "_" if name == "main" else name
 
 
-def render(program: Program, nthreads: int | None = None, bounds: bool = False) -> Rendered:
+def render(program: Program, nthreads: int | None = None, bounds: bool = False,
+           profile: bool = False) -> Rendered:
     """Render `program`; `nthreads` defaults to `parallel.num_threads()`; `bounds` traps on
-    any out-of-range load or store (NNJIT_DEBUG_BOUNDS=1)."""
+    any out-of-range load or store (NNJIT_DEBUG_BOUNDS=1); `profile` stores a timestamp
+    before the first kernel and after each one (a separate build: the normal one has none)."""
     if nthreads is None:
         nthreads = parallel.num_threads()
     nthreads = max(1, nthreads) if parallel.gomp_available() else 1
@@ -81,10 +88,12 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False) 
     name = entry_name(program)
     temp = round64(program.arena_bytes)
     status = STATUS_BYTES if program.sites else 0
-    r.program_function(program, name, workspace_offset=temp + status)
+    stamps = round64(8 * (len(program.kernels) + 1)) if profile else 0
+    r.program_function(program, name, workspace_offset=temp + status + stamps,
+                       profile_offset=temp + status if profile else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
-                    status)
+                    status, stamps)
 
 
 class _Frame:
@@ -167,10 +176,11 @@ class _ModuleRenderer:
         return out
 
     # -- program functions ---------------------------------------------------------------------
-    def program_function(self, prog: Program, name: str,
-                         workspace_offset: int | None = None) -> ir.Function:
+    def program_function(self, prog: Program, name: str, workspace_offset: int | None = None,
+                         profile_offset: int | None = None) -> ir.Function:
         """`void name(ptr inputs..., ptr outputs..., ptr arena[, ptr workspace])`: the entry when
-        `workspace_offset` is given (the workspace is then inside the arena), else internal."""
+        `workspace_offset` is given (the workspace is then inside the arena), else internal;
+        with `profile_offset`, the kernel boundary timestamps go to the arena there."""
         nargs = len(prog.inputs) + len(prog.outputs)
         top = workspace_offset is not None
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (nargs + 1 + (not top))),
@@ -184,7 +194,12 @@ class _ModuleRenderer:
         if top and prog.sites:
             for word in (0, 1):
                 b.store(ir.Constant(I64, 0), gep(b, frame.ptrs[STATUS_BUFFER], I64, word))
-        for k in prog.kernels:
+        stamp = None
+        if profile_offset is not None:
+            stamps = gep(b, fn.args[nargs], I8, profile_offset)
+            stamp = lambda i: b.store(_monotonic_ns(b), gep(b, stamps, I64, i))  # noqa: E731
+            stamp(0)
+        for i, k in enumerate(prog.kernels):
             try:
                 if isinstance(k, LoopKernel):
                     self.loop_kernel(b, frame, k)
@@ -199,6 +214,8 @@ class _ModuleRenderer:
             except CompileError as e:
                 raise CompileError(f"llvm backend, program {prog.name}, kernel {k.name}"
                                    f"{' (' + k.src + ')' if k.src else ''}: {e}") from e
+            if stamp is not None:
+                stamp(i + 1)
             if top and STATUS_BUFFER in k.writes:
                 failed = b.icmp_signed("!=", b.load(frame.ptrs[STATUS_BUFFER], typ=I64),
                                        ir.Constant(I64, 0))
@@ -405,6 +422,18 @@ class _ModuleRenderer:
         fn = intrinsic(self.module, kind, VOID, [PTR, PTR, I64, I1], [PTR, PTR, I64])
         b.call(fn, [frame.ptrs[dst], frame.ptrs[src], ir.Constant(I64, nbytes),
                     ir.Constant(I1, 0)])
+
+
+def _monotonic_ns(b: ir.IRBuilder) -> ir.Value:
+    """clock_gettime(CLOCK_MONOTONIC) in nanoseconds (profiling builds only)."""
+    mod = b.module
+    fn = mod.globals.get("clock_gettime")
+    if fn is None:
+        fn = ir.Function(mod, ir.FunctionType(I32, [I32, PTR]), "clock_gettime")
+    ts = alloca_once(b, ir.ArrayType(I64, 2), name="timespec")
+    b.call(fn, [ir.Constant(I32, 1), ts])      # CLOCK_MONOTONIC is 1 on Linux
+    sec, nsec = (b.load(gep(b, ts, I64, k), typ=I64) for k in (0, 1))
+    return b.add(b.mul(sec, ir.Constant(I64, 1_000_000_000)), nsec)
 
 
 def _batch_loops(b: ir.IRBuilder, batch: tuple[int, ...], emit) -> None:
