@@ -31,8 +31,16 @@ from .passes.autodiff import grad as grad_pass
 from .runtime.compiled import CompiledFunction, Options, compile_traced
 
 
+LOG_TOPICS = ("recompiles",)
+
+
 def _log_enabled(topic: str) -> bool:
-    return topic in {t.strip() for t in os.environ.get("NNJIT_LOG", "").split(",")}
+    """Whether NNJIT_LOG asks for `topic`; an unknown topic is an error listing the known."""
+    asked = {t.strip() for t in os.environ.get("NNJIT_LOG", "").split(",") if t.strip()}
+    if unknown := sorted(asked - set(LOG_TOPICS)):
+        raise NnjitError(f"NNJIT_LOG={os.environ['NNJIT_LOG']!r}: unknown topic(s) "
+                         f"{', '.join(unknown)}; known: {', '.join(LOG_TOPICS)}")
+    return topic in asked
 
 
 def _is_tracing(args) -> bool:

@@ -20,6 +20,9 @@ from .memory_plan import MemoryPlan, plan_program
 
 Stage = tuple[str, Callable]
 
+#: Every codegen stage name some backend runs (what NNJIT_DUMP may name).
+STAGE_NAMES = ("lower", "block_sums", "plan_memory", "inline_operands", "map_to_gpu")
+
 
 def program_stages(schedule: Sequence[Stage] = (), donate: tuple[int, ...] = (),
                    reuse: bool = True, mapping: Sequence[Stage] = ()) -> list[Stage]:
@@ -47,4 +50,4 @@ def lower_graph(graph: Graph, name: str | None = None, reuse: bool = True,
     return Lowered(ir, ir.plan)
 
 
-__all__ = ["Lowered", "Stage", "lower_graph", "program_stages"]
+__all__ = ["Lowered", "STAGE_NAMES", "Stage", "lower_graph", "program_stages"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -34,7 +34,9 @@ _MAX_NESTING = 64
 # -- printer ------------------------------------------------------------------------------------
 
 
-def print_graph(g: Graph, indent: str = "") -> str:
+def print_graph(g: Graph, indent: str = "", labels: Mapping[Node, str] | None = None) -> str:
+    """`g` as IR text. Values are numbered %0, %1, ... in order, or named by `labels` (node ->
+    label: the dumps keep a node's name from stage to stage); either way it parses back."""
     names: dict[Value, str] = {}
     params = []
     for v in g.inputs:
@@ -44,13 +46,14 @@ def print_graph(g: Graph, indent: str = "") -> str:
     lines = [f"func @{g.name}({', '.join(params)}) -> ({rets}) {{"]
     inner = indent + "  "
     for i, n in enumerate(g.nodes):
+        label = labels.get(n, str(i)) if labels else str(i)
         if len(n.types) == 1:
-            names[n.out] = f"%{i}"
-            lhs, ty = f"%{i}", str(n.types[0])
+            names[n.out] = f"%{label}"
+            lhs, ty = f"%{label}", str(n.types[0])
         else:
             for v in n.outs:
-                names[v] = f"%{i}#{v.index}"
-            lhs, ty = f"%{i}:{len(n.types)}", "(" + ", ".join(map(str, n.types)) + ")"
+                names[v] = f"%{label}#{v.index}"
+            lhs, ty = f"%{label}:{len(n.types)}", "(" + ", ".join(map(str, n.types)) + ")"
         args = ", ".join(_ref(names, s) for s in n.srcs)
         attrs = _attrs(n.attrs, inner)
         lines.append(f"{inner}{lhs} = {n.op.value}({args}){attrs} : {ty}{_loc(n.loc)}")

@@ -17,6 +17,7 @@ import numpy as np
 from ..backends import get_backend
 from ..backends.signature import Signature, signature
 from ..codegen import lower_graph, program_stages
+from ..codegen.pipeline import STAGE_NAMES
 from ..codegen.memory_plan import MemoryPlan
 from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
 from ..frontend.tracing import Traced, leaf_type, nested_number_lists, to_array
@@ -54,7 +55,8 @@ def pipeline(graph: Graph, options: Options, graph_passes: bool = True) -> list:
 def compile_graph(graph: Graph, options: Options, graph_passes: bool = True,
                   input_names: Sequence[str] | None = None):
     """(executable, stages, signature) for `graph`: the one path from a graph to native code."""
-    pm = PassManager(pipeline(graph, options, graph_passes), verify_each=options.verify)
+    pm = PassManager(pipeline(graph, options, graph_passes), verify_each=options.verify,
+                     known=[n for n, _ in default_pipeline(True)] + list(STAGE_NAMES))
     final, stages = pm.run(graph)
     sig = signature(graph, input_names)
     return get_backend(options.backend).compile_program(final, sig), stages, sig
