@@ -148,13 +148,16 @@ def test_nnjit_log_recompiles_prints_to_stderr(backend, capsys, monkeypatch):
     assert err.startswith("nnjit: recompiling step: ")
     assert "argument params['w'] shape changed from f32[2] to f32[3]" in err
     assert "argument x shape changed from f32[2] to f32[3]" in err
-    monkeypatch.setenv("NNJIT_LOG", "passes, recompiles ")
+    monkeypatch.setenv("NNJIT_LOG", " recompiles, ")      # spaces and empty items are fine
     jf({"w": f32(4)}, f32(4))
     assert "recompiling step" in capsys.readouterr().err
+    monkeypatch.setenv("NNJIT_LOG", "passes, recompiles")  # an unknown topic is an error
+    with pytest.raises(nnjit.NnjitError, match="unknown topic"):
+        jf({"w": f32(6)}, f32(6))
     monkeypatch.delenv("NNJIT_LOG")
     jf({"w": f32(5)}, f32(5))
     assert capsys.readouterr().err == ""
-    assert len(jf.recompiles) == 3
+    assert len(jf.recompiles) == 4
 
 
 # -- pytrees, scalars, constants -------------------------------------------------------------------

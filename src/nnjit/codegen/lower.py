@@ -195,7 +195,7 @@ class _Lowering:
         name = self.kernel_name(label)
         # Every user line the kernel computes, in program order (the profile and the kernel
         # listing show them).
-        lines = dict.fromkeys(str(m.loc) for m in [label, *nodes] if m.loc)
+        lines = dict.fromkeys(str(m.loc) for m in (list(nodes) or [label]) if m.loc)
         src = f"{label.op.value} at {'; '.join(lines)}" if lines else label.op.value
         anchor = next((m for m in nodes if kind_of(m.op) in (Kind.CONTRACTION, Kind.WINDOW)),
                       None)

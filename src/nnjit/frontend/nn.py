@@ -102,9 +102,16 @@ class Module:
         raise TypeError(f"{type(self).__name__} defines no forward()")
 
     def child(self, name: str, params: Params, *inputs, ctx: Context):
-        """Run child module `name` on `inputs` with its part of `params`."""
-        return self.__dict__["_children"][name].forward(params.get(name, {}), *inputs,
-                                                        ctx=ctx.child(name))
+        """Run child module `name` on `inputs` with its part of `params`; what it traces is
+        stamped with its module path (the loc's scope: "features.0"), so fusion reports,
+        profiles and pictures can tell conv1 from conv2."""
+        sub = ctx.child(name)
+        module = self.__dict__["_children"][name]
+        syms = [x for x in flatten((params, inputs))[0] if isinstance(x, Sym)]
+        if not syms:
+            return module.forward(params.get(name, {}), *inputs, ctx=sub)
+        with syms[0].builder.in_scope(sub.path):
+            return module.forward(params.get(name, {}), *inputs, ctx=sub)
 
     def apply(self, params: Params, *inputs, training: bool = False, seed=None):
         """The module's output for `inputs`. Traced when any argument is a traced tensor;

@@ -13,6 +13,8 @@ line (the first stack frame outside nnjit), so errors point at model code.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import os
 import sys
@@ -64,6 +66,7 @@ class Builder:
         self.nodes: list[Node] = []
         self.captures: list[tuple[Sym, Value]] = []   # (outer sym, inner input) pairs
         self._loc_override: Loc | None = None
+        self.scope = parent.scope if parent else ""   # the nn.Module path being traced
         self._scalar_consts: dict[tuple, Sym] = {}
 
     # -- values ---------------------------------------------------------------------------
@@ -136,6 +139,8 @@ class Builder:
         """Append `op(srcs) {attrs}`; returns a Sym, or a tuple of Syms for multi-result ops."""
         d = opdef(op)
         loc = loc or self._loc_override or user_loc(2)
+        if self.scope and loc is not None and not loc.scope:
+            loc = dataclasses.replace(loc, scope=self.scope)
         try:
             vals = [self.value_of(s) for s in srcs]
             if d.arity is not None and len(vals) != d.arity:
@@ -152,6 +157,15 @@ class Builder:
         if isinstance(out, tuple):
             return tuple(self.wrap(v) for v in node.outs)
         return self.wrap(node.out)
+
+    @contextlib.contextmanager
+    def in_scope(self, path: str):
+        """Nodes emitted inside the block belong to module `path` (their loc's scope)."""
+        prev, self.scope = self.scope, path
+        try:
+            yield
+        finally:
+            self.scope = prev
 
     @contextlib.contextmanager
     def at(self, loc: Loc | None):

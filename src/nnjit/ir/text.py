@@ -69,7 +69,8 @@ def _ref(names: dict[Value, str], v: Value) -> str:
 def _loc(loc: Loc | None) -> str:
     if loc is None:
         return ""
-    return f" loc({json.dumps(loc.file)}:{loc.line} in {json.dumps(loc.func)})"
+    scope = f" scope {json.dumps(loc.scope)}" if loc.scope else ""
+    return f" loc({json.dumps(loc.file)}:{loc.line} in {json.dumps(loc.func)}{scope})"
 
 
 def _attrs(attrs, indent: str) -> str:
@@ -311,8 +312,9 @@ class _Parser:
         line = self.integer("a line number")
         self.expect("in")
         func = self.string()
+        scope = self.string() if self.accept("scope") else ""
         self.expect(")")
-        return Loc(file, line, func)
+        return Loc(file, line, func, scope)
 
     def string(self) -> str:
         t = self.expect_kind("string", "a quoted string")

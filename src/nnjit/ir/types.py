@@ -170,11 +170,15 @@ class TensorType:
 
 @dataclass(frozen=True)
 class Loc:
-    """Where in the user's source a value was created: printed as `loc("model.py":12 in "forward")`."""
+    """Where in the user's source a value was created, and inside which module (`scope`: the
+    nn.Module path, "features.0.conv", as torch's named_modules names it), printed as
+    `loc("model.py":12 in "forward" scope "features.0")`."""
 
     file: str
     line: int
     func: str
+    scope: str = ""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line} in {self.func}"
+        at = f"{self.file}:{self.line} in {self.func}"
+        return f"{at} [{self.scope}]" if self.scope else at

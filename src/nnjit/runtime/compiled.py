@@ -282,11 +282,13 @@ class FusionReport:
             if n.op == Op.CONST:
                 continue
             if n.op == Op.FUSION:
-                ops = tuple(m.op.value for m in n.attrs["body"].nodes if m.op != Op.CONST)
+                members = [m for m in n.attrs["body"].nodes if m.op != Op.CONST]
                 kind = n.attrs["kind"]
             else:
-                ops, kind = (n.op.value,), "single"
-            groups.append((k, kind, ops, str(n.loc) if n.loc else ""))
+                members, kind = [n], "single"
+            # every user line (and module) the kernel computes, in program order
+            where = "; ".join(dict.fromkeys(str(m.loc) for m in members if m.loc))
+            groups.append((k, kind, tuple(m.op.value for m in members), where))
         return FusionReport(tuple(groups), tuple(g.meta.get("fusion_decisions", ())))
 
     @property
