@@ -30,19 +30,29 @@ import training  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=training.description(__doc__))
     p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
                    help="nnjit backend (default: llvm)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--embed", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--sample-chars", type=int, default=200, help="0: no sampling")
-    p.add_argument("--temperature", type=float, default=0.6, help="0: greedy decoding")
+    p.add_argument("--steps", type=training.positive_int, default=300,
+                   help="training steps (default: 300)")
+    p.add_argument("--batch", type=training.positive_int, default=32,
+                   help="sequences per step (default: 32)")
+    p.add_argument("--seq-len", type=training.positive_int, default=32,
+                   help="characters per sequence, backpropagated through (default: 32)")
+    p.add_argument("--embed", type=training.positive_int, default=32,
+                   help="size of the character embeddings (default: 32)")
+    p.add_argument("--hidden", type=training.positive_int, default=128,
+                   help="LSTM hidden units (default: 128)")
+    p.add_argument("--lr", type=training.positive_float, default=1e-2,
+                   help="Adam learning rate (default: 0.01)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, batches and sampling (default: 0)")
+    p.add_argument("--log-every", type=training.positive_int, default=25,
+                   help="steps between printed losses (default: 25)")
+    p.add_argument("--sample-chars", type=training.nonnegative_int, default=200,
+                   help="characters to sample after training; 0: no sampling (default: 200)")
+    p.add_argument("--temperature", type=training.nonnegative_float, default=0.6,
+                   help="sampling temperature; 0: greedy decoding (default: 0.6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 

@@ -22,13 +22,17 @@ import training  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=training.description(__doc__))
     p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
                    help="nnjit backend (default: llvm)")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=training.positive_int, default=15,
+                   help="passes over the training set (default: 15)")
+    p.add_argument("--batch", type=training.positive_int, default=64,
+                   help="examples per training step (default: 64)")
+    p.add_argument("--lr", type=training.positive_float, default=1e-2,
+                   help="Adam learning rate (default: 0.01)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights and the batch order (default: 0)")
     p.add_argument("--save", default=None, help="write the trained parameters to this .npz")
     args = p.parse_args(argv)
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):

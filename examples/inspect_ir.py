@@ -56,10 +56,12 @@ def example_args(batch: int, n_in: int = 8, hidden: int = 16, n_out: int = 4) ->
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=training.description(__doc__),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"])
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
+                   help="nnjit backend (the LLVM IR and assembly need llvm)")
+    p.add_argument("--batch", type=training.positive_int, default=32,
+                   help="examples in the traced training step")
     p.add_argument("--full", action="store_true", help="print whole diffs and all decisions")
     p.add_argument("--seed", type=int, default=0, help="unused (every example takes --seed)")
     return p.parse_args(argv)

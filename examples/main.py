@@ -39,14 +39,20 @@ import training  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=training.description(__doc__),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"])
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (cosine decay)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=7, help="timing rounds (fused/unfused)")
+    p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
+                   help="nnjit backend")
+    p.add_argument("--epochs", type=training.positive_int, default=15,
+                   help="passes over the training set")
+    p.add_argument("--batch", type=training.positive_int, default=32,
+                   help="examples per training step")
+    p.add_argument("--lr", type=training.positive_float, default=1e-2,
+                   help="peak Adam learning rate (cosine decay)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, batch order and dropout masks")
+    p.add_argument("--repeats", type=training.positive_int, default=7,
+                   help="timing rounds (fused/unfused)")
     p.add_argument("--out", default="nnjit-out", help="where the IR dumps and pictures go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)

@@ -21,17 +21,23 @@ import training  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=training.description(__doc__))
     p.add_argument("--backend", default="llvm", choices=["llvm", "interp", "cuda"],
                    help="nnjit backend (default: llvm)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=training.positive_int, default=20,
+                   help="passes over the training set (default: 20)")
+    p.add_argument("--batch", type=training.positive_int, default=64,
+                   help="examples per training step (default: 64)")
+    p.add_argument("--hidden", type=training.positive_int, default=128,
+                   help="units in the hidden layer (default: 128)")
+    p.add_argument("--dropout", type=training.probability, default=0.1,
+                   help="dropout rate after the hidden layer, in [0, 1) (default: 0.1)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="sgd (with momentum 0.9) or adam (default: sgd)")
+    p.add_argument("--lr", type=training.positive_float, default=None,
                    help="learning rate (default: 0.05 for sgd, 0.003 for adam)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights, batches and dropout (default: 0)")
     p.add_argument("--save", default=None, help="write the trained parameters to this .npz")
     args = p.parse_args(argv)
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):

@@ -2,6 +2,7 @@
 in a single graph) and a classifier fit/evaluate loop over the digits split."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -14,6 +15,45 @@ import nnjit
 from nnjit import nn, optim
 
 import data
+
+
+# -- command-line values: a bad one is one clear line from argparse, not a traceback ----------
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    return _checked(int, text, lambda v: v >= 1, "a whole number >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    return _checked(int, text, lambda v: v >= 0, "a whole number >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _checked(float, text, lambda v: v > 0 and v == v and v != float("inf"),
+                    "a finite number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    return _checked(float, text, lambda v: v >= 0 and v != float("inf"), "a finite number >= 0")
+
+
+def probability(text: str) -> float:
+    return _checked(float, text, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def description(doc: str) -> str:
+    """A script's --help description: its docstring's first paragraph, whole."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def _checked(kind, text: str, ok, what: str):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return v
 
 
 def blas_threads(n: int = 1):

@@ -34,18 +34,21 @@ import training  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=training.description(__doc__),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=os.path.join(HERE, "build"), help="output directory")
     p.add_argument("--params", default=None,
                    help="load trained parameters from this .npz (mlp_digits.py --save) "
                         "instead of training")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (without --params)")
-    p.add_argument("--digits", type=int, default=20, help="test digits to write for the C side")
+    p.add_argument("--hidden", type=training.positive_int, default=128,
+                   help="units in the MLP's hidden layer")
+    p.add_argument("--epochs", type=training.positive_int, default=20,
+                   help="training epochs (without --params)")
+    p.add_argument("--digits", type=training.positive_int, default=20,
+                   help="test digits to write for the C side")
     p.add_argument("--backend", default="llvm", choices=["llvm"],
                    help="export needs the llvm backend")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     return p.parse_args(argv)
 
 

@@ -160,21 +160,35 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnjit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def target(sp, backend="interp"):
-        sp.add_argument("target", help="FILE.py[:FUNC]")
-        sp.add_argument("--backend", default=backend, choices=["interp", "llvm", "cuda"])
+        sp.add_argument("target", help="FILE.py[:FUNC]: the function, traced with the "
+                        "arguments its file's EXAMPLES dict gives")
+        sp.add_argument("--backend", default=backend, choices=["interp", "llvm", "cuda"],
+                        help=f"the backend to compile for (default: {backend})")
 
     d = sub.add_parser("dump", help="print the IR after each pass, kernel IR, LLVM IR")
     target(d)
-    d.add_argument("--stage", default="all", help="a pass name, or 'all' (default)")
-    d.add_argument("--kernel-ir", action="store_true")
-    d.add_argument("--llvm-ir", action="store_true")
-    d.add_argument("--no-fuse", action="store_true")
+    d.add_argument("--stage", default="all",
+                   help="a stage name (an unknown one lists them), or 'all' (default)")
+    d.add_argument("--kernel-ir", action="store_true", help="also print the kernel IR")
+    d.add_argument("--llvm-ir", action="store_true",
+                   help="also print the LLVM IR (with --backend llvm)")
+    d.add_argument("--no-fuse", action="store_true", help="compile without the fusion pass")
     d.set_defaults(run=cmd_dump)
     e = sub.add_parser("explain", help="fusion groups, decisions and the memory plan")
     target(e)
@@ -183,26 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     target(v)
     v.add_argument("-o", "--output", help="output .svg (or .dot) path")
     v.add_argument("--memory", help="also write the memory-plan picture to this .svg")
-    v.add_argument("--no-fuse", action="store_true")
+    v.add_argument("--no-fuse", action="store_true", help="draw the unfused graph")
     v.set_defaults(run=cmd_viz)
     b = sub.add_parser("bench", help="time fused vs unfused (built-in suite or --file)")
     b.add_argument("names", nargs="*", help="workloads (default: all): elementwise "
                    "softmax_xent mlp convnet lstm")
     b.add_argument("--file", help="FILE.py[:FUNC] to benchmark instead of the suite")
-    b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"])
-    b.add_argument("--repeats", type=int, default=7)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"],
+                   help="the backend to compile for (default: llvm)")
+    b.add_argument("--repeats", type=_positive, default=7,
+                   help="timing rounds per variant; medians are reported (default: 7)")
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.add_argument("--small", action="store_true",
                    help="small sizes (e.g. for the CUDA simulator)")
     b.set_defaults(run=cmd_bench)
     pr = sub.add_parser("profile", help="time each kernel of one call, and Python's overhead")
     target(pr, "llvm")
-    pr.add_argument("--repeats", type=int, default=7, help="calls timed (the median is shown)")
+    pr.add_argument("--repeats", type=_positive, default=7,
+                    help="calls timed (the median is shown; default: 7)")
     pr.add_argument("--trace", help="also write a Chrome trace (.json) of one call here")
     pr.set_defaults(run=cmd_profile)
     x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
     target(x, "llvm")
-    x.add_argument("-o", "--output", required=True)
+    x.add_argument("-o", "--output", required=True,
+                   help="the .so or .o to write (its directory must exist); the .h goes beside it")
     x.set_defaults(run=cmd_export)
     return p
 

@@ -55,6 +55,7 @@ CASES = [
     (["dump", "good.py", "--stage", "nope"], "no stage 'nope'"),
     (["dump", "good.py", "--llvm-ir"], "--llvm-ir needs --backend llvm"),
     (["export", "good.py", "-o", "good.txt"], "must end in .o or .so"),
+    (["export", "good.py", "-o", "no/such/dir/x.so"], "the directory no/such/dir does not exist"),
     (["bench", "no_such_workload"], "unknown workload"),
 ]
 
@@ -75,3 +76,31 @@ def test_user_error_is_one_line_without_traceback(workdir, argv, message):
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("nnjit: error: ") and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--repeats", "0"], "'0' is not a whole number >= 1"),
+    (["profile", "good.py", "--repeats", "x"], "'x' is not a whole number >= 1"),
+    (["dump", "good.py", "--backend", "gpu"], "invalid choice: 'gpu'"),
+])
+def test_bad_option_values_are_one_line(workdir, argv, message):
+    r = subprocess.run([sys.executable, "-m", "nnjit.cli", *argv], capture_output=True,
+                       text=True, cwd=workdir, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (workdir / "no").exists()
+
+
+def test_every_command_and_option_has_help():
+    """`nnjit CMD --help` documents every option (no bare `--json` lines)."""
+    import argparse
+
+    from nnjit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    for name, p in sub.choices.items():
+        assert helps.get(name), f"nnjit {name} has no help line"
+        for action in p._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"nnjit {name} {action.option_strings or action.dest}"

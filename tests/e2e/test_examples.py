@@ -165,6 +165,37 @@ def test_help(name):
     assert "--backend" in r.stdout and "--seed" in r.stdout and "llvm" in r.stdout
 
 
+SCRIPTS = ["mlp_digits.py", "convnet_digits.py", "char_lstm.py", "main.py", "inspect_ir.py",
+           "export_c/export_mlp.py"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_option_has_help_and_the_description_is_whole(name, monkeypatch):
+    """Each example's --help documents every option, and its description is the docstring's
+    whole first paragraph (not a line cut mid-sentence)."""
+    import argparse
+    import importlib.util
+
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        seen.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    path = os.path.join(EXAMPLES, name)
+    spec = importlib.util.spec_from_file_location(f"example_{len(seen)}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit):
+        mod.parse_args([])
+    (p,) = seen
+    for action in p._actions:
+        if not isinstance(action, argparse._HelpAction):
+            assert action.help, f"{name}: {action.option_strings} has no help"
+    assert p.description.rstrip().endswith((".", ":", ")")), p.description
+
+
 def test_runs_as_a_script():
     r = _script("mlp_digits.py", "--epochs", "1", "--hidden", "16")
     assert r.returncode == 0, r.stderr
@@ -176,6 +207,11 @@ def test_runs_as_a_script():
     ("mlp_digits.py", ["--epochs", "1", "--hidden", "8", "--save", "/proc/no/x.npz"],
      "no such directory"),
     ("main.py", ["--backend", "nope"], "invalid choice"),
+    ("mlp_digits.py", ["--batch", "0"], "'0' is not a whole number >= 1"),
+    ("mlp_digits.py", ["--epochs", "0"], "'0' is not a whole number >= 1"),
+    ("mlp_digits.py", ["--dropout", "1.5"], "'1.5' is not a number in [0, 1)"),
+    ("char_lstm.py", ["--temperature", "-1"], "'-1' is not a finite number >= 0"),
+    ("convnet_digits.py", ["--lr", "nan"], "'nan' is not a finite number > 0"),
 ])
 def test_user_errors_print_one_line(name, args, message, tmp_path):
     r = _script(name, *args, cwd=tmp_path)

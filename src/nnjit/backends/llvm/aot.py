@@ -20,7 +20,7 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from ...ir import CompileError
+from ...ir import CompileError, NnjitError
 from .. import cache
 from . import gemm, parallel, target
 
@@ -33,8 +33,9 @@ def export(exe, path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if path.suffix not in (".o", ".so"):
         raise ValueError(f"export: {path} must end in .o or .so")
+    if not path.parent.is_dir():        # a typo in the path must not create directories
+        raise NnjitError(f"export: the directory {path.parent} does not exist (create it first)")
     obj = combined_object(exe.rendered)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".o":
         _write_atomic(path, obj)
     else:
