@@ -13,7 +13,7 @@ from nnjit.backends import get_backend
 from nnjit.ir import DType, evaluate
 from nnjit.passes.pipeline import default_pipeline
 from nnjit.runtime.compiled import Options
-from tests.ir.test_text import random_graphs
+from tests.fuzz.generate import random_graphs
 
 
 def _inputs(g, seed: int) -> list[np.ndarray]:

@@ -1,0 +1,121 @@
+"""Shrink a failing fuzz case to a small program that still fails the same check.
+
+    >>> small = minimize(case, "llvm[fused]")
+    >>> print(small.graph)
+
+Two reductions, repeated while either helps: keep one output (and what it needs), and cut: turn
+an intermediate value into a graph input that is fed the value the interpreter computed for it,
+which drops everything upstream of it. Cutting the operands of the last nodes first removes the
+most at once; then single values are cut front to back. Only graph-level structure is reduced:
+scan bodies stay whole.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from nnjit.ir import Graph, IndexOutOfRange, Op, Value, evaluate, make_input
+from tests.fuzz.generate import Case
+from tests.fuzz.oracle import check_case
+
+
+def rebuild(case: Case, outputs: list[Value], cuts: dict[Value, np.ndarray]) -> Case:
+    """`case` computing only `outputs`, with each value of `cuts` turned into an input fed that
+    array; inputs nothing uses are dropped (index hints follow the inputs they belong to)."""
+    g = case.graph
+    needed, live = set(outputs), set()
+    for n in reversed(g.nodes):
+        if any(v in needed and v not in cuts for v in n.outs):
+            live.add(n)
+            needed.update(n.srcs)
+    env: dict[Value, Value] = {}
+    inputs, args, hints = [], [], {}
+    names = set(g.input_names)
+    for i, v in enumerate(g.inputs):
+        if v in needed:
+            if i in case.hints:
+                hints[len(inputs)] = case.hints[i]
+            env[v] = make_input(v.node.attrs["name"], v.type, len(inputs), v.node.loc)
+            inputs.append(env[v])
+            args.append(case.inputs[i])
+    for k, (v, a) in enumerate(cuts.items()):
+        if v in needed:
+            name = f"cut{k}"
+            while name in names:
+                name += "_"
+            env[v] = make_input(name, v.type, len(inputs))
+            inputs.append(env[v])
+            args.append(np.array(a, copy=True))
+    nodes = []
+    for n in g.nodes:
+        if n in live:
+            new = n.replace(srcs=tuple(env[s] for s in n.srcs))
+            nodes.append(new)
+            for v, w in zip(n.outs, new.outs):
+                env.setdefault(v, w)
+    graph = Graph(g.name, tuple(inputs), tuple(nodes), tuple(env[v] for v in outputs))
+    return Case(case.seed, graph, args, hints, case.regime)
+
+
+def node_values(case: Case) -> dict[Value, np.ndarray]:
+    """Every value the interpreter computes for `case` (up to the node that raises, if any)."""
+    got: dict[Value, np.ndarray] = {}
+
+    def on_node(n, results):
+        got.update(zip(n.outs, results))
+
+    try:
+        with np.errstate(all="ignore"):
+            evaluate(case.graph, [np.array(a, copy=True) for a in case.inputs], on_node)
+    except IndexOutOfRange:
+        pass
+    return got
+
+
+def minimize(case: Case, check: str, budget_s: float = 120.0,
+             fails: Callable[[Case], bool] | None = None) -> Case:
+    """The smallest variant of `case` found within `budget_s` seconds that still fails `check`
+    (a check name of `tests.fuzz.oracle`, e.g. "llvm[fused]")."""
+    if fails is None:
+        def fails(c: Case) -> bool:
+            try:
+                return any(f.check == check for f in check_case(c, only=check).failures)
+            except Exception:
+                return False
+    deadline = time.monotonic() + budget_s
+    best = case
+    changed = True
+    while changed and time.monotonic() < deadline:
+        changed = False
+        for cand in _candidates(best):
+            if time.monotonic() > deadline:
+                break
+            if _size(cand) < _size(best) and fails(cand):
+                best, changed = cand, True
+                break
+    return best
+
+
+def _size(c: Case) -> tuple[int, int, int]:
+    return (sum(1 for n in c.graph.walk() if n.op != Op.CONST), len(c.graph.outputs),
+            sum(a.size for a in c.inputs))
+
+
+def _candidates(c: Case):
+    g = c.graph
+    outs = list(g.outputs)
+    if len(outs) > 1:
+        for v in dict.fromkeys(outs):
+            yield rebuild(c, [v], {})
+    values = node_values(c)
+    inputs = set(g.inputs)
+    for n in reversed(g.nodes):           # keep only the last nodes: cut all their operands
+        srcs = [s for s in dict.fromkeys(n.srcs) if s not in inputs]
+        if srcs and all(s in values for s in srcs):
+            yield rebuild(c, outs, {s: values[s] for s in srcs})
+    for n in g.nodes:                     # then single values, front to back
+        for v in n.outs if n.op != Op.CONST else ():
+            if v in values:
+                yield rebuild(c, outs, {v: values[v]})
