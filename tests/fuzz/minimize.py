@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from nnjit.ir import Graph, IndexOutOfRange, Op, Value, evaluate, make_input
+from nnjit.passes.dce import eliminate_dead_code
 from tests.fuzz.generate import Case
 from tests.fuzz.oracle import check_case
 
@@ -74,16 +75,33 @@ def node_values(case: Case) -> dict[Value, np.ndarray]:
     return got
 
 
-def minimize(case: Case, check: str, budget_s: float = 120.0,
+def kind(detail: str) -> str:
+    """The kind of a failure's detail, which a smaller case must reproduce: the exception type
+    of a crash, or how the results differed."""
+    if "Traceback" in detail:
+        return detail.strip().splitlines()[-1].split(":")[0]
+    if detail.startswith("expected IndexOutOfRange") or "expected IndexOutOfRange" in detail:
+        return "message" if "got IndexOutOfRange" in detail else "raised-vs-results"
+    if "expected results, got IndexOutOfRange" in detail:
+        return "results-vs-raised"
+    return "values" if "differs at" in detail else detail[:40]
+
+
+def minimize(case: Case, check: str, detail: str | None = None, budget_s: float = 120.0,
              fails: Callable[[Case], bool] | None = None) -> Case:
     """The smallest variant of `case` found within `budget_s` seconds that still fails `check`
-    (a check name of `tests.fuzz.oracle`, e.g. "llvm[fused]")."""
+    (a check name of `tests.fuzz.oracle`, e.g. "llvm[fused]") the same way as `detail` did."""
     if fails is None:
+        want = kind(detail) if detail is not None else None
+
         def fails(c: Case) -> bool:
+            if _kills_a_check(c.graph):
+                return False
             try:
-                return any(f.check == check for f in check_case(c, only=check).failures)
+                got = check_case(c, only=check).failures
             except Exception:
                 return False
+            return any(f.check == check and want in (None, kind(f.detail)) for f in got)
     deadline = time.monotonic() + budget_s
     best = case
     changed = True
@@ -96,6 +114,16 @@ def minimize(case: Case, check: str, budget_s: float = 120.0,
                 best, changed = cand, True
                 break
     return best
+
+
+def _kills_a_check(g: Graph) -> bool:
+    """Whether a reduction made an index check dead code (in a body whose results are no
+    longer used): the interpreter would still raise there, the compiled program would not,
+    which is dead code elimination working, not the failure being minimized."""
+    def checks(graph: Graph) -> int:
+        return sum(1 for n in graph.walk() if n.op == Op.CHECK_INDEX)
+
+    return checks(eliminate_dead_code(g)) < checks(g)
 
 
 def _size(c: Case) -> tuple[int, int, int]:

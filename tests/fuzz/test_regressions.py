@@ -1,0 +1,73 @@
+"""Minimal regression tests for what the differential fuzzer (tests/fuzz/run.py) found, one per
+failure, each named after what broke; the docstring gives the fuzz seed and the diagnosis."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnjit
+
+
+def _run(fn, *args, backend: str, fuse: bool = True):
+    return nnjit.jit(fn, backend=backend, fuse=fuse)(*args)
+
+
+def _error(fn, *args, backend: str, fuse: bool = True) -> str:
+    with pytest.raises(nnjit.IndexOutOfRange) as e:
+        _run(fn, *args, backend=backend, fuse=fuse)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 0), (3, 0), (0, 3), (2, 0, 1)])
+def test_reduction_of_an_empty_reshape_in_a_fused_kernel(backend, shape):
+    """Seed 257 (a gradient graph): sum(reshape(x, (0,))) fused into a reduce kernel crashed
+    the lowering with an IndexError: `reshape_coords` (backends/lowering/index.py) matched dim
+    blocks by product, which never terminates in a 0 on one side only. Fixed: an empty shape
+    maps to zero coordinates (no element is ever computed)."""
+    def f(x):
+        s = nnjit.sum(nnjit.reshape(x, (0,)))
+        return s + s, nnjit.max(nnjit.reshape(x, (0,)) * 2.0, keepdims=True)
+
+    x = np.zeros(shape, np.float32)
+    total, mx = _run(f, x, backend=backend)
+    assert total == 0.0 and mx.shape == (1,) and mx[0] == -np.inf
+
+
+def _take_in_a_scan(x, i, xs):
+    def body(c, t):
+        return c, nnjit.take(x, c, axis=0)      # the index is the carry: checked in the body
+    return nnjit.scan(body, i, xs)[1]
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_index_check_inside_a_scan_body(backend, fuse):
+    """Seed 389: a scan whose body has the program's only index check did not compile on llvm
+    (KeyError 'status' in render.program_function): the body's lowering added the status word
+    to its own buffers only, while the entry function zeroes it for any check site. Fixed in
+    backends/lowering/program.py `_scan`: the scan kernel reads and writes the status word,
+    which the enclosing program then has."""
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    xs = np.zeros(2, np.int64)
+    got = _run(_take_in_a_scan, x, np.int64(-2), xs, backend=backend, fuse=fuse)
+    np.testing.assert_array_equal(got, [x[1], x[1]])
+    msg = _error(_take_in_a_scan, x, np.int64(5), xs, backend=backend, fuse=fuse)
+    assert msg.startswith("take: axis 0 of f32[3,2]: index 5 is out of range; valid: [-3, 3)")
+
+
+def test_index_error_in_a_scan_body_names_its_line_once(backend):
+    """Seed 274: the interpreter's message for a check inside a scan body named the check's
+    line and then the scan's ("... at m.py:5 in body at m.py:6 in f"); llvm names the check's
+    only. Fixed in ir/evaluate.py: a node with a body does not add its line to an
+    IndexOutOfRange raised inside the body."""
+    def f(xs, i, logits, labels):
+        def body(c, x):
+            return c, nnjit.sum(nnjit.one_hot(c, 3))
+        _, ys = nnjit.scan(body, i, xs)
+        return ys, nnjit.nn.cross_entropy(logits, labels)
+
+    args = (np.zeros(2, np.float32), np.int64(5), np.zeros((2, 3), np.float32))
+    # Both checks fail: the one in the scan comes first, as in the program.
+    msg = _error(f, *args, np.array([0, 7]), backend=backend)
+    assert msg.startswith("one_hot: 3 classes: index 5 is out of range; valid: [0, 3) at ")
+    assert msg.count(" at ") == 1 and msg.endswith(" in body"), msg
+    assert msg == _error(f, *args, np.array([0, 1]), backend="interp")
