@@ -259,7 +259,7 @@ def index_values(rng: np.random.Generator, dtype: DType, shape, hint: IndexHint,
     return np.asarray(a).astype(dtype.np)
 
 
-# -- the op menu ------------------------------------------------------------------------------------
+# -- the op menu ----------------------------------------------------------------------------------
 
 UNARY = {F32: [prims.exp, prims.log, prims.sqrt, prims.tanh, prims.sigmoid, prims.neg,
                prims.abs, prims.relu, prims.stop_gradient],
@@ -272,10 +272,9 @@ TAKE_MODES = ["raise", "raise", "clip", "wrap", "fill", "promise_in_bounds"]
 # The original menu first (weighting it as before), then the op families added for the fuzzer.
 KINDS = ["unary", "binary", "scalar", "const", "reduce", "argmax", "reshape", "transpose", "slice",
          "concat", "where", "cast", "matmul", "scan", "iota",
-         "scan", "scan", "broadcast", "pad", "take", "one_hot", "cross_entropy", "composite", "conv",
-         "pool", "window_grad", "scatter_add", "random", "getitem_array"]
-#: Kinds left out of gradient cases: no VJP (second derivatives of max pooling).
-NO_GRAD_KINDS = {"window_grad_max"}
+         "scan", "scan", "unary", "binary", "broadcast", "pad", "take", "one_hot",
+         "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
+         "getitem_array"]
 
 
 @dataclass
@@ -353,7 +352,8 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
     ch = gen.ch
     fam = F32 if x.dtype.is_float else I32 if x.dtype.is_int else BOOL
     if kind == "unary":
-        return ch.pick(UNARY[fam])(x)
+        # No stop_gradient in gradient cases: finite differences see through it.
+        return ch.pick([f for f in UNARY[fam] if not (gen.grad and f is prims.stop_gradient)])(x)
     if kind == "binary":
         return ch.pick(BINARY)(x, ch.pick(pool))
     if kind == "scalar":

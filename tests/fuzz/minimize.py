@@ -3,8 +3,9 @@
     >>> small = minimize(case, "llvm[fused]")
     >>> print(small.graph)
 
-Two reductions, repeated while either helps: keep one output (and what it needs), and cut: turn
-an intermediate value into a graph input that is fed the value the interpreter computed for it,
+Three reductions, repeated while any helps: keep one output (and what it needs); make an
+intermediate value the only output, which drops everything downstream of it; and cut: turn an
+intermediate value into a graph input that is fed the value the interpreter computed for it,
 which drops everything upstream of it. Cutting the operands of the last nodes first removes the
 most at once; then single values are cut front to back. Only graph-level structure is reduced:
 scan bodies stay whole.
@@ -137,6 +138,11 @@ def _candidates(c: Case):
     if len(outs) > 1:
         for v in dict.fromkeys(outs):
             yield rebuild(c, [v], {})
+    for n in reversed(g.nodes):           # an intermediate value as the only output
+        if n.op != Op.CONST:
+            for v in n.outs:
+                if v not in outs:
+                    yield rebuild(c, [v], {})
     values = node_values(c)
     inputs = set(g.inputs)
     for n in reversed(g.nodes):           # keep only the last nodes: cut all their operands

@@ -19,9 +19,10 @@ What counts as "the same result" (`compare`):
   sigmoid, pow), whose native versions may be off in the last bits. The second run also
   computes the summing ops in a wider type (f64 for f32, long double for f64), as a GEMM's
   fused multiply-adds do for each product: a product that overflows when rounded on its own
-  (3e38 * -2 in f32) need not overflow inside an fma (inf + that product is inf, not NaN). The tolerance of each element grows by 4x the spread the jitter caused
-  there, so catastrophic cancellation (1e30 + 1 - 1e30) and amplification (exp(exp(x))) are
-  allowed exactly as much as they are ill-conditioned. An element whose class (finite, NaN,
+  (3e38 * -2 in f32) need not overflow inside an fma (inf + that product is inf, not NaN).
+  The tolerance of each element grows by 4x the spread the jitter caused there, so
+  catastrophic cancellation (1e30 + 1 - 1e30) and amplification (exp(exp(x))) are allowed
+  exactly as much as they are ill-conditioned. An element whose class (finite, NaN,
   +inf, -inf; or an int or bool value) the jitter changes is at the edge and not compared, and
   so is a run whose raising the jitter changes (indices computed from floats).
 * The overflow edge: a finite value within rtol of the dtype's largest finite value may be the
@@ -151,7 +152,8 @@ def _jitter(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
     scale = JITTER_ULPS * float(np.finfo(a.dtype).eps)
     f = 1.0 + rng.uniform(-scale, scale, a.shape)
     with np.errstate(all="ignore"):
-        return (a.astype(np.float64) * f).astype(a.dtype)
+        j = (a.astype(np.float64) * f).astype(a.dtype)
+    return np.where(np.isfinite(j) | ~np.isfinite(a), j, a)   # no overflow of its own
 
 
 WIDE = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
@@ -344,7 +346,7 @@ def _check_donated(opt: Graph, args, got: Outcome, fuse: bool) -> None:
         raise CheckFailed(check, traceback.format_exc(limit=-6)) from None
 
 
-# -- gradients --------------------------------------------------------------------------------------
+# -- gradients ------------------------------------------------------------------------------------
 
 def loss_graph(g: Graph, seed: int) -> Graph | None:
     """loss(inputs) = sum_k sum(out_k * w_k) over g's f64 outputs (w_k fixed random); None when

@@ -71,3 +71,19 @@ def test_index_error_in_a_scan_body_names_its_line_once(backend):
     assert msg.startswith("one_hot: 3 classes: index 5 is out of range; valid: [0, 3) at ")
     assert msg.count(" at ") == 1 and msg.endswith(" in body"), msg
     assert msg == _error(f, *args, np.array([0, 1]), backend="interp")
+
+
+def test_constant_out_of_range_indices_raise_when_run(backend):
+    """Seed 2315: `take(x, const)` with a constant index out of range raised while compiling,
+    in fold_constants (which ran check_index's reference on the constant), with the message
+    prefixed "in pass 'fold_constants' (after simplify): " and without the user's line; the
+    interpreter raises when the program runs. Fixed in passes/fold.py: a check that fails is
+    not folded, so it raises at run time with its own message."""
+    def f(x):
+        return nnjit.take(x, [0, 7]) * 2.0
+
+    x = np.arange(3, dtype=np.float32)
+    nnjit.jit(f, backend=backend).lower(x)          # compiles
+    msg = _error(f, x, backend=backend)
+    assert msg.startswith("take: axis 0 of f32[3]: index 7 is out of range; valid: [-3, 3) at ")
+    assert "test_regressions.py" in msg and "in pass" not in msg, msg
