@@ -87,3 +87,16 @@ def test_constant_out_of_range_indices_raise_when_run(backend):
     msg = _error(f, x, backend=backend)
     assert msg.startswith("take: axis 0 of f32[3]: index 7 is out of range; valid: [-3, 3) at ")
     assert "test_regressions.py" in msg and "in pass" not in msg, msg
+
+
+@pytest.mark.parametrize("shapes, axis", [([(0,)] * 3, 0), ([(2, 0), (2, 0)], 1),
+                                          ([(0, 2), (0, 1)], 1)])
+def test_reduction_of_an_empty_concat_in_a_fused_kernel(backend, shapes, axis):
+    """Seed 10268 (a gradient graph): sum(concat of operands all empty along the axis) fused
+    into a reduce kernel failed an assert in `_concat` (backends/lowering/loops.py), which
+    built the select chain from the non-empty operands only. Fixed: with none, the (never
+    evaluated) element is a zero."""
+    def f(*xs):
+        return nnjit.sum(nnjit.concat(list(xs), axis=axis)) * 2.0
+
+    assert _run(f, *[np.zeros(s) for s in shapes], backend=backend) == 0.0

@@ -11,11 +11,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-from hypothesis.extra import numpy as hnp
+from hypothesis import given, settings
 
-from nnjit.ir import (OPDEFS, Builder, DType, Graph, Loc, Node, Op, ShapeError, Sym, TensorType,
-                      Value, parse, prims, verify)
+from nnjit.ir import (OPDEFS, Builder, DType, Graph, Loc, Node, Op, TensorType, Value, parse, prims,
+                      verify)
 from nnjit.ir.opdef import ATTR_KINDS
 from tests.fuzz.generate import random_graphs
 

@@ -147,7 +147,9 @@ class GroupLowering:
             val = self.value_at(s, sc)
             end = start + s.shape[ax]
             out = val if out is None else select(cmp(KOp.LT, c[ax], c64(end)), val, out)
-        assert out is not None
+        if out is None:     # every operand is empty along the axis: no element is computed
+            dt = n.type.dtype
+            return Const(0.0 if dt.is_float else False if dt == DType.BOOL else 0, dt)
         return out
 
     def _take(self, n: Node, c: list[Expr]) -> Expr:
