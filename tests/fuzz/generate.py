@@ -21,6 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 import nnjit
 from nnjit.ir import Builder, DType, Graph, Loc, Op, ShapeError, Sym, TensorType, prims
+from tests.fuzz.values import IndexHint, make_inputs, values
 
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
@@ -164,9 +165,12 @@ class RngChooser(Chooser):
         return [pool[-1]] + self.picks(sinks or pool, 0, 3)
 
     def shape(self):
-        # Mostly 1..3, sometimes an empty dim, now and then a longer one (vector tails).
-        sides = [0, 1, 1, 2, 2, 3, 3, 3, 4, 5]
-        return tuple(self.pick(sides) for _ in range(self.int(0, 3)))
+        # Mostly 1..3, sometimes an empty dim, now and then a long one: vector loops with
+        # tails, GEMM tiles with edges.
+        def side():
+            return self.pick([8, 16, 17, 33, 64]) if self.rng.random() < 0.05 else \
+                self.pick([0, 1, 1, 2, 2, 3, 3, 3, 4, 5])
+        return tuple(side() for _ in range(self.int(0, 3)))
 
     def array(self, dtype, shape):
         return values(self.rng, dtype, shape, self.special)
@@ -177,86 +181,6 @@ class RngChooser(Chooser):
 
     def loc(self):
         return None if self.int(0, 2) else Loc("fuzz_model.py", self.int(1, 999), "forward")
-
-
-# -- awkward values ----------------------------------------------------------------------------
-
-def _specials(dtype: DType) -> list:
-    if dtype.is_float:
-        fi = np.finfo(dtype.np)
-        tiny_sub = float(fi.smallest_subnormal)
-        out = [math.inf, -math.inf, math.nan, -0.0, 0.0, 1e30, -1e30, 1e-30, -1e-30,
-               tiny_sub, -tiny_sub, tiny_sub * 3, float(fi.tiny), float(fi.max), -float(fi.max),
-               1.0, -1.0, 0.5]
-        if dtype == F64:
-            out += [1e300, -1e300, 1e-310]
-        return out
-    if dtype == BOOL:
-        return [True, False]
-    ii = np.iinfo(dtype.np)
-    return [int(ii.min), int(ii.max), int(ii.min) + 1, int(ii.max) - 1, -1, 0, 1]
-
-
-def values(rng: np.random.Generator, dtype: DType, shape, special: float = 0.0) -> np.ndarray:
-    """An array of `dtype`: ordinary values (floats ~ N(0, 2), ints in [-5, 5]) with a share
-    `special` of awkward ones: +-inf, NaN, -0.0, 1e30, 1e-30, subnormals, float max, int
-    extremes."""
-    shape = tuple(shape)
-    if dtype.is_float:
-        a = rng.standard_normal(shape) * 2
-    elif dtype == BOOL:
-        a = rng.random(shape) < 0.5
-    else:
-        a = rng.integers(-5, 6, shape)
-    a = np.asarray(a, dtype.np)
-    if special and a.size:
-        mask = rng.random(shape) < special
-        pool = np.array(_specials(dtype), dtype.np)
-        a = np.where(mask, pool[rng.integers(len(pool), size=shape)], a).astype(dtype.np)
-    return np.asarray(a, dtype.np)
-
-
-def smooth_values(rng: np.random.Generator, dtype: DType, shape) -> np.ndarray:
-    """Floats in +-[0.2, 2]: away from the kinks at 0 (relu, abs), with ties of max/maximum
-    improbable; for finite-difference gradient checks."""
-    shape = tuple(shape)
-    a = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 2.0, shape)
-    return np.asarray(a, dtype.np)
-
-
-@dataclass(frozen=True)
-class IndexHint:
-    """A graph input that holds indices into an axis of length `n`: `valid` is "take"
-    ([-n, n)), "class" ([0, n)) or "label" ([0, n) or `ignore`); `strict` inputs (for
-    mode="promise_in_bounds" and scatter_add, which do not check) are never out of range."""
-
-    n: int
-    valid: str = "take"
-    ignore: int | None = None
-    strict: bool = False
-
-    def lo(self) -> int:
-        return -self.n if self.valid == "take" else 0
-
-
-def index_values(rng: np.random.Generator, dtype: DType, shape, hint: IndexHint,
-                 out_of_range: float) -> np.ndarray:
-    """In-range indices for `hint`, each out of range with probability `out_of_range` (unless
-    strict): just past either end, far off, the ignore label, the dtype's extremes."""
-    shape = tuple(shape)
-    lo, hi = hint.lo(), hint.n
-    if hi > lo:
-        a = rng.integers(lo, hi, shape)
-    else:
-        a = np.zeros(shape, np.int64)
-    if hint.ignore is not None:
-        a = np.where(rng.random(shape) < 0.2, hint.ignore, a)
-    if not hint.strict and a.size:
-        ii = np.iinfo(dtype.np)
-        bad = np.array([hi, hi + 1, lo - 1, hi + 7, lo - 9, int(ii.max), int(ii.min)], np.int64)
-        mask = rng.random(shape) < out_of_range
-        a = np.where(mask, bad[rng.integers(len(bad), size=shape)], a)
-    return np.asarray(a).astype(dtype.np)
 
 
 # -- the op menu ----------------------------------------------------------------------------------
@@ -273,7 +197,7 @@ TAKE_MODES = ["raise", "raise", "clip", "wrap", "fill", "promise_in_bounds"]
 # scans, multi-result nodes and large constants), half from the op families the fuzzer added.
 BASE_KINDS = ["unary", "binary", "scalar", "const", "reduce", "argmax", "reshape", "transpose",
               "slice", "concat", "where", "cast", "matmul", "scan", "iota"]
-MORE_KINDS = ["scan", "unary", "binary", "const", "broadcast", "pad", "take", "one_hot",
+MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
               "getitem_array"]
 
@@ -452,6 +376,18 @@ def _index_operand(gen: Gen, b: Builder, pool: list, n: int, hint: IndexHint,
     return gen.fresh_input(t, "idx", hint)
 
 
+def _dot(gen: Gen, b, x, pool):
+    """x @ w for a fresh w: any inner and outer sizes (the matmul kind only does x @ x.T)."""
+    x = _float_operand(gen, pool, x) if not x.dtype.is_float else x
+    if x.ndim == 0:
+        raise ShapeError("matmul needs a dim")
+    m = gen.ch.pick([1, 2, 3, 5, 8, 17, 33])
+    lead = x.shape[:-2] if x.ndim > 2 and gen.ch.bool() else ()
+    k = x.shape[-1]
+    w = gen.fresh_input(TensorType(lead + ((k, m) if x.ndim > 1 else (k,)), x.dtype), "w")
+    return prims.matmul(x, w)
+
+
 def _broadcast(gen: Gen, b, x, pool):
     ch = gen.ch
     lead = tuple(ch.int(0, 3) for _ in range(ch.int(0, 2)))
@@ -594,7 +530,7 @@ def _random(gen: Gen, b, x, pool):
                                 gen.float_dtype())
 
 
-MENU = {"broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
+MENU = {"dot": _dot, "broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
         "cross_entropy": _cross_entropy, "composite": _composite, "conv": _conv, "pool": _pool,
         "window_grad": _window_grad, "scatter_add": _scatter_add, "random": _random,
         "getitem_array": _getitem_array}
@@ -658,28 +594,3 @@ def generate_case(seed: int, max_ops: int = 12, depth: int = 2) -> Case:
     oob = float(rng.choice([0.0, 0.0, 0.05, 0.3]))
     inputs = make_inputs(rng, g, gen.hints, regime, oob, special)
     return Case(seed, g, inputs, gen.hints, regime)
-
-
-def make_inputs(rng: np.random.Generator, g: Graph, hints: dict[int, IndexHint], regime: str,
-                out_of_range: float = 0.0, special: float = 0.3) -> list[np.ndarray]:
-    """Arguments for `g`: index inputs from their hints, smooth floats in gradient cases, and
-    otherwise `values` with a share `special` of awkward ones ("special" regime only)."""
-    out = []
-    for i, t in enumerate(g.input_types):
-        if i in hints:
-            out.append(index_values(rng, t.dtype, t.shape, hints[i], out_of_range))
-        elif regime == "smooth" and t.dtype.is_float:
-            out.append(smooth_values(rng, t.dtype, t.shape))
-        else:
-            out.append(values(rng, t.dtype, t.shape, special if regime == "special" else 0.0))
-    return out
-
-
-def describe_inputs(g: Graph, args) -> str:
-    """One line per argument: name, type, and its values (abridged when large)."""
-    lines = []
-    for name, a in zip(g.input_names, args):
-        with np.printoptions(threshold=24, edgeitems=4, precision=6, linewidth=96):
-            body = np.array2string(np.asarray(a), separator=", ")
-        lines.append(f"  %{name}: {a.dtype}{list(a.shape)} = {body}")
-    return "\n".join(lines)

@@ -29,7 +29,8 @@ os.environ.setdefault("NNJIT_VERIFY", "1")
 
 def check_seed(seed: int, minimize_s: float) -> dict:
     """Check the case of `seed` (minimizing a failure): a JSON-able result."""
-    from tests.fuzz.generate import describe_inputs, generate_case
+    from tests.fuzz.generate import generate_case
+    from tests.fuzz.values import describe_inputs
     from tests.fuzz.minimize import minimize
     from tests.fuzz.oracle import check_case
 
@@ -73,11 +74,12 @@ def worker_main(minimize_s: float) -> None:
 class Worker:
     """A worker process checking one seed at a time."""
 
-    def __init__(self, minimize_s: float):
+    def __init__(self, minimize_s: float, quiet: bool):
+        # quiet: the worker's stderr (LLVM's remarks, numpy's warnings) is dropped
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", "--minimize-s",
              str(minimize_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            bufsize=1, cwd=ROOT)
+            stderr=subprocess.DEVNULL if quiet else None, bufsize=1, cwd=ROOT)
         self.seed: int | None = None
         self.started = 0.0
 
@@ -94,7 +96,8 @@ class Worker:
 
 def _died(seed: int, why: str) -> dict:
     """A case whose worker crashed or hung: its unminimized program, made again from the seed."""
-    from tests.fuzz.generate import describe_inputs, generate_case
+    from tests.fuzz.generate import generate_case
+    from tests.fuzz.values import describe_inputs
 
     try:
         case = generate_case(seed)
@@ -107,10 +110,12 @@ def _died(seed: int, why: str) -> dict:
 
 
 def run(first: int, n: int, jobs: int, minimize_s: float, timeout_s: float,
-        progress: int) -> int:
+        progress: int, quiet: bool = True) -> int:
     t0 = time.monotonic()
+    print(f"fuzz: seeds {first}..{first + n - 1}, {max(1, jobs)} worker(s)", file=sys.stderr,
+          flush=True)
     seeds = iter(range(first, first + n))
-    workers = [Worker(minimize_s) for _ in range(max(1, jobs))]
+    workers = [Worker(minimize_s, quiet) for _ in range(max(1, jobs))]
     sel = selectors.DefaultSelector()
     results: dict[int, dict] = {}
     idle = list(workers)
@@ -128,7 +133,7 @@ def run(first: int, n: int, jobs: int, minimize_s: float, timeout_s: float,
 
     def replace(w: Worker) -> None:
         w.kill()
-        workers[workers.index(w)] = fresh = Worker(minimize_s)
+        workers[workers.index(w)] = fresh = Worker(minimize_s, quiet)
         idle.append(fresh)
 
     feed()
@@ -150,8 +155,11 @@ def run(first: int, n: int, jobs: int, minimize_s: float, timeout_s: float,
                 replace(w)
             _report(results[seed])
             if progress and len(results) % progress == 0:
+                resume = min([s for s in range(first, first + n) if s not in results],
+                             default=first + n)
                 print(f"fuzz: {len(results)}/{n} cases, {_failed(results)} failures, "
-                      f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+                      f"{time.monotonic() - t0:.0f} s (to resume: --seed {resume})",
+                      file=sys.stderr, flush=True)
         for seed, w in list(busy.items()):
             if time.monotonic() - w.started > timeout_s:
                 sel.unregister(w.proc.stdout)
@@ -167,8 +175,8 @@ def run(first: int, n: int, jobs: int, minimize_s: float, timeout_s: float,
     print(f"fuzz: {len(rs)} cases, {_failed(results)} failures "
           f"({sum(r['compiled'] for r in rs)} compiled on llvm, "
           f"{sum(r['raised'] for r in rs)} raised IndexOutOfRange on both, "
-          f"{sum(r['grad'] for r in rs)} gradient checks) in {time.monotonic() - t0:.0f} s "
-          f"(seeds {first}..{first + n - 1})", flush=True)
+          f"{sum(r['grad'] for r in rs)} gradient checks) in {time.monotonic() - t0:.0f} s",
+          flush=True)
     return 1 if _failed(results) else 0
 
 
@@ -190,13 +198,16 @@ def main(argv=None) -> int:
     ap.add_argument("--minimize-s", type=float, default=60.0,
                     help="seconds to spend minimizing each failure (0: don't)")
     ap.add_argument("--timeout-s", type=float, default=300.0, help="per case, minimizing included")
-    ap.add_argument("--progress", type=int, default=100)
+    ap.add_argument("--progress", type=int, default=100, help="cases between progress lines")
+    ap.add_argument("--worker-stderr", action="store_true",
+                    help="show the workers' stderr (LLVM remarks, warnings)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         worker_main(a.minimize_s)
         return 0
-    return run(a.seed, a.cases, a.jobs, a.minimize_s, a.timeout_s, a.progress)
+    return run(a.seed, a.cases, a.jobs, a.minimize_s, a.timeout_s, a.progress,
+               quiet=not a.worker_stderr)
 
 
 if __name__ == "__main__":

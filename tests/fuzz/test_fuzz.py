@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from nnjit.ir import OPDEFS, Builder, DType, Op, TensorType, prims
-from tests.fuzz.generate import (GENERATOR_VERSION, Case, IndexHint, describe_inputs,
-                                 generate_case)
+from tests.fuzz.generate import GENERATOR_VERSION, Case, generate_case
 from tests.fuzz.minimize import minimize
 from tests.fuzz.oracle import Outcome, bad_elements, check_case, compare
+from tests.fuzz.values import IndexHint, describe_inputs
 
 CASES = 240          # in chunks, so pytest-xdist spreads them over its workers
 CHUNK = 20
