@@ -51,14 +51,14 @@ def check_seed(seed: int, minimize_s: float) -> dict:
         small = minimize(case, f.check, f.detail, minimize_s) if minimize_s > 0 else case
         again = check_case(small, only=f.check).failures
         detail = again[0].detail if again else f.detail
-        failures.append(_failure(f.check, detail, small, describe_inputs))
+        failures.append(_failure(f.check, detail, small, describe_inputs, minimize_s > 0))
     return {"seed": seed, "regime": case.regime, "compiled": report.compiled,
             "raised": report.raised, "grad": report.grad_checked, "failures": failures}
 
 
-def _failure(check: str, detail: str, case, describe_inputs) -> dict:
+def _failure(check: str, detail: str, case, describe_inputs, minimized: bool = False) -> dict:
     return {"check": check, "detail": detail, "graph": str(case.graph),
-            "inputs": describe_inputs(case.graph, case.inputs)}
+            "inputs": describe_inputs(case.graph, case.inputs), "minimized": minimized}
 
 
 def worker_main(minimize_s: float) -> None:
@@ -186,8 +186,9 @@ def _failed(results: dict) -> int:
 
 def _report(r: dict) -> None:
     for f in r["failures"]:
+        what = "minimized program" if f.get("minimized") else "program (not minimized)"
         print(f"FAIL seed {r['seed']} [{r['regime']}] check {f['check']}\n{f['detail'].rstrip()}"
-              f"\nminimized program:\n{f['graph']}\ninputs:\n{f['inputs']}\n", flush=True)
+              f"\n{what}:\n{f['graph']}\ninputs:\n{f['inputs']}\n", flush=True)
 
 
 def main(argv=None) -> int:

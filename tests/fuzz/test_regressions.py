@@ -100,3 +100,36 @@ def test_reduction_of_an_empty_concat_in_a_fused_kernel(backend, shapes, axis):
         return nnjit.sum(nnjit.concat(list(xs), axis=axis)) * 2.0
 
     assert _run(f, *[np.zeros(s) for s in shapes], backend=backend) == 0.0
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, c, y: nnjit.sum(x, axis=1) + y,
+    lambda x, c, y: nnjit.where(c, nnjit.mean(x, axis=1), y),
+    lambda x, c, y: nnjit.exp(nnjit.max(x, axis=1)) * y,
+    lambda x, c, y: nnjit.broadcast_to(nnjit.sum(x, axis=1), (3, 3)) - y,
+], ids=["add", "where", "exp-mul", "broadcast_to"])
+def test_a_row_reduction_read_across_rows_is_not_fused(backend, fn):
+    """Seed 22265 (a silent wrong answer): where(c, mean(x, axis=1), y) with x, y of shape
+    (3, 3). numpy broadcasts the reduced (3,) by trailing dims, so element (i, j) reads row j's
+    mean; the fused reduce kernel (one pass per row, the row's accumulator at hand) used row
+    i's. Fixed in passes/fusion_rules.py `_reduce`: a reduced value may join an element of the
+    domain only where it broadcasts like keepdims (the kernel then is a reduction plus a
+    separate elementwise kernel)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 3)).astype(np.float32)
+    y = rng.standard_normal((3, 3)).astype(np.float32)
+    c = np.array([False, True, True])
+    want = nnjit.jit(fn, backend="interp", fuse=False)(x, c, y)
+    np.testing.assert_allclose(_run(fn, x, c, y, backend=backend), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_row_reduction_read_by_row_still_fuses():
+    """...while the keepdims-like cases keep their single kernel (softmax's shape)."""
+    f = lambda x, y: nnjit.sum(x, axis=0) + y     # noqa: E731  (trailing dims are the rows)
+    g = lambda x, y: nnjit.sum(x, axis=1, keepdims=True) + y    # noqa: E731
+    x = np.ones((3, 3), np.float32)
+    for fn in (f, g):
+        assert nnjit.jit(fn, backend="llvm").lower(x, x).explain_fusion().num_kernels == 1
+    bad = nnjit.jit(lambda x, y: nnjit.sum(x, axis=1) + y, backend="llvm").lower(x, x)
+    assert bad.explain_fusion().num_kernels == 2
+    assert any("reads the reduced" in str(d) for d in bad.explain_fusion().decisions)
