@@ -9,6 +9,13 @@ machinery, for the fuzzer (`tests/fuzz/run.py`, `tests/fuzz/test_fuzz.py`):
     >>> case = generate_case(7)
     >>> print(case.graph); case.inputs         # the program and its arguments
     >>> case.hints                              # index inputs: which range is valid for each
+
+A case is "plain" (ordinary values), "special" (a share of inf, NaN, -0.0, 1e30, 1e-30,
+subnormals, float max, int extremes; see values.py) or "smooth" (mostly float64, inputs away
+from kinks, no stop_gradient: the gradient cases). Index ops (take in every mode, integer-array
+getitem, one_hot, cross_entropy) get fresh index inputs with a hint of their valid range, fed
+out-of-range values now and then; their checks are always live (the interpreter runs dead code,
+compiled programs do not). An op whose shape rule refuses its operands is rolled back.
 """
 from __future__ import annotations
 
@@ -127,9 +134,10 @@ class HypothesisChooser(Chooser):
 class RngChooser(Chooser):
     """Choices from `np.random.default_rng(seed)`: the same seed gives the same program."""
 
-    def __init__(self, rng: np.random.Generator, special: float = 0.3):
+    def __init__(self, rng: np.random.Generator, special: float = 0.3, large: float = 0.0):
         self.rng = rng
         self.special = special        # the share of special values in constants
+        self.large = large            # the share of shapes big enough for threaded kernels
 
     def int(self, lo, hi):
         return int(self.rng.integers(lo, hi + 1))
@@ -170,6 +178,8 @@ class RngChooser(Chooser):
         def side():
             return self.pick([8, 16, 17, 33, 64]) if self.rng.random() < 0.05 else \
                 self.pick([0, 1, 1, 2, 2, 3, 3, 3, 4, 5])
+        if self.rng.random() < self.large:       # over MIN_PARALLEL_WORK elements
+            return (self.pick([257, 1031]), self.pick([64, 65, 128]))
         return tuple(side() for _ in range(self.int(0, 3)))
 
     def array(self, dtype, shape):
@@ -237,6 +247,13 @@ def _same_type(pool, t):
     return [s for s in pool if s.type == t]
 
 
+def _broadcastable(pool, x) -> list:
+    """The values of `pool` that broadcast with `x` (numpy rules), or all of them if none."""
+    def ok(a, b):
+        return all(p == q or p == 1 or q == 1 for p, q in zip(a[::-1], b[::-1]))
+    return [s for s in pool if ok(s.shape, x.shape)] or pool
+
+
 def _step(gen: Gen, b: Builder, pool: list, depth: int) -> None:
     """Append one random op applied to values of `pool` (skipped if its shape rule says no)."""
     ch = gen.ch
@@ -280,7 +297,7 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
         # No stop_gradient in gradient cases: finite differences see through it.
         return ch.pick([f for f in UNARY[fam] if not (gen.grad and f is prims.stop_gradient)])(x)
     if kind == "binary":
-        return ch.pick(BINARY)(x, ch.pick(pool))
+        return ch.pick(BINARY)(x, ch.pick(_broadcastable(pool, x)))
     if kind == "scalar":
         v = ch.pick([ch.int(-3, 3), ch.real(-2, 2), ch.bool()])
         return ch.pick([prims.add, prims.mul, prims.maximum])(x, v)
@@ -311,7 +328,7 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
         return prims.concat([x] + ys, ch.int(0, max(x.ndim - 1, 0)))
     if kind == "where":
         cond = prims.gt(x, 0) if x.dtype != BOOL else x
-        return prims.where(cond, x, ch.pick(pool))
+        return prims.where(cond, x, ch.pick(_broadcastable(pool, x)))
     if kind == "cast":
         return prims.cast(x, ch.pick(gen.dtypes))
     if kind == "matmul":
@@ -588,7 +605,7 @@ def generate_case(seed: int, max_ops: int = 12, depth: int = 2) -> Case:
     else:
         dtypes = tuple(DType)
     special = float(rng.choice([0.05, 0.15, 0.3])) if regime == "special" else 0.0
-    ch = RngChooser(rng, special=special)
+    ch = RngChooser(rng, special=special, large=0.0 if regime == "smooth" else 0.01)
     gen = Gen(ch, Builder(f"fuzz{seed}"), dtypes=dtypes, grad=regime == "smooth")
     g = build_graph(gen, ch.int(1, max_ops), ch.int(0, depth))
     oob = float(rng.choice([0.0, 0.0, 0.05, 0.3]))

@@ -1,5 +1,6 @@
 """Minimal regression tests for what the differential fuzzer (tests/fuzz/run.py) found, one per
-failure, each named after what broke; the docstring gives the fuzz seed and the diagnosis."""
+failure, each named after what broke; the docstring gives the diagnosis and the fuzz seed (of
+the generator as it was then: the seeds name other programs now)."""
 from __future__ import annotations
 
 import numpy as np
