@@ -3,12 +3,12 @@
     >>> small = minimize(case, "llvm[fused]")
     >>> print(small.graph)
 
-Three reductions, repeated while any helps: keep one output (and what it needs); make an
-intermediate value the only output, which drops everything downstream of it; and cut: turn an
-intermediate value into a graph input that is fed the value the interpreter computed for it,
-which drops everything upstream of it. Cutting the operands of the last nodes first removes the
-most at once; then single values are cut front to back. Only graph-level structure is reduced:
-scan bodies stay whole.
+Reductions, repeated while any helps: drop the dead nodes of scan bodies; keep one output (and
+what it needs); make an intermediate value the only output, which drops everything downstream of
+it; and cut: turn an intermediate value into a graph input that is fed the value the
+interpreter computed for it, which drops everything upstream of it. Cutting the operands of the
+last nodes first removes the most at once; then single values are cut front to back. Scan
+bodies are otherwise kept whole.
 """
 from __future__ import annotations
 
@@ -132,8 +132,33 @@ def _size(c: Case) -> tuple[int, int, int]:
             sum(a.size for a in c.inputs))
 
 
+def prune_bodies(g: Graph) -> Graph:
+    """`g` with the dead nodes of its scan bodies removed (index checks are kept: they are
+    live by construction, see generate.py)."""
+    nodes, env = [], {}
+    for n in g.nodes:
+        m = n.replace(srcs=tuple(env.get(s, s) for s in n.srcs))
+        if n.op == Op.SCAN:
+            m = m.replace(attrs=dict(m.attrs, body=_prune(prune_bodies(m.attrs["body"]))))
+        nodes.append(m)
+        env.update(zip(n.outs, m.outs))
+    return Graph(g.name, g.inputs, tuple(nodes), tuple(env.get(v, v) for v in g.outputs))
+
+
+def _prune(g: Graph) -> Graph:
+    needed = set(g.outputs)
+    keep = []
+    for n in reversed(g.nodes):
+        if n.op == Op.CHECK_INDEX or any(v in needed for v in n.outs):
+            keep.append(n)
+            needed.update(n.srcs)
+    return g.with_nodes(reversed(keep))
+
+
 def _candidates(c: Case):
     g = c.graph
+    if any(n.op == Op.SCAN for n in g.nodes):
+        yield Case(c.seed, prune_bodies(g), c.inputs, c.hints, c.regime)
     outs = list(g.outputs)
     if len(outs) > 1:
         for v in dict.fromkeys(outs):

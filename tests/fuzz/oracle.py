@@ -11,15 +11,17 @@ What counts as "the same result" (`compare`):
   message on the other.
 * Integers and bools agree exactly; floats within rtol 1e-4 / atol 1e-5 where finite; NaN-ness,
   inf-ness and the sign of an inf exactly. The sign of a zero is not compared.
-* Legitimate rounding differences are measured, not guessed: the reference is run again twice
-  with a few-ulp random jitter where native code may round differently from numpy: on the
+* Legitimate rounding differences are measured, not guessed: the reference is run again three
+  times with a few-ulp random jitter where native code may round differently from numpy: on the
   operands of every summing op (sum, matmul, convolutions, average pooling, scatter_add), which
   models any reassociation of the sum (each term off by a relative n*eps is the classic error
   bound of a reordered n-term sum), and on the results of transcendental ops (exp, log, tanh,
-  sigmoid, pow), whose native versions may be off in the last bits. The second run also
-  computes the summing ops in a wider type (f64 for f32, long double for f64), as a GEMM's
-  fused multiply-adds do for each product: a product that overflows when rounded on its own
-  (3e38 * -2 in f32) need not overflow inside an fma (inf + that product is inf, not NaN).
+  sigmoid, pow), whose native versions may be off in the last bits. The second run computes
+  the summing ops in a wider type (f64 for f32, long double for f64) and the third matmul and
+  conv2d from products rounded one by one, summed in reverse order: a GEMM's fused
+  multiply-adds keep a product exact when it is added to a partial sum but round it alone onto
+  a zero accumulator, so a product that overflows when rounded (3e38 * -3 in f32) may or may
+  not become -inf depending on the order: -inf + inf (NaN) and inf are then both right.
   The tolerance of each element grows by 4x the spread the jitter caused there, so
   catastrophic cancellation (1e30 + 1 - 1e30) and amplification (exp(exp(x))) are allowed
   exactly as much as they are ill-conditioned. An element whose class (finite, NaN,
@@ -158,26 +160,53 @@ def _jitter(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
 
 
 WIDE = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
+#: The ways the jittered runs compute summing ops: as the reference does, in a wider type
+#: (each product exact, as inside an fma), and from products rounded one by one (as an fma
+#: onto a zero accumulator does) summed in another order.
+MODES = ("plain", "wide", "rounded")
+ROUNDED_MAX = 1 << 20      # the most products the "rounded" matmul materializes
 
 
 def _widen(a: np.ndarray) -> np.ndarray:
     return a.astype(WIDE[a.dtype]) if a.dtype in WIDE else a
 
 
+def _summing_ref(n, srcs: list[np.ndarray], mode: str):
+    ref = opdef(n.op).ref
+    if mode == "wide":
+        return ref([_widen(a) for a in srcs], n.attrs)
+    if mode == "rounded" and n.op == Op.MATMUL and all(a.dtype.kind == "f" for a in srcs):
+        a, b = srcs
+        a2, b2 = (a[None, :] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        if np.prod(batch + a2.shape[-2:] + b2.shape[-1:], dtype=np.int64) <= ROUNDED_MAX:
+            out = (a2[..., :, :, None] * b2[..., None, :, :])[..., ::-1, :].sum(axis=-2)
+            if a.ndim == 1:
+                out = out[..., 0, :]
+            return out[..., 0] if b.ndim == 1 else out
+    if mode == "rounded" and n.op == Op.CONV2D:
+        x, w = srcs          # one input channel at a time: every product rounded on its own
+        out = None
+        for c in reversed(range(x.shape[1])):
+            part = ref([x[:, c:c + 1], w[:, c:c + 1]], n.attrs)
+            out = part if out is None else out + part
+        if out is not None:
+            return out
+    return ref(srcs, n.attrs)
+
+
 def evaluate_jittered(g: Graph, args: Sequence[np.ndarray], rng: np.random.Generator,
-                      wide: bool = False) -> list[np.ndarray]:
+                      mode: str = "plain") -> list[np.ndarray]:
     """`evaluate`, with a few ulps of random jitter on the operands of summing ops and the
-    results of transcendental ones, inside scan bodies too; `wide` computes the summing ops in
-    a wider float type."""
+    results of transcendental ones, inside scan bodies too; summing ops are computed as `mode`
+    says (see MODES)."""
     env = dict(zip(g.inputs, args))
     for n in g.nodes:
         srcs = [env[s] for s in n.srcs]
-        if n.op in SUMMING:
-            srcs = [_jitter(rng, a) for a in srcs]
-            if wide:
-                srcs = [_widen(a) for a in srcs]
         if n.op == Op.SCAN:
-            out = _scan_jittered(srcs, n.attrs, rng, wide)
+            out = _scan_jittered(srcs, n.attrs, rng, mode)
+        elif n.op in SUMMING:
+            out = _summing_ref(n, [_jitter(rng, a) for a in srcs], mode)
         else:
             out = opdef(n.op).ref(srcs, n.attrs)
         outs = out if isinstance(out, tuple) else (out,)
@@ -187,26 +216,27 @@ def evaluate_jittered(g: Graph, args: Sequence[np.ndarray], rng: np.random.Gener
     return [env[v] for v in g.outputs]
 
 
-def _scan_jittered(xs, attrs, rng, wide):
+def _scan_jittered(xs, attrs, rng, mode):
     """The scan reference (defs/control.py) with a jittered body."""
     body, nc, nk, length = attrs["body"], attrs["num_consts"], attrs["num_carry"], attrs["length"]
     carry, seqs, consts = list(xs[:nk]), xs[nk:len(xs) - nc], list(xs[len(xs) - nc:])
     ys = [np.empty((length,) + t.shape, t.dtype.np) for t in body.output_types[nk:]]
     for t in (range(length - 1, -1, -1) if attrs["reverse"] else range(length)):
-        outs = evaluate_jittered(body, carry + [s[t] for s in seqs] + consts, rng, wide)
+        outs = evaluate_jittered(body, carry + [s[t] for s in seqs] + consts, rng, mode)
         carry = list(outs[:nk])
         for y, o in zip(ys, outs[nk:]):
             y[t] = o
     return tuple(carry) + tuple(ys)
 
 
-def jittered_references(g: Graph, args, seed: int, runs: int = 2) -> list[Outcome]:
+def jittered_references(g: Graph, args, seed: int) -> list[Outcome]:
+    """The reference run once per MODE, each with its own jitter."""
     out = []
-    for k in range(runs):
+    for k, mode in enumerate(MODES):
         rng = np.random.default_rng([seed, k, 0x5EED])
         try:
             with np.errstate(all="ignore"):
-                out.append(Outcome(values=evaluate_jittered(g, _copies(args), rng, k == 1)))
+                out.append(Outcome(values=evaluate_jittered(g, _copies(args), rng, mode)))
         except IndexOutOfRange as e:
             out.append(Outcome(error=str(e)))
     return out

@@ -2,6 +2,11 @@
 every failure (minimized program, its inputs, the check that failed) and one summary line.
 
     PYTHONPATH=src:. python tests/fuzz/run.py --cases 5000 [--seed 0] [--jobs 1]
+    ...
+    fuzz: 5000 cases, 0 failures (4990 compiled on llvm, 402 raised IndexOutOfRange on both,
+          571 gradient checks) in 640 s
+
+(the summary is one line; the exit status is 1 if any case failed).
 
 Case k is made from seed k alone (tests/fuzz/generate.py `generate_case`), so a run is
 deterministic and resumes anywhere: `--seed 2500 --cases 2500` does the second half of the run

@@ -157,12 +157,15 @@ def test_an_index_error_must_be_raised_on_both():
     assert report.raised and report.compiled and not report.failures
 
 
-def test_an_fma_overflow_edge_is_not_a_failure():
-    """inf + 1e-30 * inf... : a product that overflows when rounded alone (3e38 * -2) may not
-    overflow inside an fma, so NaN (numpy) and inf (an fma) are both right here."""
+@pytest.mark.parametrize("a, w", [([[1e-30, 3e38]], [[np.inf], [-2.0]]),
+                                  ([[-2.98e38, np.inf, np.inf]], [[3.07], [np.inf], [4.43]])])
+def test_an_fma_overflow_edge_is_not_a_failure(a, w):
+    """A product that overflows when rounded alone (3e38 * -2 in f32) does not overflow inside
+    an fma that adds it to inf, but does in one onto a zero accumulator: by the order of the
+    accumulation the dot product is NaN (-inf + inf) or inf, and both are right."""
     b = Builder("edge")
-    a = b.input(TensorType((1, 2), DType.F32), "a")
-    w = b.input(TensorType((2, 1), DType.F32), "w")
-    g = b.build([prims.matmul(a, w)])
-    args = [np.array([[1e-30, 3e38]], np.float32), np.array([[np.inf], [-2.0]], np.float32)]
+    x = b.input(TensorType(np.shape(a), DType.F32), "a")
+    y = b.input(TensorType(np.shape(w), DType.F32), "w")
+    g = b.build([prims.matmul(x, y)])
+    args = [np.array(a, np.float32), np.array(w, np.float32)]
     assert not check_case(Case(0, g, args, {}, "special")).failures
