@@ -11,17 +11,22 @@ What counts as "the same result" (`compare`):
   message on the other.
 * Integers and bools agree exactly; floats within rtol 1e-4 / atol 1e-5 where finite; NaN-ness,
   inf-ness and the sign of an inf exactly. The sign of a zero is not compared.
-* Legitimate rounding differences are measured, not guessed: the reference is run again three
+* Legitimate rounding differences are measured, not guessed: the reference is run again four
   times with a few-ulp random jitter where native code may round differently from numpy: on the
   operands of every summing op (sum, matmul, convolutions, average pooling, scatter_add), which
   models any reassociation of the sum (each term off by a relative n*eps is the classic error
   bound of a reordered n-term sum), and on the results of transcendental ops (exp, log, tanh,
   sigmoid, pow), whose native versions may be off in the last bits. The second run computes
-  the summing ops in a wider type (f64 for f32, long double for f64) and the third matmul and
-  conv2d from products rounded one by one, summed in reverse order: a GEMM's fused
-  multiply-adds keep a product exact when it is added to a partial sum but round it alone onto
-  a zero accumulator, so a product that overflows when rounded (3e38 * -3 in f32) may or may
-  not become -inf depending on the order: -inf + inf (NaN) and inf are then both right.
+  the summing ops in a wider type (f64 for f32, long double for f64); the third and fourth
+  compute sum, matmul and conv2d from products rounded one by one and added one at a time,
+  largest first and smallest first. Together they cover the overflow that depends on the
+  order of a sum: a GEMM's fma keeps a product exact when it adds it to a partial sum but
+  rounds it alone onto a zero accumulator (3e38 * -3 in f32 may or may not become -inf), and
+  partial sums of huge finite terms overflow in one order and not in another (MAX + MAX - inf
+  is NaN, MAX - inf + MAX is -inf). Such an element's class changes between the runs, so it
+  is not compared. (With terms of one sign, overflow in some order but not in another happens
+  only at the rounding edge of the result, below; with mixed signs cancellation moves it
+  anywhere.)
   The tolerance of each element grows by 4x the spread the jitter caused there, so
   catastrophic cancellation (1e30 + 1 - 1e30) and amplification (exp(exp(x))) are allowed
   exactly as much as they are ill-conditioned. An element whose class (finite, NaN,
@@ -160,38 +165,56 @@ def _jitter(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
 
 
 WIDE = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
-#: The ways the jittered runs compute summing ops: as the reference does, in a wider type
-#: (each product exact, as inside an fma), and from products rounded one by one (as an fma
-#: onto a zero accumulator does) summed in another order.
-MODES = ("plain", "wide", "rounded")
-ROUNDED_MAX = 1 << 20      # the most products the "rounded" matmul materializes
+#: The ways the jittered runs compute summing ops: as the reference does; in a wider type
+#: (each product exact, as inside an fma); and, for sum, matmul and conv2d, from products
+#: rounded one by one (as an fma onto a zero accumulator does) added one at a time, largest
+#: first ("up") or smallest first ("down"): the orders in which partial sums overflow most.
+MODES = ("plain", "wide", "up", "down")
+ORDERED_MAX = 1 << 20      # the most terms an ordered sum materializes
 
 
 def _widen(a: np.ndarray) -> np.ndarray:
     return a.astype(WIDE[a.dtype]) if a.dtype in WIDE else a
 
 
+def _ordered_sum(terms: np.ndarray, mode: str) -> np.ndarray:
+    """Sum over the last axis, one term at a time (add.accumulate is sequential), sorted."""
+    if terms.shape[-1] == 0:
+        return np.zeros(terms.shape[:-1], terms.dtype)
+    t = np.sort(terms, axis=-1)          # NaNs last
+    if mode == "up":
+        t = t[..., ::-1]
+    return np.add.accumulate(t, axis=-1)[..., -1]
+
+
 def _summing_ref(n, srcs: list[np.ndarray], mode: str):
     ref = opdef(n.op).ref
     if mode == "wide":
         return ref([_widen(a) for a in srcs], n.attrs)
-    if mode == "rounded" and n.op == Op.MATMUL and all(a.dtype.kind == "f" for a in srcs):
+    floats = all(a.dtype.kind == "f" for a in srcs)
+    if mode in ("up", "down") and floats and n.op == Op.SUM and n.attrs["axes"] and \
+            srcs[0].size <= ORDERED_MAX:
+        (x,), axes = srcs, n.attrs["axes"]
+        moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
+        lead = moved.shape[:x.ndim - len(axes)]
+        count = int(np.prod(moved.shape[len(lead):], dtype=np.int64))
+        out = _ordered_sum(moved.reshape(lead + (count,)), mode)
+        return out.reshape(n.type.shape) if n.attrs["keepdims"] else out
+    if mode in ("up", "down") and floats and n.op == Op.MATMUL:
         a, b = srcs
         a2, b2 = (a[None, :] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
         batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        if np.prod(batch + a2.shape[-2:] + b2.shape[-1:], dtype=np.int64) <= ROUNDED_MAX:
-            out = (a2[..., :, :, None] * b2[..., None, :, :])[..., ::-1, :].sum(axis=-2)
+        if np.prod(batch + a2.shape[-2:] + b2.shape[-1:], dtype=np.int64) <= ORDERED_MAX:
+            prods = a2[..., :, :, None] * b2[..., None, :, :]
+            out = _ordered_sum(np.moveaxis(prods, -2, -1), mode)
             if a.ndim == 1:
                 out = out[..., 0, :]
             return out[..., 0] if b.ndim == 1 else out
-    if mode == "rounded" and n.op == Op.CONV2D:
+    if mode in ("up", "down") and n.op == Op.CONV2D and srcs[0].shape[1]:
         x, w = srcs          # one input channel at a time: every product rounded on its own
-        out = None
-        for c in reversed(range(x.shape[1])):
-            part = ref([x[:, c:c + 1], w[:, c:c + 1]], n.attrs)
-            out = part if out is None else out + part
-        if out is not None:
-            return out
+        order = range(x.shape[1]) if mode == "up" else reversed(range(x.shape[1]))
+        parts = [ref([x[:, c:c + 1], w[:, c:c + 1]], n.attrs) for c in order]
+        return _ordered_sum(np.stack(parts, axis=-1), mode)
     return ref(srcs, n.attrs)
 
 

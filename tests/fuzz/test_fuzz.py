@@ -157,12 +157,17 @@ def test_an_index_error_must_be_raised_on_both():
     assert report.raised and report.compiled and not report.failures
 
 
+MAX32 = float(np.finfo(np.float32).max)
+
+
 @pytest.mark.parametrize("a, w", [([[1e-30, 3e38]], [[np.inf], [-2.0]]),
-                                  ([[-2.98e38, np.inf, np.inf]], [[3.07], [np.inf], [4.43]])])
+                                  ([[-2.98e38, np.inf, np.inf]], [[3.07], [np.inf], [4.43]]),
+                                  ([[MAX32, MAX32, 1.0]], [[1.0], [1.0], [-np.inf]])])
 def test_an_fma_overflow_edge_is_not_a_failure(a, w):
     """A product that overflows when rounded alone (3e38 * -2 in f32) does not overflow inside
-    an fma that adds it to inf, but does in one onto a zero accumulator: by the order of the
-    accumulation the dot product is NaN (-inf + inf) or inf, and both are right."""
+    an fma that adds it to inf, but does in one onto a zero accumulator; partial sums of huge
+    finite terms overflow in one order and not in another (MAX + MAX - inf): by the order of
+    the accumulation the dot product is NaN (-inf + inf) or an inf, and both are right."""
     b = Builder("edge")
     x = b.input(TensorType(np.shape(a), DType.F32), "a")
     y = b.input(TensorType(np.shape(w), DType.F32), "w")
