@@ -197,8 +197,9 @@ def _report(r: dict) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=1000)
+    ap = argparse.ArgumentParser(description="The differential fuzzer (see the module "
+                                 "docstring): interp vs llvm on generated programs.")
+    ap.add_argument("--cases", type=int, default=1000, help="how many cases (seeds) to run")
     ap.add_argument("--seed", type=int, default=0, help="the first case's seed")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--minimize-s", type=float, default=60.0,
