@@ -70,11 +70,15 @@ class Chooser:
         raise NotImplementedError
 
     def operand(self, pool: list):
-        """The value the next op applies to."""
-        return self.pick(pool)
+        """The value the next op applies to: half the time one of the newest values, so ops
+        chain into deeper expressions (and a scan's results get used)."""
+        return self.pick(pool[-3:] if self.bool() else pool)
 
     def outputs(self, pool: list) -> list:
-        return self.picks(pool, 1, 4)
+        """The newest value, and values nothing uses (the ends of the expressions built)."""
+        used = {v for n in pool[0].builder.nodes for v in n.srcs}
+        sinks = [s for s in pool if s.value not in used and s.value.node.op != Op.INPUT]
+        return [pool[-1]] + self.picks(sinks or pool, 0, 3)
 
     def array(self, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
@@ -162,16 +166,6 @@ class RngChooser(Chooser):
     def real(self, lo, hi):
         return float(self.rng.uniform(lo, hi))
 
-    def operand(self, pool):
-        # Half the time one of the newest values, so ops chain into deeper expressions.
-        return self.pick(pool[-3:] if self.bool() else pool)
-
-    def outputs(self, pool):
-        # The newest value, and values nothing uses (the ends of the expressions built).
-        used = {v for n in pool[0].builder.nodes for v in n.srcs}
-        sinks = [s for s in pool if s.value not in used and s.value.node.op != Op.INPUT]
-        return [pool[-1]] + self.picks(sinks or pool, 0, 3)
-
     def shape(self):
         # Mostly 1..3, sometimes an empty dim, now and then a long one: vector loops with
         # tails, GEMM tiles with edges.
@@ -205,8 +199,9 @@ COMPOSITE = [nnjit.softmax, nnjit.log_softmax, nnjit.logsumexp, nnjit.min, nnjit
 TAKE_MODES = ["raise", "raise", "clip", "wrap", "fill", "promise_in_bounds"]
 # Half the draws come from the original menu (so the text round-trip tests keep its mix of
 # scans, multi-result nodes and large constants), half from the op families the fuzzer added.
-BASE_KINDS = ["unary", "binary", "scalar", "const", "reduce", "argmax", "reshape", "transpose",
-              "slice", "concat", "where", "cast", "matmul", "scan", "iota"]
+# Hypothesis favours the first entries in small examples: scans and constants come first.
+BASE_KINDS = ["scan", "const", "unary", "binary", "scalar", "reduce", "argmax", "reshape",
+              "transpose", "slice", "concat", "where", "cast", "matmul", "iota"]
 MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
               "getitem_array"]
@@ -303,7 +298,7 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
         return ch.pick([prims.add, prims.mul, prims.maximum])(x, v)
     if kind == "const":
         dt = ch.pick(gen.dtypes)
-        arr = ch.array(dt, ch.shape() + ch.pick([(), (20,)]))
+        arr = ch.array(dt, ch.shape() + ch.pick([(), (20,), (20,)]))
         return b.const(arr)
     if kind == "reduce":
         axes = ch.axes(x.ndim)
@@ -342,8 +337,11 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
             raise ShapeError("iota needs a dim")
         return prims.iota(b, shape, ch.int(0, len(shape) - 1),
                           ch.pick([d for d in (I32, I64, F32, F64) if d in gen.dtypes]))
-    if kind == "scan" and depth > 0 and x.ndim >= 1:
-        return _random_scan(gen, b, x, pool, depth)
+    if kind == "scan" and depth > 0:
+        seqs = [s for s in pool if s.ndim >= 1]      # a scalar cannot be scanned over
+        if x.ndim == 0 and seqs:
+            x = ch.pick(seqs)
+        return _random_scan(gen, b, x, pool, depth) if x.ndim >= 1 else []
     if kind in MENU:
         return MENU[kind](gen, b, x, pool)
     return []
@@ -359,7 +357,7 @@ def _random_scan(gen: Gen, b: Builder, x: Sym, pool: list, depth: int):
     for _ in range(ch.int(0, 4)):
         _step(gen, child, body_pool, depth - 1)
     new_c = ch.pick(_same_type(body_pool, t))
-    ys = ch.picks(body_pool, 0, 2)
+    ys = ch.picks(body_pool, 0 if ch.int(0, 3) == 0 else 1, 2)    # mostly some stacked ys
     must = gen.live.pop(id(child), [])
     body = child.build([new_c] + ys + must)
     inits = _same_type(pool, t)
