@@ -11,12 +11,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-from hypothesis.extra import numpy as hnp
+from hypothesis import given, settings
 
-from nnjit.ir import (OPDEFS, Builder, DType, Graph, Loc, Node, Op, ShapeError, Sym, TensorType,
-                      Value, parse, prims, verify)
+from nnjit.ir import (OPDEFS, Builder, DType, Graph, Loc, Node, Op, TensorType, Value, parse, prims,
+                      verify)
 from nnjit.ir.opdef import ATTR_KINDS
+from tests.fuzz.generate import random_graphs
 
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
@@ -430,116 +430,7 @@ def test_equality_inside_nested_bodies():
 
 
 # -- random valid graphs ---------------------------------------------------------------------------
-
-IDENT = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
-SHAPES = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
-LOCS = st.builds(Loc, st.text(max_size=12), st.integers(0, 2 ** 40), st.text(max_size=8))
-UNARY = {F32: [prims.exp, prims.log, prims.sqrt, prims.tanh, prims.sigmoid, prims.neg,
-               prims.abs, prims.relu, prims.stop_gradient],
-         I32: [prims.neg, prims.abs, prims.relu], BOOL: [prims.logical_not]}
-BINARY = [prims.add, prims.sub, prims.mul, prims.div, prims.pow, prims.maximum, prims.minimum,
-          prims.eq, prims.ne, prims.lt, prims.le, prims.gt, prims.ge, prims.logical_and,
-          prims.logical_or]
-KINDS = ["unary", "binary", "scalar", "const", "reduce", "argmax", "reshape", "transpose", "slice",
-         "concat", "where", "cast", "matmul", "scan", "iota"]
-
-
-def _same_type(pool, t):
-    return [s for s in pool if s.type == t]
-
-
-def _step(draw, b: Builder, pool: list, depth: int) -> None:
-    """Append one random op applied to values of `pool` (skipped if its shape rule says no)."""
-    kind = draw(st.sampled_from(KINDS))
-    x = draw(st.sampled_from(pool))
-    loc = draw(st.one_of(st.none(), LOCS)) if draw(st.integers(0, 4)) == 0 else None
-    try:
-        with b.at(loc):
-            out = _apply(draw, b, kind, x, pool, depth)
-    except ShapeError:
-        return
-    pool.extend(out if isinstance(out, (tuple, list)) else [out])
-
-
-def _apply(draw, b: Builder, kind: str, x: Sym, pool: list, depth: int):
-    fam = F32 if x.dtype.is_float else I32 if x.dtype.is_int else BOOL
-    if kind == "unary":
-        return draw(st.sampled_from(UNARY[fam]))(x)
-    if kind == "binary":
-        return draw(st.sampled_from(BINARY))(x, draw(st.sampled_from(pool)))
-    if kind == "scalar":
-        v = draw(st.one_of(st.integers(-3, 3), st.floats(-2, 2), st.booleans()))
-        return draw(st.sampled_from([prims.add, prims.mul, prims.maximum]))(x, v)
-    if kind == "const":
-        dt = draw(st.sampled_from(list(DType)))
-        arr = draw(hnp.arrays(dt.np, draw(SHAPES) + draw(st.sampled_from([(), (20,)]))))
-        return b.const(arr)
-    if kind == "reduce":
-        axes = draw(st.lists(st.integers(0, max(x.ndim - 1, 0)), unique=True, max_size=x.ndim))
-        fn = draw(st.sampled_from([prims.reduce_sum, prims.reduce_max, prims.mean]))
-        return fn(x, tuple(axes) if x.ndim else None, draw(st.booleans()))
-    if kind == "argmax":
-        return prims.argmax(x, draw(st.integers(-x.ndim, max(x.ndim - 1, 0))), draw(st.booleans()))
-    if kind == "reshape":
-        shape = draw(st.sampled_from([(x.size,), x.shape[::-1], (1,) + x.shape, (-1,)]))
-        return prims.reshape(x, shape)
-    if kind == "transpose":
-        return b.emit(Op.TRANSPOSE, (x,), {"perm": tuple(draw(st.permutations(range(x.ndim))))})
-    if kind == "slice":
-        bound = st.none() | st.integers(-4, 4)
-        idx = tuple(slice(draw(bound), draw(bound), draw(st.sampled_from([None, 1, 2, -1, -2])))
-                    for _ in range(x.ndim))
-        return prims.getitem(x, idx)
-    if kind == "concat":
-        others = [s for s in pool if s.ndim == x.ndim and s.ndim > 0]
-        ys = draw(st.lists(st.sampled_from(others), min_size=1, max_size=2)) if others else []
-        return prims.concat([x] + ys, draw(st.integers(0, max(x.ndim - 1, 0))))
-    if kind == "where":
-        cond = prims.gt(x, 0) if x.dtype != BOOL else x
-        return prims.where(cond, x, draw(st.sampled_from(pool)))
-    if kind == "cast":
-        return prims.cast(x, draw(st.sampled_from(list(DType))))
-    if kind == "matmul":
-        if x.ndim >= 2:
-            return prims.matmul(x, prims.transpose(x, tuple(range(x.ndim - 2)) +
-                                                   (x.ndim - 1, x.ndim - 2)))
-        return prims.matmul(x, x)
-    if kind == "iota":
-        shape = draw(SHAPES.filter(bool))
-        return prims.iota(b, shape, draw(st.integers(0, len(shape) - 1)),
-                          draw(st.sampled_from([I32, I64, F32, F64])))
-    if kind == "scan" and depth > 0 and x.ndim >= 1:
-        return _random_scan(draw, b, x, pool, depth)
-    return []
-
-
-def _random_scan(draw, b: Builder, x: Sym, pool: list, depth: int):
-    t = TensorType(x.shape[1:], x.dtype)
-    child = Builder(draw(IDENT), parent=b)
-    body_pool = [child.input(t, "c"), child.input(t, "xt")]
-    for outer in draw(st.lists(st.sampled_from(pool), max_size=2)):
-        body_pool.append(child.wrap(child.value_of(outer)))     # a const captured from outside
-    for _ in range(draw(st.integers(0, 4))):
-        _step(draw, child, body_pool, depth - 1)
-    new_c = draw(st.sampled_from(_same_type(body_pool, t)))
-    ys = draw(st.lists(st.sampled_from(body_pool), max_size=2))
-    body = child.build([new_c] + ys)
-    inits = _same_type(pool, t)
-    init = draw(st.sampled_from(inits)) if inits else b.const(np.zeros(t.shape, t.dtype.np))
-    consts = [outer for outer, _ in child.captures]
-    return prims.scan(body, [init], [x], consts, x.shape[0], draw(st.booleans()))
-
-
-@st.composite
-def random_graphs(draw, max_ops: int = 10, depth: int = 2) -> Graph:
-    b = Builder(draw(IDENT))
-    pool = []
-    for _ in range(draw(st.integers(1, 3))):
-        t = TensorType(draw(SHAPES), draw(st.sampled_from(list(DType))))
-        pool.append(b.input(t, draw(IDENT), loc=draw(st.none() | LOCS)))
-    for _ in range(draw(st.integers(1, max_ops))):
-        _step(draw, b, pool, depth)
-    return b.build(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4)))
+# The strategy (and its op menu) lives in tests/fuzz/generate.py, shared with the fuzzer.
 
 
 @settings(max_examples=80)

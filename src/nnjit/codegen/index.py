@@ -171,6 +171,8 @@ def reshape_coords(coords: Sequence[Expr], out_shape: Sequence[int],
     Dims are matched in blocks of equal product, so inserting or removing size-1 dims and
     merging/splitting contiguous dims need no division unless a block really reshuffles."""
     out_shape, in_shape = list(out_shape), list(in_shape)
+    if 0 in in_shape:     # no elements: the coordinates are never evaluated
+        return [c64(0)] * len(in_shape)
     result: list[Expr] = []
     i = j = 0
     while i < len(out_shape) or j < len(in_shape):

@@ -363,7 +363,9 @@ def _concat_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:
         val = g.value_at(s, sc)
         end = start + s.shape[ax]
         out = val if out is None else select(cmp(KOp.LT, c[ax], c64(end)), val, out)
-    assert out is not None
+    if out is None:     # every operand is empty along the axis: no element is computed
+        dt = n.type.dtype
+        return Const(0.0 if dt.is_float else False if dt == DType.BOOL else 0, dt)
     return out
 
 def _take_at(g: GroupLowering, n: Node, c: list[Expr]) -> Expr:

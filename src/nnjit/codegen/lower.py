@@ -244,8 +244,12 @@ class _Lowering:
         ins = [self.buffer_of(v) for v in carry]
         xb = [self.buffer_of(v) for v in xs]
         cb = [self.buffer_of(v) for v in consts]
-        reads = tuple(dict.fromkeys(ins + xb + cb + carry_bufs + next_bufs + [arena]))
-        writes = tuple(dict.fromkeys(carry_bufs + next_bufs + finals + ys + [arena]))
+        # An index check in the body writes the status word of the whole program.
+        status = [STATUS_BUFFER] if any(b.kind == BufKind.STATUS for b in sub.buffers) else []
+        if status and STATUS_BUFFER not in self.buffers:
+            self.add_buffer(Buffer(STATUS_BUFFER, DType.I64, 2, BufKind.STATUS))
+        reads = tuple(dict.fromkeys(ins + xb + cb + carry_bufs + next_bufs + [arena] + status))
+        writes = tuple(dict.fromkeys(carry_bufs + next_bufs + finals + ys + [arena] + status))
         self.kernels.append(ScanKernel(
             self.kernel_name(n), n.attrs["length"], n.attrs["reverse"], sub, tuple(ins),
             tuple(carry_bufs), tuple(next_bufs), tuple(finals), tuple(xb), tuple(ys), tuple(cb),

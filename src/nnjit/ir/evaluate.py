@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import CompileError, IndexOutOfRange
-from .graph import Graph, Node, Value
+from .graph import Graph, Node, Value, subgraphs
 from .opdef import opdef
 
 
@@ -24,7 +24,9 @@ def evaluate(graph: Graph, args: Sequence[np.ndarray],
         try:
             out = opdef(n.op).ref([env[s] for s in n.srcs], n.attrs)
         except IndexOutOfRange as e:
-            raise IndexOutOfRange(f"{e} at {n.loc}" if n.loc else str(e)) from None
+            # A check inside a body (scan, fusion) has already named its own line.
+            located = n.loc and not subgraphs(n)
+            raise IndexOutOfRange(f"{e} at {n.loc}" if located else str(e)) from None
         outs = out if isinstance(out, tuple) else (out,)
         for v, o in zip(n.outs, outs):
             o = np.asarray(o)

@@ -155,6 +155,19 @@ def _reduce(reds: list[Node], nodes, roots):
         if n.op in MOVEMENT and n.op not in (Op.RESHAPE, Op.BROADCAST_TO) and _ancestors(
                 n, nodes) & set(reds):
             return None, f"{n.op.value} would rearrange reduced values inside the kernel"
+    for n in nodes:
+        # The kernel has one row's reduced values at hand: an element of the domain may read
+        # them only at its own row, so a reduced value must broadcast like keepdims (numpy
+        # aligns the trailing dims: a sum over axis 1 of (3, 3) added to (3, 3) reads by
+        # column).
+        if n.op in REDUCE or n.type.shape != shape:
+            continue
+        for s in n.srcs:
+            if s.shape != shape and s.node in nodes and (
+                    s.node in reds or _ancestors(s.node, nodes) & set(reds)) and \
+                    (1,) * (len(shape) - len(s.shape)) + s.shape != keep:
+                return None, (f"{n.op.value} reads the reduced {s.type} across rows of "
+                              f"{shape} (it broadcasts by trailing dims, not as {keep})")
     row_dims = [d for d in kept if d != 1]
     for r in roots:
         # A result is stored once per row (its non-unit dims are the rows') or per element.
