@@ -134,3 +134,18 @@ def test_a_row_reduction_read_by_row_still_fuses():
     bad = nnjit.jit(lambda x, y: nnjit.sum(x, axis=1) + y, backend="llvm").lower(x, x)
     assert bad.explain_fusion().num_kernels == 2
     assert any("reads the reduced" in str(d) for d in bad.explain_fusion().decisions)
+
+
+def test_a_padded_convolution_of_an_empty_image_reads_nothing_out_of_bounds():
+    """Found by the fuzzer (seed 697): conv2d with padding over an input of width 0 made its
+    im2col load x[-1] (a masked tap's index clamped into [0, w - 1] = [0, -1]); the kernel-IR
+    verifier caught it. Indices of empty dims now clamp to 0 (their buffer's one element)."""
+    x = np.zeros((2, 3, 3, 0))
+    w = np.ones((3, 3, 3, 1))
+
+    def f(x, w):
+        return nnjit.conv2d(x, w, stride=(2, 1), padding=((1, 0), (1, 0)))
+
+    want = nnjit.jit(f)(x, w)
+    got = nnjit.jit(f, backend="llvm")(x, w)      # NNJIT_VERIFY is on in the suite
+    np.testing.assert_array_equal(got, want)

@@ -100,8 +100,9 @@ def imax(a: Expr, b: Expr) -> Expr:
 
 
 def clamp(a: Expr, lo: int, hi: int) -> Expr:
-    """a clamped into [lo, hi] (used so data-dependent or masked indices stay in bounds)."""
-    return imin(imax(a, c64(lo)), c64(hi))
+    """a clamped into [lo, hi] (used so data-dependent or masked indices stay in bounds). An
+    empty range (hi < lo: a dim of size 0, whose buffer still has one element) clamps to lo."""
+    return imin(imax(a, c64(lo)), c64(max(hi, lo)))
 
 
 def cmp(op: KOp, a: Expr, b: Expr) -> Expr:
