@@ -125,6 +125,9 @@ class LLVMExecutable:
         # Outputs computed in place over a donated input: (output index, input index).
         self.donated = [(program.outputs.index(b.name), program.inputs.index(b.base))
                         for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
+        into = dict(self.donated)
+        self._results = [(into.get(j), s.shape, np.dtype(s.dtype))
+                         for j, s in enumerate(outputs)]
         nargs = len(inputs) + len(outputs) + 1
         self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
         self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes, program.name)
@@ -146,17 +149,13 @@ class LLVMExecutable:
         """Run on `args` (C-contiguous, aligned arrays of the signature: the runtime checks);
         results go to fresh arrays, or to `outs` (writable, not overlapping any argument)."""
         if outs is None:
-            outs = [np.empty(s.shape, s.dtype) if not self.donated else None
-                    for s in self.outputs]
             # A donated input is consumed: its result is written into it and it is returned
             # (itself, or a view with the result's own shape: the planner only donates equal
-            # byte sizes of one dtype).
-            for j, i in self.donated:
-                shape = self.outputs[j].shape
-                outs[j] = args[i] if args[i].shape == shape else args[i].reshape(shape)
-            outs = [o if o is not None else np.empty(s.shape, s.dtype)
-                    for o, s in zip(outs, self.outputs)]
-        ptrs = [a.ctypes.data for a in args] + [o.ctypes.data for o in outs]
+            # byte sizes of one dtype); the other results get fresh arrays.
+            outs = [np.empty(shape, dt) if i is None else
+                    args[i] if args[i].shape == shape else args[i].reshape(shape)
+                    for i, shape, dt in self._results]
+        ptrs = [_address(a) for a in args] + [_address(o) for o in outs]
         with self._lock:
             self._entry(*ptrs, self._arena_ptr)
             if self._status is not None and self._status[0]:
@@ -203,6 +202,15 @@ class LLVMExecutable:
         from . import aot  # noqa: PLC0415
 
         return aot.export(self, path)
+
+
+def _address(a: np.ndarray) -> int:
+    """The data pointer of `a`: through its buffer (a third of `a.ctypes.data`'s cost, which
+    builds a ctypes object per call), or `a.ctypes.data` for read-only and empty arrays."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError):
+        return a.ctypes.data
 
 
 def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:
