@@ -62,11 +62,11 @@ class Rendered:
     @property
     def host_offset(self) -> int | None:
         """Where the runtime stores `int32 host(int64 step, void **buffers)` (host steps)."""
-        return self.temp_bytes + self.status_bytes if self.host_bytes else None
+        return self.temp_bytes if self.host_bytes else None
 
     @property
     def status_offset(self) -> int | None:
-        return self.temp_bytes if self.status_bytes else None
+        return self.temp_bytes + self.host_bytes if self.status_bytes else None
 
     @property
     def profile_offset(self) -> int | None:
@@ -101,7 +101,7 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
     stamps = round64(8 * (len(program.kernels) + 1)) if profile else 0
     r.program_function(program, name, workspace_offset=temp + status + host + stamps,
                        profile_offset=temp + status + host if profile else None,
-                       host_offset=temp + status if host else None)
+                       host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
                     status, stamps, host)
