@@ -859,5 +859,27 @@ case("scan_reverse", Op.SCAN,
      lambda c0, xs: (lambda r: (r[0], r[1][::-1]))(_scan_expected(c0, xs[::-1])),
      [(2,), (3, 2)], CTL, diff_inputs=(0, 1))
 
+# -- collectives over a process group (issue 15) ------------------------------------------------
+# One process is a group of one: every collective is the identity (its rank is 0). Two ranks
+# are tested by launching them: tests/distributed.
+COL = "collective"
+import nnjit.distributed as dist  # noqa: E402
+
+case("psum", Op.ALL_REDUCE, lambda x: dist.psum(x), lambda x: x.copy(), [(3, 4)], COL,
+     dtypes=NUMERIC, diff_inputs=(0,))
+case("pmean", Op.ALL_REDUCE, lambda x: dist.pmean(x) * 2.0, lambda x: x * 2, [(5,)], COL,
+     diff_inputs=(0,))
+case("pmax", Op.ALL_REDUCE, lambda x: dist.pmax(x), lambda x: x.copy(), [(2, 3)], COL,
+     dtypes=NUMERIC, diff_inputs=(0,))
+case("all_gather", Op.ALL_GATHER, lambda x: dist.all_gather(x, axis=-1),
+     lambda x: x.copy(), [(2, 3)], COL, dtypes=ALL, diff_inputs=(0,))
+case("psum_scatter", Op.REDUCE_SCATTER, lambda x: dist.psum_scatter(x, axis=1),
+     lambda x: x.copy(), [(2, 4)], COL, dtypes=NUMERIC, diff_inputs=(0,))
+case("broadcast", Op.BROADCAST, lambda x: dist.broadcast(x, root=0) + 1,
+     lambda x: x + np.ones((), x.dtype), [(4,)], COL, dtypes=NUMERIC, diff_inputs=(0,))
+case("axis_index", Op.AXIS_INDEX,
+     lambda x: x + P.cast(P.axis_index(P.builder_of(x), "batch", 1), x.dtype),
+     lambda x: x.copy(), [(3,)], COL, dtypes=NUMERIC)
+
 COVERED_OPS = frozenset(c.op for c in CASES)
 FAMILIES = tuple(dict.fromkeys(c.family for c in CASES))

@@ -48,6 +48,7 @@ NOT_DIFFERENTIABLE = {
                        "gradient is piecewise constant in x anyway)",
     "fusion": "made by the fusion pass, which runs after autodiff: graphs are differentiated "
               "before they are fused",
+    "axis_index": "integer rank, no operands",
 }
 # Differentiated by the autodiff pass itself rather than by an OpDef.vjp rule.
 PASS_DIFFERENTIATED = {Op.SCAN: "backpropagation through time as a reverse scan"}
@@ -420,6 +421,25 @@ def _scan(draw):
         return nnjit.scan(body, h0, xs, reverse=reverse)
 
     return Case(f, (h0, xs, w), (0, 1, 2))
+
+
+# -- collectives (issue 15): in one process each is the identity, and so is its transpose; the
+# transposes across ranks are checked against numpy in tests/distributed. ------------------------
+
+def _collective_case(name, op, f):
+    @case(name, op)
+    def make(draw):
+        return Case(f, (normal(rng_of(draw), (2, 4)),), (0,))
+
+
+for _name, _op, _f in [
+        ("all_reduce_sum", Op.ALL_REDUCE, lambda x: P.all_reduce(x, "sum", "batch", 1) * x),
+        ("all_reduce_mean", Op.ALL_REDUCE, lambda x: P.all_reduce(x * x, "mean", "batch", 1)),
+        ("all_reduce_max", Op.ALL_REDUCE, lambda x: P.exp(P.all_reduce(x, "max", "batch", 1))),
+        ("all_gather", Op.ALL_GATHER, lambda x: P.all_gather(x, 1, "batch", 1) * x),
+        ("reduce_scatter", Op.REDUCE_SCATTER, lambda x: P.reduce_scatter(x * x, 0, "batch", 1)),
+        ("broadcast", Op.BROADCAST, lambda x: P.tanh(P.broadcast(x, 0, "batch", 1)))]:
+    _collective_case(_name, _op, _f)
 
 
 # -- tests --------------------------------------------------------------------------------------

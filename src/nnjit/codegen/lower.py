@@ -27,7 +27,7 @@ from ..ir.kernel import (
 )
 from ..ir.opdef import kind_of, opdef, set_rule
 from ..ir.ops import Kind
-from . import contraction, window  # noqa: F401  (register their templates on the OpDefs)
+from . import collective, contraction, window  # noqa: F401  (register their rules on the OpDefs)
 from .checks import check_loops
 from .index import View
 from .loops import GroupLowering, make_loop_kernel

@@ -475,7 +475,33 @@ class GpuKernel:
         return max((b.offset + b.nbytes for b in self.shared), default=0)
 
 
-Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel, GpuKernel]
+@dataclass(frozen=True)
+class HostKernel:
+    """A step the runtime runs on the host between native kernels: a collective over the
+    process group (issue 15; run by `nnjit.backends.collective.HostSteps`).
+
+    `op` is `all_reduce_start` / `all_reduce_wait` (a pair sharing attr `slot`: the transfer
+    runs while the kernels between them do, see `codegen.overlap`), `all_gather`,
+    `reduce_scatter`, `broadcast` or `axis_index`; `attrs` are the graph op's attributes as
+    sorted (name, value) pairs; `srcs` and `dsts` its buffers, whose `shapes` (srcs first) it
+    sees them with. A wait lists the pair's buffers as reads only: the start writes `dst`, so
+    the planner keeps both alive (and apart) until the wait."""
+
+    name: str
+    op: str
+    attrs: tuple[tuple[str, object], ...]
+    srcs: tuple[str, ...]
+    dsts: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    src: str = ""
+
+    def attr(self, name: str):
+        return dict(self.attrs)[name]
+
+
+Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel, GpuKernel, HostKernel]
 
 
 STATUS_BUFFER = "status"
@@ -576,6 +602,11 @@ def print_kernel(k: Kernel, indent: str = "") -> str:
                  f"consts ({', '.join(k.const_bufs)})",
                  print_program(k.body, indent + "  ")]
         return "\n".join(lines)
+    if isinstance(k, HostKernel):
+        attrs = ", ".join(f"{a}={v}" for a, v in k.attrs)
+        shapes = iter(k.shapes)
+        typed = lambda names: ", ".join(f"{n}: {list(next(shapes))}" for n in names)  # noqa
+        return f"{head}: host {k.op}({attrs}) ({typed(k.srcs)}) -> ({typed(k.dsts)}){src}"
     return f"{head}: copy {k.size} x {k.dtype.value}{src}"
 
 

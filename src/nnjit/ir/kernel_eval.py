@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import IndexOutOfRange
+from .errors import CompileError, IndexOutOfRange
 from .kernel import (
     STATUS_BUFFER,
     Assign,
@@ -25,6 +25,7 @@ from .kernel import (
     BufKind,
     Const,
     CopyKernel,
+    HostKernel,
     GemmKernel,
     GpuKernel,
     If,
@@ -175,6 +176,10 @@ def _execute(p: Program, mem: dict[str, np.ndarray]) -> None:
             _gemm(k, mem, m)
         elif isinstance(k, ScanKernel):
             _scan(k, mem)
+        elif isinstance(k, HostKernel):
+            raise CompileError(f"kernel {k.name}: host step {k.op} (a collective over "
+                               f"{k.attr('group_size')} processes) runs in a backend's runtime, "
+                               "not in the kernel-IR interpreter")
         elif isinstance(k, GpuKernel):
             if k.gemm is not None:
                 _gemm(k.gemm, mem, m)

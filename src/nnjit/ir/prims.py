@@ -523,3 +523,32 @@ def scan(body, carry: Sequence[Sym], xs: Sequence[Sym], consts: Sequence[Sym], l
     out = b.emit(Op.SCAN, srcs, {"body": body, "num_carry": len(carry),
                                  "num_consts": len(consts), "length": length, "reverse": reverse})
     return out if isinstance(out, tuple) else (out,)
+
+
+# -- collectives over a process group (issue 15) --------------------------------------------------
+
+def all_reduce(x: Sym, reduce: str, axis_name: str, group_size: int) -> Sym:
+    """`reduce` ("sum", "mean" or "max") of `x` over the `group_size` processes of group
+    `axis_name` (each process passes its own `x`; every one gets the result)."""
+    return _emit(Op.ALL_REDUCE, (x,), reduce=reduce, axis_name=axis_name, group_size=group_size)
+
+
+def all_gather(x: Sym, axis: int, axis_name: str, group_size: int) -> Sym:
+    """The processes' `x` concatenated along `axis` in rank order."""
+    return _emit(Op.ALL_GATHER, (x,), axis=axis, axis_name=axis_name, group_size=group_size)
+
+
+def reduce_scatter(x: Sym, axis: int, axis_name: str, group_size: int) -> Sym:
+    """Block `rank` (along `axis`) of the sum of the processes' `x`."""
+    return _emit(Op.REDUCE_SCATTER, (x,), axis=axis, axis_name=axis_name,
+                 group_size=group_size)
+
+
+def broadcast(x: Sym, root: int, axis_name: str, group_size: int) -> Sym:
+    """Process `root`'s `x`, on every process of the group."""
+    return _emit(Op.BROADCAST, (x,), root=root, axis_name=axis_name, group_size=group_size)
+
+
+def axis_index(b: Builder, axis_name: str, group_size: int) -> Sym:
+    """This process's rank in group `axis_name`, an i32 scalar known when the program runs."""
+    return b.emit(Op.AXIS_INDEX, (), {"axis_name": axis_name, "group_size": group_size})

@@ -18,8 +18,9 @@ import llvmlite
 import numpy as np
 
 from ...ir import DType, IndexOutOfRange
-from ...ir.kernel import BufKind, Program
+from ...ir.kernel import BufKind, HostKernel, Program
 from .. import cache
+from ..collective import HostSteps
 from ..signature import ArgSpec
 from . import gemm, target
 from .render import Rendered, render
@@ -139,6 +140,7 @@ class LLVMExecutable:
             self._arena[at:at + 8 * (len(program.kernels) + 1)].view(np.int64)
         self._instrumented: LLVMExecutable | None = None
         self._lock = threading.Lock()
+        self._host = _HostCallback(program, self._arena, rendered.host_offset)
 
     @property
     def name(self) -> str:
@@ -157,7 +159,10 @@ class LLVMExecutable:
                     for i, shape, dt in self._results]
         ptrs = [_address(a) for a in args] + [_address(o) for o in outs]
         with self._lock:
-            self._entry(*ptrs, self._arena_ptr)
+            if self._host.steps is None:
+                self._entry(*ptrs, self._arena_ptr)
+            else:
+                self._host.call(self._entry, *ptrs, self._arena_ptr)
             if self._status is not None and self._status[0]:
                 site, value = (int(v) for v in self._status)
                 raise IndexOutOfRange(self.program.sites[site - 1].message(value))
@@ -211,6 +216,52 @@ def _address(a: np.ndarray) -> int:
         return ctypes.addressof(ctypes.c_char.from_buffer(a))
     except (TypeError, ValueError):
         return a.ctypes.data
+
+
+#: The host callback's C type: int32 host(int64 step, void **buffers); nonzero: it failed.
+HOST_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p))
+
+
+class _HostCallback:
+    """The Python side of a program's host steps (collectives): native code calls back into
+    `HostSteps` between kernels through a pointer stored in the arena. An exception there is
+    kept, the native entry returns, and `call` raises it."""
+
+    def __init__(self, program: Program, arena: np.ndarray, offset: int | None):
+        hosts = [k for k in program.kernels if isinstance(k, HostKernel)]
+        self.steps = None
+        if not hosts:
+            return
+        bufs = {b.name: b for b in program.buffers}
+        self.steps = HostSteps(program.name, hosts,
+                               {n: bufs[n].dtype.value for k in hosts for n in k.srcs + k.dsts})
+        self.views = [[(bufs[n].dtype.np, shape) for n, shape in zip(k.srcs + k.dsts, k.shapes)]
+                      for k in hosts]
+        self.errors: list[BaseException] = []
+        self.fn = HOST_CALLBACK(self._step)    # NOTE: kept alive as long as the executable
+        arena[offset:offset + 8].view(np.uint64)[0] = ctypes.cast(self.fn, ctypes.c_void_p).value
+
+    def _step(self, index: int, ptrs) -> int:
+        try:
+            arrays = []
+            for j, (dtype, shape) in enumerate(self.views[index]):
+                count = int(np.prod(shape, dtype=np.int64))
+                raw = (ctypes.c_char * (count * dtype.itemsize)).from_address(ptrs[j])
+                arrays.append(np.frombuffer(raw, dtype, count).reshape(shape))
+            self.steps.run(index, arrays)
+            return 0
+        except BaseException as e:   # noqa: BLE001  (raised again by `call`, after the entry)
+            self.errors.append(e)
+            return 1
+
+    def call(self, entry, *args) -> None:
+        self.steps.begin()
+        entry(*args)
+        if self.errors or self.steps.pending:
+            self.steps.drain()
+        if self.errors:
+            err, self.errors = self.errors[0], []
+            raise err
 
 
 def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:

@@ -27,6 +27,7 @@ from ...ir.kernel import (
     BufKind,
     CopyKernel,
     GemmKernel,
+    HostKernel,
     Loop,
     LoopKernel,
     LoopKind,
@@ -51,18 +52,26 @@ class Rendered:
     uses_gemm: bool         # the module calls the GEMM runtime library
     status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
     profile_bytes: int = 0  # profiling builds: one i64 timestamp (ns) per kernel boundary
+    host_bytes: int = 0     # programs with host steps: the runtime's callback pointer
 
     @property
     def arena_bytes(self) -> int:
-        return self.temp_bytes + self.status_bytes + self.profile_bytes + self.workspace_bytes
+        return (self.temp_bytes + self.status_bytes + self.host_bytes + self.profile_bytes
+                + self.workspace_bytes)
+
+    @property
+    def host_offset(self) -> int | None:
+        """Where the runtime stores `int32 host(int64 step, void **buffers)` (host steps)."""
+        return self.temp_bytes if self.host_bytes else None
 
     @property
     def status_offset(self) -> int | None:
-        return self.temp_bytes if self.status_bytes else None
+        return self.temp_bytes + self.host_bytes if self.status_bytes else None
 
     @property
     def profile_offset(self) -> int | None:
-        return self.temp_bytes + self.status_bytes if self.profile_bytes else None
+        return self.temp_bytes + self.status_bytes + self.host_bytes if self.profile_bytes \
+            else None
 
 
 def round64(n: int) -> int:
@@ -88,12 +97,14 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
     name = entry_name(program)
     temp = round64(program.arena_bytes)
     status = STATUS_BYTES if program.sites else 0
+    host = 64 if any(isinstance(k, HostKernel) for k in program.kernels) else 0
     stamps = round64(8 * (len(program.kernels) + 1)) if profile else 0
-    r.program_function(program, name, workspace_offset=temp + status + stamps,
-                       profile_offset=temp + status if profile else None)
+    r.program_function(program, name, workspace_offset=temp + status + host + stamps,
+                       profile_offset=temp + status + host if profile else None,
+                       host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
-                    status, stamps)
+                    status, stamps, host)
 
 
 class _Frame:
@@ -177,7 +188,8 @@ class _ModuleRenderer:
 
     # -- program functions ---------------------------------------------------------------------
     def program_function(self, prog: Program, name: str, workspace_offset: int | None = None,
-                         profile_offset: int | None = None) -> ir.Function:
+                         profile_offset: int | None = None, host_offset: int | None = None
+                         ) -> ir.Function:
         """`void name(ptr inputs..., ptr outputs..., ptr arena[, ptr workspace])`: the entry when
         `workspace_offset` is given (the workspace is then inside the arena), else internal;
         with `profile_offset`, the kernel boundary timestamps go to the arena there."""
@@ -199,6 +211,7 @@ class _ModuleRenderer:
             stamps = gep(b, fn.args[nargs], I8, profile_offset)
             stamp = lambda i: b.store(_monotonic_ns(b), gep(b, stamps, I64, i))  # noqa: E731
             stamp(0)
+        hosts = 0
         for i, k in enumerate(prog.kernels):
             try:
                 if isinstance(k, LoopKernel):
@@ -209,6 +222,12 @@ class _ModuleRenderer:
                     self.scan_kernel(b, frame, k)
                 elif isinstance(k, CopyKernel):
                     self.copy(b, frame, k.dst_buf, k.src_buf, k.size * k.dtype.itemsize)
+                elif isinstance(k, HostKernel):
+                    if host_offset is None:
+                        raise CompileError("collectives inside a scan body are not supported "
+                                           "(move them out of the scanned function)")
+                    self.host_kernel(b, frame, k, hosts, gep(b, fn.args[nargs], I8, host_offset))
+                    hosts += 1
                 else:
                     raise CompileError(f"unknown kernel {k!r}")
             except CompileError as e:
@@ -223,6 +242,23 @@ class _ModuleRenderer:
                     b.ret_void()
         b.ret_void()
         return fn
+
+    def host_kernel(self, b: ir.IRBuilder, frame: _Frame, k: HostKernel, index: int,
+                    slot: ir.Value) -> None:
+        """`if (host(index, {buffers...})) return;`: the runtime's callback (stored in the
+        arena) runs the step on the host; nonzero means it failed (the runtime raises)."""
+        names = k.srcs + k.dsts
+        arr_ty = ir.ArrayType(PTR, max(len(names), 1))
+        arr = alloca_once(b, arr_ty, name=f"{k.name}.bufs")
+        for j, name in enumerate(names):
+            b.store(frame.ptrs[name], gep(b, arr, PTR, j))
+        # NOTE: loaded as a function pointer type so llvmlite knows the indirect callee's
+        # signature (LLVM reads `T*` as the opaque `ptr`).
+        callee = b.load(slot, typ=ir.FunctionType(I32, [I64, PTR]).as_pointer(),
+                        name=f"{k.name}.host")
+        rc = b.call(callee, [ir.Constant(I64, index), arr])
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
+            b.ret_void()
 
     def const_global(self, prefix: str, buf) -> ir.Value:
         if buf.value is None:
