@@ -64,13 +64,16 @@ class Rendered:
         """Where the runtime stores `int32 host(int64 step, void **buffers)` (host steps)."""
         return self.temp_bytes if self.host_bytes else None
 
-    @property
-    def status_offset(self) -> int | None:
-        return self.temp_bytes + self.host_bytes if self.status_bytes else None
-
+    # The arena: temporaries | host callback | profile stamps | status word | GEMM workspace. The
+    # status word sits just below the workspace, where every function (scan bodies included)
+    # finds it from the workspace pointer it is given.
     @property
     def profile_offset(self) -> int | None:
-        return self.temp_bytes + self.status_bytes + self.host_bytes if self.profile_bytes \
+        return self.temp_bytes + self.host_bytes if self.profile_bytes else None
+
+    @property
+    def status_offset(self) -> int | None:
+        return self.temp_bytes + self.host_bytes + self.profile_bytes if self.status_bytes \
             else None
 
 
@@ -100,7 +103,7 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
     host = 64 if any(isinstance(k, HostKernel) for k in program.kernels) else 0
     stamps = round64(8 * (len(program.kernels) + 1)) if profile else 0
     r.program_function(program, name, workspace_offset=temp + status + host + stamps,
-                       profile_offset=temp + status + host if profile else None,
+                       profile_offset=temp + host if profile else None,
                        host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
