@@ -21,7 +21,7 @@ MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.path
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (install the 'mpi' extra)")
 
 
-def launch(scenario: str, out: Path, timeout_s: float = 5.0, limit: float = 120.0):
+def launch(scenario: str, out: Path, timeout_s: float = 30.0, limit: float = 120.0):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NNJIT_MPI_TIMEOUT=str(timeout_s),
                NNJIT_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
