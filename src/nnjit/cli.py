@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Callable
 
+from .backends import BACKENDS, resolve_backend
 from .ir import NnjitError
 
 
@@ -81,7 +82,7 @@ def _compile(spec: str, backend: str, fuse: bool = True):
 
 
 def cmd_dump(a) -> None:
-    if a.llvm_ir and a.backend != "llvm":
+    if a.llvm_ir and resolve_backend(a.backend) != "llvm":
         raise NnjitError("--llvm-ir needs --backend llvm")
     cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
     stages = cf.stages() if a.stage == "all" else [a.stage or cf.stages()[-1]]
@@ -134,7 +135,8 @@ def cmd_bench(a) -> None:
     if unknown:
         raise NnjitError(f"unknown workload(s) {', '.join(unknown)}; the suite has "
                          f"{', '.join(bench.SUITE)}")
-    bench.main(a.names or None, a.backend, a.repeats, a.json, workloads, small=a.small)
+    bench.main(a.names or None, resolve_backend(a.backend), a.repeats, a.json, workloads,
+               small=a.small)
 
 
 def cmd_profile(a) -> None:
@@ -175,11 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def target(sp, backend="interp"):
+    def target(sp, backend=None):
         sp.add_argument("target", help="FILE.py[:FUNC]: the function, traced with the "
                         "arguments its file's EXAMPLES dict gives")
-        sp.add_argument("--backend", default=backend, choices=["interp", "llvm", "cuda"],
-                        help=f"the backend to compile for (default: {backend})")
+        default = backend or "$NNJIT_BACKEND if set, else llvm"
+        sp.add_argument("--backend", default=backend, choices=list(BACKENDS),
+                        help=f"the backend to compile for (default: {default})")
 
     d = sub.add_parser("dump", help="print the IR after each pass, kernel IR, LLVM IR")
     target(d)
@@ -187,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a stage name (an unknown one lists them), or 'all' (default)")
     d.add_argument("--kernel-ir", action="store_true", help="also print the kernel IR")
     d.add_argument("--llvm-ir", action="store_true",
-                   help="also print the LLVM IR (with --backend llvm)")
+                   help="also print the LLVM IR (llvm backend only)")
     d.add_argument("--no-fuse", action="store_true", help="compile without the fusion pass")
     d.set_defaults(run=cmd_dump)
     e = sub.add_parser("explain", help="fusion groups, decisions and the memory plan")
@@ -203,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("names", nargs="*", help="workloads (default: all): elementwise "
                    "softmax_xent mlp convnet lstm")
     b.add_argument("--file", help="FILE.py[:FUNC] to benchmark instead of the suite")
-    b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"],
-                   help="the backend to compile for (default: llvm)")
+    b.add_argument("--backend", choices=list(BACKENDS),
+                   help="the backend to compile for (default: $NNJIT_BACKEND if set, else llvm)")
     b.add_argument("--repeats", type=_positive, default=7,
                    help="timing rounds per variant; medians are reported (default: 7)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
