@@ -6,7 +6,8 @@ with one entry, `:FUNC` may be left out.
 
     nnjit dump model.py:step --stage all       IR after every pass (+ --kernel-ir, --llvm-ir)
     nnjit explain model.py:step                fusion groups and every decision
-    nnjit viz model.py:step -o step.svg        the fused graph (and --memory mem.svg)
+    nnjit viz model.py:step -o step.svg        the fused graph (.svg/.png/.dot; --memory
+                                               mem.svg, --html page.html)
     nnjit bench [mlp convnet ...] [--json]     fused vs unfused for the built-in suite
     nnjit bench --file model.py:step           ... or for your own function
     nnjit export model.py:step -o libstep.so   a shared library and C header
@@ -22,6 +23,7 @@ from typing import Callable
 
 from .backends import BACKENDS, resolve_backend
 from .ir import NnjitError
+from .runtime.viz import DETAIL_MAX_NODES
 
 
 def load_target(spec: str) -> tuple[Callable, tuple, str]:
@@ -108,20 +110,37 @@ def cmd_explain(a) -> None:
 
 
 def cmd_viz(a) -> None:
-    from .runtime.viz import render_svg
+    from .runtime.viz import render
 
-    cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
-    dot = cf.to_dot()
+    if a.profile and not a.html:
+        raise NnjitError("--profile shows kernel times in the --html page: add --html FILE")
+    kind = _picture_kind(a.output or "graph.svg", (".svg", ".png", ".dot"), "-o")
+    if a.memory:
+        _picture_kind(a.memory, (".svg",), "--memory")
+    cf, _, args = _compile(a.target, a.backend, not a.no_fuse)
+    dot = cf.to_dot(True if a.detail else None)
     out = a.output or "graph.svg"
-    if out.endswith(".dot"):
+    if kind == ".dot":
         _write(out, dot)
     else:
-        _write(out[:-4] + ".dot" if out.endswith(".svg") else out + ".dot", dot)
-        _write(out, render_svg(dot))
+        _write(out[:-4] + ".dot", dot)
+        _write_bytes(out, render(dot, kind[1:]))
     print(f"wrote {out}")
     if a.memory:
         _write(a.memory, cf.memory_svg())
         print(f"wrote {a.memory}")
+    if a.html:
+        profile = cf.profile(*args, repeats=3) if a.profile else None
+        _write(a.html, cf.to_html(profile, True if a.detail else None))
+        print(f"wrote {a.html}")
+
+
+def _picture_kind(path: str, allowed: tuple[str, ...], option: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in allowed:
+        raise NnjitError(f"{option} {path}: unknown picture type {ext or '(no extension)'!r}; "
+                         f"use {', '.join(allowed)}")
+    return ext
 
 
 def cmd_bench(a) -> None:
@@ -162,6 +181,13 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -196,10 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="fusion groups, decisions and the memory plan")
     target(e)
     e.set_defaults(run=cmd_explain)
-    v = sub.add_parser("viz", help="render the fused graph (Graphviz) and the memory plan")
+    v = sub.add_parser(
+        "viz", help="draw the fused graph, the memory plan, or an interactive page",
+        description="Draw the compiled graph. Each kernel is one cluster holding exactly its "
+        f"ops; graphs of more than {DETAIL_MAX_NODES} nodes (inputs, ops, results) are drawn "
+        "one box per kernel instead (ops summarized, edges labelled with tensor types) unless "
+        "--detail asks for every op. .svg and .png go through Graphviz's `dot` (the .dot is "
+        "written beside them); --html writes one self-contained interactive page.")
     target(v)
-    v.add_argument("-o", "--output", help="output .svg (or .dot) path")
-    v.add_argument("--memory", help="also write the memory-plan picture to this .svg")
+    v.add_argument("-o", "--output", help="the picture to write: .svg (default graph.svg), "
+                   ".png (both need Graphviz) or .dot")
+    v.add_argument("--detail", action="store_true",
+                   help=f"draw every op even above {DETAIL_MAX_NODES} nodes (default: one box "
+                   "per kernel there)")
+    v.add_argument("--memory", help="also write the memory-plan timeline to this .svg")
+    v.add_argument("--html", help="also write an interactive page (.html: pan, zoom, click a "
+                   "kernel for its graph IR and kernel IR; needs Graphviz)")
+    v.add_argument("--profile", action="store_true",
+                   help="with --html: run the function and show each kernel's time")
     v.add_argument("--no-fuse", action="store_true", help="draw the unfused graph")
     v.set_defaults(run=cmd_viz)
     b = sub.add_parser("bench", help="time fused vs unfused (built-in suite or --file)")

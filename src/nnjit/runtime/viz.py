@@ -124,7 +124,10 @@ def _kernel_dot(g: Graph) -> str:
         k, n = grp.index, grp.node
         nid = f"k{k}"
         outs = ", ".join(map(str, n.types))
-        text = [_group_title(grp), *_wrap(grp.ops_summary, 44), f"-> {outs}"]
+        results = [str(i) for i, v in enumerate(g.outputs) if v in n.outs]
+        text = [_group_title(grp), *_wrap(grp.ops_summary, 44), *_wrap(f"-> {outs}", 44)]
+        if results:     # drawn in the box: one ellipse per result widens big graphs a lot
+            text.append(f"= result {', '.join(results)}")
         if grp.where:
             text.append(_short_where(grp))
         lines.append(f'  {nid} [id="kernel-{k}", label="{_esc(chr(10).join(text))}", '
@@ -140,7 +143,10 @@ def _kernel_dot(g: Graph) -> str:
         ids.update({o: nid for o in n.outs})
         from_kernel.add(nid)
     lines += edges
-    lines += _results(g, ids, lambda v: f' [label="{v.type}"]' if ids[v] in from_kernel else "")
+    outs = [(i, v) for i, v in enumerate(g.outputs) if ids[v] not in from_kernel]
+    for i, v in outs:    # results that are inputs or constants
+        lines.append(f'  out{i} [label="result {i}\\n{v.type}", shape=ellipse];')
+        lines.append(f"  {ids[v]} -> out{i};")
     lines.append("}")
     return "\n".join(lines)
 
@@ -150,7 +156,7 @@ def _kernel_dot(g: Graph) -> str:
 def _header(g: Graph, level: str) -> list[str]:
     return ["digraph nnjit {",
             f'  label="@{_esc(g.name)} ({level})"; labelloc=t; fontname=Helvetica;',
-            "  rankdir=TB; nodesep=0.25; ranksep=0.35;",
+            "  rankdir=TB; nodesep=0.15; ranksep=0.3;",
             "  node [shape=box, style=rounded, fontname=Helvetica, fontsize=10];",
             "  edge [fontname=Helvetica, fontsize=9, color=\"#4b5563\"];"]
 
@@ -160,7 +166,8 @@ def _outside_nodes(g: Graph, ids: dict[Value, str], lines: list[str]) -> None:
     for i, v in enumerate(g.inputs):
         ids[v] = f"in{i}"
         lines.append(f'  in{i} [label="{_esc(v.node.attrs["name"])}\\n{v.type}", '
-                     f'shape=ellipse, style=filled, fillcolor="#f3f4f6"];')
+                     f'shape=box, style="rounded,filled", fillcolor="#f3f4f6", fontsize=9, '
+                     f'margin="0.04,0.02", height=0.3];')
     for k, n in enumerate(g.nodes):
         if n.op == Op.CONST:
             ids[n.out] = f"c{k}"
