@@ -205,9 +205,10 @@ def jit(fn: Callable | None = None, *, backend: str | None = None, fuse: bool = 
         donate_argnums: Sequence[int] = (), name: str | None = None):
     """Compile `fn` on first call for each argument signature. Usable as `@jit` or
     `@jit(backend="interp")`. `backend`: "llvm" (native CPU code, the default), "interp" (the
-    numpy reference) or "cuda"; None means `$NNJIT_BACKEND` if set, else llvm. `donate_argnums`: positions (negative ones count from the end) of
-    the arguments whose buffers the compiled code may overwrite (their arrays must not be used
-    after the call); a position fn cannot have is an ArgumentError."""
+    numpy reference) or "cuda"; None means `$NNJIT_BACKEND` if set, else llvm.
+    `donate_argnums`: positions (negative ones count from the end) of the arguments whose buffers
+    the compiled code may overwrite (their arrays must not be used after the call); a position
+    fn cannot have is an ArgumentError."""
     if fn is None:
         return lambda f: JitFunction(f, backend, fuse, donate_argnums, name)
     return JitFunction(fn, backend, fuse, donate_argnums, name)

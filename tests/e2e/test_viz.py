@@ -236,3 +236,10 @@ def test_html_page_renders_and_runs_in_headless_chromium(tmp_path):
     items = re.findall(r'<li class="kernel"[^>]*data-kernel="(\d+)"', dom)
     assert items == ["0", "1"]                       # the kernel list the script built
     assert "ms a call" in dom and 'id="kernel-1"' in dom
+    # what a click shows, through the page's link form (#kernel-N selects kernel N)
+    dom = _chromium("--dump-dom", url + "#kernel-1").stdout.decode()
+    details = dom[dom.index('id="details"'):]
+    assert "kernel %1: reduce" in details and "graph IR" in details and "kernel IR" in details
+    assert "fusion(" in details and "reduce for" in details    # graph IR, then kernel IR
+    assert "GFLOP/s" in details and re.search(r"<td>k1_fusion</td><td>[\d.]+</td>", details)
+    assert re.search(r'<li class="kernel selected"[^>]*data-kernel="1"', dom)

@@ -4,6 +4,8 @@ kernel IR and, when a profile is given, its measured time. No network: the style
 and the data are in the file.
 
     >>> open("step.html", "w").write(cf.to_html(profile=cf.profile(*args)))
+
+`step.html#kernel-3` opens with kernel %3 selected.
 """
 from __future__ import annotations
 
@@ -132,7 +134,9 @@ _SCRIPT = r"""
     li.dataset.kernel = k.index;
     li.style.borderLeftColor = data.colors[k.kind] ? "#6b7280" : "#9ca3af";
     li.style.background = data.colors[k.kind] || "#ffffff";
-    if (data.profiled && k.timing.length) li.prepend(el("span", kernelMs(k).toFixed(4) + " ms", "ms"));
+    if (data.profiled && k.timing.length) {
+      li.prepend(el("span", kernelMs(k).toFixed(4) + " ms", "ms"));
+    }
     li.addEventListener("click", () => select(k.index));
     list.appendChild(li);
   }
@@ -207,6 +211,9 @@ _SCRIPT = r"""
   document.getElementById("zoom-out").onclick = () => zoom(1.25);
   document.getElementById("fit").onclick = () => { view = home.slice(); apply(); };
   apply();
+  // page.html#kernel-3 opens with kernel %3 selected (a link to one kernel)
+  const linked = /^#kernel-(\d+)$/.exec(location.hash);
+  if (linked) select(+linked[1]);
   document.body.dataset.ready = "true";
 })();
 """

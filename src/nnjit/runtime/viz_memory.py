@@ -20,7 +20,10 @@ def memory_svg(plan: MemoryPlan, title: str = "memory plan",
     plot_w = max(640, 16 * steps)
     sx, sy = plot_w / steps, plot_h / max(plan.arena_bytes, 1)
     bufs = sorted(plan.buffers, key=lambda b: (b.start, b.offset))
-    legend_x = left + plot_w + 30
+    # rotated 45 degrees, a tick label reaches 0.72 of its length to the right of its tick
+    reach = max(left + (i + 0.5) * sx + 10 + 0.72 * _CHAR_W * len(_tick(i, kernel_names))
+                for i in range(steps))
+    legend_x = max(left + plot_w + 30, reach + 10)
     name_w = max([len(_legend(b)) for b in bufs] + [30]) * _CHAR_W
     names_h = 8 + _CHAR_W * max([len(_tick(i, kernel_names)) for i in range(steps)] + [4]) * 0.72
     width = int(legend_x + name_w + 40)
