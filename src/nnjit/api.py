@@ -1,11 +1,14 @@
 """The transforms users call: `jit`, `grad`, `value_and_grad`, `compile`.
 
-    >>> step = nnjit.jit(train_step, backend="llvm", donate_argnums=(0,))
-    >>> params, loss = step(params, x, y)          # traced and compiled on first call
+    >>> step = nnjit.jit(train_step, donate_argnums=(0,))
+    >>> params, loss = step(params, x, y)          # traced and compiled on first call (llvm)
     >>> loss_grad = nnjit.grad(loss_fn)            # composes with jit, works on pytrees
 
 `jit` specializes on the shapes and dtypes of its arguments. A call with a new signature traces
-again; `NNJIT_LOG=recompiles` says which argument changed and how.
+again; `NNJIT_LOG=recompiles` says which argument changed and how. It compiles to native CPU code
+(`llvm`) unless `backend=` or `$NNJIT_BACKEND` names another ("interp": the numpy reference,
+"cuda"). Modules, optimizers and `grad` called on concrete arrays, outside any `jit`, run on the
+reference interpreter.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from .backends import resolve_backend
 from .frontend.eager import install as install_eager
 from .frontend.pytree import (
     TreeDef,
@@ -32,6 +36,9 @@ from .runtime.compiled import CompiledFunction, Options, compile_traced
 
 
 LOG_TOPICS = ("recompiles",)
+# Transforms run on concrete arrays outside `jit` (a Module called eagerly, `grad(f)(x)`) use
+# the reference: nothing to compile natively for a one-off call, and its results define ours.
+REFERENCE_BACKEND = "interp"
 
 
 def _log_enabled(topic: str) -> bool:
@@ -69,12 +76,13 @@ def describe_change(old: tuple, new: tuple, names: Sequence[str]) -> str:
 
 
 class JitFunction:
-    """`fn` compiled per argument signature; transparent when called inside another trace."""
+    """`fn` compiled per argument signature; transparent when called inside another trace.
+    `backend=None` is the default backend (`$NNJIT_BACKEND`, else llvm), fixed here."""
 
-    def __init__(self, fn: Callable, backend: str = "interp", fuse: bool = True,
+    def __init__(self, fn: Callable, backend: str | None = None, fuse: bool = True,
                  donate_argnums: Sequence[int] = (), name: str | None = None):
         self.fn = fn
-        self.backend = backend
+        self.backend = resolve_backend(backend)
         self.fuse = fuse
         self.donate_argnums = _check_donate_argnums(fn, donate_argnums)
         self.name = name
@@ -193,20 +201,22 @@ def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int,
     return tuple(out)
 
 
-def jit(fn: Callable | None = None, *, backend: str = "interp", fuse: bool = True,
+def jit(fn: Callable | None = None, *, backend: str | None = None, fuse: bool = True,
         donate_argnums: Sequence[int] = (), name: str | None = None):
     """Compile `fn` on first call for each argument signature. Usable as `@jit` or
-    `@jit(backend="llvm")`. `donate_argnums`: positions (negative ones count from the end) of
-    the arguments whose buffers the compiled code may overwrite (their arrays must not be used
-    after the call); a position fn cannot have is an ArgumentError."""
+    `@jit(backend="interp")`. `backend`: "llvm" (native CPU code, the default), "interp" (the
+    numpy reference) or "cuda"; None means `$NNJIT_BACKEND` if set, else llvm.
+    `donate_argnums`: positions (negative ones count from the end) of the arguments whose buffers
+    the compiled code may overwrite (their arrays must not be used after the call); a position
+    fn cannot have is an ArgumentError."""
     if fn is None:
         return lambda f: JitFunction(f, backend, fuse, donate_argnums, name)
     return JitFunction(fn, backend, fuse, donate_argnums, name)
 
 
-def compile(fn: Callable, *example_args, backend: str = "interp", fuse: bool = True,  # noqa: A001
-            donate_argnums: Sequence[int] = ()) -> CompiledFunction:
-    """Trace and compile `fn` for arguments shaped like `example_args`."""
+def compile(fn: Callable, *example_args, backend: str | None = None,  # noqa: A001
+            fuse: bool = True, donate_argnums: Sequence[int] = ()) -> CompiledFunction:
+    """Trace and compile `fn` for arguments shaped like `example_args` (`backend` as in `jit`)."""
     return JitFunction(fn, backend, fuse, donate_argnums).lower(*example_args)
 
 
@@ -297,7 +307,8 @@ def _eager(owner, traced_fn) -> JitFunction:
     """A jit of `traced_fn` cached on `owner`, for transforms called on concrete arrays."""
     jf = getattr(owner, "_nnjit_eager", None)
     if jf is None:
-        jf = JitFunction(traced_fn, name=getattr(owner, "__name__", None))
+        name = getattr(owner, "__name__", None)
+        jf = JitFunction(traced_fn, backend=REFERENCE_BACKEND, name=name)
         owner._nnjit_eager = jf
     return jf
 
@@ -312,4 +323,4 @@ __all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "
 
 
 # Modules and optimizers called on concrete arrays compile through jit (see frontend/eager.py).
-install_eager(lambda fn, name: JitFunction(fn, name=name))
+install_eager(lambda fn, name: JitFunction(fn, backend=REFERENCE_BACKEND, name=name))

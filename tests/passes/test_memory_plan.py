@@ -110,7 +110,7 @@ def test_donated_parameters_are_consumed_and_results_unchanged():
     params = model.init(seed=0)
     x = rng.standard_normal((4, 6)).astype(np.float32)
     y = rng.integers(0, 3, 4)
-    want_params, want_loss = nnjit.jit(step)(params, x, y)
+    want_params, want_loss = nnjit.jit(step, backend="interp")(params, x, y)
     donated = nnjit.tree_map(np.copy, params)
     f = nnjit.jit(step, backend="llvm", donate_argnums=(0,))
     got_params, got_loss = f(donated, x, y)
@@ -140,7 +140,7 @@ def test_adam_state_is_donated_and_updated_in_place():
     state = opt.init(params)
     x = rng.standard_normal((4, 6)).astype(np.float32)
     y = rng.integers(0, 3, 4)
-    want = nnjit.jit(step)(params, state, x, y)
+    want = nnjit.jit(step, backend="interp")(params, state, x, y)
     f = nnjit.jit(step, backend="llvm", donate_argnums=(0, 1))
     p0, s0 = nnjit.tree_map(np.copy, params), nnjit.tree_map(np.copy, state)
     plan = f.lower(p0, s0, x, y).memory_plan()
@@ -169,7 +169,7 @@ DONATED_SHAPE_CASES = [
 def test_donated_results_have_their_own_shape(native, case):
     fn, shape = DONATED_SHAPE_CASES[case]
     x = rng.standard_normal(shape).astype(np.float32)
-    want = nnjit.jit(fn)(x)
+    want = nnjit.jit(fn, backend="interp")(x)
     donated = x.copy()
     got = nnjit.jit(fn, backend=native, donate_argnums=(0,))(donated)
     assert (got.shape, got.dtype) == (want.shape, want.dtype)

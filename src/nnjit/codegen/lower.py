@@ -39,6 +39,15 @@ def lower(graph: Graph, name: str | None = None) -> Program:
     return _Lowering(graph, name or graph.name).run()
 
 
+def kernel_origins(graph: Graph) -> dict[str, int]:
+    """Which top-level node of `graph` each kernel `lower(graph)` emits comes from: kernel name
+    -> index in graph.nodes (the copies of results at the end have none). Pictures and profiles
+    use it to put a program's kernels under the graph's."""
+    low = _Lowering(graph, graph.name)
+    low.run()
+    return dict(low.origins)
+
+
 class _Lowering:
     def __init__(self, graph: Graph, name: str, sites: list[IndexSite] | None = None):
         self.graph = graph
@@ -50,6 +59,7 @@ class _Lowering:
         self.dest: dict[Value, View] = {}      # pre-assigned homes (graph outputs)
         self._pending: dict[Value, View] = {}  # homes of the node being lowered
         self._n = 0
+        self.origins: dict[str, int] = {}      # kernel name -> index of its graph node
 
     # -- buffers ----------------------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -85,8 +95,10 @@ class _Lowering:
             inputs.append(name)
         outputs, copies = self._claim_outputs()
         self.outputs = set(outputs)
-        for n in g.nodes:
+        for i, n in enumerate(g.nodes):
+            first = len(self.kernels)
             self.lower_node(n)
+            self.origins.update((k.name, i) for k in self.kernels[first:])
             self.views.update(self._pending)
             self._pending.clear()
         for src, dst in copies:

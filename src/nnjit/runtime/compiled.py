@@ -26,7 +26,9 @@ from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
 from .profile import profile as profile_call
-from .viz import memory_svg, to_dot
+from .viz import to_dot
+from .viz_html import to_html
+from .viz_memory import memory_svg
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,9 @@ class CompiledFunction:
         return plan.with_extras(self.executable.extras, results)
 
     def memory_svg(self) -> str:
-        return memory_svg(self.memory_plan(), f"@{self.graph.name}")
+        """The memory plan as an SVG timeline (buffers labelled, kernel ticks named)."""
+        names = [k.name for k in self.lowered().program.kernels]
+        return memory_svg(self.memory_plan(), f"@{self.graph.name}", names)
 
     def kernels(self) -> list[str]:
         """One line per kernel: name, kind and the source line it came from."""
@@ -228,9 +232,15 @@ class CompiledFunction:
         `nnjit.runtime.profile`); `trace="trace.json"` also writes a Chrome trace."""
         return profile_call(self, args, repeats, trace)
 
-    def to_dot(self) -> str:
-        """The final graph as Graphviz DOT, fused groups drawn as clusters."""
-        return to_dot(self.graph)
+    def to_dot(self, detail: bool | None = None) -> str:
+        """The final graph as Graphviz DOT: every op, each kernel one cluster (`detail=True`),
+        or one box per kernel (False); None picks by size (`runtime.viz.DETAIL_MAX_NODES`)."""
+        return to_dot(self.graph, detail)
+
+    def to_html(self, profile=None, detail: bool | None = None) -> str:
+        """A self-contained interactive page: the picture (pan, zoom), and per kernel its graph
+        IR, kernel IR and, given `profile=cf.profile(*args)`, its time. Needs Graphviz."""
+        return to_html(self, profile, detail)
 
     def _text(self, what: str) -> str:
         texts = self.executable.inspect()
