@@ -113,18 +113,40 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
 class _Frame:
     """One program function: its buffers' addresses and memory regions."""
 
-    def __init__(self, prog: Program, fn: ir.Function, b: ir.IRBuilder, consts, ws: ir.Value):
+    def __init__(self, prog: Program, fn: ir.Function, b: ir.IRBuilder, consts, ws: ir.Value,
+                 entry: bool = False):
         self.prog, self.fn, self.ws = prog, fn, ws
         self.bufs = {buf.name: buf for buf in prog.buffers}
         self.ptrs: dict[str, ir.Value] = {}
+        # An output computed in place over a donated input: both names get the output's
+        # pointer (the runtime passes one array for the two; `copy_donated` makes a caller that
+        # passes two arrays right as well), so kernels see one pointer, not two arguments that
+        # may overlap, and their loops vectorize without a run-time overlap check.
+        self.donated = {buf.base: buf.name for buf in prog.buffers
+                        if entry and buf.kind == BufKind.OUTPUT and buf.base
+                        and self.bufs[buf.base].kind == BufKind.INPUT}
         nin = len(prog.inputs)
         arena = fn.args[nin + len(prog.outputs)]
         for buf in prog.buffers:
             self.ptrs[buf.name] = self._address(b, buf, nin, arena, consts)
 
+    def copy_donated(self, b: ir.IRBuilder) -> None:
+        """At entry: a donated input that arrived in its own array is copied into its output's."""
+        for src, dst in self.donated.items():
+            given, into = self.fn.args[self._position(self.prog.inputs, self.bufs[src])], \
+                self.ptrs[dst]
+            with b.if_then(b.icmp_unsigned("!=", given, into), likely=False):
+                fn = intrinsic(b.module, "llvm.memmove", VOID, [PTR, PTR, I64, I1],
+                               [PTR, PTR, I64])
+                b.call(fn, [into, given, ir.Constant(I64, self.bufs[src].nbytes),
+                            ir.Constant(I1, 0)])
+
     def _address(self, b, buf, nin, arena, consts) -> ir.Value:
         if buf.name in self.ptrs:
             return self.ptrs[buf.name]
+        if buf.kind == BufKind.INPUT and buf.name in self.donated:
+            return self.fn.args[nin + self._position(self.prog.outputs,
+                                                     self.bufs[self.donated[buf.name]])]
         if buf.kind == BufKind.INPUT:
             return self.fn.args[self._position(self.prog.inputs, buf)]
         if buf.kind == BufKind.OUTPUT:
@@ -205,7 +227,8 @@ class _ModuleRenderer:
             fn.linkage = "internal"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ws = gep(b, fn.args[nargs], I8, workspace_offset) if top else fn.args[nargs + 1]
-        frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws)
+        frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws, entry=top)
+        frame.copy_donated(b)
         if top and prog.sites:
             for word in (0, 1):
                 b.store(ir.Constant(I64, 0), gep(b, frame.ptrs[STATUS_BUFFER], I64, word))
@@ -285,7 +308,12 @@ class _ModuleRenderer:
     # -- loop kernels --------------------------------------------------------------------------
     def loop_kernel(self, b: ir.IRBuilder, frame: _Frame, k: LoopKernel) -> None:
         used, written = facts(k.body).used, set(facts(k.body).writes) | set(k.writes)
-        params = [n for n in used if not frame.is_const(n)]
+        # One parameter per distinct pointer (a donated input and its output share one).
+        first = {}
+        for n in used:
+            if not frame.is_const(n):
+                first.setdefault(id(frame.ptrs[n]), n)
+        params = list(first.values())
         top = k.body[0] if len(k.body) == 1 and isinstance(k.body[0], Loop) else None
         split = top is not None and top.kind == LoopKind.PARALLEL
         fnty = ir.FunctionType(VOID, [PTR] * len(params) + [I64, I64] * split)
@@ -294,8 +322,10 @@ class _ModuleRenderer:
         fn.attributes.add("nounwind")
         self._mark_noalias(frame, fn, params, written)
         bufs = {n: frame.ref(n) for n in used}
-        for i, n in enumerate(params):
-            bufs[n].ptr = fn.args[i]
+        arg_of = {id(frame.ptrs[n]): fn.args[i] for i, n in enumerate(params)}
+        for n in used:
+            if not frame.is_const(n):
+                bufs[n].ptr = arg_of[id(frame.ptrs[n])]
         kb = ir.IRBuilder(fn.append_basic_block("entry"))
         renderer = StmtRenderer(kb, bufs, bounds=self.bounds, where=f"kernel {k.name}")
         renderer.stmts(k.body, loop_range=tuple(fn.args[-2:]) if split else None)
