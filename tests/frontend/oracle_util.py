@@ -29,13 +29,15 @@ def leaves(tree) -> list:
 
 
 def compare(torch, ours, theirs, params, inputs, call=None, torch_call=None,
-            backend: str = "interp", rtol: float = 1e-9, atol: float = 1e-10, seed: int = 0):
+            backend: str = "interp", rtol: float = 1e-9, atol: float = 1e-10, seed: int = 0,
+            state=None):
     """Assert that `call(params, *inputs)` (default: `ours.apply`) matches `torch_call(theirs,
     *torch_inputs)` (default: `theirs(*inputs)`), outputs and gradients. Integer or bool
-    inputs are passed through without gradients. Returns our outputs."""
+    inputs are passed through without gradients; `state` (running statistics) is loaded into
+    the torch module too. Returns our outputs."""
     call = call or (lambda p, *xs: ours.apply(p, *xs))
     torch_call = torch_call or (lambda m, *xs: m(*xs))
-    theirs = load_into(torch, theirs, params)
+    theirs = load_into(torch, theirs, params, state)
     outs = nnjit.jit(call, backend=backend)(params, *inputs)
     rng = np.random.default_rng(seed)
     weights = [rng.standard_normal(np.shape(o)) for o in leaves(outs)]

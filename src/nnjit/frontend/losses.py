@@ -190,7 +190,9 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Sy
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> Sym:
     """torch.nn.functional.kl_div: `input` is log q; pointwise target * (log target - input),
     0 where target = 0 (or exp(t) * (t - input) with log_target). 'batchmean' divides the sum
-    by the batch size (input.shape[0]), the true KL divergence per example."""
+    by the batch size (input.shape[0]), the true KL divergence per example. NOTE: where
+    target = 0 the gradient w.r.t. the target leaves out d(t log t)/dt (infinite there; torch
+    gives NaN) and is -input."""
     name = "kl_div"
     x, t = _pair(name, input, target)
     if log_target:
