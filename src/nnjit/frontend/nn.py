@@ -8,9 +8,19 @@ torch's `state_dict`, so they save to `.npz` without pickle and map one to one o
     >>> params = model.init(seed=0)      # {"0": {"bias": (128,), "weight": (128, 64)}, "2": {...}}
     >>> logits = model.apply(params, x)  # pure: traced inside jit, compiled and run on arrays
 
-`apply(params, *inputs, training=False, seed=None)` is a pure function of its arguments:
-`training` switches Dropout on, and `seed` (an int or a traced i64 scalar; pass a new one each
-step) keys its random masks.
+`apply(params, *inputs, training=False, seed=None, state=None)` is a pure function of its
+arguments: `training` switches Dropout on, and `seed` (an int or a traced i64 scalar; pass a new
+one each step) keys its random masks. Running statistics (BatchNorm) are state, not parameters:
+`model.init_state()` makes them, and `apply(..., state=state)` returns `(output, new_state)`,
+updated in training mode, as passed in eval mode:
+
+    >>> def loss_fn(p, state):
+    ...     out, state = model.apply(p, x, training=True, state=state)
+    ...     return nn.cross_entropy(out, y), state
+    >>> (loss, state), grads = nnjit.value_and_grad(loss_fn, has_aux=True)(params, state)
+
+Recurrent layers live in `recurrent.py`, losses in `losses.py`, `Module` in `module.py`; all
+are re-exported here.
 """
 from __future__ import annotations
 
