@@ -2,9 +2,8 @@
 
 Under Numba's CUDA simulator every GPU thread is a Python thread, so the cuda backend runs a
 curated subset of the backend-parametrized tests: the op forward tests, gradients, scan,
-dropout and the small-shape model tests (MLP, ConvNet, RNN/LSTM gradients, the GRU,
-norm, attention and loss layers), with a few
-hypothesis examples each. Multi-epoch training (tests/e2e) is left to real GPUs; the backend's
+dropout and the small-shape model tests (MLP, ConvNet, RNN/LSTM gradients, the GRU, norm,
+attention and loss layers), with a few hypothesis examples each. Multi-epoch training (tests/e2e) is left to real GPUs; the backend's
 own tests (tests/backends/test_cuda_*.py) train small models for a few steps instead.
 On a real GPU (no simulator) everything runs.
 """

@@ -243,3 +243,17 @@ def test_summary_of_nested_modules_and_tuple_outputs():
     text = nn.summary(Net(), np.zeros((5, 2, 3), np.float32), print_fn=None)
     assert "  rnn: GRU" in text and "[5, 2, 4], [2, 2, 4]" in text
     assert "    0: Linear" in text and f"Total params: {nn.num_params(Net().init()):,}" in text
+
+
+def test_attention_dropout_only_while_training():
+    mha = nn.MultiheadAttention(4, 2, dropout=0.5)
+    p = mha.init(seed=2)
+    x = _rng(6).standard_normal((3, 2, 4)).astype(np.float32)
+    evald = run(lambda p, x: mha.apply(p, x, x, x)[0], p, x)
+    plain = nn.MultiheadAttention(4, 2)
+    assert_close(evald, run(lambda p, x: plain.apply(p, x, x, x)[0], p, x))
+    a, b = (run(lambda p, x, s: mha.apply(p, x, x, x, training=True, seed=s)[0], p, x,
+                np.int64(s)) for s in (1, 2))
+    assert not np.allclose(a, evald) and not np.allclose(a, b)
+    with pytest.raises(NnjitError, match="dropout in training needs"):
+        run(lambda p, x: mha.apply(p, x, x, x, training=True), p, x)
