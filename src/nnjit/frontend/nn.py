@@ -227,6 +227,14 @@ def _features(shape, name: str) -> tuple[int, ...]:
     return shape
 
 
+def _moments(x: Sym, axes: tuple[int, ...]) -> tuple[Sym, Sym]:
+    """Mean and biased variance over `axes` (kept as size-1 dims), from the centred values
+    (not E[x^2] - E[x]^2, which cancels catastrophically for large means)."""
+    mean = dsl.mean(x, axes, keepdims=True)
+    d = x - mean
+    return mean, dsl.mean(d * d, axes, keepdims=True)
+
+
 def _normalize(x: Sym, mean: Sym, var: Sym, eps: float) -> Sym:
     return (x - mean) / P.sqrt(var + eps)
 
@@ -254,10 +262,7 @@ class LayerNorm(Module):
         if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim < k:
             raise ShapeError(f"input {x.shape} must end in normalized_shape "
                              f"{self.normalized_shape}", "LayerNorm", user_loc())
-        axes = tuple(range(x.ndim - k, x.ndim))
-        mean = dsl.mean(x, axes, keepdims=True)
-        d = x - mean
-        y = d / P.sqrt(dsl.mean(d * d, axes, keepdims=True) + self.eps)
+        y = _normalize(x, *_moments(x, tuple(range(x.ndim - k, x.ndim))), self.eps)
         if "weight" in params:
             y = y * params["weight"]
         return y + params["bias"] if "bias" in params else y
@@ -305,9 +310,7 @@ class _BatchNorm(Module):
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, c) + (1,) * (x.ndim - 2)
         if ctx.training or not self.track_running_stats:
-            mean = dsl.mean(x, axes, keepdims=True)
-            d = x - mean
-            var = dsl.mean(d * d, axes, keepdims=True)
+            mean, var = _moments(x, axes)
             if ctx.training and self.track_running_stats:
                 self._update(ctx, x, P.reshape(mean, (c,)), P.reshape(var, (c,)), name)
         else:
