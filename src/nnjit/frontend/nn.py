@@ -437,7 +437,8 @@ class MultiheadAttention(Module):
             o if self.batch_first else P.transpose(o, (1, 0, 2)))
         if not need_weights:
             return o, None
-        weights = dsl.mean(attn, 1) if average_attn_weights else attn
+        # As torch, the weights returned are the ones used (after dropout, when training).
+        weights = dsl.mean(attn_used, 1) if average_attn_weights else attn_used
         return o, (P.reshape(weights, weights.shape[1:]) if unbatched else weights)
 
     def _batch_major(self, t: Sym, unbatched: bool) -> Sym:
