@@ -125,11 +125,11 @@ def _run(cls, backend, t, b):
 @pytest.mark.parametrize("backend", ["interp", "llvm"])
 @pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM])
 def test_empty_batch_gives_empty_outputs(cls, backend):
-    """B=0 works, as in torch: outputs (T, 0, H) and final states (0, H)."""
+    """B=0 works, as in torch: outputs (T, 0, H) and final states (1, 0, H)."""
     ys, state = _run(cls, backend, 3, 0)
     assert ys.shape == (3, 0, 5) and ys.dtype == np.float32
     for s in (state if cls is nn.LSTM else (state,)):
-        assert s.shape == (0, 5)
+        assert s.shape == (1, 0, 5)
 
 
 @pytest.mark.parametrize("backend", ["interp", "llvm"])

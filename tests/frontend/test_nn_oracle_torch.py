@@ -56,9 +56,9 @@ def test_recurrent_matches_torch(backend, kind):
     assert_close(ys, t_ys.detach().numpy())
     h_t = state[0] if kind == "LSTM" else state
     t_h = t_state[0] if kind == "LSTM" else t_state
-    assert_close(h_t, t_h[0].detach().numpy())          # torch's h_n is (num_layers, B, H)
+    assert_close(h_t, t_h.detach().numpy())             # torch's h_n is (num_layers, B, H)
     if kind == "LSTM":
-        assert_close(state[1], t_state[1][0].detach().numpy())
+        assert_close(state[1], t_state[1].detach().numpy())
 
 
 def test_embedding_and_cross_entropy_match_torch(backend):
