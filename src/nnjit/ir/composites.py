@@ -22,8 +22,9 @@ def sign(x: Sym) -> Sym:
     Its gradient is 0 (every branch is a constant)."""
     if x.dtype == DType.BOOL:
         raise ShapeError("sign of a bool tensor (numpy refuses it too)", "sign", user_loc())
-    zero_or_nan = P.where(P.eq(x, x), 0, x) if x.dtype.is_float else 0
-    return P.where(P.gt(x, 0), 1, P.where(P.lt(x, 0), -1, zero_or_nan))
+    one, zero = (x.builder.const(np.asarray(v, x.dtype.np)) for v in (1, 0))
+    zero_or_nan = P.where(P.eq(x, x), zero, x) if x.dtype.is_float else zero
+    return P.where(P.gt(x, 0), one, P.where(P.lt(x, 0), -one, zero_or_nan))
 
 
 def clip(x: Sym, a_min=None, a_max=None) -> Sym:
