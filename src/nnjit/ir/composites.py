@@ -68,7 +68,7 @@ def std(x: Sym, axis=None, ddof: int = 0, keepdims: bool = False) -> Sym:
 def argmin(x: Sym, axis=None, keepdims: bool = False) -> Sym:
     """numpy.argmin (i64): the first minimum; a NaN counts as the minimum; axis=None indexes
     the flattened tensor. argmax of an order-reversing map: -x for floats, ~x = -x - 1 for
-    integers (exact: -x would wrap at the minimum), not x for bools."""
+    integers (exact: -x would wrap at the minimum), not x (as 0/1) for bools."""
     if axis is None:
         x, axis = P.reshape(x, (-1,)), 0
         if keepdims:
@@ -76,7 +76,7 @@ def argmin(x: Sym, axis=None, keepdims: bool = False) -> Sym:
     if x.dtype.is_float:
         flipped = P.neg(x)
     elif x.dtype == DType.BOOL:
-        flipped = P.logical_not(x)
+        flipped = P.cast(P.logical_not(x), DType.I32)     # argmax takes no bools
     else:
         flipped = P.sub(P.neg(x), 1)
     try:
