@@ -439,7 +439,7 @@ for _name, _fn, _exp, _op in [
         ("selu", nnjit.selu, lambda x: 1.0507009873554805 * np.where(
             x > 0, x, 1.6732632423543772 * np.expm1(x)), Op.EXPM1),
         ("hard_sigmoid", nnjit.hard_sigmoid, lambda x: np.where(
-            x <= -3, 0.0, np.where(x >= 3, 1.0, x / 6 + 0.5)), Op.MINIMUM)]:
+            x <= -3, 0.0, np.where(x >= 3, 1.0, x / 6 + 0.5)), Op.WHERE)]:
     _unary(_name, _op, _fn, _f64(_exp), signed(0.1, 4.5) if _name != "hard_sigmoid"
            else half_steps(0.25))
 

@@ -148,8 +148,11 @@ def selu(x: Sym) -> Sym:
 
 
 def hard_sigmoid(x: Sym) -> Sym:
-    """torch's hardsigmoid: relu6(x + 3) / 6 (0 below -3, 1 above 3)."""
-    return C.clip(x + 3.0, 0.0, 6.0) / 6.0
+    """torch's hardsigmoid: relu6(x + 3) / 6 (0 up to -3, 1 from 3, nan stays nan), with
+    torch's gradient: 1/6 strictly inside (-3, 3), 0 at and beyond the corners."""
+    inside = P.logical_and(P.gt(x, -3.0), P.lt(x, 3.0))
+    outside = P.where(P.ge(x, 3.0), 1.0, P.where(P.le(x, -3.0), 0.0, x))
+    return P.where(inside, x / 6.0 + 0.5, outside)
 
 
 def _creation_dtype(dtype, default=DType.F32) -> DType:
