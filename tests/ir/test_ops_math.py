@@ -77,12 +77,17 @@ def test_transcendental_specials(dtype, backend):
         compare(run(nnjit.log1p, y, backend=backend), np.log1p(y))
 
 
-def test_sin_cos_large_float32_arguments(backend):
-    """Correctly reduced far beyond 1e5 (the LLVM backend: every float32; CUDA: libdevice)."""
-    x = np.array([1e5, -1e5 + 0.5, 3.0e7, 1e12, -7.7e20, 3.4e38], np.float32)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_sin_cos_large_arguments(dtype, backend):
+    """Correctly reduced far beyond 1e5, up to the largest finite values (the LLVM backend's
+    Payne-Hanek reductions; CUDA: libdevice)."""
+    x = np.array([1e5, -1e5 + 0.5, 3.0e7, 1e12, -7.7e20, 3.4e38], dtype)
+    if dtype == np.float64:
+        x = np.concatenate([x, [1e200, -1.7e308, math.ldexp(6381956970095103, 797)]])
     got = run(lambda v: (nnjit.sin(v), nnjit.cos(v)), x, backend=backend)
-    compare(got, (np.sin(x.astype(np.float64)).astype(np.float32),
-                  np.cos(x.astype(np.float64)).astype(np.float32)), rtol=2e-6, atol=1e-7)
+    want = (np.sin(x.astype(np.longdouble)), np.cos(x.astype(np.longdouble)))
+    tol = dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-30)
+    compare(got, tuple(w.astype(dtype) for w in want), **tol)
 
 
 def test_integer_operands_compute_in_float32(backend):
