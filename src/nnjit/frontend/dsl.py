@@ -198,8 +198,8 @@ def arange(start, stop=None, step=1, dtype=None) -> np.ndarray:
     """numpy.arange with static bounds: i64 when start, stop and step are ints, else f32."""
     args = [a for a in (start, stop, step) if a is not None]
     if builtins.any(isinstance(a, Sym) for a in args):
-        raise ShapeError("arange needs static (Python) bounds; for a traced length use "
-                         "nnjit.iota-style index tensors", "arange", user_loc())
+        raise ShapeError("arange needs static (Python number) bounds: shapes are static",
+                         "arange", user_loc())
     integral = builtins.all(isinstance(a, (int, np.integer)) for a in args)
     out = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)
     return out.astype(_creation_dtype(dtype, DType.I64 if integral else DType.F32).np)
