@@ -1,4 +1,4 @@
-"""Print the erfc(x)*exp(x*x) piecewise polynomial tables of mathlib._ERFC_PIECES (needs mpmath;
+"""Print the erfc(x)*exp(x*x) piecewise polynomial tables of special._ERFC_PIECES (needs mpmath;
     run: .venv/bin/python tests/backends/fit_erf.py).
 
 Each piece is the polynomial in s = x - center interpolating h(x) = erfc(x) e^{x^2} at

@@ -110,7 +110,7 @@ var, std, argmin, any, all, cumsum = C.var, C.std, C.argmin, C.any, C.all, C.cum
 
 _SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
 # torch.nn.functional.selu's constants (Klambauer et al. 2017)
-SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
 def prod(x: Sym, axis=None, keepdims: bool = False) -> Sym:
@@ -144,7 +144,7 @@ def elu(x: Sym, alpha: float = 1.0) -> Sym:
 
 def selu(x: Sym) -> Sym:
     """scale * elu(x, alpha) with torch's constants."""
-    return elu(x, SELU_ALPHA) * SELU_SCALE
+    return elu(x, _SELU_ALPHA) * _SELU_SCALE
 
 
 def hard_sigmoid(x: Sym) -> Sym:
@@ -467,4 +467,4 @@ def _leaf_const(b: Builder, v, dtype: DType | None = None) -> Sym:
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
     "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "Graph", "Op",
     "ShapeError", "Sym",
-    "TensorType", "P", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]
+    "TensorType", "P", "C", "builtins", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]

@@ -31,7 +31,7 @@ from ...ir.kernel import (
     Store,
     Var,
 )
-from . import mathlib
+from . import mathlib, special
 from .helpers import F32, F64, I1, I8, I32, I64, alloca_once, for_range, gep, intrinsic
 from .random import emit_philox_uniform
 
@@ -235,9 +235,9 @@ EMITTERS: dict[KOp, Callable] = {
     KOp.CAST: lambda b, call, x: cast(b, x, call.args[0].dtype, call.dtype),
     KOp.RAND: _rand,
     # -- math functions (issue 12) --
-    KOp.SIN: _unary_math(mathlib.emit_sin),
-    KOp.COS: _unary_math(mathlib.emit_cos),
-    KOp.ERF: _unary_math(mathlib.emit_erf),
+    KOp.SIN: _unary_math(special.emit_sin),
+    KOp.COS: _unary_math(special.emit_cos),
+    KOp.ERF: _unary_math(special.emit_erf),
     KOp.EXPM1: _unary_math(mathlib.emit_expm1),
     KOp.LOG1P: _unary_math(mathlib.emit_log1p),
     KOp.FLOOR: _rounding("floor"),
