@@ -8,6 +8,7 @@
 """
 from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
 from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
+from .frontend import random  # noqa: F401  (nnjit.random.normal, nnjit.random.uniform)
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
 from .frontend.dsl import __all__ as _dsl_all
 from .frontend.pytree import tree_leaves, tree_map
@@ -38,6 +39,6 @@ __all__ = [  # the op functions of frontend.dsl are exported too (see its __all_
     "ArgumentError", "CompiledFunction", "CompileError", "DType", "Graph", "IndexOutOfRange",
     "JitFunction",
     "NnjitError", "ParseError", "ShapeError", "Tensor", "TensorType", "VerifyError", "compile",
-    "debug", "grad", "jit", "nn", "optim", "parse", "trace", "tree_leaves", "tree_map",
+    "debug", "grad", "jit", "nn", "optim", "parse", "random", "trace", "tree_leaves", "tree_map",
     "value_and_grad", "verify", "float32", "float64", "int32", "int64", "bool_",
 ] + list(_dsl_all)

@@ -196,6 +196,13 @@ BINARY = [prims.add, prims.sub, prims.mul, prims.div, prims.pow, prims.maximum, 
           prims.eq, prims.ne, prims.lt, prims.le, prims.gt, prims.ge, prims.logical_and,
           prims.logical_or, prims.remainder]
 COMPOSITE = [nnjit.softmax, nnjit.log_softmax, nnjit.logsumexp, nnjit.min, nnjit.mean]
+# -- math ops (issue 12) --
+UNARY[F32] += [prims.sin, prims.cos, prims.erf, prims.expm1, prims.log1p, prims.floor,
+               prims.ceil, prims.round]
+BINARY += [prims.floor_divide]
+# Piecewise constant: finite differences across a jump are not a gradient.
+NOT_IN_GRAD_CASES = {prims.stop_gradient, prims.floor, prims.ceil, prims.round,
+                     prims.floor_divide}
 TAKE_MODES = ["raise", "raise", "clip", "wrap", "fill", "promise_in_bounds"]
 # Half the draws come from the original menu (so the text round-trip tests keep its mix of
 # scans, multi-result nodes and large constants), half from the op families the fuzzer added.
@@ -290,9 +297,10 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
     fam = F32 if x.dtype.is_float else I32 if x.dtype.is_int else BOOL
     if kind == "unary":
         # No stop_gradient in gradient cases: finite differences see through it.
-        return ch.pick([f for f in UNARY[fam] if not (gen.grad and f is prims.stop_gradient)])(x)
+        return ch.pick([f for f in UNARY[fam] if not (gen.grad and f in NOT_IN_GRAD_CASES)])(x)
     if kind == "binary":
-        return ch.pick(BINARY)(x, ch.pick(_broadcastable(pool, x)))
+        return ch.pick([f for f in BINARY if not (gen.grad and f in NOT_IN_GRAD_CASES)])(
+            x, ch.pick(_broadcastable(pool, x)))
     if kind == "scalar":
         v = ch.pick([ch.int(-3, 3), ch.real(-2, 2), ch.bool()])
         return ch.pick([prims.add, prims.mul, prims.maximum])(x, v)
@@ -302,7 +310,7 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
         return b.const(arr)
     if kind == "reduce":
         axes = ch.axes(x.ndim)
-        fn = ch.pick([prims.reduce_sum, prims.reduce_max, prims.mean])
+        fn = ch.pick([prims.reduce_sum, prims.reduce_max, prims.mean, prims.reduce_prod])
         return fn(x, tuple(axes) if x.ndim else None, ch.bool())
     if kind == "argmax":
         return prims.argmax(x, ch.int(-x.ndim, max(x.ndim - 1, 0)), ch.bool())

@@ -256,7 +256,7 @@ def _atomic_nest(seg) -> tuple[list[Loop], tuple] | None:
 
 
 # -- one block per row ----------------------------------------------------------------------------
-_TREE_OPS = {KOp.ADD, KOp.MAX, KOp.MIN}
+_TREE_OPS = {KOp.ADD, KOp.MUL, KOp.MAX, KOp.MIN}
 
 
 def _tree_accs(inner) -> dict[str, Var] | None:

@@ -182,6 +182,46 @@ class Sigmoid(Module):
         return sigmoid(x)
 
 
+# -- activation modules (issue 12): torch's names and arguments --
+class GELU(Module):
+    """torch.nn.GELU: approximate="none" (erf) or "tanh"."""
+
+    def __init__(self, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ShapeError(f"approximate must be 'none' or 'tanh', got {approximate!r}",
+                             "GELU", user_loc())
+        self.approximate = approximate
+
+    def forward(self, params, x, *, ctx):
+        return dsl.gelu(x, approximate=self.approximate)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = negative_slope
+
+    def forward(self, params, x, *, ctx):
+        return dsl.leaky_relu(x, self.negative_slope)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def forward(self, params, x, *, ctx):
+        return dsl.elu(x, self.alpha)
+
+
+class Identity(Module):
+    """torch.nn.Identity: returns its input; constructor arguments are accepted and ignored."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def forward(self, params, x, *, ctx):
+        return x
+
+
 class Embedding(Module):
     """A lookup table: integer indices of any shape -> their rows of weight (num, dim)."""
 

@@ -65,16 +65,26 @@ class KOp(enum.Enum):
     WHERE = "where"      # (cond, a, b)
     CAST = "cast"        # float->int truncates, saturates, NaN -> 0
     RAND = "rand"        # (seed i64, index i64) -> uniform [0, 1): Philox, attrs salt
+    # -- math functions (issue 12) --
+    SIN = "sin"
+    COS = "cos"
+    ERF = "erf"
+    EXPM1 = "expm1"
+    LOG1P = "log1p"
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"      # to nearest, ties to even (numpy's round / rint)
 
 
 COMPARE = {KOp.LT, KOp.LE, KOp.GT, KOp.GE, KOp.EQ, KOp.NE}
 #: Calls that cost tens of instructions (polynomials, Philox): worth not computing twice.
-EXPENSIVE_KOPS = {KOp.EXP, KOp.LOG, KOp.SQRT, KOp.TANH, KOp.SIGMOID, KOp.POW, KOp.RAND}
+EXPENSIVE_KOPS = {KOp.EXP, KOp.LOG, KOp.SQRT, KOp.TANH, KOp.SIGMOID, KOp.POW, KOp.RAND,
+                  KOp.SIN, KOp.COS, KOp.ERF, KOp.EXPM1, KOp.LOG1P}
 
 
 @dataclass(frozen=True)
 class Accumulation:
-    """How a reduction folds its terms (its OpDef's `lower`): `op` (ADD, MAX or MIN) from
+    """How a reduction folds its terms (its OpDef's `lower`): `op` (ADD, MUL, MAX or MIN) from
     `identity(op, dtype)`; `index`: keep the position of the first best term (argmax)."""
 
     op: KOp
@@ -82,7 +92,9 @@ class Accumulation:
 
 
 def identity(op: KOp, dtype: DType):
-    """The neutral start of an accumulation with `op` (ADD, MAX or MIN) in `dtype`."""
+    """The neutral start of an accumulation with `op` (ADD, MUL, MAX or MIN) in `dtype`."""
+    if op == KOp.MUL:
+        return 1.0 if dtype.is_float else (True if dtype == DType.BOOL else 1)
     if op == KOp.ADD:
         return 0.0 if dtype.is_float else (False if dtype == DType.BOOL else 0)
     if dtype == DType.BOOL:

@@ -78,6 +78,10 @@ _OPS = {
     KOp.AND: lambda a, b: bool(a) and bool(b), KOp.OR: lambda a, b: bool(a) or bool(b),
     KOp.NOT: lambda a: not a, KOp.ISNAN: lambda a: a != a,
     KOp.WHERE: lambda c, a, b: a if c else b,
+    # -- math functions (issue 12) --
+    KOp.SIN: np.sin, KOp.COS: np.cos, KOp.EXPM1: np.expm1, KOp.LOG1P: np.log1p,
+    KOp.ERF: lambda a: math.erf(float(a)), KOp.FLOOR: np.floor, KOp.CEIL: np.ceil,
+    KOp.ROUND: np.rint,
 }
 
 

@@ -48,10 +48,22 @@ class Op(enum.Enum):
     GE = "ge"
     # elementwise, ternary
     WHERE = "where"
+    # -- math ops (issue 12): unary math, rounding, floor division --
+    SIN = "sin"
+    COS = "cos"
+    ERF = "erf"
+    EXPM1 = "expm1"
+    LOG1P = "log1p"
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"
+    FLOOR_DIVIDE = "floor_divide"
     # reductions
     SUM = "sum"
     MAX = "max"
     ARGMAX = "argmax"
+    # -- reductions (issue 12) --
+    PROD = "prod"
     # contractions
     MATMUL = "matmul"
     CONV2D = "conv2d"

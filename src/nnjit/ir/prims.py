@@ -162,6 +162,51 @@ gt = _binary(Op.GT)
 ge = _binary(Op.GE)
 
 
+# -- math ops (issue 12) --
+def _float_unary(op: Op):
+    """A float op; integer and bool operands are converted to f32 first (as `div` does)."""
+    def f(x: Sym) -> Sym:
+        return _emit(op, (x if x.dtype.is_float else cast(x, DType.F32),))
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x) (integer operands are computed in f32)."
+    return f
+
+
+def _rounding(op: Op):
+    """floor, ceil: integers (and bools) are already whole, and stay as they are (numpy 2)."""
+    def f(x: Sym) -> Sym:
+        return _emit(op, (x,)) if x.dtype.is_float else x
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x); integer tensors are returned unchanged."
+    return f
+
+
+sin = _float_unary(Op.SIN)
+cos = _float_unary(Op.COS)
+erf = _float_unary(Op.ERF)
+expm1 = _float_unary(Op.EXPM1)
+log1p = _float_unary(Op.LOG1P)
+floor = _rounding(Op.FLOOR)
+ceil = _rounding(Op.CEIL)
+floor_divide = _binary(Op.FLOOR_DIVIDE)
+
+
+def round(x: Sym, decimals: int = 0) -> Sym:  # noqa: A001  (numpy's name)
+    """numpy.round: to nearest, ties to even, at `decimals` digits (x * 10**d rounded, / 10**d,
+    as numpy computes it). Integer tensors are returned unchanged for decimals >= 0."""
+    if not x.dtype.is_float:
+        if decimals < 0:
+            raise ShapeError(f"decimals={decimals} on an integer tensor is not supported",
+                             "round", user_loc())
+        return x
+    if decimals == 0:
+        return _emit(Op.ROUND, (x,))
+    scale = 10.0 ** builtins.abs(decimals)
+    if decimals > 0:
+        return div(_emit(Op.ROUND, (mul(x, scale),)), scale)
+    return mul(_emit(Op.ROUND, (div(x, scale),)), scale)
+
+
 def where(cond, x, y) -> Sym:
     """`x` where `cond` else `y`, broadcasting all three."""
     b = builder_of(cond, x, y)
@@ -207,6 +252,15 @@ def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
     except ShapeError as e:
         raise located(e, "argmax", x) from None
     return _emit(Op.ARGMAX, (x,), axis=axis, keepdims=keepdims)
+
+
+# -- reductions (issue 12) --
+def reduce_prod(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    try:
+        axes = norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "prod", x) from None
+    return _emit(Op.PROD, (x,), axes=axes, keepdims=keepdims)
 
 
 def mean(x: Sym, axis=None, keepdims: bool = False) -> Sym:
