@@ -20,6 +20,7 @@ schedule (`optim.schedules`), a function of the step counter evaluated inside th
 from __future__ import annotations
 
 import abc
+import functools
 import numbers
 from typing import Any, Callable
 
@@ -361,4 +362,164 @@ class Adam(Optimizer):
                 "bc2_sqrt": dsl.sqrt(1.0 - dsl.power(b2, t))}
 
 
-__all__ = ["Adam", "Optimizer", "SGD", "schedules"]
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
+
+        p = p * (1 - lr * weight_decay)      (before the Adam step; grad is left alone)
+
+    Defaults are torch's: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2."""
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
+
+    def _decay(self, hp, p, g):
+        return p * (1.0 - hp["lr"] * hp["weight_decay"]), g
+
+
+class RMSprop(Optimizer):
+    """RMSprop as torch.optim.RMSprop (defaults lr 1e-2, alpha 0.99, eps 1e-8):
+
+        g = grad + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g                     ("square_avg")
+        if centered: a = alpha * a + (1 - alpha) * g;  d = sqrt(v - a * a) + eps
+        else: d = sqrt(v) + eps
+        if momentum: buf = momentum * buf + g / d;  p = p - lr * buf
+        else: p = p - lr * g / d
+    """
+
+    _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum")
+    _valid = {"lr": (_NONNEG, "learning rate"), "alpha": (_NONNEG, "alpha value"),
+              "eps": (_NONNEG, "epsilon"), "weight_decay": (_NONNEG, "weight_decay"),
+              "momentum": (_NONNEG, "momentum")}
+    _counts_steps = True              # torch keeps one; here it also feeds an lr schedule
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered: bool = False):
+        super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                         momentum=momentum)
+        self._momentum_on = _has_sym(momentum) or float(momentum) != 0.0
+        object.__setattr__(self, "centered", centered)
+
+    def _init_slots(self, params) -> dict:
+        slots = {"square_avg": _zeros_like(params)}
+        if self._momentum_on:
+            slots["momentum_buffer"] = _zeros_like(params)
+        if self.centered:
+            slots["grad_avg"] = _zeros_like(params)
+        return slots
+
+    def _check_structure(self, stored: dict) -> None:
+        if not self._momentum_on and float(stored.get("momentum", 0.0)) != 0.0:
+            raise NnjitError("RMSprop.set_hyperparams: this optimizer was built with "
+                             "momentum=0, so its state has no momentum buffer; build it with "
+                             "momentum > 0")
+
+    def _step(self, hp, p, g, s):
+        alpha = hp["alpha"]
+        g = g + hp["weight_decay"] * p
+        v = alpha * s["square_avg"] + (1.0 - alpha) * (g * g)
+        new = {"square_avg": v}
+        if self.centered:
+            a = alpha * s["grad_avg"] + (1.0 - alpha) * g
+            new["grad_avg"] = a
+            d = dsl.sqrt(v - a * a) + hp["eps"]
+        else:
+            d = dsl.sqrt(v) + hp["eps"]
+        if self._momentum_on:
+            buf = hp["momentum"] * s["momentum_buffer"] + g / d
+            new["momentum_buffer"] = buf
+            return p - hp["lr"] * buf, new
+        return p - hp["lr"] * (g / d), new
+
+    def _flags(self):
+        return ("centered",)
+
+
+class Adagrad(Optimizer):
+    """Adagrad as torch.optim.Adagrad (defaults lr 1e-2, lr_decay 0, eps 1e-10):
+
+        t += 1;  g = grad + weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        sum = sum + g * g                       (starts at initial_accumulator_value)
+        p = p - clr * g / (sqrt(sum) + eps)
+    """
+
+    _hyper = ("lr", "lr_decay", "weight_decay", "eps")
+    _valid = {"lr": (_NONNEG, "learning rate"), "lr_decay": (_NONNEG, "lr_decay value"),
+              "weight_decay": (_NONNEG, "weight_decay value"), "eps": (_NONNEG, "epsilon")}
+    _counts_steps = True
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value: float = 0.0, eps=1e-10):
+        super().__init__(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+        _check(_is_number(initial_accumulator_value) and initial_accumulator_value >= 0.0,
+               f"Adagrad: invalid initial_accumulator_value {initial_accumulator_value!r}")
+        object.__setattr__(self, "initial_accumulator_value", float(initial_accumulator_value))
+
+    def _init_slots(self, params) -> dict:
+        return {"sum": _full_like(params, self.initial_accumulator_value)}
+
+    def _derived(self, hp, t):
+        return {"clr": hp["lr"] / (1.0 + (t - 1.0) * hp["lr_decay"])}
+
+    def _step(self, hp, p, g, s):
+        g = g + hp["weight_decay"] * p
+        acc = s["sum"] + g * g
+        return p - hp["clr"] * (g / (dsl.sqrt(acc) + hp["eps"])), {"sum": acc}
+
+    def _flags(self):
+        return ("initial_accumulator_value",)
+
+
+# -- gradient clipping ----------------------------------------------------------------------------
+
+def clip_grad_norm(grads, max_norm, norm_type: float = 2.0, eps: float = 1e-6):
+    """`(clipped grads, total norm)`, as torch.nn.utils.clip_grad_norm_: the norm is taken over
+    all float leaves of the pytree together (`norm_type` 2 or inf), and when it exceeds
+    `max_norm` every gradient is scaled by `max_norm / (norm + eps)`:
+
+        >>> grads, norm = optim.clip_grad_norm(grads, max_norm=1.0)      # inside the step
+
+    `max_norm` may be a traced scalar. The norm is computed in float64 when any gradient is
+    float64, else in float32; each gradient keeps its dtype."""
+    leaves, tree = flatten(grads)
+    if not any(isinstance(x, Sym) for x in leaves + [max_norm]):
+        return _eager_clip(norm_type, eps)(grads, np.asarray(max_norm, np.float64))
+    _check(norm_type in (2.0, float("inf")),
+           f"clip_grad_norm: norm_type must be 2 or inf, got {norm_type!r}")
+    if _is_number(max_norm):
+        _check(float(max_norm) >= 0.0, f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
+    b = P.builder_of(*[x for x in leaves + [max_norm] if isinstance(x, Sym)])
+    floats = [x if isinstance(x, Sym) else P.lift(b, np.asarray(x))[0]
+              for x in leaves if _is_float(x)]
+    _check(bool(floats), "clip_grad_norm: the gradients have no float leaves")
+    acc = DType.F64 if any(x.dtype == DType.F64 for x in floats) else DType.F32
+
+    def wide(x):
+        return x if x.dtype == acc else P.cast(x, acc)
+
+    if norm_type == 2.0:
+        total = None
+        for x in floats:
+            part = dsl.sum(wide(x) * wide(x))
+            total = part if total is None else total + part
+        norm = dsl.sqrt(total)
+    else:
+        norm = None
+        for x in floats:
+            part = dsl.max(dsl.abs(wide(x))) if x.size else b.const(np.zeros((), acc.np))
+            norm = part if norm is None else dsl.maximum(norm, part)
+    limit = max_norm if isinstance(max_norm, Sym) else b.const(np.asarray(max_norm, acc.np))
+    coef = dsl.minimum(wide(limit) / (norm + eps), 1.0)
+    out = [(x * (coef if x.dtype == acc else P.cast(coef, x.dtype))) if _is_float(x) else x
+           for x in leaves]
+    return unflatten(tree, out), norm
+
+
+@functools.lru_cache(maxsize=16)
+def _eager_clip(norm_type: float, eps: float):
+    return eager(lambda g, m: clip_grad_norm(g, m, norm_type, eps), "clip_grad_norm")
+
+
+__all__ = ["Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "SGD", "clip_grad_norm",
+           "schedules"]
