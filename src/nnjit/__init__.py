@@ -6,7 +6,7 @@
     >>> f(np.array([-1.0, 2.0], np.float32))
     array([0., 4.], dtype=float32)
 """
-from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad
+from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad, vmap
 from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
 from .frontend.dsl import __all__ as _dsl_all
@@ -39,5 +39,5 @@ __all__ = [  # the op functions of frontend.dsl are exported too (see its __all_
     "JitFunction",
     "NnjitError", "ParseError", "ShapeError", "Tensor", "TensorType", "VerifyError", "compile",
     "debug", "grad", "jit", "nn", "optim", "parse", "trace", "tree_leaves", "tree_map",
-    "value_and_grad", "verify", "float32", "float64", "int32", "int64", "bool_",
+    "value_and_grad", "verify", "vmap", "float32", "float64", "int32", "int64", "bool_",
 ] + list(_dsl_all)

@@ -27,6 +27,7 @@ from .frontend.pytree import (
     unflatten,
 )
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
+from .frontend.vmap import vmap
 from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
 from .passes.autodiff import grad as grad_pass
@@ -351,7 +352,7 @@ def _lift_tree(b: Builder, tree):
 
 
 __all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "jit",
-           "value_and_grad"]
+           "value_and_grad", "vmap"]
 
 
 # Modules and optimizers called on concrete arrays compile through jit (see frontend/eager.py).
