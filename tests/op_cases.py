@@ -859,5 +859,10 @@ case("scan_reverse", Op.SCAN,
      lambda c0, xs: (lambda r: (r[0], r[1][::-1]))(_scan_expected(c0, xs[::-1])),
      [(2,), (3, 2)], CTL, diff_inputs=(0, 1))
 
+# -- rematerialization (issue 12) ------------------------------------------------------------
+case("optimization_barrier", Op.OPTIMIZATION_BARRIER,
+     lambda x, a: P.optimization_barrier(x, a) * 2.0, lambda x, a: x * 2, [(2, 3), ()], CTL,
+     dtypes=FLOATS, diff_inputs=(0,))
+
 COVERED_OPS = frozenset(c.op for c in CASES)
 FAMILIES = tuple(dict.fromkeys(c.family for c in CASES))

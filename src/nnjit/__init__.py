@@ -6,7 +6,8 @@
     >>> f(np.array([-1.0, 2.0], np.float32))
     array([0., 4.], dtype=float32)
 """
-from .api import CompiledFunction, JitFunction, compile, grad, jit, value_and_grad, vmap
+from .api import (CompiledFunction, JitFunction, checkpoint, compile, grad, jit, value_and_grad,
+                  vmap)
 from .frontend import nn, optim  # noqa: F401  (the layer library and the optimizers)
 from .frontend.dsl import *  # noqa: F401,F403  (the op functions: nnjit.exp, nnjit.conv2d, ...)
 from .frontend.dsl import __all__ as _dsl_all
@@ -35,7 +36,7 @@ bool_ = DType.BOOL
 from . import debug  # noqa: E402,F401  (nnjit.debug.bisect)
 
 __all__ = [  # the op functions of frontend.dsl are exported too (see its __all__)
-    "ArgumentError", "CompiledFunction", "CompileError", "DType", "Graph", "IndexOutOfRange",
+    "ArgumentError", "checkpoint", "CompiledFunction", "CompileError", "DType", "Graph", "IndexOutOfRange",
     "JitFunction",
     "NnjitError", "ParseError", "ShapeError", "Tensor", "TensorType", "VerifyError", "compile",
     "debug", "grad", "jit", "nn", "optim", "parse", "trace", "tree_leaves", "tree_map",

@@ -27,6 +27,7 @@ from .frontend.pytree import (
     unflatten,
 )
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
+from .frontend.remat import checkpoint
 from .frontend.vmap import vmap
 from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
@@ -300,7 +301,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         if loss_t.shape != () or not loss_t.dtype.is_float:
             raise ShapeError(f"grad: {getattr(fn, '__name__', 'fn')} must return a float scalar, "
                              f"got {loss_t}")
-        gg = grad_pass(graph, wrt)
+        gg = grad_pass(graph, wrt, remat=traced.remat)
         captured = list(traced.captures)
         flat_args = flatten(tuple(args) + (kwargs,))[0]
         outs = b.inline(gg, flat_args + captured)
@@ -351,8 +352,8 @@ def _lift_tree(b: Builder, tree):
     return unflatten(td, [x if isinstance(x, Sym) else lift(b, x)[0] for x in leaves])
 
 
-__all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "jit",
-           "value_and_grad", "vmap"]
+__all__ = ["CompiledFunction", "JitFunction", "NnjitError", "checkpoint", "compile", "grad",
+           "jit", "value_and_grad", "vmap"]
 
 
 # Modules and optimizers called on concrete arrays compile through jit (see frontend/eager.py).

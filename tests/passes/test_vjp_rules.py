@@ -422,6 +422,15 @@ def _scan(draw):
     return Case(f, (h0, xs, w), (0, 1, 2))
 
 
+# -- rematerialization (issue 12) ----------------------------------------------------------------
+
+@case("optimization_barrier", Op.OPTIMIZATION_BARRIER)
+def _optimization_barrier(draw):
+    rng = rng_of(draw)
+    x, after = normal(rng, draw(shape_st())), normal(rng, ())
+    return Case(lambda x, a: nnjit.exp(P.optimization_barrier(x, a)), (x, after), (0,))
+
+
 # -- tests --------------------------------------------------------------------------------------
 
 def ops_in(g: Graph) -> set[Op]:

@@ -76,6 +76,8 @@ class Op(enum.Enum):
     # control flow and kernel boundaries
     SCAN = "scan"
     FUSION = "fusion"
+    # -- rematerialization (issue 12) --
+    OPTIMIZATION_BARRIER = "optimization_barrier"
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"

@@ -523,3 +523,11 @@ def scan(body, carry: Sequence[Sym], xs: Sequence[Sym], consts: Sequence[Sym], l
     out = b.emit(Op.SCAN, srcs, {"body": body, "num_carry": len(carry),
                                  "num_consts": len(consts), "length": length, "reverse": reverse})
     return out if isinstance(out, tuple) else (out,)
+
+
+# -- rematerialization (issue 12) -----------------------------------------------------------------
+
+def optimization_barrier(x: Sym, after: Sym) -> Sym:
+    """`x`, computed after the scalar `after` and never merged with another value (see
+    `defs/control.py`)."""
+    return _emit(Op.OPTIMIZATION_BARRIER, (x, after))
