@@ -116,6 +116,16 @@ def test_per_example_gradients_through_an_embedding_and_lstm(backend):
            (None, 0, 0), backend, atol=2e-5)
 
 
+def test_per_example_gradients_through_a_checkpointed_block(backend):
+    block = nnjit.checkpoint(lambda h, w: nnjit.tanh(h @ w))
+
+    def loss(p, x, y):
+        return nn.cross_entropy(block(block(x[None], p["w1"]), p["w2"]), y[None])
+
+    p = {"w1": f32(4, 4), "w2": f32(4, 3)}
+    _check(nnjit.grad(loss), (p, f32(B, 4), RNG.integers(0, 3, B)), (None, 0, 0), backend)
+
+
 def test_scan_with_an_unbatched_carry_that_becomes_batched(backend):
     def cumulative(x):
         def body(c, xt):
@@ -191,7 +201,7 @@ OPS_WITH_RULES = {Op.SUM, Op.MAX, Op.ARGMAX, Op.RESHAPE, Op.TRANSPOSE, Op.BROADC
                   Op.SLICE, Op.PAD, Op.CONCAT, Op.TAKE, Op.SCATTER_ADD, Op.CHECK_INDEX,
                   Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
                   Op.MAX_POOL2D, Op.AVG_POOL2D, Op.MAX_POOL2D_GRAD, Op.AVG_POOL2D_GRAD, Op.SCAN,
-                  Op.RANDOM_UNIFORM, Op.FUSION}
+                  Op.RANDOM_UNIFORM, Op.FUSION, Op.OPTIMIZATION_BARRIER}
 
 
 def test_every_non_elementwise_op_has_a_rule():

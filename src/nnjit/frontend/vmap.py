@@ -244,6 +244,14 @@ def _conv2d_grad_weight(b, n, srcs, flags, size):
     return [b.emit(Op.TAKE, [full, diag], {"axis": 0})]
 
 
+def _optimization_barrier(b, n, srcs, flags, size):
+    """The ordering operand only orders: one element of a batched one orders as well."""
+    x, after = srcs
+    if flags[1]:
+        after = P.reshape(P.slice(after, (0,), (1,), (1,)), ())
+    return [P.optimization_barrier(_ensure_batched(x, flags[0], size), after)]
+
+
 def _random_uniform(b, n, srcs, flags, size):
     raise BatchingError(f"vmap: random_uniform with a batched seed has no batching rule (use "
                         f"one seed and draw the batch's numbers outside vmap), at {n.loc}")
@@ -304,6 +312,7 @@ def _register() -> None:
         Op.MAX_POOL2D_GRAD: _fold_first(Op.MAX_POOL2D_GRAD),
         Op.AVG_POOL2D_GRAD: _fold_first(Op.AVG_POOL2D_GRAD, "input_shape"),
         Op.SCAN: _scan,
+        Op.OPTIMIZATION_BARRIER: _optimization_barrier,
         Op.FUSION: _unsupported(Op.FUSION, "fusion nodes only exist after the fusion pass"),
     }
     for op, rule in rules.items():
