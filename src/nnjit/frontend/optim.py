@@ -259,9 +259,6 @@ class _Hyper:
             return v if v.dtype == DType.F64 else P.cast(v, DType.F64)
         return self.b.const(np.asarray(v, np.float64))
 
-    def __getitem__(self, k: str):
-        return self.values[k]
-
     def typed(self, dtype: DType) -> dict:
         if dtype not in self._by_dtype:
             def cast(v):
