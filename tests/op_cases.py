@@ -1080,5 +1080,10 @@ case("axis_index", Op.AXIS_INDEX,
      lambda x: x + P.cast(P.axis_index(P.builder_of(x), "batch", 1), x.dtype),
      lambda x: x.copy(), [(3,)], COL, dtypes=NUMERIC)
 
+# -- rematerialization (issue 12) ------------------------------------------------------------
+case("optimization_barrier", Op.OPTIMIZATION_BARRIER,
+     lambda x, a: P.optimization_barrier(x, a) * 2.0, lambda x, a: x * 2, [(2, 3), ()], CTL,
+     dtypes=FLOATS, diff_inputs=(0,))
+
 COVERED_OPS = frozenset(c.op for c in CASES)
 FAMILIES = tuple(dict.fromkeys(c.family for c in CASES))

@@ -33,7 +33,7 @@ from tests.fuzz.values import IndexHint, make_inputs, values
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
 #: Bumped when the generator changes, so a seed names one program per version.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2     # 2: optimization_barrier (issue 12)
 
 
 # -- the choices a generator makes -----------------------------------------------------------------
@@ -211,7 +211,7 @@ BASE_KINDS = ["scan", "const", "unary", "binary", "scalar", "reduce", "argmax", 
               "transpose", "slice", "concat", "where", "cast", "matmul", "iota"]
 MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
-              "getitem_array"]
+              "getitem_array", "barrier"]
 
 
 @dataclass
@@ -553,10 +553,18 @@ def _random(gen: Gen, b, x, pool):
                                 gen.float_dtype())
 
 
+def _barrier(gen: Gen, b, x, pool):
+    """optimization_barrier(x, after): `after` any scalar of the pool, or a fresh one."""
+    scalars = [s for s in pool if s.shape == ()]
+    after = gen.ch.pick(scalars) if scalars and gen.ch.bool() else gen.fresh_input(
+        TensorType((), gen.float_dtype()), "after")
+    return prims.optimization_barrier(x, after)
+
+
 MENU = {"dot": _dot, "broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
         "cross_entropy": _cross_entropy, "composite": _composite, "conv": _conv, "pool": _pool,
         "window_grad": _window_grad, "scatter_add": _scatter_add, "random": _random,
-        "getitem_array": _getitem_array}
+        "getitem_array": _getitem_array, "barrier": _barrier}
 
 
 def build_graph(gen: Gen, max_ops: int, depth: int) -> Graph:

@@ -484,6 +484,14 @@ for _name, _op, _f in [
         ("broadcast", Op.BROADCAST, lambda x: P.tanh(P.broadcast(x, 0, "batch", 1)))]:
     _collective_case(_name, _op, _f)
 
+# -- rematerialization (issue 12) ----------------------------------------------------------------
+
+@case("optimization_barrier", Op.OPTIMIZATION_BARRIER)
+def _optimization_barrier(draw):
+    rng = rng_of(draw)
+    x, after = normal(rng, draw(shape_st())), normal(rng, ())
+    return Case(lambda x, a: nnjit.exp(P.optimization_barrier(x, a)), (x, after), (0,))
+
 
 # -- tests --------------------------------------------------------------------------------------
 

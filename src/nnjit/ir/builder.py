@@ -68,6 +68,9 @@ class Builder:
         self._loc_override: Loc | None = None
         self.scope = parent.scope if parent else ""   # the nn.Module path being traced
         self._scalar_consts: dict[tuple, Sym] = {}
+        # Checkpointed blocks (nnjit.checkpoint): sets of this builder's nodes whose values
+        # autodiff recomputes in the backward pass instead of keeping them from the forward.
+        self.remat_regions: list[frozenset[Node]] = []
 
     # -- values ---------------------------------------------------------------------------
     def input(self, type_: TensorType, name: str | None = None, loc: Loc | None = None) -> "Sym":

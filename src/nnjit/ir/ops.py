@@ -95,6 +95,9 @@ class Op(enum.Enum):
     BROADCAST = "broadcast"
     AXIS_INDEX = "axis_index"
 
+    # -- rematerialization (issue 12) --
+    OPTIMIZATION_BARRIER = "optimization_barrier"
+
     def __repr__(self) -> str:
         return f"Op.{self.name}"
 

@@ -606,3 +606,10 @@ def broadcast(x: Sym, root: int, axis_name: str, group_size: int) -> Sym:
 def axis_index(b: Builder, axis_name: str, group_size: int) -> Sym:
     """This process's rank in group `axis_name`, an i32 scalar known when the program runs."""
     return b.emit(Op.AXIS_INDEX, (), {"axis_name": axis_name, "group_size": group_size})
+
+# -- rematerialization (issue 12) -----------------------------------------------------------------
+
+def optimization_barrier(x: Sym, after: Sym) -> Sym:
+    """`x`, computed after the scalar `after` and never merged with another value (see
+    `defs/control.py`)."""
+    return _emit(Op.OPTIMIZATION_BARRIER, (x, after))
