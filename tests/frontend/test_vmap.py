@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nnjit
+import nnjit.distributed as dist
 from nnjit import ShapeError, nn
 from nnjit.frontend.vmap import BatchingError, _rule
 from nnjit.ir import Op
@@ -66,6 +67,11 @@ CASES = {
     "conv_pool": (lambda x, w: nnjit.max_pool2d(nnjit.conv2d(x, w, padding=1), 2) +
                   nnjit.avg_pool2d(nnjit.conv2d(x, w, padding=1), 2),
                   (f32(B, 2, 3, 6, 6), f32(4, 3, 3, 3)), (0, None)),
+    "prod": (lambda x: (nnjit.prod(x, axis=1), nnjit.prod(x)), (f32(B, 3, 2),), (0,)),
+    # a process group of one: collectives are identities, and the batched value passes through
+    "collectives": (lambda x: (dist.psum(x), dist.broadcast(x * 2.0, root=0),
+                               dist.all_gather(x, axis=1), dist.psum_scatter(x, axis=0)),
+                    (f32(B, 2, 3),), (0,)),
 }
 
 
@@ -201,7 +207,8 @@ OPS_WITH_RULES = {Op.SUM, Op.MAX, Op.ARGMAX, Op.RESHAPE, Op.TRANSPOSE, Op.BROADC
                   Op.SLICE, Op.PAD, Op.CONCAT, Op.TAKE, Op.SCATTER_ADD, Op.CHECK_INDEX,
                   Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
                   Op.MAX_POOL2D, Op.AVG_POOL2D, Op.MAX_POOL2D_GRAD, Op.AVG_POOL2D_GRAD, Op.SCAN,
-                  Op.RANDOM_UNIFORM, Op.FUSION, Op.OPTIMIZATION_BARRIER}
+                  Op.RANDOM_UNIFORM, Op.FUSION, Op.OPTIMIZATION_BARRIER, Op.PROD,
+                  Op.ALL_REDUCE, Op.BROADCAST, Op.ALL_GATHER, Op.REDUCE_SCATTER}
 
 
 def test_every_non_elementwise_op_has_a_rule():

@@ -139,6 +139,16 @@ def _argmax(b, n, srcs, flags, size):
     return [b.emit(n.op, srcs, {**n.attrs, "axis": n.attrs["axis"] + 1})]
 
 
+def _same(b, n, srcs, flags, size):
+    """Ops that act on every element alike whatever the shape (all-reduce, broadcast over the
+    ranks of a process group): the batched operand goes through unchanged."""
+    return [b.emit(n.op, srcs, dict(n.attrs))]
+
+
+def _shift_axis(b, n, srcs, flags, size):
+    return [b.emit(n.op, srcs, {**n.attrs, "axis": n.attrs["axis"] + 1})]
+
+
 def _reshape(b, n, srcs, flags, size):
     return [P.reshape(srcs[0], (size,) + tuple(n.attrs["shape"]))]
 
@@ -299,7 +309,9 @@ def _batched_body(body: Graph, carry_b, xs_b, consts_b, size) -> tuple[Graph, li
 def _register() -> None:
     rules = {
         Op.RANDOM_UNIFORM: _random_uniform,
-        Op.SUM: _reduce_axes, Op.MAX: _reduce_axes, Op.ARGMAX: _argmax,
+        Op.SUM: _reduce_axes, Op.MAX: _reduce_axes, Op.PROD: _reduce_axes, Op.ARGMAX: _argmax,
+        Op.ALL_REDUCE: _same, Op.BROADCAST: _same,
+        Op.ALL_GATHER: _shift_axis, Op.REDUCE_SCATTER: _shift_axis,
         Op.RESHAPE: _reshape, Op.TRANSPOSE: _transpose, Op.BROADCAST_TO: _broadcast_to,
         Op.SLICE: _slice, Op.PAD: _pad, Op.CONCAT: _concat,
         Op.TAKE: _take, Op.SCATTER_ADD: _scatter_add, Op.CHECK_INDEX: _check_index,
