@@ -33,7 +33,7 @@ from tests.fuzz.values import IndexHint, make_inputs, values
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
 #: Bumped when the generator changes, so a seed names one program per version.
-GENERATOR_VERSION = 2     # 2: optimization_barrier (issue 12)
+GENERATOR_VERSION = 3     # 2: optimization_barrier (issue 12); 3: collectives (issue 15)
 
 
 # -- the choices a generator makes -----------------------------------------------------------------
@@ -211,7 +211,7 @@ BASE_KINDS = ["scan", "const", "unary", "binary", "scalar", "reduce", "argmax", 
               "transpose", "slice", "concat", "where", "cast", "matmul", "iota"]
 MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
-              "getitem_array", "barrier"]
+              "getitem_array", "barrier", "collective"]
 
 
 @dataclass
@@ -561,10 +561,27 @@ def _barrier(gen: Gen, b, x, pool):
     return prims.optimization_barrier(x, after)
 
 
+def _collective(gen: Gen, b, x, pool):
+    """A collective over a group of one (what one process runs: the identity, rank 0), at the
+    top level only: collectives inside scan bodies are refused."""
+    if b is not gen.root or x.dtype == DType.BOOL:
+        return []
+    ch = gen.ch
+    kind = ch.pick(["sum", "mean", "max", "gather", "scatter", "broadcast", "rank"])
+    if kind in ("sum", "max") or (kind == "mean" and x.dtype.is_float):
+        return prims.all_reduce(x, kind, "batch", 1)
+    if kind in ("gather", "scatter") and x.ndim:
+        op = prims.all_gather if kind == "gather" else prims.reduce_scatter
+        return op(x, ch.int(0, x.ndim - 1), "batch", 1)
+    if kind == "rank":
+        return prims.add(x, prims.cast(prims.axis_index(b, "batch", 1), x.dtype))
+    return prims.broadcast(x, 0, "batch", 1)
+
+
 MENU = {"dot": _dot, "broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
         "cross_entropy": _cross_entropy, "composite": _composite, "conv": _conv, "pool": _pool,
         "window_grad": _window_grad, "scatter_add": _scatter_add, "random": _random,
-        "getitem_array": _getitem_array, "barrier": _barrier}
+        "getitem_array": _getitem_array, "barrier": _barrier, "collective": _collective}
 
 
 def build_graph(gen: Gen, max_ops: int, depth: int) -> Graph:
