@@ -66,7 +66,12 @@ def min(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
     return x.min(axis, keepdims)   # exact for integers too (see Sym.min)
 
 
-def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
+def argmax(x: Sym, axis: int | None = None, keepdims: bool = False) -> Sym:
+    """numpy.argmax (i64): the first maximum (a NaN counts as the maximum); `axis=None`, the
+    default as in numpy and JAX, indexes the flattened tensor."""
+    if axis is None:
+        flat = P.argmax(P.reshape(x, (-1,)), 0, False)
+        return P.reshape(flat, (1,) * x.ndim) if keepdims else flat
     return P.argmax(x, axis, keepdims)
 
 

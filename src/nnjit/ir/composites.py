@@ -70,9 +70,8 @@ def argmin(x: Sym, axis=None, keepdims: bool = False) -> Sym:
     the flattened tensor. argmax of an order-reversing map: -x for floats, ~x = -x - 1 for
     integers (exact: -x would wrap at the minimum), not x (as 0/1) for bools."""
     if axis is None:
-        x, axis = P.reshape(x, (-1,)), 0
-        if keepdims:
-            raise ShapeError("keepdims needs an axis", "argmin", user_loc())
+        flat = argmin(P.reshape(x, (-1,)), 0)
+        return P.reshape(flat, (1,) * x.ndim) if keepdims else flat
     if x.dtype.is_float:
         flipped = P.neg(x)
     elif x.dtype == DType.BOOL:
