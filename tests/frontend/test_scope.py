@@ -28,6 +28,8 @@ def test_ops_carry_their_module_path_through_every_view():
     report = str(cf.explain_fusion())
     assert "[0.0]" in report and "[1]" in report
     assert any("[0.0]" in line for line in cf.kernels())
+    table = cf.memory_plan().table()                 # buffers name their writer's scope too
+    assert "written by" in table and ("[0.0]" in table or "[0.1]" in table), table
 
 
 def test_plain_functions_have_no_scope():

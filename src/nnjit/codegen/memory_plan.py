@@ -32,6 +32,7 @@ class BufferPlan:
     end: int            # index of the last kernel that touches it (inclusive)
     offset: int
     klass: str = ""     # in-place class: members hand the same bytes over at one kernel
+    by: str = ""        # the kernel that first writes it and where that came from (provenance)
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,11 @@ class MemoryPlan:
                                    results_bytes=results_bytes)
 
     def table(self) -> str:
-        rows = [f"{'buffer':<16} {'bytes':>12} {'live':>11} {'offset':>12}"]
+        rows = [f"{'buffer':<16} {'bytes':>12} {'live':>11} {'offset':>12}  written by"]
         for b in sorted(self.buffers, key=lambda b: (b.offset, b.start)):
+            by = b.by if len(b.by) <= 72 else b.by[:69] + "..."
             rows.append(f"{b.name:<16} {b.nbytes:>12} {f'{b.start}..{b.end}':>11} "
-                        f"{b.offset:>12}")
+                        f"{b.offset:>12}  {by}".rstrip())
         rows.append(f"temporaries {self.arena_bytes} B; liveness lower bound "
                     f"{self.lower_bound_bytes} B; no reuse {self.no_reuse_bytes} B")
         for purpose, n in self.extras:
@@ -72,6 +74,18 @@ class MemoryPlan:
         rows.append(f"arena {self.total_bytes} B allocated once; results {self.results_bytes} B "
                     "per call")
         return "\n".join(rows)
+
+
+def _writers(program: Program) -> dict[str, str]:
+    """Each buffer's first writing kernel, with the graph nodes (user lines, module scopes) it
+    came from: what the memory table shows so a buffer can be traced to the model."""
+    base = {b.name: root_buffer(program, b.name) for b in program.buffers}
+    out: dict[str, str] = {}
+    for kern in program.kernels:
+        for name in kern.writes:
+            src = getattr(kern, "src", "")
+            out.setdefault(base.get(name, name), f"{kern.name}: {src}" if src else kern.name)
+    return out
 
 
 def live_intervals(program: Program) -> dict[str, tuple[int, int]]:
@@ -129,7 +143,9 @@ def plan_memory(program: Program, reuse: bool = True, donate: tuple[int, ...] = 
     spans = {root: (min(iv[m][0] for m in ms), max(iv[m][1] for m in ms),
                     max(sizes[m] for m in ms)) for root, ms in members.items()}
     offsets = _best_fit(spans) if reuse else _sequential(spans)
-    plans = [BufferPlan(name, sizes[name], *iv[name], offsets[classes[name]], classes[name])
+    writers = _writers(program)
+    plans = [BufferPlan(name, sizes[name], *iv[name], offsets[classes[name]], classes[name],
+                        writers.get(name, ""))
              for name in sizes]
     arena = max((offsets[r] + spans[r][2] for r in spans), default=0)
     plan = MemoryPlan(tuple(plans), arena, sum(sizes.values()),
