@@ -56,6 +56,7 @@ def family_cases(cases=None):
 def run_case(case, backend: str = "llvm") -> str | None:
     """None when `case` passes, else the reason it fails (one line)."""
     for k, (inputs, expected) in enumerate(case.data_sets):
+        inputs, expected = [_array(x) for x in inputs], [_array(x) for x in expected]
         try:
             fn, inputs = load_specialized(case.model, inputs, backend)
         except Exception as e:
@@ -105,6 +106,13 @@ def load_specialized(model, inputs, backend: str):
                 raise
             constants[e.value_name] = values[e.value_name]
     return fn, [values[n] for n in names if n not in constants]
+
+
+def _array(x):
+    """Data-set values are numpy arrays, or TensorProtos for the types numpy lacks."""
+    from onnx import TensorProto, numpy_helper
+
+    return numpy_helper.to_array(x) if isinstance(x, TensorProto) else x
 
 
 def _bfloat16(e) -> bool:

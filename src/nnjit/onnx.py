@@ -72,8 +72,12 @@ def _as_input(x, spec) -> np.ndarray:
 
 
 def _as_output(o: np.ndarray, spec) -> np.ndarray:
-    if spec.elem_type == 16:      # bfloat16 has no numpy type: float32 it is
-        return o
+    if spec.elem_type == 16:      # bfloat16: ml_dtypes' type (onnx depends on it), rounded
+        try:
+            import ml_dtypes
+        except ImportError:
+            return o
+        return o.astype(ml_dtypes.bfloat16)
     return o if o.dtype == spec.dtype else o.astype(spec.dtype)
 
 

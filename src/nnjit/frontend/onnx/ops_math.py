@@ -286,6 +286,8 @@ def _reduce(ctx: NodeContext):
         if ctx.int("noop_with_empty_axes", 0):
             return x
         axes = None
+    if x.dtype == DType.BOOL and op in ("ReduceMax", "ReduceMin"):   # any / all
+        return dsl.cast(REDUCE[op](dsl.cast(x, DType.I32), axes, keepdims), DType.BOOL)
     if op == "ReduceMean" and not x.dtype.is_float:
         return dsl.cast(dsl.mean(x, axes, keepdims), x.dtype)
     if x.size == 0 and op in ("ReduceMax", "ReduceMin") and x.dtype.is_float:

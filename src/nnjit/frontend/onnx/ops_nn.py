@@ -34,7 +34,7 @@ def _attr2(ctx: NodeContext, name: str, nd: int, default: int) -> tuple[int, int
     v = ctx.ints(name, [default] * nd)
     if len(v) != nd:
         raise ctx.error(f"{name} {v} must have {nd} values")
-    return (1, v[0]) if nd == 1 else (v[0], v[1])
+    return (default, v[0]) if nd == 1 else (v[0], v[1])
 
 
 def _pads(ctx: NodeContext, nd: int, size, kernel, stride, dilation,
@@ -119,17 +119,15 @@ def _conv_transpose(ctx: NodeContext):
         want = list(shape_attr[-nd:]) if shape_attr is not None else [n * s for n, s in
                                                                       zip(ins[-nd:], stride[-nd:])]
         want = [1] * (2 - nd) + want
-        pads = []
+        pads, extra = [], []
         for f, o in zip(full, want):
-            total = f - o
-            if total < 0:
-                raise ctx.error(f"output_shape {shape_attr} is larger than the full output "
-                                f"{full[-nd:]}")
-            small, big = total // 2, total - total // 2
+            total = f - o       # < 0: the output is longer than any input position reaches
+            small, big = max(total, 0) // 2, max(total, 0) - max(total, 0) // 2
             pads.append((big, small) if auto == "SAME_LOWER" else (small, big))
+            extra.append(max(-total, 0))
         pads = tuple(pads)
     else:
-        pads = _pads(ctx, nd, x.shape, (1,) * (2 - nd) + tuple(kernel), stride, dil)
+        pads, extra = _pads(ctx, nd, x.shape, (1,) * (2 - nd) + tuple(kernel), stride, dil), []
     out_hw = tuple(f - b - e for f, (b, e) in zip(full, pads))
     if group < 1 or x.shape[1] % group or w.shape[0] != x.shape[1]:
         raise ctx.error(f"group {group} does not match input {x.shape} and weight {w.shape}")
@@ -140,6 +138,8 @@ def _conv_transpose(ctx: NodeContext):
         wg = w2[g * ci:(g + 1) * ci] if group > 1 else w2
         ys.append(P.conv2d_grad_input(xg, wg, (x.shape[0], co) + out_hw, stride, pads, dil))
     y = dsl.concat(ys, axis=1) if group > 1 else ys[0]
+    if any(extra):
+        y = dsl.pad(y, [(0, 0), (0, 0)] + [(0, e) for e in extra])
     if ctx.has(2):
         y = y + dsl.reshape(ctx.tensor(2), (1, -1, 1, 1))
     return _from_2d(y, nd)
@@ -169,9 +169,18 @@ def _max_pool(ctx: NodeContext):
     if ctx.wants(1):
         raise ctx.error("the Indices output is not supported")
     nd, kernel, stride, _, pads = _pool_geometry(ctx, x)
-    if not x.dtype.is_float:
-        raise ctx.error(f"MaxPool of {x.dtype} is not supported (float only)")
-    return _from_2d(dsl.max_pool2d(_to_2d(x), kernel, stride, pads), nd)
+    dt = x.dtype
+    # NOTE: integers pool in f64, exact below 2**53 (every int32, and every uint8 image).
+    x2 = _to_2d(x if dt.is_float else dsl.cast(x, DType.F64))
+    if _too_wide(pads, kernel):   # the pool op pads at most half a window: pad explicitly
+        x2 = dsl.pad(x2, [(0, 0), (0, 0)] + list(pads), -np.inf)
+        pads = ((0, 0), (0, 0))
+    y = dsl.max_pool2d(x2, kernel, stride, pads)
+    return _from_2d(y if dt.is_float else dsl.cast(y, dt), nd)
+
+
+def _too_wide(pads, kernel) -> bool:
+    return any(max(p) > k // 2 for p, k in zip(pads, kernel))
 
 
 @converter("AveragePool")
@@ -180,10 +189,13 @@ def _avg_pool(ctx: NodeContext):
     nd, kernel, stride, declared, pads = _pool_geometry(ctx, x)
     include = bool(ctx.int("count_include_pad", 0))
     x2 = _to_2d(x)
-    if pads == declared:
+    if pads == declared and not _too_wide(pads, kernel):
         return _from_2d(dsl.avg_pool2d(x2, kernel, stride, pads, include), nd)
-    # ceil_mode's extra end padding never counts: window sums over a divisor computed here.
-    total = dsl.avg_pool2d(x2, kernel, stride, pads, True) * float(kernel[0] * kernel[1])
+    # ceil_mode's extra end padding never counts, and the pool op pads at most half a
+    # window: zero-pad explicitly, sum the windows, and divide by counts computed here.
+    padded = dsl.pad(x2, [(0, 0), (0, 0)] + list(pads))
+    total = dsl.avg_pool2d(padded, kernel, stride, ((0, 0), (0, 0)), True) * float(
+        kernel[0] * kernel[1])
     div = _divisor(x2.shape[2:], kernel, stride, declared, pads, include, total.shape[2:])
     return _from_2d(total / div.astype(x.dtype.np), nd)
 
