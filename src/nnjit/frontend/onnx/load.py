@@ -114,13 +114,14 @@ def validate(proto, base_dir: str | None, path: str) -> LoadedModel:
     for v in outputs:
         if v.name not in defined:
             raise OnnxError(f"{path}: graph output {v.name!r} is computed by no node")
-    _check(proto, path)
+    _check(proto if base_dir is None else path, path)
     return LoadedModel(proto, base_dir, opset, nodes, inputs, outputs, inits, path)
 
 
 def _check(proto, path: str) -> None:
     """onnx.checker's own rules (attribute types, opset schemas), after ours: ours name the
-    node for the structural faults first."""
+    node for the structural faults first. A model read from a file is checked by path, so
+    its external data resolves against the model's folder."""
     onnx = _onnx()
     try:
         onnx.checker.check_model(proto)
@@ -165,8 +166,8 @@ def _spec(v, path: str, need_shape: bool = True) -> ValueSpec:
 
 
 def _topological(g, available: set[str], path: str) -> list:
-    """The nodes ordered so each comes after the producers of its inputs (ONNX requires this
-    order already; an unordered file is sorted, a cycle is an error naming its nodes)."""
+    """The nodes, checked to come after the producers of their inputs (as ONNX requires): a
+    cycle is an error naming its nodes, and so is a node before its inputs' producer."""
     producer = {}
     for n in g.node:
         for o in n.output:
@@ -203,6 +204,13 @@ def _topological(g, available: set[str], path: str) -> list:
             if state.get(id(dep)) != 2:
                 state[id(dep)] = 1
                 stack.append((dep, iter([i for i in dep.input if i in producer])))
+    position = {id(n): k for k, n in enumerate(g.node)}
+    for n in g.node:
+        for i in n.input:
+            if i in producer and position[id(producer[i])] > position[id(n)]:
+                raise OnnxError(f"{path}: node {_label(n)} reads {i!r} before node "
+                                f"{_label(producer[i])} computes it (ONNX graphs must be in "
+                                "topological order)")
     return order
 
 
