@@ -360,3 +360,25 @@ def test_export_names_the_op_it_cannot_express():
 
     with pytest.raises(NnjitError, match="op random_uniform .*has no ONNX form"):
         nnjit.onnx.export(f, np.ones(4, np.float32), np.int64(1))
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def test_cli_import_and_export(tmp_path, capsys):
+    from nnjit.cli import main
+
+    m, _, _ = _mlp(np.random.default_rng(0))
+    path = _save(tmp_path, m)
+    assert main(["import", path]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("func @g(%x: f32[2,4]) -> (f32[2,3])") and "relu" in out
+    assert nnjit.parse(out.strip()) is not None          # the printed IR parses back
+    assert main(["import", path, "--stage", "nope"]) == 1
+    assert "no stage 'nope'" in capsys.readouterr().err
+    lib = tmp_path / "libm.so"
+    assert main(["export", path, "-o", str(lib)]) == 0
+    assert lib.exists() and (tmp_path / "libm.h").exists()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    assert main(["import", str(bad)]) == 1
+    assert "nnjit: error:" in capsys.readouterr().err
