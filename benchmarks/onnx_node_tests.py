@@ -77,8 +77,7 @@ def run_case(case, backend: str = "llvm") -> str | None:
             if g.dtype != e.dtype and not _bfloat16(e):
                 return f"output {j}: dtype {g.dtype}, expected {e.dtype}"
             try:
-                np.testing.assert_allclose(np.asarray(g, np.float64) if e.dtype.kind == "f"
-                                           else g, _as_comparable(e), rtol=case.rtol,
+                np.testing.assert_allclose(_as_comparable(g), _as_comparable(e), rtol=case.rtol,
                                            atol=case.atol)
             except AssertionError as err:
                 lines = [x for x in str(err).splitlines() if "Max abs" in x or "Mismatched" in x]
@@ -120,8 +119,9 @@ def _bfloat16(e) -> bool:
 
 
 def _as_comparable(e):
-    return e.astype(np.float32) if _bfloat16(e) else (
-        e.astype(np.float64) if e.dtype.kind == "f" else e)
+    if e.dtype.kind == "V":       # ml_dtypes: bfloat16, float8, int4...
+        return e.astype(np.float64)
+    return e.astype(np.float64) if e.dtype.kind == "f" else e
 
 
 def _reason(stage: str, e: BaseException) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from .api import JitFunction
 from .frontend.onnx import ConstantRequired, OnnxError, OnnxModel, import_model
 from .frontend.onnx.convert import compute_dtype
+from .frontend.onnx.tensors import STORAGE_TYPES
 from .frontend.tracing import trace_flat
 from .runtime.compiled import CompiledFunction
 
@@ -66,6 +67,8 @@ def _as_input(x, spec) -> np.ndarray:
                         f"{list(a.shape)}")
     if spec.elem_type == 16 and a.dtype.name == "bfloat16":
         return a.astype(np.float32)
+    if a.dtype == spec.dtype and spec.elem_type in STORAGE_TYPES:   # float8, int4: exact
+        return a.astype(compute_dtype(spec.dtype))
     if a.dtype != spec.dtype and not (a.dtype.kind == spec.dtype.kind == "f"):
         raise OnnxError(f"input {spec.name!r} must be {spec.dtype}, got {a.dtype}")
     return a.astype(compute_dtype(spec.dtype), copy=False)

@@ -170,6 +170,22 @@ def test_symbolic_dims_need_shapes():
         fn(np.ones((4, 3), np.float32))
 
 
+def test_narrow_types_are_rounded_where_they_are_returned():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    f8 = TensorProto.FLOAT8E4M3FN
+    m = _model([helper.make_node("Cast", ["x"], ["y"], to=f8)], [_vi("x", [4])],
+               [_vi("y", [4], f8)])
+    (y,) = nnjit.onnx.load(m, backend="interp")(np.array([0.3, 1e6, -np.inf, np.nan],
+                                                         np.float32))
+    assert y.dtype == ml_dtypes.float8_e4m3fn
+    np.testing.assert_array_equal(y.astype(np.float32), [0.3125, 448, -448, np.nan])
+    inner = _model([helper.make_node("Cast", ["x"], ["h"], to=f8, name="c8"),
+                    helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)],
+                   [_vi("x", [4])], [_vi("y", [4])])
+    with pytest.raises(NnjitError, match="'c8' \\(Cast\\).*only where its result is a graph"):
+        nnjit.onnx.load(inner, backend="interp")
+
+
 # -- hostile and broken files ------------------------------------------------------------------
 
 def _save(tmp_path, m, name="m.onnx") -> str:

@@ -17,7 +17,8 @@ import numpy as np
 from ...ir import Builder, Loc, NnjitError, Sym, evaluate
 from ...ir.types import canonical_dtype
 from .load import LoadedModel, _label
-from .tensors import ConstantRequired, OnnxError, numpy_dtype, to_numpy
+from .tensors import (ConstantRequired, OnnxError, numpy_dtype, storage_compute_dtype,
+                      to_numpy)
 
 Value = Any            # Sym | np.ndarray
 CONVERTERS: dict[str, Callable[["NodeContext"], Any]] = {}
@@ -43,9 +44,12 @@ class NodeContext:
     attributes by type, the opset, and the builder to emit into."""
 
     def __init__(self, node, inputs: list[Value | None], opset: int, builder: Builder,
-                 base_dir: str | None):
+                 base_dir: str | None, elem_types: dict | None = None,
+                 consumed: frozenset = frozenset()):
         self.node, self.inputs, self.opset, self.builder = node, inputs, opset, builder
         self.base_dir = base_dir
+        self.elem_types = elem_types or {}      # ONNX element type of the values that have one
+        self.consumed = consumed                # values some node reads
         self.attrs = {a.name: a for a in node.attribute}
 
     @property
@@ -131,6 +135,15 @@ class NodeContext:
             raise self.error(f"attribute {name!r} is required")
         return numpy_dtype(t, f"node {self.label}")
 
+    def elem_type(self, i: int) -> int | None:
+        """The ONNX element type of input `i`, where the model declares it (graph inputs,
+        initializers, Cast results)."""
+        return self.elem_types.get(self.node.input[i]) if i < len(self.node.input) else None
+
+    def only_returned(self) -> bool:
+        """Whether the node's outputs go to the graph's outputs only (no node reads them)."""
+        return not any(o in self.consumed for o in self.node.output)
+
     def num_outputs(self) -> int:
         return len(self.node.output)
 
@@ -161,11 +174,18 @@ def convert_nodes(m: LoadedModel, env: dict[str, Value], builder: Builder | None
                   ) -> list[Value]:
     """Run every node's converter over `env` (name -> value, holding the graph inputs and
     initializers); returns the graph outputs' values."""
+    consumed = frozenset(i for n in m.nodes for i in n.input if i)
+    elem_types = {v.name: v.elem_type for v in m.inputs}
+    elem_types.update({t.name: t.data_type for t in m.proto.graph.initializer})
     for k, node in enumerate(m.nodes):
         vals = [env[i] if i else None for i in node.input]
         known = not any(isinstance(v, Sym) for v in vals)
         b = Builder("fold") if known or builder is None else builder
-        ctx = NodeContext(node, vals, m.opset, b, m.base_dir)
+        ctx = NodeContext(node, vals, m.opset, b, m.base_dir, elem_types, consumed)
+        if node.op_type == "Cast" and node.output:
+            for a in node.attribute:
+                if a.name == "to":
+                    elem_types[node.output[0]] = a.i
         loc = Loc(m.path, k + 1, node.name or node.op_type)
         with b.at(loc):
             outs = _run(ctx)
@@ -204,9 +224,9 @@ def _fold(b: Builder, outs: tuple) -> tuple:
 
 
 def compute_dtype(dt: np.dtype) -> np.dtype:
-    """The dtype nnjit computes a value of ONNX dtype `dt` in (float16 -> float32, small and
-    unsigned ints -> int64)."""
-    return canonical_dtype(dt)
+    """The dtype nnjit computes a value of ONNX dtype `dt` in (float16, float8 -> float32,
+    small and unsigned ints -> int64)."""
+    return storage_compute_dtype(dt) or canonical_dtype(dt)
 
 
 # The converters register themselves in CONVERTERS on import.

@@ -10,6 +10,7 @@ from .. import dsl
 from ...ir import DType, Sym
 from ...ir import prims as P
 from .convert import NodeContext, compute_dtype, converter
+from .tensors import elem_type_name, numpy_dtype, storage_dtype
 
 # -- elementwise, one line per op ---------------------------------------------------------------
 
@@ -145,14 +146,45 @@ def _where(ctx: NodeContext):
 
 @converter("Cast")
 def _cast(ctx: NodeContext):
-    return dsl.cast(ctx.tensor(0), compute_dtype(ctx.dtype_attr("to")))
+    return cast_to(ctx, ctx.int("to"))
 
 
 @converter("CastLike")
 def _cast_like(ctx: NodeContext):
+    t = ctx.elem_type(1)
+    if t is not None:
+        return cast_to(ctx, t)
     like = ctx.input(1)
-    dt = like.dtype.np if isinstance(like, Sym) else compute_dtype(like.dtype)
-    return dsl.cast(ctx.tensor(0), dt)
+    return dsl.cast(ctx.tensor(0), like.dtype.np if isinstance(like, Sym) else
+                    compute_dtype(like.dtype))
+
+
+def cast_to(ctx: NodeContext, elem_type: int | None):
+    if elem_type is None:
+        raise ctx.error("attribute 'to' is required")
+    dt = numpy_dtype(elem_type, f"node {ctx.label}")
+    x = dsl.cast(ctx.tensor(0), compute_dtype(dt))
+    if storage_dtype(elem_type) is None:
+        return x
+    # NOTE: nnjit holds float8 / 4-bit / 2-bit values in f32 / i64 and rounds them to the narrow
+    # type when they are returned; a cast whose result other nodes read would skip that
+    # rounding, so it is refused rather than computed wrong.
+    if not ctx.only_returned():
+        raise ctx.error(f"Cast to {elem_type_name(elem_type)} is supported only where its result "
+                        "is a graph output (nnjit computes it in a wider type)")
+    import ml_dtypes
+
+    if compute_dtype(dt) == np.float32:
+        if ctx.int("saturate", 1):
+            hi = float(ml_dtypes.finfo(dt).max)   # saturate: out of range (and inf) -> +-max
+            x = dsl.where(x > hi, hi, dsl.where(x < -hi, -hi, x))
+    elif ctx.tensor(0).dtype.is_float:
+        # NOTE: ONNX leaves float -> int4/int2 out of range unspecified; its reference
+        # (ml_dtypes) gives 0 there, and so does this.
+        info = ml_dtypes.iinfo(dt)
+        src = ctx.tensor(0)
+        x = dsl.where((src > info.min - 1) & (src < info.max + 1), x, 0)
+    return x
 
 
 # -- contractions ---------------------------------------------------------------------------------

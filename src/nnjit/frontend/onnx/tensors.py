@@ -46,22 +46,58 @@ ELEM_TYPES: dict[int, tuple[str, str, str]] = {
     13: ("uint64", "<u8", "uint64_data"),
     16: ("bfloat16", "<u2", "int32_data"),
 }
+# Storage-only types: values are held in float32 (the float8/float4 kinds) or int64 (the 4-
+# and 2-bit ints), which hold each of them exactly; they are rounded to the narrow type only
+# where they leave the model (its outputs), in ml_dtypes' types (which onnx depends on).
+STORAGE_TYPES: dict[int, tuple[str, str, str]] = {
+    17: ("float8e4m3fn", "float8_e4m3fn", "f"), 18: ("float8e4m3fnuz", "float8_e4m3fnuz", "f"),
+    19: ("float8e5m2", "float8_e5m2", "f"), 20: ("float8e5m2fnuz", "float8_e5m2fnuz", "f"),
+    21: ("uint4", "uint4", "i"), 22: ("int4", "int4", "i"), 23: ("float4e2m1", "float4_e2m1fn", "f"),
+    25: ("uint2", "uint2", "i"), 26: ("int2", "int2", "i"),
+}
 UNSUPPORTED_TYPES = {0: "undefined", 8: "string", 14: "complex64", 15: "complex128",
-                     17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2",
-                     20: "float8e5m2fnuz", 21: "uint4", 22: "int4", 23: "float4e2m1"}
+                     24: "float8e8m0"}
 
 
 def elem_type_name(t: int) -> str:
     if t in ELEM_TYPES:
         return ELEM_TYPES[t][0]
+    if t in STORAGE_TYPES:
+        return STORAGE_TYPES[t][0]
     return UNSUPPORTED_TYPES.get(t, f"unknown type {t}")
 
 
+def storage_dtype(elem_type: int) -> np.dtype | None:
+    """The ml_dtypes dtype of a storage-only type (None when it is not one, or ml_dtypes is
+    missing)."""
+    if elem_type not in STORAGE_TYPES:
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    t = getattr(ml_dtypes, STORAGE_TYPES[elem_type][1], None)
+    return None if t is None else np.dtype(t)
+
+
+def storage_compute_dtype(dt: np.dtype) -> np.dtype | None:
+    """float32 / int64 for an ml_dtypes storage dtype, else None."""
+    for _, ml_name, kind in STORAGE_TYPES.values():
+        if dt.name == ml_name:     # NOTE: some ml_dtypes types have kind "f", others "V"
+            return np.dtype(np.float32 if kind == "f" else np.int64)
+    return None
+
+
 def numpy_dtype(elem_type: int, what: str) -> np.dtype:
-    """The numpy dtype of ONNX element type `elem_type` (bfloat16 reads as float32)."""
+    """The numpy dtype of ONNX element type `elem_type` (bfloat16 reads as float32; the
+    float8/4-bit/2-bit types are ml_dtypes' types)."""
+    st = storage_dtype(elem_type)
+    if st is not None:
+        return st
     if elem_type not in ELEM_TYPES:
         raise OnnxError(f"{what}: element type {elem_type_name(elem_type)} is not supported "
-                        f"(supported: {', '.join(v[0] for v in ELEM_TYPES.values())})")
+                        f"(supported: {', '.join(v[0] for v in ELEM_TYPES.values())}, and, as "
+                        f"inputs, outputs and casts, {', '.join(v[0] for v in STORAGE_TYPES.values())})")
     if elem_type == 16:
         return np.dtype(np.float32)
     return np.dtype(ELEM_TYPES[elem_type][1]).newbyteorder("=")
@@ -87,6 +123,9 @@ def to_numpy(t, base_dir: str | None) -> np.ndarray:
     what = f"tensor {t.name!r}" if t.name else "tensor"
     if t.HasField("segment"):
         raise OnnxError(f"{what}: segmented tensors are not supported")
+    st = storage_dtype(t.data_type)
+    if st is not None:
+        return _storage_to_numpy(t, what, st)
     if t.data_type not in ELEM_TYPES:
         numpy_dtype(t.data_type, what)     # raises, naming the type
     _, stored, field = ELEM_TYPES[t.data_type]
@@ -114,6 +153,23 @@ def to_numpy(t, base_dir: str | None) -> np.ndarray:
     if t.data_type != 16:
         flat = flat.astype(native, copy=False)
     return np.array(flat.reshape(shape))   # owned and writable, never a view of the proto
+
+
+def _storage_to_numpy(t, what: str, st: np.dtype) -> np.ndarray:
+    """A float8 / 4-bit / 2-bit tensor, unpacked by onnx's own numpy_helper (after our dims
+    check), in the type nnjit computes it in."""
+    from onnx import numpy_helper
+
+    if t.data_location == 1:
+        raise OnnxError(f"{what}: external data of type {elem_type_name(t.data_type)} is not "
+                        "supported")
+    checked_dims(t.dims, what, 1)
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:     # a raw_data of the wrong length, and such
+        raise OnnxError(f"{what}: cannot read its {elem_type_name(t.data_type)} data: "
+                        f"{e}") from None
+    return np.array(arr.astype(storage_compute_dtype(st)))
 
 
 def _from_typed_field(values, data_type: int, stored_dt: np.dtype) -> np.ndarray:
