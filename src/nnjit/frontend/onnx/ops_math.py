@@ -9,7 +9,7 @@ import numpy as np
 from .. import dsl
 from ...ir import DType, Sym
 from ...ir import prims as P
-from .convert import NodeContext, compute_dtype, converter
+from .context import NodeContext, compute_dtype, converter
 from .tensors import elem_type_name, numpy_dtype, storage_dtype
 
 # -- elementwise, one line per op ---------------------------------------------------------------
@@ -318,8 +318,11 @@ def _reduce(ctx: NodeContext):
         if ctx.int("noop_with_empty_axes", 0):
             return x
         axes = None
-    if x.dtype == DType.BOOL and op in ("ReduceMax", "ReduceMin"):   # any / all
-        return dsl.cast(REDUCE[op](dsl.cast(x, DType.I32), axes, keepdims), DType.BOOL)
+    if x.dtype == DType.BOOL and op in ("ReduceMax", "ReduceMin"):
+        # any / all, as counts: an empty any is False and an empty all is True
+        if op == "ReduceMax":
+            return dsl.sum(dsl.cast(x, DType.I32), axes, keepdims) > 0
+        return dsl.sum(dsl.cast(dsl.logical_not(x), DType.I32), axes, keepdims) == 0
     if op == "ReduceMean" and not x.dtype.is_float:
         return dsl.cast(dsl.mean(x, axes, keepdims), x.dtype)
     if x.size == 0 and op in ("ReduceMax", "ReduceMin") and x.dtype.is_float:

@@ -8,7 +8,7 @@ import numpy as np
 from .. import dsl
 from ...ir import DType, Sym
 from ...ir import prims as P
-from .convert import NodeContext, converter
+from .context import NodeContext, converter
 
 
 # -- geometry -------------------------------------------------------------------------------------

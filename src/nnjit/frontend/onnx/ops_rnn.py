@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import dsl
 from ...ir import Sym
-from .convert import NodeContext, converter
+from .context import NodeContext, converter
 
 # name -> (function of (x, alpha, beta), default alpha, default beta); the defaults are ONNX's.
 ACTIVATIONS = {
@@ -153,14 +153,17 @@ class Cell:
     def _gru(self, carry, xw):
         (h,) = carry
         f, g = self.acts
-        hr = dsl.matmul(h, self.r_t)                               # (batch, 3H)
-        z = f(self._gate(self._part(xw, 0) + self._part(hr, 0) + self._part(self.rb, 0)))
-        r = f(self._gate(self._part(xw, 1) + self._part(hr, 1) + self._part(self.rb, 1)))
+        # The recurrent matmul with its bias as one epilogue, over the gates that use h
+        # directly (all three with linear_before_reset, else z and r), then sliced.
+        k = 3 if self.lbr else 2
+        hr = dsl.matmul(h, self.r_t[:, :k * self.h]) + self.rb[:k * self.h]
+        z = f(self._gate(self._part(xw, 0) + self._part(hr, 0)))
+        r = f(self._gate(self._part(xw, 1) + self._part(hr, 1)))
         if self.lbr:
-            cand = self._part(xw, 2) + r * (self._part(hr, 2) + self._part(self.rb, 2))
+            cand = self._part(xw, 2) + r * self._part(hr, 2)
         else:
-            rh_t = self.r_t[:, 2 * self.h:]
-            cand = self._part(xw, 2) + dsl.matmul(r * h, rh_t) + self._part(self.rb, 2)
+            cand = (self._part(xw, 2) + dsl.matmul(r * h, self.r_t[:, 2 * self.h:]) +
+                    self._part(self.rb, 2))
         hn = g(self._gate(cand))
         return ((1.0 - z) * hn + z * h,)
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import dsl
 from ...ir import Sym
 from ...ir import prims as P
-from .convert import NodeContext, converter
+from .context import NodeContext, converter
 from .tensors import checked_dims
 
 

@@ -52,7 +52,8 @@ ELEM_TYPES: dict[int, tuple[str, str, str]] = {
 STORAGE_TYPES: dict[int, tuple[str, str, str]] = {
     17: ("float8e4m3fn", "float8_e4m3fn", "f"), 18: ("float8e4m3fnuz", "float8_e4m3fnuz", "f"),
     19: ("float8e5m2", "float8_e5m2", "f"), 20: ("float8e5m2fnuz", "float8_e5m2fnuz", "f"),
-    21: ("uint4", "uint4", "i"), 22: ("int4", "int4", "i"), 23: ("float4e2m1", "float4_e2m1fn", "f"),
+    21: ("uint4", "uint4", "i"), 22: ("int4", "int4", "i"),
+    23: ("float4e2m1", "float4_e2m1fn", "f"),
     25: ("uint2", "uint2", "i"), 26: ("int2", "int2", "i"),
 }
 UNSUPPORTED_TYPES = {0: "undefined", 8: "string", 14: "complex64", 15: "complex128",
@@ -97,7 +98,8 @@ def numpy_dtype(elem_type: int, what: str) -> np.dtype:
     if elem_type not in ELEM_TYPES:
         raise OnnxError(f"{what}: element type {elem_type_name(elem_type)} is not supported "
                         f"(supported: {', '.join(v[0] for v in ELEM_TYPES.values())}, and, as "
-                        f"inputs, outputs and casts, {', '.join(v[0] for v in STORAGE_TYPES.values())})")
+                        "inputs, outputs and casts, "
+                        f"{', '.join(v[0] for v in STORAGE_TYPES.values())})")
     if elem_type == 16:
         return np.dtype(np.float32)
     return np.dtype(ELEM_TYPES[elem_type][1]).newbyteorder("=")
