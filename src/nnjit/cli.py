@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
     x.add_argument("target", help="FILE.py[:FUNC] (traced with its file's EXAMPLES), or an "
                    "ONNX model FILE.onnx")
-    x.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"],
+    x.add_argument("--backend", default="llvm", choices=list(BACKENDS),
                    help="the backend to compile for (default: llvm)")
     x.add_argument("--shape", action="append", metavar="NAME=D1,D2",
                    help="for an ONNX model: fix the symbolic dims of input NAME (repeatable)")
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fix the symbolic dims of input NAME (repeatable)")
     im.add_argument("--stage", help="compile and print the IR after this stage instead of the "
                     "imported graph (an unknown one lists them)")
-    im.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"],
+    im.add_argument("--backend", default="llvm", choices=list(BACKENDS),
                     help="the backend to compile for with --stage (default: llvm)")
     im.set_defaults(run=cmd_import)
     return p
