@@ -402,3 +402,23 @@ def test_cli_import_and_export(tmp_path, capsys):
     bad.write_bytes(b"\x08\x07garbage")
     assert main(["import", str(bad)]) == 1
     assert "nnjit: error:" in capsys.readouterr().err
+
+
+def test_export_math_ops_of_issue_12(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if not hasattr(nnjit, "floor_divide"):
+        pytest.skip("this nnjit has no floor_divide")
+
+    def f(x, a, b):
+        return (nnjit.sin(x), nnjit.cos(x), nnjit.erf(x), nnjit.expm1(x), nnjit.log1p(x * x),
+                nnjit.floor(x * 3), nnjit.round(x * 4), nnjit.floor_divide(x, -0.3),
+                nnjit.floor_divide(a, b))
+
+    x = np.linspace(-2, 2, 41).astype(np.float32)
+    a = np.array([7, -7, 7, -7, 0, 5], np.int64)
+    b = np.array([2, 2, -2, -2, 3, -5], np.int64)
+    path = str(tmp_path / "m.onnx")
+    nnjit.onnx.export(f, x, a, b, path=path)
+    got = ort.InferenceSession(path).run(None, {"x": x, "a": a, "b": b})
+    for g, want in zip(got, nnjit.jit(f)(x, a, b)):
+        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-6)

@@ -14,6 +14,7 @@ from .tensors import OnnxError
 
 DEFAULT_OPSET = 18
 _ELEM = {DType.F32: 1, DType.F64: 11, DType.I32: 6, DType.I64: 7, DType.BOOL: 9}
+_ELEM_OF = {d.np: t for d, t in _ELEM.items()}
 _INT64_MIN = -(1 << 63)
 
 
@@ -22,6 +23,7 @@ class Emitter:
 
     def __init__(self):
         self.nodes, self.inits, self.count = [], [], 0
+        self.dtypes: dict[str, np.dtype] = {}     # numpy dtype of each named value
 
     def fresh(self, hint: str = "v") -> str:
         self.count += 1
@@ -141,6 +143,53 @@ EXPORTERS: dict[Op, Exporter] = {
 }
 
 
+def _floor_divide(e: Emitter, n: Node, xs):
+    if not n.out.type.dtype.is_float:
+        return _int_floor_div(e, xs, e.one("Div", xs))
+    # numpy's float floor_divide: (x - fmod(x, y)) / y, one less where fmod's sign differs
+    # from y's, then floored with a round-to-nearest fix (floor(x / y) alone is off by one
+    # where x / y rounds up to an integer).
+    dt = n.out.type.dtype.np
+    zero, one, half = (e.const(np.asarray(v, dt)) for v in (0, 1, 0.5))
+    mod = e.one("Mod", xs, fmod=1)
+    div = e.one("Div", [e.one("Sub", [xs[0], mod]), xs[1]])
+    differ = e.one("Xor", [e.one("Less", [xs[1], zero]), e.one("Less", [mod, zero])])
+    fix = e.one("And", [e.one("Not", [e.one("Equal", [mod, zero])]), differ])
+    div = e.one("Sub", [div, e.one("Where", [fix, one, zero])])
+    fl = e.one("Floor", [div])
+    up = e.one("Greater", [e.one("Sub", [div, fl]), half])
+    return e.one("Add", [fl, e.one("Where", [up, one, zero])])
+
+
+def _int_floor_div(e: Emitter, xs, q):
+    # ONNX integer Div truncates; numpy's floor_divide rounds down: one less where the
+    # remainder is nonzero and the signs differ.
+    zero = e.const(np.zeros((), _dtype_of_np(e, xs)))
+    rem = e.one("Mod", xs, fmod=1)
+    neg = e.one("Xor", [e.one("Less", [xs[0], zero]), e.one("Less", [xs[1], zero])])
+    fix = e.one("And", [neg, e.one("Not", [e.one("Equal", [rem, zero])])])
+    return e.one("Sub", [q, e.one("Cast", [fix], to=_ELEM_OF[_dtype_of_np(e, xs)])])
+
+
+def _dtype_of_np(e: Emitter, xs):
+    return e.dtypes[xs[0]]
+
+
+# Ops added by later issues, exported where this nnjit has them (one line each).
+for _name, _fn in (("SIN", _simple("Sin")), ("COS", _simple("Cos")), ("ERF", _simple("Erf")),
+                   ("FLOOR", _simple("Floor")), ("CEIL", _simple("Ceil")),
+                   # ONNX Round, like numpy's, rounds half to even
+                   ("ROUND", _simple("Round")), ("FLOOR_DIVIDE", _floor_divide),
+                   ("EXPM1", lambda e, n, xs: e.one("Sub", [e.one("Exp", xs), e.const(
+                       np.ones((), n.out.type.dtype.np))])),
+                   ("LOG1P", lambda e, n, xs: e.one("Log", [e.one("Add", [xs[0], e.const(
+                       np.ones((), n.out.type.dtype.np))])])),
+                   ("PROD", _reduce("ReduceProd")),
+                   ("OPTIMIZATION_BARRIER", _simple("Identity"))):
+    if hasattr(Op, _name):
+        EXPORTERS[getattr(Op, _name)] = _fn
+
+
 def graph_to_onnx(graph: Graph, opset: int | None = None):
     """`graph` as a checked onnx.ModelProto; an op without an ONNX form is an OnnxError naming
     the first such node and its source line."""
@@ -151,15 +200,18 @@ def graph_to_onnx(graph: Graph, opset: int | None = None):
     names: dict = {}
     for v in graph.inputs:
         names[v] = v.node.attrs["name"]
+        e.dtypes[names[v]] = v.type.dtype.np
     for n in graph.nodes:
         if n.op == Op.CONST:
             names[n.out] = e.const(n.attrs["value"])
+            e.dtypes[names[n.out]] = n.out.type.dtype.np
             continue
         if n.op == Op.IOTA:      # static: its values are known now
             shape, axis = n.attrs["shape"], n.attrs["axis"]
             idx = np.arange(shape[axis], dtype=n.attrs["dtype"].np).reshape(
                 (-1,) + (1,) * (len(shape) - axis - 1))
             names[n.out] = e.const(np.broadcast_to(idx, shape))
+            e.dtypes[names[n.out]] = n.out.type.dtype.np
             continue
         fn = EXPORTERS.get(n.op)
         if fn is None:
@@ -168,6 +220,7 @@ def graph_to_onnx(graph: Graph, opset: int | None = None):
                             f"{', '.join(sorted(o.value for o in EXPORTERS))})")
         out = fn(e, n, [names[s] for s in n.srcs])
         names[n.out] = out if isinstance(out, str) else out[0]
+        e.dtypes[names[n.out]] = n.out.type.dtype.np
     outputs, out_names = [], []
     for k, v in enumerate(graph.outputs):
         name = f"output{k}"
