@@ -38,7 +38,7 @@ def _attr2(ctx: NodeContext, name: str, nd: int, default: int) -> tuple[int, int
 
 
 def _pads(ctx: NodeContext, nd: int, size, kernel, stride, dilation,
-          ceil_mode: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+          ceil_mode: bool = False, flat: bool = False):
     """((top, bottom), (left, right)) from auto_pad / pads (ONNX [b1, b2, e1, e2] order), with
     ceil_mode's extra end padding added."""
     auto = ctx.str("auto_pad", "NOTSET")
@@ -62,6 +62,8 @@ def _pads(ctx: NodeContext, nd: int, size, kernel, stride, dilation,
     if ceil_mode:
         pairs = [_ceil_pad(n, k, s, d, b, e) for n, k, s, d, (b, e) in
                  zip(size, kernel[-nd:], stride[-nd:], dilation[-nd:], pairs)]
+    if flat:           # one pair per spatial dim, any number of them
+        return pairs
     pairs = [(0, 0)] * (2 - nd) + pairs
     return pairs[0], pairs[1]
 
@@ -147,6 +149,54 @@ def _conv_transpose(ctx: NodeContext):
 
 # -- pooling --------------------------------------------------------------------------------------
 
+def _needs_slices(ctx: NodeContext, x: Sym) -> bool:
+    """3-d pools and dilated windows have no pool op: they are computed from slices."""
+    nd = x.ndim - 2
+    return nd not in (1, 2) or any(d != 1 for d in ctx.ints("dilations", [1] * nd))
+
+
+def _pool_by_slices(ctx: NodeContext, x: Sym, kind: str) -> Sym:
+    """An N-d (dilated) max or average pool as the maximum or sum of one strided slice per
+    window offset: out[o] = max_j x[o * s + j * d], exact for any rank."""
+    nd = x.ndim - 2
+    if nd < 1:
+        raise ctx.error(f"pooling needs a spatial dim, got {x.shape}")
+    kernel = ctx.ints("kernel_shape")
+    if kernel is None or len(kernel) != nd:
+        raise ctx.error(f"kernel_shape {kernel} must have {nd} values")
+    stride, dil = ctx.ints("strides", [1] * nd), ctx.ints("dilations", [1] * nd)
+    if len(stride) != nd or len(dil) != nd or min(stride + dil) < 1:
+        raise ctx.error(f"strides {stride} / dilations {dil} must be {nd} values >= 1")
+    size = x.shape[2:]
+    declared = _pads(ctx, nd, size, kernel, stride, dil, flat=True)
+    pads = _pads(ctx, nd, size, kernel, stride, dil, bool(ctx.int("ceil_mode", 0)), flat=True)
+    fill = 0.0 if kind != "max" else -np.inf if x.dtype.is_float else int(
+        np.iinfo(x.dtype.np).min)
+    xp = dsl.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pads], fill)
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    out = [(n + b + e - sp) // s + 1 for n, (b, e), sp, s in zip(size, pads, spans, stride)]
+    if min(out) < 1:
+        raise ctx.error(f"the window {kernel} (dilations {dil}) does not fit {size} with "
+                        f"pads {pads}")
+    acc = None
+    for offset in np.ndindex(*kernel):
+        idx = (slice(None), slice(None)) + tuple(
+            slice(j * d, j * d + (o - 1) * s + 1, s) for j, d, o, s in
+            zip(offset, dil, out, stride))
+        part = xp[idx]
+        acc = part if acc is None else (dsl.maximum(acc, part) if kind == "max" else acc + part)
+    if kind == "max":
+        return acc
+    include = bool(ctx.int("count_include_pad", 0))
+    counts = None
+    for n, k, s, d, (db, de), (pb, _), o in zip(size, kernel, stride, dil, declared, pads, out):
+        lo, hi = (-db, n + de) if include else (0, n)
+        cells = np.arange(o)[:, None] * s - pb + np.arange(k)[None, :] * d
+        c = ((cells >= lo) & (cells < hi)).sum(1)
+        counts = c if counts is None else np.multiply.outer(counts, c)
+    return acc / np.maximum(counts, 1).astype(x.dtype.np)
+
+
 def _pool_geometry(ctx: NodeContext, x: Sym):
     nd = _spatial(ctx, x)
     k = ctx.ints("kernel_shape")
@@ -168,8 +218,10 @@ def _max_pool(ctx: NodeContext):
     x = ctx.tensor(0)
     if ctx.wants(1):
         raise ctx.error("the Indices output is not supported")
-    nd, kernel, stride, _, pads = _pool_geometry(ctx, x)
     dt = x.dtype
+    if _needs_slices(ctx, x):
+        return _pool_by_slices(ctx, x, "max")
+    nd, kernel, stride, _, pads = _pool_geometry(ctx, x)
     # NOTE: integers pool in f64, exact below 2**53 (every int32, and every uint8 image).
     x2 = _to_2d(x if dt.is_float else dsl.cast(x, DType.F64))
     if _too_wide(pads, kernel):   # the pool op pads at most half a window: pad explicitly
@@ -186,6 +238,8 @@ def _too_wide(pads, kernel) -> bool:
 @converter("AveragePool")
 def _avg_pool(ctx: NodeContext):
     x = ctx.tensor(0)
+    if _needs_slices(ctx, x):
+        return _pool_by_slices(ctx, x, "avg")
     nd, kernel, stride, declared, pads = _pool_geometry(ctx, x)
     include = bool(ctx.int("count_include_pad", 0))
     x2 = _to_2d(x)
