@@ -1,6 +1,6 @@
 """Inference time of PyTorch-exported ONNX models: nnjit (llvm) next to onnxruntime (CPU, all
 threads) on this machine, with torch's own eager time, and the largest relative difference to
-torch's output.
+torch's output. nnjit and onnxruntime are timed in a child process without torch.
 
     python benchmarks/onnx_models.py [--repeats 20]
 """
@@ -55,37 +55,60 @@ def median_time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def main(argv=None) -> int:
+def time_exported(d: str, names: list[str], repeats: int) -> None:
+    """nnjit and onnxruntime on the models exported to `d`, in a process without torch (torch's
+    OpenMP pool and nnjit's libgomp workers in one process slow each other down: the GRU LM
+    took 9 ms alone and 38-1250 ms beside torch's threads on 2 cores)."""
     import onnxruntime as ort
-    import torch
 
     import nnjit.onnx
 
+    for name in names:
+        path = os.path.join(d, name + ".onnx")
+        data = np.load(os.path.join(d, name + ".npz"))
+        xn, want = data["x"], data["want"]
+        fn = nnjit.onnx.load(path, backend="llvm")
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        (got,) = fn(xn)
+        err = float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) or 1.0))
+        t_nn = median_time(lambda: fn(xn), repeats)
+        t_ort = median_time(lambda: sess.run(None, {"x": xn}), repeats)
+        t_torch = float(data["t_torch"])
+        print(f"{name:12} {t_nn * 1e3:9.3f} {t_ort * 1e3:8.3f} {t_torch * 1e3:9.3f} "
+              f"{t_nn / t_ort:9.2f} {err:12.2e}", flush=True)
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--time-dir", help=argparse.SUPPRESS)     # the child process's models
+    p.add_argument("--names", nargs="*", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.time_dir:
+        time_exported(a.time_dir, a.names, a.repeats)
+        return 0
+    import subprocess
+
+    import torch
+
     torch.manual_seed(0)
     print(f"{'model':12} {'nnjit ms':>9} {'ort ms':>8} {'torch ms':>9} {'nnjit/ort':>9} "
-          f"{'max rel err':>12}  (cores: {os.cpu_count()})")
+          f"{'max rel err':>12}  (cores: {os.cpu_count()})", flush=True)
     with tempfile.TemporaryDirectory() as d:
+        names = []
         for name, (model, x) in models(torch).items():
             model.eval()
-            path = os.path.join(d, name + ".onnx")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(model, (x,), path, dynamo=False, input_names=["x"])
-            xn = x.numpy()
-            fn = nnjit.onnx.load(path, backend="llvm")
-            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                torch.onnx.export(model, (x,), os.path.join(d, name + ".onnx"), dynamo=False,
+                                  input_names=["x"])
             with torch.no_grad():
                 want = model(x).numpy()
                 t_torch = median_time(lambda: model(x), a.repeats)
-            (got,) = fn(xn)
-            err = float(np.max(np.abs(got - want)) / (np.max(np.abs(want)) or 1.0))
-            t_nn = median_time(lambda: fn(xn), a.repeats)
-            t_ort = median_time(lambda: sess.run(None, {"x": xn}), a.repeats)
-            print(f"{name:12} {t_nn * 1e3:9.3f} {t_ort * 1e3:8.3f} {t_torch * 1e3:9.3f} "
-                  f"{t_nn / t_ort:9.2f} {err:12.2e}", flush=True)
+            np.savez(os.path.join(d, name + ".npz"), x=x.numpy(), want=want, t_torch=t_torch)
+            names.append(name)
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--repeats", str(a.repeats),
+                        "--time-dir", d, "--names", *names], check=True)
     return 0
 
 
