@@ -422,3 +422,13 @@ def test_export_math_ops_of_issue_12(tmp_path):
     got = ort.InferenceSession(path).run(None, {"x": x, "a": a, "b": b})
     for g, want in zip(got, nnjit.jit(f)(x, a, b)):
         np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-6)
+
+
+def test_missing_onnx_package_is_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    m, _, _ = _mlp(np.random.default_rng(0))
+    path = _save(tmp_path, m)
+    monkeypatch.setitem(sys.modules, "onnx", None)     # import onnx now raises ImportError
+    with pytest.raises(NnjitError, match="pip install 'nnjit\\[onnx\\]'"):
+        nnjit.onnx.load(path)
