@@ -52,6 +52,7 @@ SELECTION = [
     "test_gru_seq_length", "test_gru_with_initial_bias", "test_shape_start_1_end_negative_1",
     "test_constant", "test_cast_FLOAT_to_FLOAT8E4M3FN", "test_castlike_FLOAT_to_INT4_expanded",
     "test_reduce_max_empty_set_bool", "test_maxpool_3d_dilations", "test_averagepool_2d_dilations",
+    "test_maxpool_with_argmax_2d_precomputed_strides",
 ]
 
 

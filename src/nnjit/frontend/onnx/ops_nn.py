@@ -155,7 +155,7 @@ def _needs_slices(ctx: NodeContext, x: Sym) -> bool:
     return nd not in (1, 2) or any(d != 1 for d in ctx.ints("dilations", [1] * nd))
 
 
-def _pool_by_slices(ctx: NodeContext, x: Sym, kind: str) -> Sym:
+def _pool_by_slices(ctx: NodeContext, x: Sym, kind: str, indices: bool = False):
     """An N-d (dilated) max or average pool as the maximum or sum of one strided slice per
     window offset: out[o] = max_j x[o * s + j * d], exact for any rank."""
     nd = x.ndim - 2
@@ -178,15 +178,21 @@ def _pool_by_slices(ctx: NodeContext, x: Sym, kind: str) -> Sym:
     if min(out) < 1:
         raise ctx.error(f"the window {kernel} (dilations {dil}) does not fit {size} with "
                         f"pads {pads}")
-    acc = None
+    acc, arg = None, None
     for offset in np.ndindex(*kernel):
         idx = (slice(None), slice(None)) + tuple(
             slice(j * d, j * d + (o - 1) * s + 1, s) for j, d, o, s in
             zip(offset, dil, out, stride))
         part = xp[idx]
+        if indices:
+            # The flat (row-major) input index of this offset's element; the first maximum in
+            # window order wins, as in the ONNX reference.
+            where_ = _flat_positions(x.shape, out, stride, dil, pads, offset,
+                                     "F" if ctx.int("storage_order", 0) else "C")
+            arg = ctx.lift(where_) if acc is None else dsl.where(part > acc, where_, arg)
         acc = part if acc is None else (dsl.maximum(acc, part) if kind == "max" else acc + part)
     if kind == "max":
-        return acc
+        return (acc, arg) if indices else acc
     include = bool(ctx.int("count_include_pad", 0))
     counts = None
     for n, k, s, d, (db, de), (pb, _), o in zip(size, kernel, stride, dil, declared, pads, out):
@@ -195,6 +201,20 @@ def _pool_by_slices(ctx: NodeContext, x: Sym, kind: str) -> Sym:
         c = ((cells >= lo) & (cells < hi)).sum(1)
         counts = c if counts is None else np.multiply.outer(counts, c)
     return acc / np.maximum(counts, 1).astype(x.dtype.np)
+
+
+def _flat_positions(shape, out, stride, dil, pads, offset, order: str = "C") -> np.ndarray:
+    """For each output position of a pool, the flat index into `shape` of the input element at
+    window `offset` (int64, shaped like the output); `order` "F" counts the spatial dims
+    column-major (ONNX storage_order=1)."""
+    coords = [np.arange(o) * s + j * d - b for o, s, d, (b, _), j in
+              zip(out, stride, dil, pads, offset)]
+    grids = np.meshgrid(*coords, indexing="ij")
+    n, c = shape[:2]
+    lead = (np.arange(n)[:, None] * c + np.arange(c)[None, :]).reshape(n, c, *[1] * len(out))
+    flat = np.ravel_multi_index([np.clip(g, 0, m - 1) for g, m in zip(grids, shape[2:])],
+                                shape[2:], order=order)
+    return (lead * int(np.prod(shape[2:])) + flat).astype(np.int64)
 
 
 def _pool_geometry(ctx: NodeContext, x: Sym):
@@ -217,7 +237,7 @@ def _pool_geometry(ctx: NodeContext, x: Sym):
 def _max_pool(ctx: NodeContext):
     x = ctx.tensor(0)
     if ctx.wants(1):
-        raise ctx.error("the Indices output is not supported")
+        return _pool_by_slices(ctx, x, "max", indices=True)
     dt = x.dtype
     if _needs_slices(ctx, x):
         return _pool_by_slices(ctx, x, "max")
