@@ -43,3 +43,13 @@ __all__ = [  # the op functions of frontend.dsl are exported too (see its __all_
     "debug", "grad", "jit", "nn", "optim", "parse", "random", "trace", "tree_leaves", "tree_map",
     "value_and_grad", "verify", "vmap", "float32", "float64", "int32", "int64", "bool_",
 ] + list(_dsl_all)
+
+
+def __getattr__(name: str):
+    # `nnjit.onnx` loads on first use: it is the only module that needs the optional onnx
+    # package (and imports it only when a model is read or written).
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module 'nnjit' has no attribute {name!r}")

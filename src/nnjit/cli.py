@@ -1,4 +1,4 @@
-"""The `nnjit` command line: dump, viz, explain, bench, export.
+"""The `nnjit` command line: dump, viz, explain, bench, export, import (ONNX).
 
 A function is named as FILE.py:FUNC. The file must say what arguments to trace FUNC with, in a
 module-level dict `EXAMPLES = {"FUNC": (arg, ...)}` (a tuple, or a function returning one);
@@ -11,6 +11,8 @@ with one entry, `:FUNC` may be left out.
     nnjit bench [mlp convnet ...] [--json]     fused vs unfused for the built-in suite
     nnjit bench --file model.py:step           ... or for your own function
     nnjit export model.py:step -o libstep.so   a shared library and C header
+    nnjit export model.onnx -o libmodel.so     ... straight from an ONNX file
+    nnjit import model.onnx                    the IR of an ONNX model (+ --stage, --shape)
     nnjit profile model.py:step                time per kernel (+ --trace trace.json)
 """
 from __future__ import annotations
@@ -165,9 +167,43 @@ def cmd_profile(a) -> None:
         print(f"wrote {a.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
 
 
+def _onnx_shapes(specs) -> dict:
+    """--shape NAME=2,3 options as {NAME: (2, 3)}."""
+    shapes = {}
+    for spec in specs or ():
+        name, eq, dims = spec.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            eq = ""
+        if not eq or not name:
+            raise NnjitError(f"--shape {spec!r}: expected NAME=D1,D2,... (e.g. x=8,784)")
+    return shapes
+
+
+def cmd_import(a) -> None:
+    from . import onnx as nnjit_onnx
+
+    if a.stage is None:
+        print(nnjit_onnx.trace(a.model, shapes=_onnx_shapes(a.shape)))
+        return
+    fn = nnjit_onnx.load(a.model, backend=a.backend, shapes=_onnx_shapes(a.shape))
+    cf = fn.lower()
+    if a.stage not in cf.stages():
+        raise NnjitError(f"no stage {a.stage!r}; the stages are {', '.join(cf.stages())}")
+    print(cf.ir(a.stage))
+
+
 def cmd_export(a) -> None:
     if a.backend != "llvm":
         raise NnjitError("export needs the llvm backend")
+    if a.target.endswith(".onnx"):
+        from . import onnx as nnjit_onnx
+
+        cf = nnjit_onnx.load(a.target, backend="llvm", shapes=_onnx_shapes(a.shape)).lower()
+        for w in cf.export(a.output) or [a.output]:
+            print(f"wrote {w}")
+        return
     cf, _, _ = _compile(a.target, "llvm")
     written = cf.export(a.output)
     for w in written or [a.output]:
@@ -261,10 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--trace", help="also write a Chrome trace (.json) of one call here")
     pr.set_defaults(run=cmd_profile)
     x = sub.add_parser("export", help="AOT-compile to a shared library (.so) or object (.o)")
-    target(x, "llvm")
+    x.add_argument("target", help="FILE.py[:FUNC] (traced with its file's EXAMPLES), or an "
+                   "ONNX model FILE.onnx")
+    x.add_argument("--backend", default="llvm", choices=list(BACKENDS),
+                   help="the backend to compile for (default: llvm)")
+    x.add_argument("--shape", action="append", metavar="NAME=D1,D2",
+                   help="for an ONNX model: fix the symbolic dims of input NAME (repeatable)")
     x.add_argument("-o", "--output", required=True,
                    help="the .so or .o to write (its directory must exist); the .h goes beside it")
     x.set_defaults(run=cmd_export)
+    im = sub.add_parser("import", help="print the nnjit IR of an ONNX model")
+    im.add_argument("model", help="the .onnx file")
+    im.add_argument("--shape", action="append", metavar="NAME=D1,D2",
+                    help="fix the symbolic dims of input NAME (repeatable)")
+    im.add_argument("--stage", help="compile and print the IR after this stage instead of the "
+                    "imported graph (an unknown one lists them)")
+    im.add_argument("--backend", default="llvm", choices=list(BACKENDS),
+                    help="the backend to compile for with --stage (default: llvm)")
+    im.set_defaults(run=cmd_import)
     return p
 
 
