@@ -789,6 +789,53 @@ for _name, _shape, _axis, _ishape, _lo, _hi in [("repeated", (4, 3), 0, (6,), 0,
                                                                                        _axis),
          [Arg(_ishape, indices(_lo, _hi), I64), _ushape], dtypes=NUMERIC, diff=(1,))
 
+# -- movement/indexing ops (issue 12) --
+# Composites of the movement primitives (run by tests/ir/test_ops_indexing.py, which also
+# checks the gradient of every case with diff_inputs against finite differences in float64).
+IDX = "indexing"
+
+
+def _idx(name, op, fn, expected, args, dtypes=ALL, diff=(0,), **kw):
+    return case(name, op, fn, expected, args, IDX, dtypes=dtypes, diff_inputs=diff, **kw)
+
+
+_idx("squeeze_all", Op.RESHAPE, lambda x: nnjit.squeeze(x), lambda x: np.squeeze(x),
+     [(2, 1, 3, 1)])
+_idx("squeeze_axes", Op.RESHAPE, lambda x: x.squeeze((0, -1)),
+     lambda x: x.reshape(2, 1, 3), [(1, 2, 1, 3, 1)])
+_idx("expand_dims_tuple", Op.RESHAPE, lambda x: nnjit.expand_dims(x, (0, -1, 2)),
+     lambda x: x.reshape(1, 2, 1, 3, 1), [(2, 3)])
+_idx("expand_dims_method", Op.RESHAPE, lambda x: x.expand_dims(-2),
+     lambda x: x[:, None, :], [(2, 3)])
+_idx("split_sections", Op.SLICE, lambda x: tuple(nnjit.split(x, 3, axis=1)),
+     lambda x: (x[:, 0:2], x[:, 2:4], x[:, 4:6]), [(2, 6)])
+_idx("split_indices", Op.SLICE, lambda x: tuple(nnjit.split(x, [1, 3, 2, 9], axis=-1)),
+     lambda x: (x[..., :1], x[..., 1:3], x[..., 3:2], x[..., 2:9], x[..., 9:]), [(2, 5)])
+_idx("flip_all", Op.SLICE, lambda x: nnjit.flip(x), lambda x: x[::-1, ::-1, ::-1].copy(),
+     [(2, 3, 4)])
+_idx("flip_axes", Op.SLICE, lambda x: nnjit.flip(x, (0, -1)),
+     lambda x: x[::-1, :, ::-1].copy(), [(2, 3, 4)])
+_idx("tile_more_reps", Op.BROADCAST_TO, lambda x: nnjit.tile(x, (2, 1, 3)),
+     lambda x: np.concatenate([np.concatenate([x] * 3, axis=1)[None]] * 2), [(2, 2)])
+_idx("tile_int", Op.BROADCAST_TO, lambda x: nnjit.tile(x, 2),
+     lambda x: np.concatenate([x, x], axis=-1), [(3, 2)])
+_idx("repeat_int", Op.BROADCAST_TO, lambda x: nnjit.repeat(x, 2, axis=1),
+     lambda x: np.stack([x, x], axis=2).reshape(2, 6), [(2, 3)])
+_idx("repeat_flat", Op.BROADCAST_TO, lambda x: x.repeat(3),
+     lambda x: np.array([v for v in x.ravel().tolist() for _ in range(3)], x.dtype), [(2, 2)])
+_idx("repeat_counts", Op.TAKE, lambda x: nnjit.repeat(x, [2, 0, 1], axis=0),
+     lambda x: np.stack([x[0], x[0], x[2]]), [(3, 2)])
+_idx("take_along_axis_last", Op.TAKE,
+     lambda x, i: nnjit.take_along_axis(x, i, axis=-1),
+     lambda x, i: np.array([[x[r, j % 4] for j in row] for r, row in enumerate(i.tolist())],
+                           x.dtype).reshape(3, 5), [(3, 4), Arg((3, 5), indices(-4, 3), I64)])
+_idx("take_along_axis_broadcast", Op.TAKE,
+     lambda x, i: nnjit.take_along_axis(x, i, axis=0),
+     lambda x, i: np.stack([x[i[k, 0] % 3] for k in range(2)]),
+     [(3, 4), Arg((2, 1), indices(-3, 2), I32)])
+_idx("take_along_axis_flat", Op.TAKE, lambda x, i: nnjit.take_along_axis(x, i, None),
+     lambda x, i: x.ravel()[i % 6], [(2, 3), Arg((4,), indices(-6, 5), I64)])
+
 # -- sources -----------------------------------------------------------------------------------
 SRC = "source"
 

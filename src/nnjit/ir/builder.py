@@ -331,5 +331,16 @@ class Sym:
     def __getitem__(self, idx) -> "Sym":
         return prims.getitem(self, idx)
 
+    # -- movement/indexing ops (issue 12) --
+    def squeeze(self, axis=None) -> "Sym":
+        return indexing.squeeze(self, axis)
+
+    def expand_dims(self, axis) -> "Sym":
+        return indexing.expand_dims(self, axis)
+
+    def repeat(self, repeats, axis=None) -> "Sym":
+        return indexing.repeat(self, repeats, axis)
+
 
 from . import prims  # noqa: E402  (prims builds on Sym and Builder)
+from . import indexing  # noqa: E402  (builds on prims)
