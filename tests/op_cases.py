@@ -835,6 +835,20 @@ _idx("take_along_axis_broadcast", Op.TAKE,
      [(3, 4), Arg((2, 1), indices(-3, 2), I32)])
 _idx("take_along_axis_flat", Op.TAKE, lambda x, i: nnjit.take_along_axis(x, i, None),
      lambda x, i: x.ravel()[i % 6], [(2, 3), Arg((4,), indices(-6, 5), I64)])
+# einsum against np.einsum in float64: contractions (one matmul per operand pair), diagonals,
+# traces, '...' broadcast dims, size-1 dims that broadcast, implicit and explicit outputs.
+for _spec, _shapes, _op in [
+        ("ij,jk->ik", [(2, 3), (3, 4)], Op.MATMUL), ("bij,bkj", [(2, 2, 3), (2, 4, 3)], Op.MATMUL),
+        ("ii", [(3, 3)], Op.SLICE), ("iij->ji", [(2, 2, 3)], Op.SLICE),
+        ("...i,i->...", [(2, 3, 4), (4,)], Op.MATMUL),
+        ("...ij,...jk", [(2, 1, 2, 3), (3, 3, 4)], Op.MATMUL),
+        ("ab,bc,cd->da", [(2, 3), (3, 4), (4, 2)], Op.MATMUL), ("i,j", [(2,), (3,)], Op.MATMUL),
+        ("ij,j->i", [(2, 1), (3,)], Op.MATMUL), ("ijk->kj", [(2, 3, 4)], Op.SUM)]:
+    _idx(f"einsum_{_spec.replace(',', '_').replace('->', '_to_').replace('...', 'E')}", _op,
+         lambda *xs, s=_spec: nnjit.einsum(s, *xs),
+         _f64(lambda *xs, s=_spec: np.einsum(s, *xs)), _shapes, dtypes=FLOATS,
+         diff=tuple(range(len(_shapes))))
+
 
 # -- sources -----------------------------------------------------------------------------------
 SRC = "source"

@@ -16,6 +16,7 @@ from ..ir import Builder, DType, Graph, Op, ShapeError, Sym, TensorType, user_lo
 from ..ir import indexing as ix
 from ..ir import prims as P
 from ..ir.prims import builder_of, located
+from . import einsum as _einsum
 from .pytree import flatten, unflatten
 from .tracing import leaf_type
 
@@ -260,6 +261,7 @@ def class_mask(labels: Sym, num_classes: int, exclude: int | None = None) -> Sym
 # -- movement/indexing ops (issue 12) --
 squeeze, expand_dims, split, flip = ix.squeeze, ix.expand_dims, ix.split, ix.flip
 tile, repeat, take_along_axis = ix.tile, ix.repeat, ix.take_along_axis
+einsum = _einsum.einsum
 
 
 # -- randomness -------------------------------------------------------------------------------
