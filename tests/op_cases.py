@@ -850,6 +850,48 @@ for _spec, _shapes, _op in [
          diff=tuple(range(len(_shapes))))
 
 
+def gathered(x, *index_arrays, dims, first):
+    """x indexed by integer arrays along `dims` (other dims kept whole, in order), the
+    broadcast index dims placed at `first` among the kept dims: numpy's advanced indexing,
+    element by element."""
+    arrays = np.broadcast_arrays(*index_arrays)
+    block = arrays[0].shape
+    kept = [d for d in range(x.ndim) if d not in dims]
+    kept_shape = [x.shape[d] for d in kept]
+    out = np.empty(tuple(kept_shape[:first]) + block + tuple(kept_shape[first:]), x.dtype)
+    for pos in np.ndindex(*out.shape):
+        b = pos[first:first + len(block)]
+        k = pos[:first] + pos[first + len(block):]
+        src = [0] * x.ndim
+        for d, c in zip(kept, k):
+            src[d] = c
+        for d, a in zip(dims, arrays):
+            src[d] = int(a[b]) % x.shape[d]
+        out[pos] = x[tuple(src)]
+    return out
+
+
+_MASK = np.array([[True, False, False, True], [False, False, True, False],
+                  [True, True, False, False]])
+_idx("getitem_two_arrays", Op.TAKE, lambda x, i, j: x[i, j],
+     lambda x, i, j: gathered(x, i, j, dims=(0, 1), first=0),
+     [(3, 4, 2), Arg((2, 3), indices(-3, 2), I64), Arg((3,), indices(-4, 3), I32)])
+_idx("getitem_arange_labels", Op.TAKE, lambda x, lab: x[np.arange(3), lab],
+     lambda x, lab: gathered(x, np.arange(3), lab, dims=(0, 1), first=0),
+     [(3, 5), Arg((3,), indices(-5, 4), I64)])
+_idx("getitem_arrays_around_slice", Op.TAKE, lambda x, i, j: x[i, :, j],
+     lambda x, i, j: gathered(x, i, j, dims=(0, 2), first=0),
+     [(3, 2, 4), Arg((2, 1), indices(-3, 2), I64), Arg((3,), indices(-4, 3), I64)])
+_idx("getitem_arrays_after_slice", Op.TAKE, lambda x, i, j: x[:, i, j],
+     lambda x, i, j: gathered(x, i, j, dims=(1, 2), first=1),
+     [(2, 3, 4), Arg((2,), indices(-3, 2), I64), Arg((2,), indices(-4, 3), I64)])
+_idx("getitem_int_between_arrays", Op.TAKE, lambda x, i, j: x[i, 1, j],
+     lambda x, i, j: gathered(x[:, 1], i, j, dims=(0, 1), first=0),
+     [(3, 2, 4), Arg((2,), indices(-3, 2), I64), Arg((2,), indices(-4, 3), I64)])
+_idx("getitem_bool_mask_2d", Op.TAKE, lambda x: x[_MASK],
+     lambda x: np.stack([x[r, c] for r, c in zip(*np.nonzero(_MASK))]), [(3, 4, 2)])
+
+
 # -- sources -----------------------------------------------------------------------------------
 SRC = "source"
 

@@ -10,6 +10,7 @@ checked indices), and its VJP is the `scatter_add` that `take` already has.
 from __future__ import annotations
 
 import builtins
+import math
 from typing import Sequence
 
 import numpy as np
@@ -205,3 +206,167 @@ def take_along_axis(x: Sym, indices, axis: int | None) -> Sym:
     # Dims where x has size 1 broadcast: their coordinate does not move in x.
     rest = coordinate_offset(b, out_shape, {d: strides[d] for d in others if x.shape[d] != 1})
     return flat_gather(x, pos if rest is None else P.add(pos, rest))
+
+
+# numpy indexing: basic (ints, slices, None, ...) and advanced (integer arrays, constant boolean
+# masks). Ints and slices apply first as one strided slice; one integer array is then a `take`
+# along its axis, several a flat gather of their broadcast positions.
+
+TRACED_MASK_HINT = ("indexing with a traced boolean mask gives a result whose shape depends on "
+                    "the mask's values, which a compiled function cannot have; use "
+                    "nnjit.where(mask, x, 0) to zero the unselected elements instead (or index "
+                    "with a concrete numpy bool array)")
+
+
+def getitem(x: Sym, idx) -> Sym:
+    """x[idx] with numpy's rules, including several integer arrays (x[np.arange(B), labels],
+    x[i, :, j]) that broadcast together and whose dims go where the first one is when they are
+    adjacent in `idx` and first otherwise. An array index outside [-n, n) raises
+    IndexOutOfRange at run time; negative indices count from the end."""
+    try:
+        return _getitem(x, idx)
+    except ShapeError as e:
+        raise P.located(e, "getitem", x) from None
+
+
+def _is_array(i) -> bool:
+    return isinstance(i, (Sym, np.ndarray))
+
+
+def _is_int(i) -> bool:
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
+def _as_index(b, i):
+    """One index entry with lists as numpy arrays, and arrays as integer constants or boolean
+    masks; everything else is returned as it is (ints, slices, None, ...)."""
+    if isinstance(i, Sym):
+        if i.dtype == DType.BOOL:
+            raise ShapeError(TRACED_MASK_HINT)
+        if not i.dtype.is_int:
+            raise ShapeError(f"arrays used as indices must be integers or booleans, got "
+                             f"{i.type}")
+        return i
+    if isinstance(i, (list, np.ndarray)):
+        arr = np.asarray(i)
+        if arr.dtype == np.bool_:
+            if arr.ndim == 0:
+                raise ShapeError("a 0-d boolean index is not supported")
+            return arr
+        if arr.size and arr.dtype.kind not in "iu":
+            raise ShapeError(f"arrays used as indices must be integers or booleans, got "
+                             f"{arr.dtype}")
+        return b.const(arr.astype(np.int64))
+    return i
+
+
+def _expand(x: Sym, idx) -> list:
+    """`idx` as one entry per result-producing position: the ellipsis filled with full slices,
+    missing trailing dims too, and each k-d constant boolean mask replaced by the k integer
+    arrays of its True positions (numpy's x[mask] == x[mask.nonzero()])."""
+    b = P.builder_of(x)
+    entries = [_as_index(b, i) for i in (idx if isinstance(idx, tuple) else (idx,))]
+    if sum(1 for i in entries if i is Ellipsis) > 1:
+        raise ShapeError("an index can only have a single ellipsis ('...')")
+    width = [i.ndim if isinstance(i, np.ndarray) else 0 if i is None or i is Ellipsis else 1
+             for i in entries]
+    if builtins.sum(width) > x.ndim:
+        raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {len(entries)}")
+    fill = [builtins.slice(None)] * (x.ndim - builtins.sum(width))
+    if Ellipsis in [i for i in entries if not _is_array(i)]:
+        k = next(k for k, i in enumerate(entries) if i is Ellipsis)
+        entries = entries[:k] + fill + entries[k + 1:]
+    else:
+        entries = entries + fill
+    out, dim = [], 0
+    for i in entries:
+        if isinstance(i, np.ndarray):    # a boolean mask over dims dim .. dim + i.ndim
+            want = x.shape[dim:dim + i.ndim]
+            if i.shape != want:
+                raise ShapeError(f"a boolean index of shape {i.shape} must match the dims "
+                                 f"{want} it indexes")
+            out += [b.const(nz.astype(np.int64)) for nz in np.nonzero(i)]
+            dim += i.ndim
+            continue
+        out.append(i)
+        dim += i is not None
+    return out
+
+
+def _getitem(x: Sym, idx) -> Sym:
+    entries = _expand(x, idx)
+    arrays = [k for k, i in enumerate(entries) if _is_array(i)]
+    advanced = arrays + ([k for k, i in enumerate(entries) if _is_int(i)] if arrays else [])
+    starts, stops, steps, shape, array_dims = [], [], [], [], {}
+    dim = 0
+    for k, i in enumerate(entries):
+        if i is None:
+            shape.append(1)
+            continue
+        n = x.shape[dim]
+        if isinstance(i, builtins.slice):
+            start, stop, step = i.indices(n)
+            starts.append(start), stops.append(stop), steps.append(step)
+            shape.append(len(range(start, stop, step)))
+        elif _is_int(i):
+            j = int(i)
+            if not -n <= j < n:
+                raise ShapeError(f"index {j} is out of bounds for axis {dim} with size {n}")
+            j %= n
+            starts.append(j), stops.append(j + 1), steps.append(1)
+        elif _is_array(i):
+            starts.append(0), stops.append(n), steps.append(1)
+            array_dims[k] = (len(shape), dim)
+            shape.append(n)
+        else:
+            raise ShapeError(f"unsupported index {i!r} (use ints, slices, None, ..., integer "
+                             "arrays or constant boolean masks)")
+        dim += 1
+    full = all(s == 0 and e == n and st == 1 for s, e, st, n in zip(starts, stops, steps, x.shape))
+    y = P.reshape(x if full else P.slice(x, starts, stops, steps), shape)
+    if not arrays:
+        return y
+    # numpy puts the broadcast index dims where the advanced indices are when they are
+    # adjacent in the index, and first otherwise (x[0, :, [1, 2]] has shape (2, 4) for a
+    # (3, 4, 5) x).
+    adjacent = max(advanced) - min(advanced) + 1 == len(advanced)
+    first = array_dims[arrays[0]][0] if adjacent else 0
+    what = {k: f"getitem: axis {d} of {x.type}" for k, (_, d) in array_dims.items()}
+    if len(arrays) == 1:
+        (k,) = arrays
+        axis = array_dims[k][0]
+        ind = entries[k]
+        y = P.take(y, P.check_index(ind, y.shape[axis], what[k]), axis,
+                   mode="promise_in_bounds")
+        if first != axis:
+            moved = tuple(range(axis, axis + ind.ndim))
+            y = P.transpose(y, moved + tuple(d for d in range(y.ndim) if d not in moved))
+        return y
+    return _gather(y, [(array_dims[k][0], entries[k], what[k]) for k in arrays], first)
+
+
+def _gather(y: Sym, arrays, first: int) -> Sym:
+    """y indexed by several integer arrays [(dim of y, indices, what)] that broadcast together;
+    their dims go at `first` among y's remaining dims: one flat gather of the positions."""
+    try:
+        block = tuple(np.broadcast_shapes(*(ind.shape for _, ind, _ in arrays)))
+    except ValueError:
+        raise ShapeError("shape mismatch: indexing arrays could not be broadcast together with "
+                         "shapes " + " ".join(str(ind.shape) for _, ind, _ in arrays)) from None
+    indexed = {d for d, _, _ in arrays}
+    rest = [d for d in range(y.ndim) if d not in indexed]
+    out_dims = rest[:first] + [None] * len(block) + rest[first:]   # None: a block dim
+    rest_shape = tuple(y.shape[d] for d in rest)
+    out_shape = rest_shape[:first] + block + rest_shape[first:]
+    if any(y.shape[d] == 0 for d in indexed) and math.prod(out_shape):
+        raise ShapeError(f"cannot index the empty dims of {y.shape} with non-empty arrays")
+    strides = _strides(y.shape)
+    place = (1,) * first + block + (1,) * (len(out_shape) - first - len(block))
+    pos = coordinate_offset(P.builder_of(y), out_shape, {
+        k: strides[d] for k, d in enumerate(out_dims) if d is not None and y.shape[d] != 1})
+    for d, ind, what in arrays:
+        term = checked_positions(P.broadcast_to(ind, block), y.shape[d], what)
+        term = P.reshape(P.mul(term, strides[d]) if strides[d] != 1 else term, place)
+        pos = term if pos is None else P.add(pos, term)
+    return flat_gather(y, P.broadcast_to(pos, out_shape))
+
