@@ -892,6 +892,33 @@ _idx("getitem_bool_mask_2d", Op.TAKE, lambda x: x[_MASK],
      lambda x: np.stack([x[r, c] for r, c in zip(*np.nonzero(_MASK))]), [(3, 4, 2)])
 
 
+
+def updated(x, idx, v, add):
+    """x with v (broadcast to x[idx]) written (add: added, duplicates too) at idx, by loops."""
+    out = x.copy()
+    pos = np.arange(x.size).reshape(x.shape)[idx]
+    v = np.broadcast_to(v, pos.shape)
+    flat = out.reshape(-1)
+    for p, u in zip(pos.ravel().tolist(), v.ravel().tolist()):
+        flat[p] = flat[p] + u if add else u
+    return out
+
+
+_idx("at_add_duplicates", Op.SCATTER_ADD, lambda x, v: x.at[[0, 2, 0]].add(v),
+     lambda x, v: updated(x, np.s_[[0, 2, 0]], v, add=True), [(3, 2), (3, 2)],
+     dtypes=NUMERIC, diff=(0, 1))
+_idx("at_add_traced_index", Op.SCATTER_ADD, lambda x, i, v: x.at[:, i].add(v),
+     lambda x, i, v: updated(x, np.s_[:, i], v, add=True),
+     [(2, 4), Arg((3,), indices(-4, 3), I64), (3,)], dtypes=NUMERIC, diff=(0, 2))
+_idx("at_set_slice_scalar", Op.SCATTER_ADD, lambda x: x.at[1:, ::2].set(7),
+     lambda x: updated(x, np.s_[1:, ::2], np.array(7).astype(x.dtype), add=False), [(3, 4)])
+_idx("at_set_arrays", Op.SCATTER_ADD, lambda x, v: x.at[np.arange(3), [1, 0, 1]].set(v),
+     lambda x, v: updated(x, np.s_[np.arange(3), [1, 0, 1]], v, add=False), [(3, 2), (3,)],
+     diff=(0, 1))
+_idx("at_get", Op.TAKE, lambda x, i: x.at[i, 1].get(), lambda x, i: x[i % 3, 1],
+     [(3, 2), Arg((2, 2), indices(-3, 2), I32)])
+
+
 # -- sources -----------------------------------------------------------------------------------
 SRC = "source"
 

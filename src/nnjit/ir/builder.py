@@ -341,6 +341,11 @@ class Sym:
     def repeat(self, repeats, axis=None) -> "Sym":
         return indexing.repeat(self, repeats, axis)
 
+    @property
+    def at(self) -> "indexing.IndexUpdateRef":
+        """Functional updates as in JAX: `x.at[idx].set(v)`, `.add(v)`, `.get()`."""
+        return indexing.IndexUpdateRef(self)
+
 
 from . import prims  # noqa: E402  (prims builds on Sym and Builder)
 from . import indexing  # noqa: E402  (builds on prims)

@@ -370,3 +370,70 @@ def _gather(y: Sym, arrays, first: int) -> Sym:
         pos = term if pos is None else P.add(pos, term)
     return flat_gather(y, P.broadcast_to(pos, out_shape))
 
+
+
+# Functional updates, JAX's x.at[idx].set(v) / .add(v) / .get(): the element positions idx
+# selects (x's flat positions, indexed like x itself) take the scattered updates; x is unchanged.
+
+class IndexUpdateRef:
+    """`x.at`: `x.at[idx]` names the elements of x that `idx` selects (numpy indexing)."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: Sym):
+        self.x = x
+
+    def __getitem__(self, idx) -> "IndexUpdate":
+        return IndexUpdate(self.x, idx)
+
+
+class IndexUpdate:
+    """x.at[idx]: `.set(v)`, `.add(v)` and `.get()` return new tensors (x is not changed).
+    `v` broadcasts to the shape of x[idx] and is cast to x's dtype. With duplicate indices,
+    `add` adds every update; which update `set` writes is unspecified, as in JAX (today the
+    duplicates' sum is written: pass unique indices to `set`)."""
+
+    __slots__ = ("x", "idx")
+
+    def __init__(self, x: Sym, idx):
+        self.x, self.idx = x, idx
+
+    def get(self) -> Sym:
+        return getitem(self.x, self.idx)
+
+    def add(self, values) -> Sym:
+        x = self.x
+        if x.dtype == DType.BOOL:
+            raise ShapeError(f"cannot add into a bool tensor {x.type} (use .set)", "at.add",
+                             user_loc())
+        pos, upd = self._scatter_operands("at.add", values)
+        return P.add(x, P.reshape(P.scatter_add(pos, upd, (x.size,), 0), x.shape))
+
+    def set(self, values) -> Sym:
+        x = self.x
+        pos, upd = self._scatter_operands("at.set", values)
+        if x.dtype == DType.BOOL:     # scatter_add adds numbers: bools travel as 0/1
+            upd = P.cast(upd, DType.I32)
+        ones = P.broadcast_to(P.builder_of(x).const(np.ones((), upd.dtype.np)), upd.shape)
+        hit = P.ne(P.scatter_add(pos, ones, (x.size,), 0), 0)
+        new = P.scatter_add(pos, upd, (x.size,), 0)
+        new = P.ne(new, 0) if x.dtype == DType.BOOL else new
+        return P.reshape(P.where(hit, new, P.reshape(x, (-1,))), x.shape)
+
+    def _scatter_operands(self, op: str, values) -> tuple[Sym, Sym]:
+        """The flat positions of x[idx] (checked at run time like x[idx]) and the updates
+        broadcast to them, both flattened."""
+        x = self.x
+        b = P.builder_of(x, values)
+        flat = P.reshape(P.iota(b, (x.size,), 0, DType.I64), x.shape)
+        pos = getitem(flat, self.idx)
+        (v,) = P.lift(b, values)
+        v = P.cast(v, x.dtype)
+        try:
+            fits = np.broadcast_shapes(v.shape, pos.shape) == pos.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"values of shape {v.shape} do not broadcast to the shape "
+                             f"{pos.shape} of x[idx] for x {x.type}", op, user_loc())
+        return P.reshape(pos, (-1,)), P.reshape(P.broadcast_to(v, pos.shape), (-1,))
