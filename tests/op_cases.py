@@ -893,28 +893,56 @@ _idx("getitem_bool_mask_2d", Op.TAKE, lambda x: x[_MASK],
 
 
 
-def updated(x, idx, v, add):
-    """x with v (broadcast to x[idx]) written (add: added, duplicates too) at idx, by loops."""
+def updated(x, idx, v, combine=None):
+    """x with v (broadcast to x[idx]) written at idx in row-major order (a later duplicate
+    overwrites), or combined in with `combine(old, new)`, by loops."""
     out = x.copy()
     pos = np.arange(x.size).reshape(x.shape)[idx]
     v = np.broadcast_to(v, pos.shape)
     flat = out.reshape(-1)
     for p, u in zip(pos.ravel().tolist(), v.ravel().tolist()):
-        flat[p] = flat[p] + u if add else u
+        flat[p] = u if combine is None else combine(flat[p], u)
     return out
 
 
+def _shifted(rng, shape, dtype):
+    """Pairwise distinct values 0.1 off the quarter grid `distinct()` draws: never tied with
+    those nor with each other (min/max gradients are defined away from ties)."""
+    return (distinct()(rng, shape, dtype) + 0.1).astype(dtype)
+
+
+_ADD = lambda a, b: a + b   # noqa: E731
 _idx("at_add_duplicates", Op.SCATTER_ADD, lambda x, v: x.at[[0, 2, 0]].add(v),
-     lambda x, v: updated(x, np.s_[[0, 2, 0]], v, add=True), [(3, 2), (3, 2)],
+     lambda x, v: updated(x, np.s_[[0, 2, 0]], v, _ADD), [(3, 2), (3, 2)],
      dtypes=NUMERIC, diff=(0, 1))
 _idx("at_add_traced_index", Op.SCATTER_ADD, lambda x, i, v: x.at[:, i].add(v),
-     lambda x, i, v: updated(x, np.s_[:, i], v, add=True),
+     lambda x, i, v: updated(x, np.s_[:, i], v, _ADD),
      [(2, 4), Arg((3,), indices(-4, 3), I64), (3,)], dtypes=NUMERIC, diff=(0, 2))
-_idx("at_set_slice_scalar", Op.SCATTER_ADD, lambda x: x.at[1:, ::2].set(7),
-     lambda x: updated(x, np.s_[1:, ::2], np.array(7).astype(x.dtype), add=False), [(3, 4)])
-_idx("at_set_arrays", Op.SCATTER_ADD, lambda x, v: x.at[np.arange(3), [1, 0, 1]].set(v),
-     lambda x, v: updated(x, np.s_[np.arange(3), [1, 0, 1]], v, add=False), [(3, 2), (3,)],
+_idx("at_set_slice_scalar", Op.SCATTER, lambda x: x.at[1:, ::2].set(7),
+     lambda x: updated(x, np.s_[1:, ::2], np.array(7).astype(x.dtype)), [(3, 4)])
+_idx("at_set_arrays", Op.SCATTER, lambda x, v: x.at[np.arange(3), [1, 0, 1]].set(v),
+     lambda x, v: updated(x, np.s_[np.arange(3), [1, 0, 1]], v), [(3, 2), (3,)],
      diff=(0, 1))
+_idx("at_set_duplicates_last_wins", Op.SCATTER, lambda x, i, v: x.at[i].set(v),
+     lambda x, i, v: updated(x, np.s_[i], v), [(4, 2), Arg((5,), indices(-4, 3), I64),
+                                              (5, 2)], diff=(0, 2))
+_idx("at_max_duplicates", Op.SCATTER, lambda x, v: x.at[[1, 0, 1, 1]].max(v),
+     lambda x, v: updated(x, np.s_[[1, 0, 1, 1]], v, max), [Arg((3, 2), distinct()),
+                                                          Arg((4, 2), _shifted)],
+     dtypes=FLOATS, diff=(0, 1))
+_idx("at_min_traced_index", Op.SCATTER, lambda x, i, v: x.at[:, i].min(v),
+     lambda x, i, v: updated(x, np.s_[:, i], v, min),
+     [Arg((2, 3), distinct()), Arg((4,), indices(-3, 2), I32), Arg((2, 4), _shifted)],
+     dtypes=FLOATS, diff=(0, 2))
+_idx("at_min_ints", Op.SCATTER, lambda x, v: x.at[[2, 2, 0]].min(v),
+     lambda x, v: updated(x, np.s_[[2, 2, 0]], v, min), [(3,), (3,)], dtypes=NUMERIC, diff=())
+for _mode, _fn in (("set", None), ("max", max)):
+    _idx(f"scatter_{_mode}_axis1_clamped", Op.SCATTER,
+         lambda x, i, u, m=_mode: P.scatter(x, i, u, 1, m),
+         lambda x, i, u, f=_fn: np.moveaxis(np.stack([updated(
+             r, np.s_[clamped(i, 4).ravel()], u[k].reshape(-1), f) for k, r in enumerate(x)]),
+             0, 0), [Arg((2, 4), distinct()), Arg((3,), indices(-6, 6), I64),
+                     Arg((2, 3), _shifted)], dtypes=FLOATS, diff=(0, 2))
 _idx("at_get", Op.TAKE, lambda x, i: x.at[i, 1].get(), lambda x, i: x[i % 3, 1],
      [(3, 2), Arg((2, 2), indices(-3, 2), I32)])
 

@@ -372,8 +372,9 @@ def _gather(y: Sym, arrays, first: int) -> Sym:
 
 
 
-# Functional updates, JAX's x.at[idx].set(v) / .add(v) / .get(): the element positions idx
-# selects (x's flat positions, indexed like x itself) take the scattered updates; x is unchanged.
+# Functional updates, JAX's x.at[idx].set(v) / .add(v) / .min(v) / .max(v) / .get(): the
+# positions idx selects (x's flat positions, indexed like x itself) take the scattered updates
+# (scatter_add for add, the scatter primitive for the rest); x itself is unchanged.
 
 class IndexUpdateRef:
     """`x.at`: `x.at[idx]` names the elements of x that `idx` selects (numpy indexing)."""
@@ -388,10 +389,11 @@ class IndexUpdateRef:
 
 
 class IndexUpdate:
-    """x.at[idx]: `.set(v)`, `.add(v)` and `.get()` return new tensors (x is not changed).
-    `v` broadcasts to the shape of x[idx] and is cast to x's dtype. With duplicate indices,
-    `add` adds every update; which update `set` writes is unspecified, as in JAX (today the
-    duplicates' sum is written: pass unique indices to `set`)."""
+    """x.at[idx]: `.set(v)`, `.add(v)`, `.min(v)`, `.max(v)` and `.get()` return new tensors
+    (x is not changed). `v` broadcasts to the shape of x[idx] and is cast to x's dtype. With
+    duplicate indices `add` adds every update, `min`/`max` keep the extreme of all of them,
+    and `set` writes the last one in row-major order of x[idx] (JAX leaves this unspecified;
+    numpy's assignment also keeps the last)."""
 
     __slots__ = ("x", "idx")
 
@@ -410,15 +412,18 @@ class IndexUpdate:
         return P.add(x, P.reshape(P.scatter_add(pos, upd, (x.size,), 0), x.shape))
 
     def set(self, values) -> Sym:
+        return self._scatter("set", values)
+
+    def min(self, values) -> Sym:  # noqa: A003  (JAX's name)
+        return self._scatter("min", values)
+
+    def max(self, values) -> Sym:  # noqa: A003  (JAX's name)
+        return self._scatter("max", values)
+
+    def _scatter(self, mode: str, values) -> Sym:
         x = self.x
-        pos, upd = self._scatter_operands("at.set", values)
-        if x.dtype == DType.BOOL:     # scatter_add adds numbers: bools travel as 0/1
-            upd = P.cast(upd, DType.I32)
-        ones = P.broadcast_to(P.builder_of(x).const(np.ones((), upd.dtype.np)), upd.shape)
-        hit = P.ne(P.scatter_add(pos, ones, (x.size,), 0), 0)
-        new = P.scatter_add(pos, upd, (x.size,), 0)
-        new = P.ne(new, 0) if x.dtype == DType.BOOL else new
-        return P.reshape(P.where(hit, new, P.reshape(x, (-1,))), x.shape)
+        pos, upd = self._scatter_operands(f"at.{mode}", values)
+        return P.reshape(P.scatter(P.reshape(x, (-1,)), pos, upd, 0, mode), x.shape)
 
     def _scatter_operands(self, op: str, values) -> tuple[Sym, Sym]:
         """The flat positions of x[idx] (checked at run time like x[idx]) and the updates

@@ -425,6 +425,17 @@ def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
     return _emit(Op.SCATTER_ADD, (indices, updates), shape=tuple(shape), axis=axis)
 
 
+# -- movement/indexing ops (issue 12) --
+SCATTER_MODES = ("set", "min", "max")
+
+
+def scatter(operand: Sym, indices: Sym, updates: Sym, axis: int = 0, mode: str = "set") -> Sym:
+    """`operand` with each update combined into it at its index along `axis`, in row-major
+    order of the updates: `set` writes (the last duplicate wins), `min`/`max` keep the extreme.
+    Indices wrap once when negative and are clamped, as scatter_add's are."""
+    return _emit(Op.SCATTER, (operand, indices, updates), axis=axis, mode=mode)
+
+
 def getitem(x: Sym, idx) -> Sym:
     """numpy indexing: ints, slices with steps, None, ..., integer arrays and constant boolean
     masks (see `nnjit.ir.indexing.getitem`)."""
