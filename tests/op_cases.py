@@ -848,6 +848,8 @@ for _spec, _shapes, _op in [
          lambda *xs, s=_spec: nnjit.einsum(s, *xs),
          _f64(lambda *xs, s=_spec: np.einsum(s, *xs)), _shapes, dtypes=FLOATS,
          diff=tuple(range(len(_shapes))))
+_idx("einsum_ints", Op.SUM, lambda a, b: nnjit.einsum("bij,bjk->bik", a, b),
+     lambda a, b: np.einsum("bij,bjk->bik", a, b), [(2, 2, 3), (2, 3, 4)], dtypes=INTS, diff=())
 
 
 def gathered(x, *index_arrays, dims, first):

@@ -202,3 +202,8 @@ def test_einsum_errors(spec, shapes, message, backend):
                       backend=backend)
     assert message in str(err), str(err)
     assert_error_names(err, "einsum", [], line)
+
+
+def test_einsum_refuses_bool_operands(backend):
+    err = shape_error(lambda a: nnjit.einsum("ij->i", a), np.ones((2, 3), bool), backend=backend)
+    assert "bool operands are not supported" in str(err)

@@ -1,7 +1,7 @@
 """numpy.einsum lowered to the existing contractions: diagonals by strided slices, labels used
 once summed early, then operands contracted left to right, each pair as one batched `matmul`
-(transpose + reshape to (batch, M, K) @ (batch, K, N)), and a final sum and transpose into the
-output order. Everything is a composite, so gradients come from the primitives' VJPs.
+(transpose + reshape to (batch, M, K) @ (batch, K, N); integer operands multiply and sum, since
+matmul is float only), and a final sum and transpose into the output order. Everything is a composite, so gradients come from the primitives' VJPs.
 
     >>> nnjit.einsum("bij,bjk->bik", a, b)     # a batched matmul
     >>> nnjit.einsum("ii", m)                  # the trace
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..ir import ShapeError, Sym, user_loc
+from ..ir import DType, ShapeError, Sym, user_loc
 from ..ir import prims as P
 
 # -- movement/indexing ops (issue 12) --
@@ -94,12 +94,23 @@ def _contract(a: Sym, la: list[Label], b: Sym, lb: list[Label], needed) -> tuple
         x = P.transpose(x, [lx.index(o) for o in order])
         return P.reshape(x, tuple(math.prod(size[o] for o in g) for g in groups))
 
+    if not a.dtype.is_float:    # matmul is f32/f64 only: integers multiply and sum exactly
+        labels = batch + a_only + b_only + summed
+        prod = P.mul(_aligned(a, la, labels), _aligned(b, lb, labels))
+        return _sum_labels(prod, labels, set(summed))
     lead = [batch] if batch else []    # no batch labels: a plain 2-d matmul
     a3 = arrange(a, la, batch + a_only + summed, lead + [a_only, summed])
     b3 = arrange(b, lb, batch + summed + b_only, lead + [summed, b_only])
     out = P.matmul(a3, b3)
     labels = batch + a_only + b_only
     return P.reshape(out, tuple(size[o] for o in labels)), labels
+
+
+def _aligned(x: Sym, lx: list[Label], labels: list[Label]) -> Sym:
+    """x with its dims in the order of `labels` (size 1 for labels it lacks), to broadcast."""
+    x = P.transpose(x, [lx.index(o) for o in labels if o in lx])
+    dims = iter(x.shape)
+    return P.reshape(x, tuple(next(dims) if o in lx else 1 for o in labels))
 
 
 def einsum(subscripts: str, *operands: Any) -> Sym:
@@ -111,6 +122,9 @@ def einsum(subscripts: str, *operands: Any) -> Sym:
         raise _fail("needs at least one operand")
     b = P.builder_of(*operands)
     ops = P.lift(b, *operands)
+    if ops[0].dtype == DType.BOOL:
+        raise _fail("bool operands are not supported; cast them to an integer or float dtype",
+                    *ops)
     spec = subscripts.replace(" ", "")
     ins, arrow, out_spec = spec.partition("->")
     terms = _terms(ins, "input")

@@ -9,7 +9,6 @@ checked indices), and its VJP is the `scatter_add` that `take` already has.
 """
 from __future__ import annotations
 
-import builtins
 import math
 from typing import Sequence
 
@@ -88,15 +87,15 @@ def split(x: Sym, indices_or_sections, axis: int = 0) -> list[Sym]:
     else:
         cuts = _static_ints("split", "indices_or_sections", indices_or_sections)
     bounds = [0] + cuts + [None]
-    lead = (builtins.slice(None),) * ax
-    return [P.getitem(x, lead + (builtins.slice(a, b),)) for a, b in zip(bounds, bounds[1:])]
+    lead = (slice(None),) * ax
+    return [P.getitem(x, lead + (slice(a, b),)) for a, b in zip(bounds, bounds[1:])]
 
 
 def flip(x: Sym, axis=None) -> Sym:
     """numpy.flip: the elements in reverse order along `axis` (None: every axis)."""
     axes = _axes("flip", x, axis)
-    return P.getitem(x, tuple(builtins.slice(None, None, -1) if d in axes else
-                              builtins.slice(None) for d in range(x.ndim)))
+    return P.getitem(x, tuple(slice(None, None, -1) if d in axes else
+                              slice(None) for d in range(x.ndim)))
 
 
 def tile(x: Sym, reps) -> Sym:
@@ -106,7 +105,7 @@ def tile(x: Sym, reps) -> Sym:
         "tile", "reps", reps)
     if any(r < 0 for r in reps):
         raise ShapeError(f"reps must be non-negative, got {tuple(reps)}", "tile", user_loc())
-    nd = builtins.max(len(reps), x.ndim)
+    nd = max(len(reps), x.ndim)
     shape = (1,) * (nd - x.ndim) + x.shape
     reps = [1] * (nd - len(reps)) + reps
     # (s0, s1) -> (1, s0, 1, s1) -> broadcast (r0, s0, r1, s1) -> (r0*s0, r1*s1)
@@ -270,14 +269,11 @@ def _expand(x: Sym, idx) -> list:
         raise ShapeError("an index can only have a single ellipsis ('...')")
     width = [i.ndim if isinstance(i, np.ndarray) else 0 if i is None or i is Ellipsis else 1
              for i in entries]
-    if builtins.sum(width) > x.ndim:
+    if sum(width) > x.ndim:
         raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {len(entries)}")
-    fill = [builtins.slice(None)] * (x.ndim - builtins.sum(width))
-    if Ellipsis in [i for i in entries if not _is_array(i)]:
-        k = next(k for k, i in enumerate(entries) if i is Ellipsis)
-        entries = entries[:k] + fill + entries[k + 1:]
-    else:
-        entries = entries + fill
+    fill = [slice(None)] * (x.ndim - sum(width))
+    k = next((k for k, i in enumerate(entries) if i is Ellipsis), len(entries))
+    entries = entries[:k] + fill + entries[k + 1:]
     out, dim = [], 0
     for i in entries:
         if isinstance(i, np.ndarray):    # a boolean mask over dims dim .. dim + i.ndim
@@ -304,7 +300,7 @@ def _getitem(x: Sym, idx) -> Sym:
             shape.append(1)
             continue
         n = x.shape[dim]
-        if isinstance(i, builtins.slice):
+        if isinstance(i, slice):
             start, stop, step = i.indices(n)
             starts.append(start), stops.append(stop), steps.append(step)
             shape.append(len(range(start, stop, step)))
