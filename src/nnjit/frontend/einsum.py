@@ -1,7 +1,8 @@
 """numpy.einsum lowered to the existing contractions: diagonals by strided slices, labels used
 once summed early, then operands contracted left to right, each pair as one batched `matmul`
 (transpose + reshape to (batch, M, K) @ (batch, K, N); integer operands multiply and sum, since
-matmul is float only), and a final sum and transpose into the output order. Everything is a composite, so gradients come from the primitives' VJPs.
+matmul is float only), and a final sum and transpose into the output order. Everything is a
+composite, so gradients come from the primitives' VJPs.
 
     >>> nnjit.einsum("bij,bjk->bik", a, b)     # a batched matmul
     >>> nnjit.einsum("ii", m)                  # the trace
