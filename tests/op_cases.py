@@ -938,6 +938,15 @@ _idx("at_min_traced_index", Op.SCATTER, lambda x, i, v: x.at[:, i].min(v),
      dtypes=FLOATS, diff=(0, 2))
 _idx("at_min_ints", Op.SCATTER, lambda x, v: x.at[[2, 2, 0]].min(v),
      lambda x, v: updated(x, np.s_[[2, 2, 0]], v, min), [(3,), (3,)], dtypes=NUMERIC, diff=())
+_MUL = lambda a, b: a * b   # noqa: E731
+_idx("at_multiply_duplicates", Op.SCATTER, lambda x, v: x.at[[1, 0, 1, 1]].multiply(v),
+     lambda x, v: updated(x, np.s_[[1, 0, 1, 1]], v, _MUL), [(3, 2), (4, 2)], dtypes=NUMERIC,
+     diff=(0, 1))
+# A zero update among duplicates: the others' gradients vanish, its own is the others' product.
+_idx("at_multiply_with_zeros", Op.SCATTER,
+     lambda x, v: x.at[[2, 0, 2]].multiply(v * np.array([1, 0, 1], v.dtype.np)),
+     lambda x, v: updated(x, np.s_[[2, 0, 2]], v * np.array([1, 0, 1], v.dtype), _MUL),
+     [(3,), (3,)], dtypes=NUMERIC, diff=(0, 1))
 for _mode, _fn in (("set", None), ("max", max)):
     _idx(f"scatter_{_mode}_axis1_clamped", Op.SCATTER,
          lambda x, i, u, m=_mode: P.scatter(x, i, u, 1, m),

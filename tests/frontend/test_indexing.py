@@ -86,9 +86,10 @@ def test_at_set_keeps_the_last_duplicate_and_min_max_combine_all(backend):
     x = np.array([5, 5, 5, 5], np.int64)
     i = np.array([1, 3, 1, 1, -1])
     v = np.array([7, 2, 9, 4, 8], np.int64)
-    got = run(lambda a, i, v: (a.at[i].set(v), a.at[i].min(v), a.at[i].max(v)), x, i, v,
-              backend=backend)
-    compare(got, (np.array([5, 4, 5, 8]), np.array([5, 4, 5, 2]), np.array([5, 9, 5, 8])))
+    got = run(lambda a, i, v: (a.at[i].set(v), a.at[i].min(v), a.at[i].max(v),
+                               a.at[i].multiply(v)), x, i, v, backend=backend)
+    compare(got, (np.array([5, 4, 5, 8]), np.array([5, 4, 5, 2]), np.array([5, 9, 5, 8]),
+                  np.array([5, 7 * 9 * 4 * 5, 5, 2 * 8 * 5])))
 
 
 def test_at_with_traced_indices_checks_them_at_run_time(backend):

@@ -236,7 +236,8 @@ def _lower_scatter(lw, n: Node) -> None:
     at = dst.index(list(us[:ax]) + [i] + list(us[ax + k:]))
     value = pro.value_at(upd, us)
     if mode != "set":
-        value = Call(KOp.MIN if mode == "min" else KOp.MAX, (Load(dst.buf, at, dt), value), dt)
+        combine = {"min": KOp.MIN, "max": KOp.MAX, "multiply": KOp.MUL}[mode]
+        value = Call(combine, (Load(dst.buf, at, dt), value), dt)
     body = copy + _nest(us, upd.shape, [Store(dst.buf, at, value)])
     src = f"{n.op.value} at {n.loc}" if n.loc else n.op.value
     lw.kernels.append(make_loop_kernel(name, body, src, lw.buffers))

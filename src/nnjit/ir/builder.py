@@ -343,8 +343,8 @@ class Sym:
 
     @property
     def at(self) -> "indexing.IndexUpdateRef":
-        """Functional updates as in JAX: `x.at[idx].set(v)`, `.add(v)`, `.min(v)`, `.max(v)`,
-        `.get()`."""
+        """Functional updates as in JAX: `x.at[idx].set(v)`, `.add(v)`, `.multiply(v)`,
+        `.min(v)`, `.max(v)`, `.get()`."""
         return indexing.IndexUpdateRef(self)
 
 

@@ -368,7 +368,7 @@ def _gather(y: Sym, arrays, first: int) -> Sym:
 
 
 
-# Functional updates, JAX's x.at[idx].set(v) / .add(v) / .min(v) / .max(v) / .get(): the
+# Functional updates, JAX's x.at[idx].set/add/multiply/min/max(v) and .get(): the
 # positions idx selects (x's flat positions, indexed like x itself) take the scattered updates
 # (scatter_add for add, the scatter primitive for the rest); x itself is unchanged.
 
@@ -385,9 +385,10 @@ class IndexUpdateRef:
 
 
 class IndexUpdate:
-    """x.at[idx]: `.set(v)`, `.add(v)`, `.min(v)`, `.max(v)` and `.get()` return new tensors
-    (x is not changed). `v` broadcasts to the shape of x[idx] and is cast to x's dtype. With
-    duplicate indices `add` adds every update, `min`/`max` keep the extreme of all of them,
+    """x.at[idx]: `.set(v)`, `.add(v)`, `.multiply(v)`, `.min(v)`, `.max(v)` and `.get()` return
+    new tensors (x is not changed). `v` broadcasts to the shape of x[idx] and is cast to x's
+    dtype. With duplicate indices `add`/`multiply` combine every update, `min`/`max` keep the
+    extreme of all of them,
     and `set` writes the last one in row-major order of x[idx] (JAX leaves this unspecified;
     numpy's assignment also keeps the last)."""
 
@@ -416,8 +417,14 @@ class IndexUpdate:
     def max(self, values) -> Sym:  # noqa: A003  (JAX's name)
         return self._scatter("max", values)
 
+    def multiply(self, values) -> Sym:
+        return self._scatter("multiply", values)
+
     def _scatter(self, mode: str, values) -> Sym:
         x = self.x
+        if x.dtype == DType.BOOL and mode != "set":
+            raise ShapeError(f"cannot {mode} into a bool tensor {x.type} (use .set)",
+                             f"at.{mode}", user_loc())
         pos, upd = self._scatter_operands(f"at.{mode}", values)
         return P.reshape(P.scatter(P.reshape(x, (-1,)), pos, upd, 0, mode), x.shape)
 

@@ -426,12 +426,13 @@ def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
 
 
 # -- movement/indexing ops (issue 12) --
-SCATTER_MODES = ("set", "min", "max")
+SCATTER_MODES = ("set", "min", "max", "multiply")
 
 
 def scatter(operand: Sym, indices: Sym, updates: Sym, axis: int = 0, mode: str = "set") -> Sym:
     """`operand` with each update combined into it at its index along `axis`, in row-major
-    order of the updates: `set` writes (the last duplicate wins), `min`/`max` keep the extreme.
+    order of the updates: `set` writes (the last duplicate wins), `min`/`max` keep the extreme,
+    `multiply` multiplies them in.
     Indices wrap once when negative and are clamped, as scatter_add's are."""
     return _emit(Op.SCATTER, (operand, indices, updates), axis=axis, mode=mode)
 

@@ -272,6 +272,7 @@ def _scatter_shape(ts, attrs):
     require(mode in P.SCATTER_MODES, f"mode must be one of {P.SCATTER_MODES}, got {mode!r}")
     require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
     require(upd.dtype == x.dtype, f"updates {upd} must have the operand's dtype {x.dtype}")
+    require(mode == "set" or x.dtype != DType.BOOL, f"mode {mode} needs numbers, got {x}")
     require(0 <= ax < x.ndim, f"axis {ax} out of range for {x}")
     want = x.shape[:ax] + idx.shape + x.shape[ax + 1:]
     require(upd.shape == want, f"updates {upd.shape} must have shape {want} for indices "
@@ -289,7 +290,7 @@ def _scatter_ref(xs, attrs):
         for k, i in enumerate(clamp_indices(idx, x.shape[ax]).reshape(-1)):   # in order
             out[i] = rows[k]
     else:
-        ufunc = np.minimum if mode == "min" else np.maximum
+        ufunc = {"min": np.minimum, "max": np.maximum, "multiply": np.multiply}[mode]
         ufunc.at(out, clamp_indices(idx, x.shape[ax]).reshape(-1), rows)
     return np.ascontiguousarray(np.moveaxis(out, 0, ax))
 
@@ -326,10 +327,30 @@ def _scatter_extremal_vjp(x, idx, upd, out, g, ax):
             P.mul(P.take(share, idx, ax, mode="promise_in_bounds"), upd_hit)]
 
 
+def _scatter_multiply_vjp(x, idx, upd, g, ax):
+    """out = x * (product of the updates at each element). An update's gradient needs the
+    product of the *other* updates there: the product of the nonzero ones, divided by it when
+    it is nonzero itself, and counted zeros decide (two zeros leave every gradient 0)."""
+    b = P.builder_of(g)
+    one = b.const(np.ones((), x.dtype.np))
+    is_zero = P.eq(upd, 0.0)
+    safe = P.where(is_zero, one, upd)
+    nonzero_prod = P.scatter(P.broadcast_to(one, x.shape), idx, safe, ax, "multiply")
+    zeros = P.scatter_add(idx, P.cast(is_zero, x.dtype), x.shape, ax)
+    dx = P.mul(g, P.where(P.eq(zeros, 0.0), nonzero_prod, 0.0))
+    share = P.take(P.mul(P.mul(g, x), nonzero_prod), idx, ax, mode="promise_in_bounds")
+    zeros_there = P.take(zeros, idx, ax, mode="promise_in_bounds")
+    du = P.where(is_zero, P.where(P.eq(zeros_there, 1.0), share, 0.0),
+                 P.where(P.eq(zeros_there, 0.0), P.div(share, safe), 0.0))
+    return [dx, None, du]
+
+
 def _scatter_vjp(xs, outs, cts, attrs):
     (x, idx, upd), g, ax = xs, cts[0], attrs["axis"]
     if attrs["mode"] == "set":
         return _scatter_set_vjp(x, idx, upd, g, ax)
+    if attrs["mode"] == "multiply":
+        return _scatter_multiply_vjp(x, idx, upd, g, ax)
     return _scatter_extremal_vjp(x, idx, upd, outs[0], g, ax)
 
 
@@ -338,5 +359,5 @@ register(
           attrs=(AttrSpec("axis", "int"), AttrSpec("mode", "str", "set")), vjp=_scatter_vjp,
           nondiff_inputs=frozenset({1}),
           doc="the operand with each update (in row-major order) written at its index along "
-              "axis (mode set: the last duplicate wins) or combined by min/max"),
+              "axis (mode set: the last duplicate wins) or combined by min/max/multiply"),
 )
