@@ -964,6 +964,175 @@ for _name, _shape, _axis, _ishape, _lo, _hi in [("repeated", (4, 3), 0, (6,), 0,
                                                                                        _axis),
          [Arg(_ishape, indices(_lo, _hi), I64), _ushape], dtypes=NUMERIC, diff=(1,))
 
+# -- movement/indexing ops (issue 12) --
+# Composites of the movement primitives (run by tests/ir/test_ops_indexing.py, which also
+# checks the gradient of every case with diff_inputs against finite differences in float64).
+IDX = "indexing"
+
+
+def _idx(name, op, fn, expected, args, dtypes=ALL, diff=(0,), **kw):
+    return case(name, op, fn, expected, args, IDX, dtypes=dtypes, diff_inputs=diff, **kw)
+
+
+_idx("squeeze_all", Op.RESHAPE, lambda x: nnjit.squeeze(x), lambda x: np.squeeze(x),
+     [(2, 1, 3, 1)])
+_idx("squeeze_axes", Op.RESHAPE, lambda x: x.squeeze((0, -1)),
+     lambda x: x.reshape(2, 1, 3), [(1, 2, 1, 3, 1)])
+_idx("expand_dims_tuple", Op.RESHAPE, lambda x: nnjit.expand_dims(x, (0, -1, 2)),
+     lambda x: x.reshape(1, 2, 1, 3, 1), [(2, 3)])
+_idx("expand_dims_method", Op.RESHAPE, lambda x: x.expand_dims(-2),
+     lambda x: x[:, None, :], [(2, 3)])
+_idx("split_sections", Op.SLICE, lambda x: tuple(nnjit.split(x, 3, axis=1)),
+     lambda x: (x[:, 0:2], x[:, 2:4], x[:, 4:6]), [(2, 6)])
+_idx("split_indices", Op.SLICE, lambda x: tuple(nnjit.split(x, [1, 3, 2, 9], axis=-1)),
+     lambda x: (x[..., :1], x[..., 1:3], x[..., 3:2], x[..., 2:9], x[..., 9:]), [(2, 5)])
+_idx("flip_all", Op.SLICE, lambda x: nnjit.flip(x), lambda x: x[::-1, ::-1, ::-1].copy(),
+     [(2, 3, 4)])
+_idx("flip_axes", Op.SLICE, lambda x: nnjit.flip(x, (0, -1)),
+     lambda x: x[::-1, :, ::-1].copy(), [(2, 3, 4)])
+_idx("tile_more_reps", Op.BROADCAST_TO, lambda x: nnjit.tile(x, (2, 1, 3)),
+     lambda x: np.concatenate([np.concatenate([x] * 3, axis=1)[None]] * 2), [(2, 2)])
+_idx("tile_int", Op.BROADCAST_TO, lambda x: nnjit.tile(x, 2),
+     lambda x: np.concatenate([x, x], axis=-1), [(3, 2)])
+_idx("repeat_int", Op.BROADCAST_TO, lambda x: nnjit.repeat(x, 2, axis=1),
+     lambda x: np.stack([x, x], axis=2).reshape(2, 6), [(2, 3)])
+_idx("repeat_flat", Op.BROADCAST_TO, lambda x: x.repeat(3),
+     lambda x: np.array([v for v in x.ravel().tolist() for _ in range(3)], x.dtype), [(2, 2)])
+_idx("repeat_counts", Op.TAKE, lambda x: nnjit.repeat(x, [2, 0, 1], axis=0),
+     lambda x: np.stack([x[0], x[0], x[2]]), [(3, 2)])
+_idx("take_along_axis_last", Op.TAKE,
+     lambda x, i: nnjit.take_along_axis(x, i, axis=-1),
+     lambda x, i: np.array([[x[r, j % 4] for j in row] for r, row in enumerate(i.tolist())],
+                           x.dtype).reshape(3, 5), [(3, 4), Arg((3, 5), indices(-4, 3), I64)])
+_idx("take_along_axis_broadcast", Op.TAKE,
+     lambda x, i: nnjit.take_along_axis(x, i, axis=0),
+     lambda x, i: np.stack([x[i[k, 0] % 3] for k in range(2)]),
+     [(3, 4), Arg((2, 1), indices(-3, 2), I32)])
+_idx("take_along_axis_flat", Op.TAKE, lambda x, i: nnjit.take_along_axis(x, i, None),
+     lambda x, i: x.ravel()[i % 6], [(2, 3), Arg((4,), indices(-6, 5), I64)])
+# einsum against np.einsum in float64: contractions (one matmul per operand pair), diagonals,
+# traces, '...' broadcast dims, size-1 dims that broadcast, implicit and explicit outputs.
+for _spec, _shapes, _op in [
+        ("ij,jk->ik", [(2, 3), (3, 4)], Op.MATMUL), ("bij,bkj", [(2, 2, 3), (2, 4, 3)], Op.MATMUL),
+        ("ii", [(3, 3)], Op.SLICE), ("iij->ji", [(2, 2, 3)], Op.SLICE),
+        ("...i,i->...", [(2, 3, 4), (4,)], Op.MATMUL),
+        ("...ij,...jk", [(2, 1, 2, 3), (3, 3, 4)], Op.MATMUL),
+        ("ab,bc,cd->da", [(2, 3), (3, 4), (4, 2)], Op.MATMUL), ("i,j", [(2,), (3,)], Op.MATMUL),
+        ("ij,j->i", [(2, 1), (3,)], Op.MATMUL), ("ijk->kj", [(2, 3, 4)], Op.SUM)]:
+    _idx(f"einsum_{_spec.replace(',', '_').replace('->', '_to_').replace('...', 'E')}", _op,
+         lambda *xs, s=_spec: nnjit.einsum(s, *xs),
+         _f64(lambda *xs, s=_spec: np.einsum(s, *xs)), _shapes, dtypes=FLOATS,
+         diff=tuple(range(len(_shapes))))
+_idx("einsum_ints", Op.SUM, lambda a, b: nnjit.einsum("bij,bjk->bik", a, b),
+     lambda a, b: np.einsum("bij,bjk->bik", a, b), [(2, 2, 3), (2, 3, 4)], dtypes=INTS, diff=())
+
+
+def gathered(x, *index_arrays, dims, first):
+    """x indexed by integer arrays along `dims` (other dims kept whole, in order), the
+    broadcast index dims placed at `first` among the kept dims: numpy's advanced indexing,
+    element by element."""
+    arrays = np.broadcast_arrays(*index_arrays)
+    block = arrays[0].shape
+    kept = [d for d in range(x.ndim) if d not in dims]
+    kept_shape = [x.shape[d] for d in kept]
+    out = np.empty(tuple(kept_shape[:first]) + block + tuple(kept_shape[first:]), x.dtype)
+    for pos in np.ndindex(*out.shape):
+        b = pos[first:first + len(block)]
+        k = pos[:first] + pos[first + len(block):]
+        src = [0] * x.ndim
+        for d, c in zip(kept, k):
+            src[d] = c
+        for d, a in zip(dims, arrays):
+            src[d] = int(a[b]) % x.shape[d]
+        out[pos] = x[tuple(src)]
+    return out
+
+
+_MASK = np.array([[True, False, False, True], [False, False, True, False],
+                  [True, True, False, False]])
+_idx("getitem_two_arrays", Op.TAKE, lambda x, i, j: x[i, j],
+     lambda x, i, j: gathered(x, i, j, dims=(0, 1), first=0),
+     [(3, 4, 2), Arg((2, 3), indices(-3, 2), I64), Arg((3,), indices(-4, 3), I32)])
+_idx("getitem_arange_labels", Op.TAKE, lambda x, lab: x[np.arange(3), lab],
+     lambda x, lab: gathered(x, np.arange(3), lab, dims=(0, 1), first=0),
+     [(3, 5), Arg((3,), indices(-5, 4), I64)])
+_idx("getitem_arrays_around_slice", Op.TAKE, lambda x, i, j: x[i, :, j],
+     lambda x, i, j: gathered(x, i, j, dims=(0, 2), first=0),
+     [(3, 2, 4), Arg((2, 1), indices(-3, 2), I64), Arg((3,), indices(-4, 3), I64)])
+_idx("getitem_arrays_after_slice", Op.TAKE, lambda x, i, j: x[:, i, j],
+     lambda x, i, j: gathered(x, i, j, dims=(1, 2), first=1),
+     [(2, 3, 4), Arg((2,), indices(-3, 2), I64), Arg((2,), indices(-4, 3), I64)])
+_idx("getitem_int_between_arrays", Op.TAKE, lambda x, i, j: x[i, 1, j],
+     lambda x, i, j: gathered(x[:, 1], i, j, dims=(0, 1), first=0),
+     [(3, 2, 4), Arg((2,), indices(-3, 2), I64), Arg((2,), indices(-4, 3), I64)])
+_idx("getitem_bool_mask_2d", Op.TAKE, lambda x: x[_MASK],
+     lambda x: np.stack([x[r, c] for r, c in zip(*np.nonzero(_MASK))]), [(3, 4, 2)])
+
+
+
+def updated(x, idx, v, combine=None):
+    """x with v (broadcast to x[idx]) written at idx in row-major order (a later duplicate
+    overwrites), or combined in with `combine(old, new)`, by loops."""
+    out = x.copy()
+    pos = np.arange(x.size).reshape(x.shape)[idx]
+    v = np.broadcast_to(v, pos.shape)
+    flat = out.reshape(-1)
+    for p, u in zip(pos.ravel().tolist(), v.ravel().tolist()):
+        flat[p] = u if combine is None else combine(flat[p], u)
+    return out
+
+
+def _shifted(rng, shape, dtype):
+    """Pairwise distinct values 0.1 off the quarter grid `distinct()` draws: never tied with
+    those nor with each other (min/max gradients are defined away from ties)."""
+    return (distinct()(rng, shape, dtype) + 0.1).astype(dtype)
+
+
+_ADD = lambda a, b: a + b   # noqa: E731
+_idx("at_add_duplicates", Op.SCATTER_ADD, lambda x, v: x.at[[0, 2, 0]].add(v),
+     lambda x, v: updated(x, np.s_[[0, 2, 0]], v, _ADD), [(3, 2), (3, 2)],
+     dtypes=NUMERIC, diff=(0, 1))
+_idx("at_add_traced_index", Op.SCATTER_ADD, lambda x, i, v: x.at[:, i].add(v),
+     lambda x, i, v: updated(x, np.s_[:, i], v, _ADD),
+     [(2, 4), Arg((3,), indices(-4, 3), I64), (3,)], dtypes=NUMERIC, diff=(0, 2))
+_idx("at_set_slice_scalar", Op.SCATTER, lambda x: x.at[1:, ::2].set(7),
+     lambda x: updated(x, np.s_[1:, ::2], np.array(7).astype(x.dtype)), [(3, 4)])
+_idx("at_set_arrays", Op.SCATTER, lambda x, v: x.at[np.arange(3), [1, 0, 1]].set(v),
+     lambda x, v: updated(x, np.s_[np.arange(3), [1, 0, 1]], v), [(3, 2), (3,)],
+     diff=(0, 1))
+_idx("at_set_duplicates_last_wins", Op.SCATTER, lambda x, i, v: x.at[i].set(v),
+     lambda x, i, v: updated(x, np.s_[i], v), [(4, 2), Arg((5,), indices(-4, 3), I64),
+                                              (5, 2)], diff=(0, 2))
+_idx("at_max_duplicates", Op.SCATTER, lambda x, v: x.at[[1, 0, 1, 1]].max(v),
+     lambda x, v: updated(x, np.s_[[1, 0, 1, 1]], v, max), [Arg((3, 2), distinct()),
+                                                          Arg((4, 2), _shifted)],
+     dtypes=FLOATS, diff=(0, 1))
+_idx("at_min_traced_index", Op.SCATTER, lambda x, i, v: x.at[:, i].min(v),
+     lambda x, i, v: updated(x, np.s_[:, i], v, min),
+     [Arg((2, 3), distinct()), Arg((4,), indices(-3, 2), I32), Arg((2, 4), _shifted)],
+     dtypes=FLOATS, diff=(0, 2))
+_idx("at_min_ints", Op.SCATTER, lambda x, v: x.at[[2, 2, 0]].min(v),
+     lambda x, v: updated(x, np.s_[[2, 2, 0]], v, min), [(3,), (3,)], dtypes=NUMERIC, diff=())
+_MUL = lambda a, b: a * b   # noqa: E731
+_idx("at_multiply_duplicates", Op.SCATTER, lambda x, v: x.at[[1, 0, 1, 1]].multiply(v),
+     lambda x, v: updated(x, np.s_[[1, 0, 1, 1]], v, _MUL), [(3, 2), (4, 2)], dtypes=NUMERIC,
+     diff=(0, 1))
+# A zero update among duplicates: the others' gradients vanish, its own is the others' product.
+_idx("at_multiply_with_zeros", Op.SCATTER,
+     lambda x, v: x.at[[2, 0, 2]].multiply(v * np.array([1, 0, 1], v.dtype.np)),
+     lambda x, v: updated(x, np.s_[[2, 0, 2]], v * np.array([1, 0, 1], v.dtype), _MUL),
+     [(3,), (3,)], dtypes=NUMERIC, diff=(0, 1))
+for _mode, _fn in (("set", None), ("max", max)):
+    _idx(f"scatter_{_mode}_axis1_clamped", Op.SCATTER,
+         lambda x, i, u, m=_mode: P.scatter(x, i, u, 1, m),
+         lambda x, i, u, f=_fn: np.moveaxis(np.stack([updated(
+             r, np.s_[clamped(i, 4).ravel()], u[k].reshape(-1), f) for k, r in enumerate(x)]),
+             0, 0), [Arg((2, 4), distinct()), Arg((3,), indices(-6, 6), I64),
+                     Arg((2, 3), _shifted)], dtypes=FLOATS, diff=(0, 2))
+_idx("at_get", Op.TAKE, lambda x, i: x.at[i, 1].get(), lambda x, i: x[i % 3, 1],
+     [(3, 2), Arg((2, 2), indices(-3, 2), I32)])
+
+
 # -- sources -----------------------------------------------------------------------------------
 SRC = "source"
 

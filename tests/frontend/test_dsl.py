@@ -167,12 +167,12 @@ def test_getitem_with_a_traced_integer_index(idx_dtype, backend):
 
 
 def test_getitem_bool_mask_is_numpy_mask_or_an_error(backend):
-    """A constant 1-d boolean mask selects like numpy; masks are never read as 0/1 indices."""
+    """A constant boolean mask selects like numpy; masks are never read as 0/1 indices."""
     mask = np.array([True, False, True, True])
     got = run(lambda v: (v[:, mask], v[mask[:3]]), X345, backend=backend)
     compare(got, (X345[:, mask], X345[mask[:3]]))
     with pytest.raises(nnjit.ShapeError):
-        run(lambda v: v[np.ones((3, 4), bool)], X345, backend=backend)
+        run(lambda v: v[np.ones((4, 3), bool)], X345, backend=backend)
     with pytest.raises(nnjit.ShapeError):
         run(lambda v: v[np.array([0.0, 1.0])], X345, backend=backend)
 

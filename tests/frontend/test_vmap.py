@@ -153,6 +153,27 @@ def test_scatter_add_directly(backend):
     _check(f, (RNG.integers(0, 5, (B, 3)), f32(3, 2)), (0, None), backend)
 
 
+# -- movement/indexing ops (issue 12) --
+@pytest.mark.parametrize("mode", ["set", "max", "multiply"])
+def test_scatter_directly(backend, mode):
+    from nnjit.ir import prims as P
+
+    def f(x, idx, upd):
+        return P.scatter(x, idx, upd, axis=1, mode=mode)
+
+    idx, dup = RNG.integers(-4, 4, (B, 3)), np.array([0, 3, 3])    # duplicates: `set` keeps last
+    _check(f, (f32(B, 2, 4), idx, f32(B, 2, 3)), (0, 0, 0), backend)
+    _check(f, (f32(2, 4), dup, f32(B, 2, 3)), (None, None, 0), backend)
+    _check(f, (f32(B, 2, 4), idx, f32(2, 3)), (0, 0, None), backend)
+    _check(f, (f32(2, 4), idx, f32(2, 3)), (None, 0, None), backend)
+
+
+def test_advanced_indexing_and_at_updates(backend):
+    _check(lambda x, i, j: (x[i, :, j], x.at[i, 0, j].set(1.0), x.at[i].add(x[0])),
+           (f32(B, 3, 2, 4), RNG.integers(-3, 3, (B, 2)), RNG.integers(-4, 4, (B, 2))),
+           (0, 0, 0), backend)
+
+
 def test_out_axes_captures_and_unbatched_values(backend):
     w = f32(4, 3)
 
@@ -208,7 +229,8 @@ OPS_WITH_RULES = {Op.SUM, Op.MAX, Op.ARGMAX, Op.RESHAPE, Op.TRANSPOSE, Op.BROADC
                   Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
                   Op.MAX_POOL2D, Op.AVG_POOL2D, Op.MAX_POOL2D_GRAD, Op.AVG_POOL2D_GRAD, Op.SCAN,
                   Op.RANDOM_UNIFORM, Op.FUSION, Op.OPTIMIZATION_BARRIER, Op.PROD,
-                  Op.ALL_REDUCE, Op.BROADCAST, Op.ALL_GATHER, Op.REDUCE_SCATTER}
+                  Op.ALL_REDUCE, Op.BROADCAST, Op.ALL_GATHER, Op.REDUCE_SCATTER,
+                  Op.SCATTER}
 
 
 def test_every_non_elementwise_op_has_a_rule():

@@ -33,7 +33,8 @@ from tests.fuzz.values import IndexHint, make_inputs, values
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
 #: Bumped when the generator changes, so a seed names one program per version.
-GENERATOR_VERSION = 3     # 2: optimization_barrier (issue 12); 3: collectives (issue 15)
+GENERATOR_VERSION = 4     # 2: optimization_barrier (issue 12); 3: collectives (issue 15);
+#                           4: scatter (issue 12)
 
 
 # -- the choices a generator makes -----------------------------------------------------------------
@@ -211,7 +212,7 @@ BASE_KINDS = ["scan", "const", "unary", "binary", "scalar", "reduce", "argmax", 
               "transpose", "slice", "concat", "where", "cast", "matmul", "iota"]
 MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
-              "getitem_array", "barrier", "collective"]
+              "getitem_array", "barrier", "collective", "scatter"]
 
 
 @dataclass
@@ -578,10 +579,30 @@ def _collective(gen: Gen, b, x, pool):
     return prims.broadcast(x, 0, "batch", 1)
 
 
+# -- movement/indexing ops (issue 12) --
+def _scatter(gen: Gen, b, x, pool):
+    """x with updates written (set: the last duplicate wins) or combined (min/max/multiply)
+    at in-range indices along one axis."""
+    ch = gen.ch
+    if not x.ndim or (x.dtype == DType.BOOL and ch.bool()):
+        return []
+    axis = ch.int(0, x.ndim - 1)
+    if x.shape[axis] == 0:
+        raise ShapeError("cannot scatter into an empty axis")
+    mode = "set" if x.dtype == DType.BOOL else ch.pick(["set", "set", "min", "max", "multiply"])
+    idx = _index_operand(gen, b, pool, x.shape[axis], IndexHint(x.shape[axis], strict=True),
+                         ch.shape()[:2])
+    ut = TensorType(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+    upd = ch.pick(_same_type(pool, ut) + [None])
+    upd = upd if upd is not None else gen.fresh_input(ut, "upd")
+    return prims.scatter(x, idx, upd, axis, mode)
+
+
 MENU = {"dot": _dot, "broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
         "cross_entropy": _cross_entropy, "composite": _composite, "conv": _conv, "pool": _pool,
         "window_grad": _window_grad, "scatter_add": _scatter_add, "random": _random,
-        "getitem_array": _getitem_array, "barrier": _barrier, "collective": _collective}
+        "getitem_array": _getitem_array, "barrier": _barrier, "collective": _collective,
+        "scatter": _scatter}
 
 
 def build_graph(gen: Gen, max_ops: int, depth: int) -> Graph:

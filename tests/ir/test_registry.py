@@ -17,6 +17,7 @@ FORWARD_TESTS = {
     "contraction": ("tests.ir.test_ops_contraction", "test_forward"),
     "window": ("tests.ir.test_ops_window", "test_forward"),
     "movement": ("tests.ir.test_ops_movement", "test_forward"),
+    "indexing": ("tests.ir.test_ops_indexing", "test_forward"),
     "source": ("tests.ir.test_ops_source", "test_forward"),
     "control": ("tests.frontend.test_dsl", "test_forward_control"),
     "collective": ("tests.ir.test_ops_collective", "test_forward"),

@@ -448,6 +448,25 @@ def _scatter_add(draw):
     return Case(lambda i, u: P.scatter_add(i, u, shape, axis), (idx, upd), (1,))
 
 
+
+# -- movement/indexing ops (issue 12) --
+@case("scatter", Op.SCATTER)
+def _scatter(draw):
+    shape = draw(shape_st(min_dims=1, max_side=4))
+    axis = draw(st.integers(0, len(shape) - 1))
+    n = shape[axis]
+    mode = draw(st.sampled_from(["set", "min", "max", "multiply"]))
+    rng = rng_of(draw)
+    ishape = draw(shape_st(max_dims=2, max_side=4))
+    idx = rng.integers(-n, n, ishape)     # duplicates: only the last `set` gets a gradient
+    ushape = shape[:axis] + ishape + shape[axis + 1:]
+    # min/max: all values pairwise distinct (no ties, where the gradient has a kink)
+    vals = distinct(rng, (int(np.prod(shape)) + int(np.prod(ushape)),))
+    x, upd = vals[:int(np.prod(shape))].reshape(shape), vals[int(np.prod(shape)):].reshape(ushape)
+    if mode == "multiply":    # factors near +-1: a product of many duplicates stays tame
+        upd = away_from_zero(rng, ushape) * 0.4 + np.sign(upd)
+    return Case(lambda x, i, u: P.scatter(x, i, u, axis, mode), (x, idx, upd), (0, 2))
+
 # -- control flow --------------------------------------------------------------------------------
 
 @case("scan", Op.SCAN)

@@ -168,11 +168,12 @@ def perfect_nest(loop: Loop) -> tuple[list[Loop], tuple[Stmt, ...]]:
 
 def independent(loop: Loop) -> bool:
     """Iterations of `loop` touch disjoint state: no accumulator of an enclosing scope is
-    updated, and every buffer both stored and loaded inside is only accessed in a slab of its
-    own per iteration (`slabbed`: e.g. a pooling gradient's image planes)."""
+    updated, and every buffer stored inside is only accessed in a slab of its own per
+    iteration (`slabbed`: e.g. a pooling gradient's image planes). Stores at data-dependent
+    indices (a scatter's `out[idx[u]] = v`) are not: two iterations may write one element."""
     f = facts(loop.body)
     outer_vars = {v for k, v in f.effects if k == "v"} - f.declared
-    return not outer_vars and all(slabbed(loop, b) for b in set(f.writes) & set(f.reads))
+    return not outer_vars and all(slabbed(loop, b) for b in set(f.writes))
 
 
 def slabbed(loop: Loop, buf: str) -> bool:

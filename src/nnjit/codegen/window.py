@@ -211,3 +211,36 @@ for _op, _fn in {Op.MAX_POOL2D: _pool, Op.AVG_POOL2D: _pool, Op.MAX_POOL2D_GRAD:
                  Op.AVG_POOL2D_GRAD: _avg_pool_grad}.items():
     set_rule(_op, lower=_template(_fn))
 set_rule(Op.SCATTER_ADD, lower=_lower_scatter_add)
+
+
+# -- movement/indexing ops (issue 12) --
+
+def _lower_scatter(lw, n: Node) -> None:
+    """scatter is opaque: copy the operand, then combine the updates in, one after another
+    (a later duplicate must see an earlier one's write: `set` keeps the last)."""
+    (x, ind, upd), dst = n.srcs, lw.home(n.out)
+    ax, mode = n.attrs["axis"], n.attrs["mode"]
+    dt = upd.type.dtype
+    name = lw.kernel_name(n)
+    pro = GroupLowering([], lw.views, name)
+    zs = loop_vars("z", x.type.ndim)
+    copy = _nest(zs, x.shape, [Store(dst.buf, dst.index(zs), pro.value_at(x, zs))],
+                 parallel=True)
+    us = loop_vars("u", upd.type.ndim)
+    k = ind.type.ndim
+    i = pro.value_at(ind, us[ax:ax + k])
+    if ind.type.dtype != DType.I64:
+        i = Call(KOp.CAST, (i,), DType.I64)
+    size = x.shape[ax]
+    i = clamp(select(cmp(KOp.LT, i, c64(0)), iadd(i, c64(size)), i), 0, max(size - 1, 0))
+    at = dst.index(list(us[:ax]) + [i] + list(us[ax + k:]))
+    value = pro.value_at(upd, us)
+    if mode != "set":
+        combine = {"min": KOp.MIN, "max": KOp.MAX, "multiply": KOp.MUL}[mode]
+        value = Call(combine, (Load(dst.buf, at, dt), value), dt)
+    body = copy + _nest(us, upd.shape, [Store(dst.buf, at, value)])
+    src = f"{n.op.value} at {n.loc}" if n.loc else n.op.value
+    lw.kernels.append(make_loop_kernel(name, body, src, lw.buffers))
+
+
+set_rule(Op.SCATTER, lower=_lower_scatter)

@@ -15,8 +15,10 @@ import numpy as np
 
 from ..ir import Builder, DType, Graph, Op, ShapeError, Sym, TensorType, user_loc
 from ..ir import composites as C
+from ..ir import indexing as ix
 from ..ir import prims as P
 from ..ir.prims import builder_of, located
+from . import einsum as _einsum
 from .pytree import flatten, unflatten
 from .tracing import leaf_type
 
@@ -372,6 +374,12 @@ def class_mask(labels: Sym, num_classes: int, exclude: int | None = None) -> Sym
     return mask
 
 
+# -- movement/indexing ops (issue 12) --
+squeeze, expand_dims, split, flip = ix.squeeze, ix.expand_dims, ix.split, ix.flip
+tile, repeat, take_along_axis = ix.tile, ix.repeat, ix.take_along_axis
+einsum = _einsum.einsum
+
+
 # -- randomness -------------------------------------------------------------------------------
 
 def dropout(x: Sym, rate: float, seed, training: bool = True, salt: int | None = None) -> Sym:
@@ -472,4 +480,5 @@ def _leaf_const(b: Builder, v, dtype: DType | None = None) -> Sym:
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
     "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "Graph", "Op",
     "ShapeError", "Sym",
-    "TensorType", "P", "C", "builtins", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]
+    "TensorType", "P", "C", "ix", "builtins", "builder_of", "flatten", "unflatten", "leaf_type",
+    "sum_random_nodes")]

@@ -335,6 +335,28 @@ def _register() -> None:
 _register()
 
 
+# -- movement/indexing ops (issue 12) --
+
+def _scatter(b, n, srcs, flags, size):
+    """As scatter_add's rule, with the operand batched too: unbatched indices scatter along
+    the shifted axis; batched ones into the batch-major merged axis with each example's rows
+    offset (the updates of one example stay in their order, so `set` keeps its last)."""
+    (x, idx, upd), ax = srcs, n.attrs["axis"]
+    x, upd = _ensure_batched(x, flags[0], size), _ensure_batched(upd, flags[2], size)
+    attrs = dict(n.attrs)
+    if not flags[1]:
+        return [b.emit(Op.SCATTER, [x, idx, upd], {**attrs, "axis": ax + 1})]
+    a = x.shape[ax + 1]
+    moved = _move_axis(x, 0, ax)                              # (pre, B, A, post)
+    merged = P.reshape(moved, moved.shape[:ax] + (size * a,) + moved.shape[ax + 2:])
+    upd = _move_axis(upd, 0, ax)                              # (pre, B, *i, post)
+    out = b.emit(Op.SCATTER, [merged, _row_offsets(b, idx, a), upd], attrs)
+    return [_move_axis(P.reshape(out, moved.shape), ax, 0)]
+
+
+set_rule(Op.SCATTER, batch=_scatter)
+
+
 # -- the user-facing transform ------------------------------------------------------------------
 
 class _Spec:

@@ -367,6 +367,23 @@ class Sym:
     def cumsum(self, axis=None) -> "Sym":
         return composites.cumsum(self, axis)
 
+    # -- movement/indexing ops (issue 12) --
+    def squeeze(self, axis=None) -> "Sym":
+        return indexing.squeeze(self, axis)
+
+    def expand_dims(self, axis) -> "Sym":
+        return indexing.expand_dims(self, axis)
+
+    def repeat(self, repeats, axis=None) -> "Sym":
+        return indexing.repeat(self, repeats, axis)
+
+    @property
+    def at(self) -> "indexing.IndexUpdateRef":
+        """Functional updates as in JAX: `x.at[idx].set(v)`, `.add(v)`, `.multiply(v)`,
+        `.min(v)`, `.max(v)`, `.get()`."""
+        return indexing.IndexUpdateRef(self)
+
 
 from . import prims  # noqa: E402  (prims builds on Sym and Builder)
 from . import composites  # noqa: E402
+from . import indexing  # noqa: E402  (builds on prims)

@@ -83,6 +83,8 @@ class Op(enum.Enum):
     PAD = "pad"
     TAKE = "take"
     SCATTER_ADD = "scatter_add"
+    # -- movement/indexing ops (issue 12) --
+    SCATTER = "scatter"
     # run-time checks
     CHECK_INDEX = "check_index"
     # control flow and kernel boundaries

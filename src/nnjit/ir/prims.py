@@ -479,89 +479,23 @@ def scatter_add(indices: Sym, updates: Sym, shape, axis: int = 0) -> Sym:
     return _emit(Op.SCATTER_ADD, (indices, updates), shape=tuple(shape), axis=axis)
 
 
+# -- movement/indexing ops (issue 12) --
+SCATTER_MODES = ("set", "min", "max", "multiply")
+
+
+def scatter(operand: Sym, indices: Sym, updates: Sym, axis: int = 0, mode: str = "set") -> Sym:
+    """`operand` with each update combined into it at its index along `axis`, in row-major
+    order of the updates: `set` writes (the last duplicate wins), `min`/`max` keep the extreme,
+    `multiply` multiplies them in.
+    Indices wrap once when negative and are clamped, as scatter_add's are."""
+    return _emit(Op.SCATTER, (operand, indices, updates), axis=axis, mode=mode)
+
+
 def getitem(x: Sym, idx) -> Sym:
-    """numpy basic indexing (ints, slices with steps, None, ...) plus one integer-array index."""
-    try:
-        return _getitem(x, idx)
-    except ShapeError as e:
-        raise located(e, "getitem", x) from None
-
-
-def _getitem(x: Sym, idx) -> Sym:
-    if not isinstance(idx, tuple):
-        idx = (idx,)
-    n_ell = sum(1 for i in idx if i is Ellipsis)
-    if n_ell > 1:
-        raise ShapeError("an index can only have a single ellipsis ('...')")
-    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
-    if n_real > x.ndim:
-        raise ShapeError(f"too many indices for a tensor of shape {x.shape}: {len(idx)}")
-    if n_ell:
-        k = idx.index(Ellipsis)
-        idx = idx[:k] + (builtins.slice(None),) * (x.ndim - n_real) + idx[k + 1:]
-    else:
-        idx = idx + (builtins.slice(None),) * (x.ndim - n_real)
-    starts, stops, steps, out_shape, gathers = [], [], [], [], []
-    advanced = [k for k, i in enumerate(idx) if isinstance(i, (Sym, np.ndarray, list))]
-    if advanced:   # with an array index, integers count as advanced indices too (numpy)
-        advanced += [k for k, i in enumerate(idx) if isinstance(i, (int, np.integer))
-                     and not isinstance(i, (bool, np.bool_))]
-    dim = 0
-    for i in idx:
-        if i is None:
-            out_shape.append(1)
-            continue
-        n = x.shape[dim]
-        if isinstance(i, builtins.slice):
-            start, stop, step = i.indices(n)
-            starts.append(start), stops.append(stop), steps.append(step)
-            out_shape.append(len(range(start, stop, step)))
-        elif isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)):
-            j = int(i)
-            if not -n <= j < n:
-                raise ShapeError(f"index {j} is out of bounds for axis {dim} with size {n}")
-            j %= n
-            starts.append(j), stops.append(j + 1), steps.append(1)
-        elif isinstance(i, (Sym, np.ndarray, list)):
-            starts.append(0), stops.append(n), steps.append(1)
-            gathers.append((len(out_shape), _index_array(i, n)))
-            out_shape.append(n)
-        else:
-            raise ShapeError(f"unsupported index {i!r} (use ints, slices, None, ... or one "
-                             "integer tensor)")
-        dim += 1
-    if len(gathers) > 1:
-        raise ShapeError("only one integer-array index per indexing expression is supported")
-    full = all(s == 0 and e == n and st == 1 for s, e, st, n in zip(starts, stops, steps, x.shape))
-    y = x if full else slice(x, starts, stops, steps)
-    y = reshape(y, out_shape)
-    if gathers:
-        axis, ind = gathers[0]
-        y = take(y, ind, axis)
-        if max(advanced) - min(advanced) + 1 != len(advanced):
-            # numpy puts the indexed dims first when the advanced indices are not adjacent
-            # (x[0, :, [1, 2]] has shape (2, 4) for x of shape (3, 4, 5)).
-            k = y.ndim - len(out_shape) + 1
-            moved = tuple(range(axis, axis + k))
-            y = transpose(y, moved + tuple(d for d in range(y.ndim) if d not in moved))
-    return y
-
-
-def _index_array(i, n: int):
-    """An array index as `take` indices. A constant 1-d boolean mask selects like numpy's
-    x[mask] (its positions are known when tracing); float or other boolean arrays are errors,
-    never silent 0/1 or truncated indices."""
-    if isinstance(i, Sym):
-        return i     # take's shape rule requires an integer dtype
-    arr = np.asarray(i)
-    if arr.dtype == np.bool_:
-        if arr.shape != (n,):
-            raise ShapeError(f"a boolean index must be a 1-d mask of the axis length {n}, got "
-                             f"shape {arr.shape}")
-        return np.flatnonzero(arr)
-    if arr.size and arr.dtype.kind not in "iu":
-        raise ShapeError(f"arrays used as indices must be integers or booleans, got {arr.dtype}")
-    return arr.astype(np.int64)
+    """numpy indexing: ints, slices with steps, None, ..., integer arrays and constant boolean
+    masks (see `nnjit.ir.indexing.getitem`)."""
+    from . import indexing  # noqa: PLC0415  (indexing builds on this module)
+    return indexing.getitem(x, idx)
 
 
 # -- control flow ----------------------------------------------------------------------------------

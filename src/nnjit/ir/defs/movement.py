@@ -14,7 +14,7 @@ from ..errors import IndexOutOfRange
 from ..kernel import IndexSite
 from ..opdef import AttrSpec, OpDef, register
 from ..ops import Kind, Op
-from ..types import TensorType
+from ..types import DType, TensorType
 from .common import check_dims, check_len, require, same_dtype
 
 # -- shape rules ------------------------------------------------------------------------------
@@ -261,4 +261,103 @@ register(
           vjp=lambda xs, outs, cts, a: [None, P.take(cts[0], xs[0], a["axis"],
                                                      mode="promise_in_bounds")],
           nondiff_inputs=frozenset({0}), doc="zeros(shape) with updates added at indices"),
+)
+
+
+# -- movement/indexing ops (issue 12) --
+
+def _scatter_shape(ts, attrs):
+    x, idx, upd = ts
+    ax, mode = attrs["axis"], attrs["mode"]
+    require(mode in P.SCATTER_MODES, f"mode must be one of {P.SCATTER_MODES}, got {mode!r}")
+    require(idx.dtype.is_int, f"indices must be i32 or i64, got {idx}")
+    require(upd.dtype == x.dtype, f"updates {upd} must have the operand's dtype {x.dtype}")
+    require(mode == "set" or x.dtype != DType.BOOL, f"mode {mode} needs numbers, got {x}")
+    require(0 <= ax < x.ndim, f"axis {ax} out of range for {x}")
+    want = x.shape[:ax] + idx.shape + x.shape[ax + 1:]
+    require(upd.shape == want, f"updates {upd.shape} must have shape {want} for indices "
+            f"{idx.shape} into {x.shape} along axis {ax}")
+    require(x.shape[ax] > 0 or idx.size == 0, f"cannot scatter into the empty axis {ax}")
+    return x
+
+
+def _scatter_ref(xs, attrs):
+    x, idx, upd = xs
+    ax, mode = attrs["axis"], attrs["mode"]
+    out = np.moveaxis(x.copy(), ax, 0)
+    rows = np.moveaxis(upd.reshape(x.shape[:ax] + (idx.size,) + x.shape[ax + 1:]), ax, 0)
+    if mode == "set":
+        for k, i in enumerate(clamp_indices(idx, x.shape[ax]).reshape(-1)):   # in order
+            out[i] = rows[k]
+    else:
+        ufunc = {"min": np.minimum, "max": np.maximum, "multiply": np.multiply}[mode]
+        ufunc.at(out, clamp_indices(idx, x.shape[ax]).reshape(-1), rows)
+    return np.ascontiguousarray(np.moveaxis(out, 0, ax))
+
+
+def _spread(v, idx, x, ax):
+    """`v` of idx's shape reshaped to broadcast against updates (idx's dims at `ax`)."""
+    return P.reshape(v, (1,) * ax + idx.shape + (1,) * (x.ndim - ax - 1))
+
+
+def _scatter_set_vjp(x, idx, upd, g, ax):
+    """The operand's elements that some update overwrote get no gradient; an update gets the
+    gradient at its target only if it is the one written there (the last of its duplicates)."""
+    b = P.builder_of(g)
+    zeros = P.broadcast_to(b.const(np.zeros((), x.dtype.np)), upd.shape)
+    dx = P.scatter(g, idx, zeros, ax, "set")
+    flat = P.reshape(idx, (idx.size,))
+    ids = P.iota(b, (idx.size,), 0, DType.I64)
+    unset = P.broadcast_to(b.const(np.int64(-1)), (x.shape[ax],))
+    writer = P.scatter(unset, flat, ids, 0, "set")
+    won = P.reshape(P.eq(P.take(writer, flat, 0, mode="promise_in_bounds"), ids), idx.shape)
+    picked = P.take(g, idx, ax, mode="promise_in_bounds")
+    return [dx, None, P.where(_spread(won, idx, x, ax), picked, 0.0)]
+
+
+def _scatter_extremal_vjp(x, idx, upd, out, g, ax):
+    """min/max: the gradient at an element goes to the values equal to the result there (the
+    operand's and the updates'), shared equally among ties, as jax.numpy's max shares it."""
+    picked_out = P.take(out, idx, ax, mode="promise_in_bounds")
+    upd_hit = P.cast(P.eq(upd, picked_out), x.dtype)
+    x_hit = P.cast(P.eq(x, out), x.dtype)
+    count = P.add(x_hit, P.scatter_add(idx, upd_hit, x.shape, ax))
+    share = P.div(g, P.maximum(count, 1.0))
+    return [P.mul(share, x_hit), None,
+            P.mul(P.take(share, idx, ax, mode="promise_in_bounds"), upd_hit)]
+
+
+def _scatter_multiply_vjp(x, idx, upd, g, ax):
+    """out = x * (product of the updates at each element). An update's gradient needs the
+    product of the *other* updates there: the product of the nonzero ones, divided by it when
+    it is nonzero itself, and counted zeros decide (two zeros leave every gradient 0)."""
+    b = P.builder_of(g)
+    one = b.const(np.ones((), x.dtype.np))
+    is_zero = P.eq(upd, 0.0)
+    safe = P.where(is_zero, one, upd)
+    nonzero_prod = P.scatter(P.broadcast_to(one, x.shape), idx, safe, ax, "multiply")
+    zeros = P.scatter_add(idx, P.cast(is_zero, x.dtype), x.shape, ax)
+    dx = P.mul(g, P.where(P.eq(zeros, 0.0), nonzero_prod, 0.0))
+    share = P.take(P.mul(P.mul(g, x), nonzero_prod), idx, ax, mode="promise_in_bounds")
+    zeros_there = P.take(zeros, idx, ax, mode="promise_in_bounds")
+    du = P.where(is_zero, P.where(P.eq(zeros_there, 1.0), share, 0.0),
+                 P.where(P.eq(zeros_there, 0.0), P.div(share, safe), 0.0))
+    return [dx, None, du]
+
+
+def _scatter_vjp(xs, outs, cts, attrs):
+    (x, idx, upd), g, ax = xs, cts[0], attrs["axis"]
+    if attrs["mode"] == "set":
+        return _scatter_set_vjp(x, idx, upd, g, ax)
+    if attrs["mode"] == "multiply":
+        return _scatter_multiply_vjp(x, idx, upd, g, ax)
+    return _scatter_extremal_vjp(x, idx, upd, outs[0], g, ax)
+
+
+register(
+    OpDef(Op.SCATTER, Kind.OPAQUE, 3, _scatter_shape, _scatter_ref,
+          attrs=(AttrSpec("axis", "int"), AttrSpec("mode", "str", "set")), vjp=_scatter_vjp,
+          nondiff_inputs=frozenset({1}),
+          doc="the operand with each update (in row-major order) written at its index along "
+              "axis (mode set: the last duplicate wins) or combined by min/max/multiply"),
 )
