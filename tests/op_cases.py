@@ -765,7 +765,9 @@ GROUPED_CONV_CONFIGS = [
     ("depthwise_stride2", (1, 3, 6, 5), (3, 1, 3, 3), 3, ((2, 2), ((1, 0), (0, 1)), (1, 1))),
     ("depthwise_mult2_dilated", (2, 2, 5, 6), (4, 1, 2, 2), 2, ((1, 1), ((0, 0), (1, 1)),
                                                                 (2, 1))),
-    ("groups2_1x1", (2, 4, 3, 3), (4, 2, 1, 1), 2, ((1, 1), ((0, 0), (0, 0)), (1, 1))),
+    # 8 x 9 channels per group: past DIRECT_MAX_GROUP, so these run as batched GEMMs
+    ("groups2_gemm", (1, 16, 4, 5), (18, 8, 2, 3), 2, ((2, 1), ((1, 0), (1, 1)), (1, 1))),
+    ("groups2_1x1_gemm", (2, 16, 3, 3), (18, 8, 1, 1), 2, ((1, 1), ((0, 0), (0, 0)), (1, 1))),
 ]
 for _name, _xs, _ws, _g, _attrs in GROUPED_CONV_CONFIGS:
     _a = dict(stride=_attrs[0], padding=_attrs[1], dilation=_attrs[2])

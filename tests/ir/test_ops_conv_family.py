@@ -11,15 +11,18 @@ import pytest
 from hypothesis import given
 
 import nnjit
+import nnjit.codegen.contraction as contraction
 from nnjit.codegen import lower_graph
 from nnjit.ir import evaluate
-from nnjit.ir.kernel import GemmKernel
+from nnjit.ir import prims as P
+from nnjit.ir.kernel import GemmKernel, LoopKernel
 from nnjit.ir.kernel_eval import run_program
 from tests.gradcheck import check_grads
 from tests.helpers import run
 from tests.op_cases import (F32, F64, HYPOTHESIS, assert_error_names, compare, here,
-                            naive_bilinear, naive_conv_transpose2d, naive_grouped,
-                            naive_conv2d, naive_nearest, shape_error)
+                            naive_bilinear, naive_conv2d, naive_conv2d_grad_input,
+                            naive_conv2d_grad_weight, naive_conv_transpose2d, naive_grouped,
+                            naive_nearest, shape_error)
 
 
 def randn(*shape, seed=0):
@@ -64,11 +67,22 @@ def test_global_max_pool2d_gradient_goes_to_the_maximum(backend):
 
 
 # -- grouped convolutions: random configurations, and what they lower to ------------------------
+# Small groups run as direct loops, large ones as GEMMs batched over (image, group): the
+# `lowering` parameter forces one or the other for every drawn configuration.
+
+LOWERINGS = {"direct": 10**9, "gemm": 0}
+
+
+@pytest.fixture(params=sorted(LOWERINGS))
+def lowering(request, monkeypatch):
+    monkeypatch.setattr(contraction, "DIRECT_MAX_GROUP", LOWERINGS[request.param])
+    return request.param
+
 
 @st.composite
 def grouped_params(draw):
     g = draw(st.integers(1, 3))
-    cg, og = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     k = tuple(draw(st.integers(1, 3)) for _ in range(2))
     stride = tuple(draw(st.integers(1, 2)) for _ in range(2))
     dil = tuple(draw(st.integers(1, 2)) for _ in range(2))
@@ -80,37 +94,56 @@ def grouped_params(draw):
 
 @HYPOTHESIS
 @given(params=grouped_params(), seed=st.integers(0, 2**32 - 1))
-def test_grouped_conv2d_vs_per_group_loops(backend, params, seed):
+def test_grouped_conv2d_and_grads_vs_per_group_loops(backend, lowering, params, seed):
     xs, ws, stride, pads, dil, g = params
     rng = np.random.default_rng(seed)
     x, w = rng.uniform(-1, 1, xs).astype(F32), rng.uniform(-1, 1, ws).astype(F32)
-    got = run(lambda x, w: nnjit.conv2d(x, w, stride=stride, padding=pads, dilation=dil,
-                                        groups=g), x, w, backend=backend)
-    compare(got, naive_grouped(naive_conv2d, x, w, g, 0, stride=stride, padding=pads,
-                               dilation=dil))
+    a = dict(stride=stride, padding=pads, dilation=dil)
+    y = naive_grouped(naive_conv2d, x, w, g, 0, **a)
+    dy = rng.uniform(-1, 1, y.shape).astype(F32)
+    got = run(lambda x, w, dy: (nnjit.conv2d(x, w, groups=g, **a),
+                                P.conv2d_grad_input(dy, w, xs, stride, pads, dil, groups=g),
+                                P.conv2d_grad_weight(x, dy, ws, stride, pads, dil, groups=g)),
+              x, w, dy, backend=backend)
+    sub_x, sub_w = (xs[0], xs[1] // g) + xs[2:], (ws[0] // g,) + ws[1:]
+    compare(got, (y, naive_grouped(naive_conv2d_grad_input, dy, w, g, 0, x_shape=sub_x, **a),
+                  naive_grouped(naive_conv2d_grad_weight, x, dy, g, 1, w_shape=sub_w, **a)))
 
 
-def _gemms(f, *args):
+def _kernels(f, *args):
     g = nnjit.trace(f, *args)
     low = lower_graph(g)
     got = run_program(low.program, list(args))
     for a, b in zip(got, evaluate(g, list(args))):
         np.testing.assert_allclose(a.reshape(b.shape), b, rtol=1e-9, atol=1e-9)
-    return [k for k in low.program.kernels if isinstance(k, GemmKernel)]
+    return low.program.kernels
 
 
-def test_grouped_conv_and_its_gradients_are_one_gemm_each_batched_over_groups():
-    x, w = randn(2, 6, 5, 5), randn(9, 2, 3, 3)
+def _gemms(f, *args):
+    return [k for k in _kernels(f, *args) if isinstance(k, GemmKernel)]
 
-    def loss(x, w):
-        return (nnjit.relu(nnjit.conv2d(x, w, padding=1, groups=3)) ** 2).sum()
 
+def _grouped_loss(groups):
+    return lambda x, w: (nnjit.relu(nnjit.conv2d(x, w, padding=1, groups=groups)) ** 2).sum()
+
+
+def test_large_groups_are_one_gemm_each_batched_over_groups():
+    x, w = randn(2, 27, 5, 5), randn(24, 9, 3, 3)      # 3 groups of 9 -> 8 channels
     (fwd,) = _gemms(lambda x, w: nnjit.conv2d(x, w, padding=1, groups=3), x, w)
-    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2, 3), 3, 25, 18)
-    grads = _gemms(nnjit.grad(loss, argnums=(0, 1)), x, w)
+    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2, 3), 8, 25, 81)
+    grads = _gemms(nnjit.grad(_grouped_loss(3), argnums=(0, 1)), x, w)
     assert sorted(k.batch for k in grads) == [(2, 3), (2, 3), (3,)]  # fwd, dx, dW
     (dw,) = [k for k in grads if k.batch == (3,)]
-    assert (dw.m, dw.n, dw.k) == (3, 18, 2 * 25)     # images folded into k: no batch sum
+    assert (dw.m, dw.n, dw.k) == (8, 81, 2 * 25)     # images folded into k: no batch sum
+
+
+def test_depthwise_conv_and_its_gradients_are_direct_loops():
+    x, w = randn(2, 4, 5, 5), randn(8, 1, 3, 3)        # depthwise, 2 filters per channel
+    ks = _kernels(nnjit.grad(_grouped_loss(4), argnums=(0, 1)), x, w)
+    assert not [k for k in ks if isinstance(k, GemmKernel)]
+    direct = [k.name for k in ks if isinstance(k, LoopKernel) and k.name.endswith("_direct")]
+    assert len(direct) == 3, [k.name for k in ks]      # forward, dx, dW: no column buffers
+    assert not [k for k in ks if "im2col" in k.name or "col2im" in k.name]
 
 
 def test_ungrouped_conv_keeps_the_image_batched_gemm():

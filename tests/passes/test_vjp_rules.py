@@ -277,11 +277,11 @@ def _conv2d_grad_weight(draw):
 # -- convolution family (issue 12) --
 
 def grouped_conv_attrs(draw):
-    """conv_attrs with groups in 2..3 (channel counts multiplied up to fit; out-channels per
-    group 1 or 2, so depthwise convolutions are drawn too)."""
+    """conv_attrs with groups in 2..3 (channel counts multiplied up to fit): depthwise, small
+    groups (direct loops) and 9 x 8 channels per group (batched GEMMs)."""
     xs, ws, a = conv_attrs(draw)
     g = draw(st.integers(2, 3), label="groups")
-    cg, og = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    cg, og = draw(st.sampled_from([(1, 1), (1, 2), (2, 2), (9, 8)]), label="group channels")
     return (xs[0], cg * g) + xs[2:], (og * g, cg) + ws[2:], dict(a, groups=g)
 
 

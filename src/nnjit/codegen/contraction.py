@@ -225,6 +225,8 @@ def _conv2d(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
     g, batch = _grouping(n, c)
     cg, og = ch // g, o // g        # channels of one group, in and out
+    if _direct(c, ch, o):
+        return _direct_conv2d(lw, c, epilogue, roots, name, src)
     wv, kws = operand_view(lw, w, [], name)
     kernels = list(kws)
     pointwise = (kh == kw == 1 and tuple(c.attrs["stride"]) == (1, 1)
@@ -260,6 +262,8 @@ def _conv2d_grad_weight(lw, c: Node, prologue, epilogue, roots, name, src) -> li
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
     if roots != [c.out]:
         raise CompileError(f"{name}: conv2d_grad_weight takes no fused epilogue")
+    if _direct(c, ch, o):
+        return _direct_conv2d_grad_weight(lw, c, prologue, name, src)
     if c.attrs.get("groups", 1) > 1:
         return _grouped_grad_weight(lw, c, prologue, name, src)
     col, k_col = _im2col(lw, x, c.type.shape, dy.shape, c.attrs, prologue, name)
@@ -328,6 +332,8 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
     g, batch = _grouping(n, c)
     og = o // g
+    if _direct(c, ch, o):
+        return _direct_conv2d_grad_input(lw, c, epilogue, roots, name, src)
     dyv, kd = _rows(lw, dy, batch + (og, ho * wo), prologue, name)
     wv, kw_ = operand_view(lw, w, [], name)
     ckk = (ch // g) * kh * kw                                 # im2col rows of one group
@@ -369,6 +375,112 @@ def _divisible(e, s: int):
     if s == 1:
         return Const(True, DType.BOOL)
     return cmp(KOp.EQ, imod(e, s), c64(0))
+
+
+# -- direct convolutions (many small groups: depthwise) -------------------------------------------
+# With one or a few channels per group, each group's GEMM is a sliver (a depthwise conv's is
+# 1 x 9 x HW) and the im2col / col2im buffers, 9x the image, dominate: the output is then summed
+# directly over its group's taps in one loop kernel per op, with no column buffer.
+
+# out-channels x in-channels of one group, at most, for direct loops. Measured on a 3x3
+# conv fwd+bwd step, 32 x 64ch x 16x16 (llvm, best of runs on a loaded 2-core machine): direct
+# beats the batched GEMM 2.5x at 2x2 and 4x4 channels per group and ~1.3-2.5x at 8x8, while the
+# GEMM is 3.7x faster at 16x16.
+DIRECT_MAX_GROUP = 64
+
+
+def _direct(c: Node, ch: int, o: int) -> bool:
+    g = c.attrs.get("groups", 1)
+    return g > 1 and (ch // g) * (o // g) <= DIRECT_MAX_GROUP
+
+
+def _fma(acc: Var, a, b) -> Assign:
+    return Assign(acc, Call(KOp.ADD, (acc, Call(KOp.MUL, (a, b), acc.dtype)), acc.dtype))
+
+
+def _store_roots(lw, glow, roots, coords) -> list[Stmt]:
+    return store_all([Store(lw.home(r).buf, lw.home(r).index(coords), glow.value_at(r, coords))
+                      for r in roots])
+
+
+def _direct_conv2d(lw, c: Node, others, roots, name, src) -> list:
+    """y[n, o, i, j] = sum over (c', a, b) of x[n, group(o) * cg + c', tap] * w[o, c', a, b]."""
+    x, w = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
+    g = c.attrs["groups"]
+    cg, og = ch // g, o // g
+    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
+    (pt, _), (pl, _) = c.attrs["padding"]
+    vn, vo, vh, vw = loop_vars("i", 4)
+    rc, rkh, rkw = loop_vars("r", 3)
+    acc = Var("acc0", c.type.dtype)
+    glow = GroupLowering(others, lw.views, name, overrides={c.out: acc})
+    cin = iadd(imul(idiv(vo, og), c64(cg)), rc)
+    hh = iadd(imul(vh, c64(sh)), isub(imul(rkh, c64(dh)), c64(pt)))
+    ww = iadd(imul(vw, c64(sw)), isub(imul(rkw, c64(dw)), c64(pl)))
+    tap = _tap_value(glow, x, vn, cin, hh, ww, h, wd, c.attrs["padding"], c.type.dtype)
+    red = _nest([rc, rkh, rkw], [cg, kh, kw],
+                [_fma(acc, tap, glow.value_at(w, [vo, rc, rkh, rkw]))], kind=LoopKind.REDUCE)
+    body = [Let(acc, Const(0.0, acc.dtype))] + red + _store_roots(lw, glow, roots,
+                                                                  [vn, vo, vh, vw])
+    stmts = _nest([vn, vo, vh, vw], [n, o, ho, wo], body, parallel=True)
+    return [make_loop_kernel(f"{name}_direct", stmts, src, lw.buffers)]
+
+
+def _direct_conv2d_grad_input(lw, c: Node, others, roots, name, src) -> list:
+    """dx[n, c, r, s] = sum over the group's out-channels o and taps (a, b) that read (r, s)
+    of dy[n, o, i, j] * w[o, c % cg, a, b] (a gather: race-free and parallel per pixel)."""
+    dy, w = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
+    g = c.attrs["groups"]
+    cg, og = ch // g, o // g
+    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
+    (pt, _), (pl, _) = c.attrs["padding"]
+    vn, vc, vh, vw = loop_vars("i", 4)
+    ro, rkh, rkw = loop_vars("r", 3)
+    acc = Var("acc0", c.type.dtype)
+    glow = GroupLowering(others, lw.views, name, overrides={c.out: acc})
+    hn = isub(iadd(vh, c64(pt)), imul(rkh, c64(dh)))
+    wn = isub(iadd(vw, c64(pl)), imul(rkw, c64(dw)))
+    valid = land(land(in_range(hn, 0, sh * (ho - 1) + 1), _divisible(hn, sh)),
+                 land(in_range(wn, 0, sw * (wo - 1) + 1), _divisible(wn, sw)))
+    hi = clamp(idiv(clamp(hn, 0, sh * (ho - 1)), sh), 0, ho - 1)
+    wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
+    oc = iadd(imul(idiv(vc, cg), c64(og)), ro)
+    prod = Call(KOp.MUL, (glow.value_at(dy, [vn, oc, hi, wi]),
+                          glow.value_at(w, [oc, imod(vc, cg), rkh, rkw])), acc.dtype)
+    term = select(valid, prod, Const(0.0, acc.dtype))
+    red = _nest([ro, rkh, rkw], [og, kh, kw],
+                [Assign(acc, Call(KOp.ADD, (acc, term), acc.dtype))], kind=LoopKind.REDUCE)
+    body = [Let(acc, Const(0.0, acc.dtype))] + red + _store_roots(lw, glow, roots,
+                                                                  [vn, vc, vh, vw])
+    stmts = _nest([vn, vc, vh, vw], [n, ch, h, wd], body, parallel=True)
+    return [make_loop_kernel(f"{name}_direct", stmts, src, lw.buffers)]
+
+
+def _direct_conv2d_grad_weight(lw, c: Node, others, name, src) -> list:
+    """dw[o, c', a, b] = sum over (n, i, j) of dy[n, o, i, j] * x[n, group(o) * cg + c', tap]."""
+    x, dy = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
+    g = c.attrs["groups"]
+    cg, og = ch // g, o // g
+    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
+    (pt, _), (pl, _) = c.attrs["padding"]
+    vo, vc, vkh, vkw = loop_vars("i", 4)
+    rn, rh, rw = loop_vars("r", 3)
+    acc = Var("acc0", c.type.dtype)
+    glow = GroupLowering(others, lw.views, name)
+    cin = iadd(imul(idiv(vo, og), c64(cg)), vc)
+    hh = iadd(imul(rh, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
+    ww = iadd(imul(rw, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
+    tap = _tap_value(glow, x, rn, cin, hh, ww, h, wd, c.attrs["padding"], c.type.dtype)
+    red = _nest([rn, rh, rw], [n, ho, wo], [_fma(acc, glow.value_at(dy, [rn, vo, rh, rw]), tap)],
+                kind=LoopKind.REDUCE)
+    home = lw.home(c.out)
+    body = [Let(acc, Const(0.0, acc.dtype))] + red + [
+        Store(home.buf, home.index([vo, vc, vkh, vkw]), acc)]
+    stmts = _nest([vo, vc, vkh, vkw], [o, cg, kh, kw], body, parallel=True)
+    return [make_loop_kernel(f"{name}_direct", stmts, src, lw.buffers)]
 
 
 for _op, _fn in {Op.MATMUL: _matmul, Op.CONV2D: _conv2d, Op.CONV2D_GRAD_INPUT: _conv2d_grad_input,
