@@ -128,13 +128,13 @@ def _grouped_loss(groups):
 
 
 def test_large_groups_are_one_gemm_each_batched_over_groups():
-    x, w = randn(2, 27, 5, 5), randn(24, 9, 3, 3)      # 3 groups of 9 -> 8 channels
-    (fwd,) = _gemms(lambda x, w: nnjit.conv2d(x, w, padding=1, groups=3), x, w)
-    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2, 3), 8, 25, 81)
-    grads = _gemms(nnjit.grad(_grouped_loss(3), argnums=(0, 1)), x, w)
-    assert sorted(k.batch for k in grads) == [(2, 3), (2, 3), (3,)]  # fwd, dx, dW
-    (dw,) = [k for k in grads if k.batch == (3,)]
-    assert (dw.m, dw.n, dw.k) == (8, 81, 2 * 25)     # images folded into k: no batch sum
+    x, w = randn(2, 18, 3, 2), randn(16, 9, 3, 3)      # 2 groups of 9 -> 8 channels
+    (fwd,) = _gemms(lambda x, w: nnjit.conv2d(x, w, padding=1, groups=2), x, w)
+    assert (fwd.batch, fwd.m, fwd.n, fwd.k) == ((2, 2), 8, 6, 81)
+    grads = _gemms(nnjit.grad(_grouped_loss(2), argnums=(0, 1)), x, w)
+    assert sorted(k.batch for k in grads) == [(2,), (2, 2), (2, 2)]  # dW, fwd, dx
+    (dw,) = [k for k in grads if k.batch == (2,)]
+    assert (dw.m, dw.n, dw.k) == (8, 81, 2 * 6)      # images folded into k: no batch sum
 
 
 def test_depthwise_conv_and_its_gradients_are_direct_loops():
