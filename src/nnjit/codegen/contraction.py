@@ -1,7 +1,8 @@
 """Lowering contractions to GEMM kernels: matmul directly over strided operand views; conv2d
 and its gradients as im2col / col2im loop kernels around the same GEMM. A grouped convolution
 (groups > 1) batches that GEMM over (image, group): each group's weight block multiplies its
-own block of im2col rows, so groups == 1 emits exactly the ungrouped kernels.
+own block of im2col rows, so groups == 1 emits exactly the ungrouped kernels. Groups of a few
+channels (depthwise) are summed directly by one loop kernel per op instead.
 
 A group may hold one contraction, view-only producers of its operands (transpose, reshape,
 broadcast, slice: folded into the GEMM's strides) and elementwise consumers, which become the

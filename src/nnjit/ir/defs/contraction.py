@@ -4,7 +4,8 @@ The convolution gradients are primitives of their own (as in cuDNN and XLA's con
 lhs/rhs dilation) so each lowers to one implicit-GEMM kernel instead of a chain of pads, slices
 and transposes. All three are linear in each operand, so their VJPs are each other. All three
 take `groups` (torch's grouped convolution: channels split into `groups` independent blocks,
-`groups == C` is depthwise), lowered as a GEMM batched over the groups."""
+`groups == C` is depthwise), lowered as a GEMM batched over the groups, or as direct loops
+when each group has only a few channels (see `codegen.contraction`)."""
 from __future__ import annotations
 
 import numpy as np
