@@ -152,6 +152,15 @@ def test_ungrouped_conv_keeps_the_image_batched_gemm():
     assert fwd.batch == (2,) and not fwd.accumulate_batches
 
 
+
+def test_conv1d_costs_what_a_unit_height_conv2d_costs():
+    """The reshapes to and from 4-d are views: the same kernels, no copies."""
+    x, w, b = randn(2, 3, 9), randn(4, 3, 3), randn(4)
+    k1 = _kernels(lambda x, w, b: nnjit.relu(nnjit.conv1d(x, w, b, padding=1)), x, w, b)
+    k2 = _kernels(lambda x, w, b: nnjit.relu(nnjit.conv2d(x, w, b, padding=((0, 0), (1, 1)))),
+                  x[:, :, None], w[:, :, None], b)
+    assert [(type(k), k.name) for k in k1] == [(type(k), k.name) for k in k2]
+
 # -- bad arguments: named op, shapes and user line ------------------------------------------------
 
 def test_error_groups_do_not_divide_channels(backend):
