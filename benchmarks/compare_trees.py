@@ -32,8 +32,10 @@ def main(argv=None) -> None:
     ap.add_argument("new", help="the new tree's src/ directory")
     ap.add_argument("script", help="a script printing {workload: ms} as JSON on its last line")
     ap.add_argument("--rounds", type=int, default=5, help="runs per tree (default 5)")
-    ap.add_argument("args", nargs="*", help="arguments passed to the script")
+    ap.add_argument("args", nargs=argparse.REMAINDER,
+                    help="arguments passed to the script (after --)")
     a = ap.parse_args(argv)
+    a.args = a.args[1:] if a.args[:1] == ["--"] else a.args
     samples: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
     for r in range(a.rounds):
         order = [("old", a.old), ("new", a.new)]

@@ -70,7 +70,7 @@ def sample(model: models.CharLSTM, params, vocab: data.Vocab, prompt: str, n: in
     jitted `model.apply`, made here when not given)."""
     if step is None:
         step = nnjit.jit(lambda p, ids, state: model.apply(p, ids, state), backend=backend)
-    h = np.zeros((1, model.hidden), np.float32)
+    h = np.zeros((1, 1, model.hidden), np.float32)      # (num_layers, batch, hidden), as torch
     state = (h, h.copy())
     out = list(prompt)
     ids = vocab.encode(prompt)

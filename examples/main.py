@@ -11,7 +11,8 @@ compiler did.
 3. The same step is compiled again with fusion off; both are timed side by side (median of
    alternating rounds) and compared: step time, speed-up, kernels, peak memory.
 4. The IR after every stage, the kernel IR, the LLVM IR, the fusion decisions, the memory plan
-   (table and picture) and the graph (DOT, and SVG when Graphviz is installed) go to --out.
+   (table and picture) and the graph (DOT; SVG and an interactive HTML page when Graphviz is
+   installed) go to --out.
 """
 from __future__ import annotations
 
@@ -170,6 +171,7 @@ def write_outputs(cf, unfused, out: str) -> list[str]:
         from nnjit.runtime.viz import render_svg
 
         put("graph.svg", render_svg(cf.to_dot()))
+        put("graph.html", cf.to_html())
     return written
 
 
@@ -240,8 +242,9 @@ def main(argv=None) -> dict:
           + ("\n  train_step.ll     LLVM IR" if args.backend == "llvm" else ""))
     print("  fusion.txt        every kernel and fusion decision")
     print("  memory.txt        the memory plan; memory.svg draws it (open in a browser)")
-    print("  graph.dot         the fused graph" + (" (graph.svg rendered)" if shutil.which("dot")
-                                                   else " (install Graphviz for graph.svg)"))
+    print("  graph.dot         the fused graph, one box per kernel" +
+          (" (graph.svg rendered; graph.html: click a kernel for its IR)"
+           if shutil.which("dot") else " (install Graphviz for graph.svg and graph.html)"))
     total = time.perf_counter() - t_start
     print(f"done in {total:.1f} s")
     return {"accuracy": acc, "params": params, "speedup": speedup,

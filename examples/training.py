@@ -69,7 +69,7 @@ def blas_threads(n: int = 1):
     return ThreadpoolController().limit(limits=n, user_api="blas")
 
 
-def make_train_step(model: nn.Module, opt: optim.Optimizer, backend: str = "interp",
+def make_train_step(model: nn.Module, opt: optim.Optimizer, backend: str | None = None,
                     loss: Callable = nn.cross_entropy) -> nnjit.JitFunction:
     """`step(params, opt_state, x, y, seed) -> (params, opt_state, loss)`, compiled as one graph.
     `seed` (an i64 scalar array) keys the dropout masks; pass a new one every step."""
@@ -85,14 +85,14 @@ def make_train_step(model: nn.Module, opt: optim.Optimizer, backend: str = "inte
     return nnjit.jit(train_step, backend=backend, donate_argnums=(0, 1))
 
 
-def make_predict(model: nn.Module, backend: str = "interp") -> nnjit.JitFunction:
+def make_predict(model: nn.Module, backend: str | None = None) -> nnjit.JitFunction:
     """`predict(params, x) -> class indices` (eval mode: no dropout)."""
     return nnjit.jit(lambda params, x: nnjit.argmax(model.apply(params, x), axis=-1),
                      backend=backend)
 
 
 def fit_classifier(model: nn.Module, split: data.Split, opt: optim.Optimizer, epochs: int,
-                   batch: int = 64, seed: int = 0, backend: str = "interp",
+                   batch: int = 64, seed: int = 0, backend: str | None = None,
                    log: Callable[[str], None] | None = print) -> dict:
     """Train `model` on `split` for `epochs` and return {"params", "accuracy", "losses",
     "seconds"}; `accuracy` is measured on the test set after the last epoch."""

@@ -2,8 +2,8 @@
 
 Under Numba's CUDA simulator every GPU thread is a Python thread, so the cuda backend runs a
 curated subset of the backend-parametrized tests: the op forward tests, gradients, scan,
-dropout and the small-shape model tests (MLP, ConvNet, RNN/LSTM gradients), with a few
-hypothesis examples each. Multi-epoch training (tests/e2e) is left to real GPUs; the backend's
+dropout and the small-shape model tests (MLP, ConvNet, RNN/LSTM gradients, the GRU, norm,
+attention and loss layers), with a few hypothesis examples each. Multi-epoch training (tests/e2e) is left to real GPUs; the backend's
 own tests (tests/backends/test_cuda_*.py) train small models for a few steps instead.
 On a real GPU (no simulator) everything runs.
 """
@@ -17,6 +17,7 @@ import pytest
 CUDA_MODULES = (
     "tests/ir/test_ops_", "tests/ir/test_scan.py", "tests/ir/test_dropout.py",
     "tests/passes/test_vjp_rules.py", "tests/passes/test_autodiff.py",
+    "tests/frontend/test_layers_backends.py",
 )
 #: ... minus these (node id prefixes): statistics over a large array (the Philox stream itself
 #: is checked bit for bit on cuda), and a second-order gradient through a scan (~35 s there).

@@ -361,6 +361,88 @@ case("where", Op.WHERE, nnjit.where, _where_expected,
      [Arg((3, 1), uniform(), BOOL), Arg((1, 4)), Arg((2, 3, 4))], EW, dtypes=ALL,
      diff_inputs=(1, 2), shapes=broadcast_st(3))
 
+# -- math ops (issue 12): each against Python's math (or a spelled-out rule), element by element
+
+
+def _each(fn, out=F64):
+    """`fn` applied to every element as a Python float, cast to the operand's dtype."""
+    def expected(x):
+        vals = [fn(v) for v in x.astype(out).ravel().tolist()]
+        return np.array(vals, out).reshape(x.shape).astype(x.dtype)
+    return expected
+
+
+def half_steps(offset: float = 0.0) -> Gen:
+    """offset + k/2 for k in [-8, 8], plus noise below 0.1 where offset != 0: exact ties of
+    round (x.5), integers for floor/ceil, and with offset 0.25 values away from both."""
+    def gen(rng, shape, dtype):
+        k = rng.integers(-8, 9, shape) * 0.5 + offset
+        noise = rng.uniform(-0.1, 0.1, shape) if offset else 0.0
+        return (k + noise).astype(dtype)
+    return gen
+
+
+def _round_half_even(v: float) -> float:
+    return float(round(v)) if math.isfinite(v) else v
+
+
+_unary("sin", Op.SIN, nnjit.sin, _each(math.sin), uniform(-20, 20))
+_unary("cos", Op.COS, nnjit.cos, _each(math.cos), uniform(-20, 20))
+_unary("erf", Op.ERF, nnjit.erf, _each(math.erf), uniform(-4, 4))
+_unary("expm1", Op.EXPM1, nnjit.expm1, _each(math.expm1), uniform(-3, 3))
+_unary("log1p", Op.LOG1P, nnjit.log1p, _each(math.log1p), uniform(-0.9, 3))
+_unary("floor", Op.FLOOR, nnjit.floor, _each(math.floor), half_steps(), diff=False)
+_unary("ceil", Op.CEIL, nnjit.ceil, _each(math.ceil), half_steps(), diff=False)
+_unary("round", Op.ROUND, nnjit.round, _each(_round_half_even), half_steps(), diff=False)
+_unary("round_decimals", Op.ROUND, lambda x: nnjit.round(x, 1),
+       lambda x: np.round(x.astype(F64) * 10.0).astype(x.dtype) / x.dtype.type(10.0),
+       uniform(), diff=False)
+
+
+def _floor_divide_expected(a, b):
+    """Floats: the q with a == b*q + a % b, from Python's divmod (numpy's algorithm too);
+    ints: floor division exactly, and numpy's x // 0 == 0."""
+    pairs = zip(*(v.ravel().tolist() for v in np.broadcast_arrays(a, b)))
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    if a.dtype.kind == "f":
+        return np.array([divmod(x, y)[0] for x, y in pairs], F64).astype(a.dtype).reshape(shape)
+    return np.array([x // y if y else 0 for x, y in pairs], a.dtype).reshape(shape)
+
+
+_binary("floor_divide", Op.FLOOR_DIVIDE, lambda a, b: a // b, _floor_divide_expected,
+        (uniform(-9, 9), signed(0.5)), NUMERIC, diff=())
+_unary("sign", Op.WHERE, nnjit.sign, lambda x: np.array(
+    [(v > 0) - (v < 0) for v in x.ravel().tolist()], x.dtype).reshape(x.shape), grid(), NUMERIC,
+       diff=False)
+case("clip", Op.MAXIMUM, lambda x: x.clip(-0.6, 0.8),
+     lambda x: np.array([min(max(v, -0.6), 0.8) for v in x.astype(F64).ravel().tolist()])
+     .astype(x.dtype).reshape(x.shape), [Arg((2, 3, 4), grid(0.1, 0.5))], EW,
+     diff_inputs=(0,))
+case("clip_upper_only", Op.MINIMUM, lambda x, hi: nnjit.clip(x, None, hi),
+     lambda x, hi: np.where(x > hi, hi, x), [Arg((2, 3), grid(0.1)), Arg((3,), grid(0.35))], EW,
+     dtypes=NUMERIC, diff_inputs=(0, 1))
+
+
+def _erf_np(x):
+    return np.vectorize(math.erf, otypes=[F64])(x)
+
+
+for _name, _fn, _exp, _op in [
+        ("gelu", nnjit.gelu, lambda x: 0.5 * x * (1 + _erf_np(x / math.sqrt(2))), Op.ERF),
+        ("gelu_tanh", lambda x: nnjit.gelu(x, approximate=True),
+         lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+         Op.TANH),
+        ("leaky_relu", lambda x: nnjit.leaky_relu(x, 0.2), lambda x: np.where(x > 0, x, 0.2 * x),
+         Op.WHERE),
+        ("elu", lambda x: nnjit.elu(x, 1.5), lambda x: np.where(x > 0, x, 1.5 * np.expm1(x)),
+         Op.EXPM1),
+        ("selu", nnjit.selu, lambda x: 1.0507009873554805 * np.where(
+            x > 0, x, 1.6732632423543772 * np.expm1(x)), Op.EXPM1),
+        ("hard_sigmoid", nnjit.hard_sigmoid, lambda x: np.where(
+            x <= -3, 0.0, np.where(x >= 3, 1.0, x / 6 + 0.5)), Op.WHERE)]:
+    _unary(_name, _op, _fn, _f64(_exp), signed(0.1, 4.5) if _name != "hard_sigmoid"
+           else half_steps(0.25))
+
 # -- reductions --------------------------------------------------------------------------------
 RED = "reduce"
 _RED_SHAPE = (2, 3, 4)
@@ -451,6 +533,99 @@ case("min_0_2", Op.MAX, lambda x: nnjit.min(x, (0, 2)),
 case("logsumexp_m1", Op.MAX, lambda x: nnjit.logsumexp(x, -1),
      _f64(lambda x: np.log(np.exp(x).sum(-1))), [Arg(_RED_SHAPE)], RED, diff_inputs=(0,),
      shapes=shapes_st(min_dims=1, min_side=1))
+
+# -- reductions (issue 12) ------------------------------------------------------------------------
+
+
+def with_zeros(gen: Gen = uniform(0.5, 1.5)) -> Gen:
+    """`gen`'s values with about a quarter set to 0 (prod's gradient at zeros)."""
+    def make(rng, shape, dtype):
+        x = gen(rng, shape, dtype)
+        return np.where(rng.random(shape) < 0.25, 0, x).astype(dtype)
+    return make
+
+
+def expect_prod(axis, keepdims):
+    return lambda x: loop_reduce(x.astype(F64) if x.dtype.kind == "f" else x, axis, keepdims,
+                                  lambda a, b: a * b, 1).astype(x.dtype)
+
+
+for _axis, _kd, _gen in [(None, False, uniform(0.5, 1.5)), (1, True, with_zeros()),
+                         ((0, -1), False, with_zeros()), (-1, False, uniform(-2, 2))]:
+    _tag = "all" if _axis is None else str(_axis).replace(" ", "").replace("-", "m").strip("()")
+    case(f"prod_{_tag.replace(',', '_')}{'_keep' if _kd else ''}", Op.PROD,
+         lambda x, a=_axis, k=_kd: nnjit.prod(x, a, k), expect_prod(_axis, _kd),
+         [Arg(_RED_SHAPE, _gen)], RED, dtypes=NUMERIC, diff_inputs=(0,),
+         shapes=shapes_st(min_dims=3, max_dims=3))
+
+
+def expect_var(axis, ddof, keepdims):
+    def expected(x):
+        x64 = x.astype(F64)
+        axes = _axes(axis, x.ndim)
+        n = int(np.prod([x.shape[a] for a in axes]))
+        m = loop_reduce(x64, axis, True, lambda a, b: a + b, 0) / n
+        d = loop_reduce((x64 - m) ** 2, axis, keepdims, lambda a, b: a + b, 0)
+        return (d / (n - ddof)).astype(x.dtype if x.dtype.kind == "f" else F32)
+    return expected
+
+
+case("var_1", Op.SUM, lambda x: nnjit.var(x, 1), expect_var(1, 0, False), [Arg(_RED_SHAPE)],
+     RED, dtypes=NUMERIC, diff_inputs=(0,))
+case("var_all_ddof1_keep", Op.SUM, lambda x: x.var(ddof=1, keepdims=True),
+     expect_var(None, 1, True), [Arg(_RED_SHAPE)], RED, diff_inputs=(0,))
+case("std_0_2", Op.SQRT, lambda x: x.std((0, 2)),
+     lambda x: np.sqrt(expect_var((0, 2), 0, False)(x).astype(F64)).astype(x.dtype),
+     [Arg(_RED_SHAPE)], RED, diff_inputs=(0,))
+
+
+def expect_argmin(axis, keepdims):
+    """Index of the first minimum; the first NaN counts as the minimum; None: flattened."""
+    def expected(x):
+        if axis is None:
+            return expect_argmax(0, False)(-x.ravel() if x.dtype.kind == "f" else
+                                           -x.ravel().astype(np.int64))
+        return expect_argmax(axis, keepdims)(-x if x.dtype.kind == "f" else
+                                             -x.astype(np.int64))
+    return expected
+
+
+for _axis, _kd in [(None, False), (1, True), (-1, False)]:
+    case(f"argmin_{'all' if _axis is None else _axis}{'_keep' if _kd else ''}".replace("-", "m"),
+         Op.ARGMAX, lambda x, a=_axis, k=_kd: nnjit.argmin(x, a, k), expect_argmin(_axis, _kd),
+         [Arg(_RED_SHAPE, grid())], RED, dtypes=NUMERIC,
+         shapes=shapes_st(min_dims=2, min_side=1))
+for _name, _fn, _fold, _init in [("any", nnjit.any, lambda a, b: a | b, False),
+                                 ("all", nnjit.all, lambda a, b: a & b, True)]:
+    for _axis in (None, 1, (0, 2)):
+        case(f"{_name}_{'x' if _axis is None else str(_axis).strip('()').replace(', ', '_')}",
+             Op.MAX, lambda x, f=_fn, a=_axis: f(x, a),
+             lambda x, a=_axis, f=_fold, i=_init: loop_reduce(x != 0, a, False, f, i),
+             [Arg(_RED_SHAPE, grid(0.0, 1.0, -1, 1))], RED, dtypes=ALL,
+             shapes=shapes_st(min_dims=3, max_dims=3))
+
+
+def expect_cumsum(axis):
+    """Running sums along `axis` in float64 (ints exactly; bools count as i64)."""
+    def expected(x):
+        out_dt = np.dtype(np.int64) if x.dtype == BOOL else x.dtype
+        v = x.astype(F64 if x.dtype.kind == "f" else np.int64)
+        v = v.ravel() if axis is None else np.moveaxis(v, axis, -1)
+        out = np.zeros(v.shape, v.dtype)
+        run = np.zeros(v.shape[:-1], v.dtype)
+        for i in range(v.shape[-1]):
+            run = run + v[..., i]
+            out[..., i] = run
+        return (out if axis is None else np.moveaxis(out, -1, axis)).astype(out_dt)
+    return expected
+
+
+for _axis, _shape in [(1, _RED_SHAPE), (None, _RED_SHAPE), (0, (150, 2)), (-1, (2, 4100))]:
+    _tag = f"cumsum_{'flat' if _axis is None else str(_axis).replace('-', 'm')}_{_shape[-1]}"
+    case(_tag, Op.MATMUL, lambda x, a=_axis: nnjit.cumsum(x, a), expect_cumsum(_axis),
+         [Arg(_shape)], RED, diff_inputs=(0,) if _shape[-1] < 1000 else ())
+    case(_tag + "_int", Op.SUM, lambda x, a=_axis: x.cumsum(a), expect_cumsum(_axis),
+         [Arg(_shape)], RED, dtypes=INTS + (BOOL,))
 
 # -- contractions ------------------------------------------------------------------------------
 CON = "contraction"
@@ -1039,6 +1214,30 @@ case("one_hot", Op.IOTA, lambda i: nnjit.one_hot(i, 4),
                         F32).reshape(i.shape + (4,)),
      [Arg((2, 3), indices(0, 3))], SRC, dtypes=INTS)
 
+# -- creation and random.normal (issue 12) ------------------------------------------------------
+case("zeros_ones_full", Op.CONST,
+     lambda x: x + nnjit.zeros((2, 3), x.dtype.np) + nnjit.ones(3, x.dtype.np)
+     + nnjit.full((2, 1), 2, x.dtype.np),
+     lambda x: x + np.array([[3, 3, 3], [3, 3, 3]], x.dtype), [(2, 3)], SRC, dtypes=NUMERIC,
+     diff_inputs=(0,))
+case("arange_eye", Op.CONST, lambda x: x * nnjit.arange(1, 4, dtype=x.dtype.np) + nnjit.eye(
+    2, 3, k=1, dtype=x.dtype.np), lambda x: x * np.array([1, 2, 3], x.dtype) + np.array(
+    [[0, 1, 0], [0, 0, 1]], x.dtype), [(2, 3)], SRC, dtypes=NUMERIC, diff_inputs=(0,))
+
+
+def philox_normal(seed: int, shape, salt: int, dtype) -> np.ndarray:
+    """Box-Muller on two documented uniform streams (salts `salt` and `salt + 1`), in f64."""
+    u1 = philox_uniform(seed, shape, salt, dtype).astype(F64)
+    u2 = philox_uniform(seed, shape, salt + 1, dtype).astype(F64)
+    return (np.sqrt(-2 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)).astype(dtype)
+
+
+for _shape, _salt in [((3, 5), 0), ((64,), 4)]:
+    case(f"random_normal_{'x'.join(map(str, _shape))}_salt{_salt}", Op.RANDOM_UNIFORM,
+         lambda seed, x, s=_shape, k=_salt: nnjit.random.normal(seed, s, x.dtype.np, salt=k),
+         lambda seed, x, s=_shape, k=_salt: philox_normal(int(seed), s, k, x.dtype),
+         [Arg((), indices(-2**40, 2**40), I64), ()], SRC, rtol=2e-5, atol=1e-5)
+
 # -- control flow ------------------------------------------------------------------------------
 CTL = "control"
 
@@ -1059,6 +1258,33 @@ case("scan_reverse", Op.SCAN,
      lambda c0, xs: nnjit.scan(lambda c, x: (c + x, c * x), c0, xs, reverse=True),
      lambda c0, xs: (lambda r: (r[0], r[1][::-1]))(_scan_expected(c0, xs[::-1])),
      [(2,), (3, 2)], CTL, diff_inputs=(0, 1))
+
+# -- collectives over a process group (issue 15) ------------------------------------------------
+# One process is a group of one: every collective is the identity (its rank is 0). Two ranks
+# are tested by launching them: tests/distributed.
+COL = "collective"
+import nnjit.distributed as dist  # noqa: E402
+
+case("psum", Op.ALL_REDUCE, lambda x: dist.psum(x), lambda x: x.copy(), [(3, 4)], COL,
+     dtypes=NUMERIC, diff_inputs=(0,))
+case("pmean", Op.ALL_REDUCE, lambda x: dist.pmean(x) * 2.0, lambda x: x * 2, [(5,)], COL,
+     diff_inputs=(0,))
+case("pmax", Op.ALL_REDUCE, lambda x: dist.pmax(x), lambda x: x.copy(), [(2, 3)], COL,
+     dtypes=NUMERIC, diff_inputs=(0,))
+case("all_gather", Op.ALL_GATHER, lambda x: dist.all_gather(x, axis=-1),
+     lambda x: x.copy(), [(2, 3)], COL, dtypes=ALL, diff_inputs=(0,))
+case("psum_scatter", Op.REDUCE_SCATTER, lambda x: dist.psum_scatter(x, axis=1),
+     lambda x: x.copy(), [(2, 4)], COL, dtypes=NUMERIC, diff_inputs=(0,))
+case("broadcast", Op.BROADCAST, lambda x: dist.broadcast(x, root=0) + 1,
+     lambda x: x + np.ones((), x.dtype), [(4,)], COL, dtypes=NUMERIC, diff_inputs=(0,))
+case("axis_index", Op.AXIS_INDEX,
+     lambda x: x + P.cast(P.axis_index(P.builder_of(x), "batch", 1), x.dtype),
+     lambda x: x.copy(), [(3,)], COL, dtypes=NUMERIC)
+
+# -- rematerialization (issue 12) ------------------------------------------------------------
+case("optimization_barrier", Op.OPTIMIZATION_BARRIER,
+     lambda x, a: P.optimization_barrier(x, a) * 2.0, lambda x, a: x * 2, [(2, 3), ()], CTL,
+     dtypes=FLOATS, diff_inputs=(0,))
 
 COVERED_OPS = frozenset(c.op for c in CASES)
 FAMILIES = tuple(dict.fromkeys(c.family for c in CASES))

@@ -1,11 +1,14 @@
 """The transforms users call: `jit`, `grad`, `value_and_grad`, `compile`.
 
-    >>> step = nnjit.jit(train_step, backend="llvm", donate_argnums=(0,))
-    >>> params, loss = step(params, x, y)          # traced and compiled on first call
+    >>> step = nnjit.jit(train_step, donate_argnums=(0,))
+    >>> params, loss = step(params, x, y)          # traced and compiled on first call (llvm)
     >>> loss_grad = nnjit.grad(loss_fn)            # composes with jit, works on pytrees
 
 `jit` specializes on the shapes and dtypes of its arguments. A call with a new signature traces
-again; `NNJIT_LOG=recompiles` says which argument changed and how.
+again; `NNJIT_LOG=recompiles` says which argument changed and how. It compiles to native CPU code
+(`llvm`) unless `backend=` or `$NNJIT_BACKEND` names another ("interp": the numpy reference,
+"cuda"). Modules, optimizers and `grad` called on concrete arrays, outside any `jit`, run on the
+reference interpreter.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from .backends import resolve_backend
+from .frontend.binding import BoundCall, StaticArgs
+from .frontend.binding import static_change as _static_change
 from .frontend.eager import install as install_eager
 from .frontend.pytree import (
     TreeDef,
@@ -25,6 +31,8 @@ from .frontend.pytree import (
     unflatten,
 )
 from .frontend.tracing import Traced, arg_names, leaf_type, trace_flat
+from .frontend.remat import checkpoint
+from .frontend.vmap import vmap
 from .ir import ArgumentError, Builder, NnjitError, ShapeError, Sym
 from .ir.prims import builder_of, lift
 from .passes.autodiff import grad as grad_pass
@@ -32,6 +40,9 @@ from .runtime.compiled import CompiledFunction, Options, compile_traced
 
 
 LOG_TOPICS = ("recompiles",)
+# Transforms run on concrete arrays outside `jit` (a Module called eagerly, `grad(f)(x)`) use
+# the reference: nothing to compile natively for a one-off call, and its results define ours.
+REFERENCE_BACKEND = "interp"
 
 
 def _log_enabled(topic: str) -> bool:
@@ -69,14 +80,26 @@ def describe_change(old: tuple, new: tuple, names: Sequence[str]) -> str:
 
 
 class JitFunction:
-    """`fn` compiled per argument signature; transparent when called inside another trace."""
+    """`fn` compiled per argument signature; transparent when called inside another trace.
+    `backend=None` is the default backend (`$NNJIT_BACKEND`, else llvm), fixed here.
 
-    def __init__(self, fn: Callable, backend: str = "interp", fuse: bool = True,
-                 donate_argnums: Sequence[int] = (), name: str | None = None):
+    Static arguments (`static_argnums`, `static_argnames`) are Python values baked into the
+    trace: they must be hashable, they are part of the cache key, and a new value retraces.
+    Every other argument, keyword arguments included, is a pytree of traced leaves."""
+
+    def __init__(self, fn: Callable, backend: str | None = None, fuse: bool = True,
+                 donate_argnums: Sequence[int] = (), name: str | None = None,
+                 static_argnums: int | Sequence[int] = (),
+                 static_argnames: str | Sequence[str] = ()):
         self.fn = fn
-        self.backend = backend
+        self.backend = resolve_backend(backend)
         self.fuse = fuse
         self.donate_argnums = _check_donate_argnums(fn, donate_argnums)
+        self.static = StaticArgs.of(fn, static_argnums, static_argnames)
+        for i in self.donate_argnums:
+            if self.static.is_static_position(i, None):
+                raise ArgumentError(f"jit({_fn_label(fn)}): argument {i} is both static and "
+                                    "donated; a static argument has no buffer to donate")
         self.name = name
         self._cache: dict[tuple, CompiledFunction] = {}
         self.recompiles: list[str] = []
@@ -84,27 +107,36 @@ class JitFunction:
         # the inner cache and backend; a callable object with a `fn` attribute replaced fn).
         functools.update_wrapper(self, fn, updated=())
 
-    def __call__(self, *args, out=None):
-        if _is_tracing(args):
-            return self.fn(*args)
-        return self._compiled(args)(*args, out=out)
+    def __call__(self, *args, out=None, **kwargs):
+        if _is_tracing((args, kwargs)):
+            return self.fn(*args, **kwargs)
+        call = self.static.split(args, kwargs)
+        return self._compiled(call)(*call.dynamic, out=out)
 
-    def _compiled(self, args) -> CompiledFunction:
-        sig = _signature(args)
-        key = (sig[0], tuple(t for _, t in sig[1]))
+    def _compiled(self, call: BoundCall) -> CompiledFunction:
+        sig = _signature(call.dynamic)
+        key = (call.static_key, sig[0], tuple(t for _, t in sig[1]))
         cf = self._cache.get(key)
         if cf is None:
             if self._cache:
-                why = describe_change(self._closest(sig), sig, arg_names(self.fn, len(args)))
+                why = self._why_recompile(call, sig)
                 self.recompiles.append(why)
                 if _log_enabled("recompiles"):
                     print(f"nnjit: recompiling {self.__name__}: {why}", file=sys.stderr)
-            cf = self.lower(*args)
+            cf = self._lower_call(call)
             cf._sig = sig
+            cf._static = call.static_key
             self._cache[key] = cf
         return cf
 
-    def _closest(self, sig: tuple) -> tuple:
+    def _why_recompile(self, call: BoundCall, sig: tuple) -> str:
+        same_static = [cf for cf in self._cache.values() if cf._static == call.static_key]
+        if not same_static:
+            newest = list(self._cache.values())[-1]._static
+            return _static_change(newest, call.static_key)
+        return describe_change(self._closest(sig, same_static), sig, call.names)
+
+    def _closest(self, sig: tuple, cached: Sequence[CompiledFunction]) -> tuple:
         """The cached signature `sig` differs least from (the newest one on a tie), so the
         recompile message names only what really changed."""
         def distance(old: tuple) -> tuple:
@@ -115,16 +147,29 @@ class JitFunction:
             return (0, sum((a.shape != b.shape) + (a.dtype != b.dtype)
                            for (_, a), (_, b) in zip(old[1], sig[1])))
 
-        sigs = [cf._sig for cf in self._cache.values()]
+        sigs = [cf._sig for cf in cached]
         return min(reversed(sigs), key=distance)
 
-    def trace(self, *args) -> Traced:
-        return trace_flat(self.fn, args, self.name)
+    def trace(self, *args, **kwargs) -> Traced:
+        return self._trace_call(self.static.split(args, kwargs))
 
-    def lower(self, *args) -> CompiledFunction:
+    def _trace_call(self, call: BoundCall) -> Traced:
+        return trace_flat(call.traceable, call.dynamic, self.name)
+
+    def lower(self, *args, **kwargs) -> CompiledFunction:
         """Trace and compile for the signature of `args` (without running)."""
-        traced = self.trace(*args)
-        donate = _donated_leaves(traced, self.donate_argnums, len(args), self.fn)
+        return self._lower_call(self.static.split(args, kwargs))
+
+    def _lower_call(self, call: BoundCall) -> CompiledFunction:
+        traced = self._trace_call(call)
+        n = call.n_positional
+        for i in self.donate_argnums:
+            if not -n <= i < n:
+                raise ArgumentError(_argnum_range(self.fn, i, n, "was called with"))
+            if i % n not in call.dynamic_index:
+                raise ArgumentError(f"jit({_fn_label(self.fn)}): argument {i} is both static "
+                                    "and donated; a static argument has no buffer to donate")
+        donate = _donated_leaves(traced, {call.dynamic_index[i % n] for i in self.donate_argnums})
         return compile_traced(traced, Options(self.backend, self.fuse, donate))
 
     def clear_cache(self) -> None:
@@ -176,14 +221,8 @@ def _argnum_range(fn: Callable, i: int, n: int, verb: str, names: Sequence[str] 
             f"positional argument{'s' if n != 1 else ''}{listed}; {valid}")
 
 
-def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int,
-                    fn: Callable) -> tuple[int, ...]:
-    """Flat input indices belonging to the donated positional arguments (negative argnums
-    count from the end, as in Python)."""
-    for i in argnums:
-        if not -nargs <= i < nargs:
-            raise ArgumentError(_argnum_range(fn, i, nargs, "was called with"))
-    wanted = {i % nargs for i in argnums}
+def _donated_leaves(traced: Traced, wanted: set[int]) -> tuple[int, ...]:
+    """Flat input indices belonging to the donated (dynamic) arguments `wanted`."""
     out, start = [], 0
     for i, sub in enumerate(traced.in_tree.children):
         n = sub.num_leaves
@@ -193,21 +232,38 @@ def _donated_leaves(traced: Traced, argnums: Sequence[int], nargs: int,
     return tuple(out)
 
 
-def jit(fn: Callable | None = None, *, backend: str = "interp", fuse: bool = True,
-        donate_argnums: Sequence[int] = (), name: str | None = None):
+def jit(fn: Callable | None = None, *, backend: str | None = None, fuse: bool = True,
+        donate_argnums: Sequence[int] = (), name: str | None = None,
+        static_argnums: int | Sequence[int] = (), static_argnames: str | Sequence[str] = ()):
     """Compile `fn` on first call for each argument signature. Usable as `@jit` or
-    `@jit(backend="llvm")`. `donate_argnums`: positions (negative ones count from the end) of
-    the arguments whose buffers the compiled code may overwrite (their arrays must not be used
-    after the call); a position fn cannot have is an ArgumentError."""
-    if fn is None:
-        return lambda f: JitFunction(f, backend, fuse, donate_argnums, name)
-    return JitFunction(fn, backend, fuse, donate_argnums, name)
+    `@jit(backend="interp")`. `backend`: "llvm" (native CPU code, the default), "interp" (the
+    numpy reference) or "cuda"; None means `$NNJIT_BACKEND` if set, else llvm.
+    `donate_argnums`: positions (negative ones count from the end) of the arguments whose buffers
+    the compiled code may overwrite (their arrays must not be used after the call); a position
+    fn cannot have is an ArgumentError.
+
+    `static_argnums` / `static_argnames`: arguments passed as Python values (a layer count, an
+    activation name, a flag): hashable, part of the cache key, and a new value compiles again.
+    Keyword arguments that are not static are traced like positional ones:
+
+        >>> f = nnjit.jit(lambda x, act, scale: act_fn[act](x) * scale, static_argnames="act")
+        >>> f(x, act="relu", scale=2.0); f(x, act="tanh", scale=3.0)   # two compilations
+    """
+    def make(f):
+        return JitFunction(f, backend, fuse, donate_argnums, name, static_argnums,
+                           static_argnames)
+    return make if fn is None else make(fn)
 
 
-def compile(fn: Callable, *example_args, backend: str = "interp", fuse: bool = True,  # noqa: A001
-            donate_argnums: Sequence[int] = ()) -> CompiledFunction:
-    """Trace and compile `fn` for arguments shaped like `example_args`."""
-    return JitFunction(fn, backend, fuse, donate_argnums).lower(*example_args)
+def compile(fn: Callable, *example_args, backend: str | None = None,  # noqa: A001
+            fuse: bool = True, donate_argnums: Sequence[int] = (),
+            static_argnums: int | Sequence[int] = (), static_argnames: str | Sequence[str] = (),
+            **example_kwargs) -> CompiledFunction:
+    """Trace and compile `fn` for arguments shaped like `example_args` (`backend` as in `jit`;
+    the compiled function takes the dynamic arguments only, positional ones then keyword ones
+    sorted by name)."""
+    jf = JitFunction(fn, backend, fuse, donate_argnums, None, static_argnums, static_argnames)
+    return jf.lower(*example_args, **example_kwargs)
 
 
 # -- differentiation ------------------------------------------------------------------------------
@@ -221,9 +277,10 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
 
-    def traced_vg(*args):
-        b = builder_of(*[x for x in flatten(tuple(args))[0] if isinstance(x, Sym)])
+    def traced_vg(*args, **kwargs):
+        b = builder_of(*[x for x in flatten((args, kwargs))[0] if isinstance(x, Sym)])
         args = [_lift_tree(b, a) for a in args]
+        kwargs = _lift_tree(b, kwargs)     # keyword arguments: traced, never differentiated
         for i in nums:
             if i >= len(args):
                 raise ShapeError(f"grad: argnums {nums} out of range for {len(args)} arguments")
@@ -241,7 +298,7 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
                                  "float arguments have gradients (leave it out of argnums)")
 
         def body(*a):
-            out = fn(*a)
+            out = fn(*a[:-1], **a[-1])
             if has_aux:
                 if not (isinstance(out, tuple) and len(out) == 2):
                     raise ShapeError("grad(has_aux=True): fn must return (loss, aux)")
@@ -250,15 +307,15 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
                 loss, aux = out, None
             return (loss, aux)
 
-        traced = trace_flat(body, args, getattr(fn, "__name__", "loss"), parent=b)
+        traced = trace_flat(body, args + [kwargs], getattr(fn, "__name__", "loss"), parent=b)
         graph = traced.graph
         loss_t = graph.outputs[0].type
         if loss_t.shape != () or not loss_t.dtype.is_float:
             raise ShapeError(f"grad: {getattr(fn, '__name__', 'fn')} must return a float scalar, "
                              f"got {loss_t}")
-        gg = grad_pass(graph, wrt)
+        gg = grad_pass(graph, wrt, remat=traced.remat)
         captured = list(traced.captures)
-        flat_args = flatten(tuple(args))[0]
+        flat_args = flatten(tuple(args) + (kwargs,))[0]
         outs = b.inline(gg, flat_args + captured)
         n_out = len(graph.outputs)
         value_tree = unflatten(traced.out_tree, outs[:n_out])
@@ -273,10 +330,10 @@ def value_and_grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool
         return value, (grads[0] if single else tuple(grads))
 
     @functools.wraps(fn)
-    def vg(*args):
-        if _is_tracing(args):
-            return traced_vg(*args)
-        return _eager(vg, traced_vg)(*args)
+    def vg(*args, **kwargs):
+        if _is_tracing((args, kwargs)):
+            return traced_vg(*args, **kwargs)
+        return _eager(vg, traced_vg)(*args, **kwargs)
 
     return vg
 
@@ -286,8 +343,8 @@ def grad(fn: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False):
     vg = value_and_grad(fn, argnums, has_aux)
 
     @functools.wraps(fn)
-    def g(*args):
-        value, grads = vg(*args)
+    def g(*args, **kwargs):
+        value, grads = vg(*args, **kwargs)
         return (grads, value[1]) if has_aux else grads
 
     return g
@@ -297,7 +354,8 @@ def _eager(owner, traced_fn) -> JitFunction:
     """A jit of `traced_fn` cached on `owner`, for transforms called on concrete arrays."""
     jf = getattr(owner, "_nnjit_eager", None)
     if jf is None:
-        jf = JitFunction(traced_fn, name=getattr(owner, "__name__", None))
+        name = getattr(owner, "__name__", None)
+        jf = JitFunction(traced_fn, backend=REFERENCE_BACKEND, name=name)
         owner._nnjit_eager = jf
     return jf
 
@@ -307,9 +365,9 @@ def _lift_tree(b: Builder, tree):
     return unflatten(td, [x if isinstance(x, Sym) else lift(b, x)[0] for x in leaves])
 
 
-__all__ = ["CompiledFunction", "JitFunction", "NnjitError", "compile", "grad", "jit",
-           "value_and_grad"]
+__all__ = ["CompiledFunction", "JitFunction", "NnjitError", "checkpoint", "compile", "grad",
+           "jit", "value_and_grad", "vmap"]
 
 
 # Modules and optimizers called on concrete arrays compile through jit (see frontend/eager.py).
-install_eager(lambda fn, name: JitFunction(fn, name=name))
+install_eager(lambda fn, name: JitFunction(fn, backend=REFERENCE_BACKEND, name=name))

@@ -6,7 +6,8 @@ with one entry, `:FUNC` may be left out.
 
     nnjit dump model.py:step --stage all       IR after every pass (+ --kernel-ir, --llvm-ir)
     nnjit explain model.py:step                fusion groups and every decision
-    nnjit viz model.py:step -o step.svg        the fused graph (and --memory mem.svg)
+    nnjit viz model.py:step -o step.svg        the fused graph (.svg/.png/.dot; --memory
+                                               mem.svg, --html page.html)
     nnjit bench [mlp convnet ...] [--json]     fused vs unfused for the built-in suite
     nnjit bench --file model.py:step           ... or for your own function
     nnjit export model.py:step -o libstep.so   a shared library and C header
@@ -20,7 +21,9 @@ import os
 import sys
 from typing import Callable
 
+from .backends import BACKENDS, resolve_backend
 from .ir import NnjitError
+from .runtime.viz import DETAIL_MAX_NODES
 
 
 def load_target(spec: str) -> tuple[Callable, tuple, str]:
@@ -81,7 +84,7 @@ def _compile(spec: str, backend: str, fuse: bool = True):
 
 
 def cmd_dump(a) -> None:
-    if a.llvm_ir and a.backend != "llvm":
+    if a.llvm_ir and resolve_backend(a.backend) != "llvm":
         raise NnjitError("--llvm-ir needs --backend llvm")
     cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
     stages = cf.stages() if a.stage == "all" else [a.stage or cf.stages()[-1]]
@@ -107,20 +110,37 @@ def cmd_explain(a) -> None:
 
 
 def cmd_viz(a) -> None:
-    from .runtime.viz import render_svg
+    from .runtime.viz import render
 
-    cf, _, _ = _compile(a.target, a.backend, not a.no_fuse)
-    dot = cf.to_dot()
+    if a.profile and not a.html:
+        raise NnjitError("--profile shows kernel times in the --html page: add --html FILE")
+    kind = _picture_kind(a.output or "graph.svg", (".svg", ".png", ".dot"), "-o")
+    if a.memory:
+        _picture_kind(a.memory, (".svg",), "--memory")
+    cf, _, args = _compile(a.target, a.backend, not a.no_fuse)
+    dot = cf.to_dot(True if a.detail else None)
     out = a.output or "graph.svg"
-    if out.endswith(".dot"):
+    if kind == ".dot":
         _write(out, dot)
     else:
-        _write(out[:-4] + ".dot" if out.endswith(".svg") else out + ".dot", dot)
-        _write(out, render_svg(dot))
+        _write(out[:-4] + ".dot", dot)
+        _write_bytes(out, render(dot, kind[1:]))
     print(f"wrote {out}")
     if a.memory:
         _write(a.memory, cf.memory_svg())
         print(f"wrote {a.memory}")
+    if a.html:
+        profile = cf.profile(*args, repeats=3) if a.profile else None
+        _write(a.html, cf.to_html(profile, True if a.detail else None))
+        print(f"wrote {a.html}")
+
+
+def _picture_kind(path: str, allowed: tuple[str, ...], option: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in allowed:
+        raise NnjitError(f"{option} {path}: unknown picture type {ext or '(no extension)'!r}; "
+                         f"use {', '.join(allowed)}")
+    return ext
 
 
 def cmd_bench(a) -> None:
@@ -134,7 +154,8 @@ def cmd_bench(a) -> None:
     if unknown:
         raise NnjitError(f"unknown workload(s) {', '.join(unknown)}; the suite has "
                          f"{', '.join(bench.SUITE)}")
-    bench.main(a.names or None, a.backend, a.repeats, a.json, workloads, small=a.small)
+    bench.main(a.names or None, resolve_backend(a.backend), a.repeats, a.json, workloads,
+               small=a.small)
 
 
 def cmd_profile(a) -> None:
@@ -160,6 +181,13 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -175,11 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def target(sp, backend="interp"):
+    def target(sp, backend=None):
         sp.add_argument("target", help="FILE.py[:FUNC]: the function, traced with the "
                         "arguments its file's EXAMPLES dict gives")
-        sp.add_argument("--backend", default=backend, choices=["interp", "llvm", "cuda"],
-                        help=f"the backend to compile for (default: {backend})")
+        default = backend or "$NNJIT_BACKEND if set, else llvm"
+        sp.add_argument("--backend", default=backend, choices=list(BACKENDS),
+                        help=f"the backend to compile for (default: {default})")
 
     d = sub.add_parser("dump", help="print the IR after each pass, kernel IR, LLVM IR")
     target(d)
@@ -187,24 +216,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a stage name (an unknown one lists them), or 'all' (default)")
     d.add_argument("--kernel-ir", action="store_true", help="also print the kernel IR")
     d.add_argument("--llvm-ir", action="store_true",
-                   help="also print the LLVM IR (with --backend llvm)")
+                   help="also print the LLVM IR (llvm backend only)")
     d.add_argument("--no-fuse", action="store_true", help="compile without the fusion pass")
     d.set_defaults(run=cmd_dump)
     e = sub.add_parser("explain", help="fusion groups, decisions and the memory plan")
     target(e)
     e.set_defaults(run=cmd_explain)
-    v = sub.add_parser("viz", help="render the fused graph (Graphviz) and the memory plan")
+    v = sub.add_parser(
+        "viz", help="draw the fused graph, the memory plan, or an interactive page",
+        description="Draw the compiled graph. Each kernel is one cluster holding exactly its "
+        f"ops; graphs of more than {DETAIL_MAX_NODES} nodes (inputs, ops, results) are drawn "
+        "one box per kernel instead (ops summarized, edges labelled with tensor types) unless "
+        "--detail asks for every op. .svg and .png go through Graphviz's `dot` (the .dot is "
+        "written beside them); --html writes one self-contained interactive page.")
     target(v)
-    v.add_argument("-o", "--output", help="output .svg (or .dot) path")
-    v.add_argument("--memory", help="also write the memory-plan picture to this .svg")
+    v.add_argument("-o", "--output", help="the picture to write: .svg (default graph.svg), "
+                   ".png (both need Graphviz) or .dot")
+    v.add_argument("--detail", action="store_true",
+                   help=f"draw every op even above {DETAIL_MAX_NODES} nodes (default: one box "
+                   "per kernel there)")
+    v.add_argument("--memory", help="also write the memory-plan timeline to this .svg")
+    v.add_argument("--html", help="also write an interactive page (.html: pan, zoom, click a "
+                   "kernel for its graph IR and kernel IR; needs Graphviz)")
+    v.add_argument("--profile", action="store_true",
+                   help="with --html: run the function and show each kernel's time")
     v.add_argument("--no-fuse", action="store_true", help="draw the unfused graph")
     v.set_defaults(run=cmd_viz)
     b = sub.add_parser("bench", help="time fused vs unfused (built-in suite or --file)")
     b.add_argument("names", nargs="*", help="workloads (default: all): elementwise "
                    "softmax_xent mlp convnet lstm")
     b.add_argument("--file", help="FILE.py[:FUNC] to benchmark instead of the suite")
-    b.add_argument("--backend", default="llvm", choices=["interp", "llvm", "cuda"],
-                   help="the backend to compile for (default: llvm)")
+    b.add_argument("--backend", choices=list(BACKENDS),
+                   help="the backend to compile for (default: $NNJIT_BACKEND if set, else llvm)")
     b.add_argument("--repeats", type=_positive, default=7,
                    help="timing rounds per variant; medians are reported (default: 7)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")

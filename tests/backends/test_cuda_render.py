@@ -45,7 +45,7 @@ def compile_program(p: Program, target: Target = SIM_TARGET):
 def run_graph(fn, *args, target: Target = SIM_TARGET):
     """fn compiled through the normal pipeline, rendered for `target`, run on numpy args;
     returns (results, reference results, executable)."""
-    g = nnjit.compile(fn, *args).graph
+    g = nnjit.compile(fn, *args, backend="interp").graph
     low = lower_graph(g)
     from nnjit.backends.cuda import compile_program as cp
 
@@ -386,7 +386,7 @@ def test_parameters_stay_on_the_device_across_steps():
     w0 = rng.standard_normal((4, 2)).astype(np.float32)
     x, y = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((6, 2)).astype(
         np.float32)
-    f, ref = nnjit.jit(step, backend="cuda"), nnjit.jit(step)
+    f, ref = nnjit.jit(step, backend="cuda"), nnjit.jit(step, backend="interp")
     dw, dx, dy, want = cuda.to_device(w0), cuda.to_device(x), cuda.to_device(y), w0.copy()
     for _ in range(3):
         dw = f(dw, dx, dy)
@@ -431,7 +431,7 @@ def test_training_steps_match_the_reference_and_lower_the_loss(kind):
 
     params = model.init(seed=0)
     on_gpu = nnjit.jit(step, backend="cuda", donate_argnums=(0,))
-    ref = nnjit.jit(step)
+    ref = nnjit.jit(step, backend="interp")
     dparams = tree_map(cuda.to_device, params)
     losses = []
     for _ in range(3):
@@ -570,7 +570,8 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 def test_generated_source_matches_the_golden_text(name, fn, shapes, target):
     """Catches codegen drift; after a reviewed change, regenerate with NNJIT_UPDATE_GOLDEN=1."""
     args = [np.zeros(s, np.float32) for s in shapes]
-    text = render(gpu_program(lower_graph(nnjit.compile(fn, *args).graph).program, target)).source
+    g = nnjit.compile(fn, *args, backend="interp").graph
+    text = render(gpu_program(lower_graph(g).program, target)).source
     text = "".join(ln for ln in text.splitlines(True) if not ln.startswith("# "))  # locations
     path = os.path.join(GOLDEN, name + ".py.txt")
     if os.environ.get("NNJIT_UPDATE_GOLDEN") == "1":

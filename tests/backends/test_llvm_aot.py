@@ -92,7 +92,7 @@ int main(void) {{
 }}
 """
     got = numbers(build(tmp_path, source, [str(tmp_path / "predict.so")]))
-    want = nnjit.compile(predict, params, x)(params, x)
+    want = nnjit.compile(predict, params, x, backend="interp")(params, x)
     assert_close(got.astype(np.float32).reshape(want.shape), want)
 
 
@@ -144,7 +144,7 @@ int main(void) {{
 """
     got = numbers(build(tmp_path, source, [str(tmp_path / "train_step.o"),
                                           str(tmp_path / "predict.o")]))
-    ref_step = nnjit.compile(train_step, params, x, y)
+    ref_step = nnjit.compile(train_step, params, x, y, backend="interp")
     p, losses = params, []
     for _ in range(STEPS):
         p, loss = ref_step(p, x, y)
@@ -154,7 +154,7 @@ int main(void) {{
     flat_w = np.concatenate([p[k].ravel() for k in names])
     assert_close(got[STEPS:STEPS + flat_w.size].astype(np.float32), flat_w, rtol=1e-4,
                  atol=1e-5)
-    logp = nnjit.compile(predict, p, x)(p, x)
+    logp = nnjit.compile(predict, p, x, backend="interp")(p, x)
     assert_close(got[STEPS + flat_w.size:].astype(np.float32), logp.ravel(), rtol=1e-4,
                  atol=1e-5)
 

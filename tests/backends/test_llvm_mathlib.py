@@ -1,15 +1,17 @@
-"""Inline LLVM math functions: accuracy against numpy over sweeps, random bit patterns and edge
-values, in float32 (ulp) and float64 (relative error, against long double references), plus a
-check that loops over them vectorize to AVX-512 without libm calls."""
+"""Inline LLVM math functions (`mathlib`, and `special`: sin, cos, erf): accuracy against numpy
+over sweeps, random bit patterns and edge values, in float32 (ulp) and float64 (relative error,
+against long double references), plus a check that loops over them vectorize to AVX-512 without
+libm calls."""
 import ctypes
 import functools
+import math
 import re
 
 import llvmlite.ir as ir
 import numpy as np
 import pytest
 
-from nnjit.backends.llvm import mathlib, target
+from nnjit.backends.llvm import mathlib, special, target
 
 F32, F64, I64, PTR = ir.FloatType(), ir.DoubleType(), ir.IntType(64), ir.PointerType()
 LD = np.longdouble
@@ -48,7 +50,7 @@ def map_loop_ir(emit, dtype, arity=1, lanes=1):
 @functools.cache
 def compiled(name, dtype, lanes=1):
     """A numpy-callable compiled map loop for `mathlib.emit_<name>` (cached per module)."""
-    emit = getattr(mathlib, f"emit_{name}")
+    emit = getattr(mathlib, f"emit_{name}", None) or getattr(special, f"emit_{name}")
     arity = 2 if name == "pow" else 1
     lib = target.jit(map_loop_ir(emit, dtype, arity, lanes))
     fn = lib.function("f", None, *[ctypes.c_void_p] * (arity + 1), ctypes.c_int64)
@@ -285,3 +287,113 @@ def test_loops_vectorize_to_avx512(name, dtype):
     assert re.search(r"\bv\w+\s+.*%zmm", asm), "loop did not vectorize to 512-bit"
     assert not re.search(r"\bcall", asm), re.findall(r"call\w*\s+\S+", asm)
     assert not re.search(r"\b(expf?|logf?|tanhf?|powf?)\b", asm)
+
+
+# --- sin, cos, erf (issue 12) ------------------------------------------------------------------
+_verf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+@pytest.mark.parametrize("hi", [10.0, 1e5, 1e9, 3e38])
+def test_trig_accuracy_f32(name, hi):
+    """Every float32 is reduced exactly (Cody-Waite in double below 2**40, Payne-Hanek above),
+    so the result is within 0.5 ulp of numpy's double everywhere, big arguments included."""
+    x = inputs(np.float32, -hi, hi, n_dense=100_001, n_rand=50_000, n_bits=50_000)
+    ref = getattr(np, name)
+    with np.errstate(all="ignore"):
+        err, nan_mismatch = ulp_error_f32(compiled(name, np.float32)(x), ref(x.astype(np.float64)))
+    assert nan_mismatch == 0
+    assert err.max() <= 0.51, f"{name} f32 up to {hi}: {err.max():.3f} ulp"
+
+
+def test_trig_f32_hard_cases():
+    """Floats just next to multiples of pi/2 (the worst cancellations of the reduction) and
+    powers of two across the whole exponent range."""
+    k = np.arange(1, 200_000, 7, dtype=np.float64)
+    near = (k * (np.pi / 2)).astype(np.float32)
+    near = np.concatenate([near, np.nextafter(near, np.float32(np.inf)),
+                           np.float32(2.0) ** np.arange(-20, 128).astype(np.float32)])
+    for name in ("sin", "cos"):
+        err, _ = ulp_error_f32(compiled(name, np.float32)(near),
+                               getattr(np, name)(near.astype(np.float64)))
+        assert err.max() <= 0.51, (name, err.max())
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+@pytest.mark.parametrize("hi", [10.0, 1e6, 1e12, 1e300])
+def test_trig_accuracy_f64(name, hi):
+    """Cody-Waite below 2**40, Payne-Hanek above (random bit patterns: every exponent)."""
+    x = inputs(np.float64, -hi, hi, n_dense=100_001, n_rand=50_000, n_bits=50_000)
+    with np.errstate(all="ignore"):
+        rel, mismatch = rel_error_f64(compiled(name, np.float64)(x),
+                                      getattr(np, name)(x.astype(LD)))
+    assert mismatch == 0
+    # Relative error near the zeros of sin/cos is what a correct reduction buys.
+    assert rel.max() <= 4e-16, f"{name} f64 up to {hi}: {rel.max():.3g}"
+
+
+def test_trig_f64_hardest_reduction():
+    """6381956970095103 * 2**797 is the double closest to a multiple of pi/2 (r ~ 2**-61):
+    cos there is -4.687165924254628e-19 (30-digit reference), to a few ulp."""
+    x = np.array([math.ldexp(6381956970095103, 797), -math.ldexp(6381956970095103, 797)])
+    got = compiled("cos", np.float64)(x)
+    np.testing.assert_allclose(got, -4.687165924254628e-19, rtol=5e-16)
+    np.testing.assert_allclose(compiled("sin", np.float64)(x), [1.0, -1.0], rtol=1e-16)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_trig_erf_edge_values(dtype):
+    dt = np.dtype(dtype)
+    inf, nan, tiny = np.inf, np.nan, np.finfo(dt).smallest_subnormal
+
+    def check(name, x, expected):
+        got = compiled(name, dtype)(np.array(x, dtype=dt))
+        expected = np.array(expected, dtype=dt)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+        num = ~np.isnan(expected)
+        assert np.array_equal(np.signbit(got[num]), np.signbit(expected[num])), name
+
+    check("sin", [0.0, -0.0, tiny, -tiny, inf, -inf, nan], [0.0, -0.0, tiny, -tiny, nan, nan, nan])
+    check("cos", [0.0, -0.0, inf, -inf, nan], [1, 1, nan, nan, nan])
+    check("erf", [0.0, -0.0, tiny, inf, -inf, nan, 10.0, -10.0, 6.0],
+          [0.0, -0.0, np.float64(tiny) * 2 / np.sqrt(np.pi), 1, -1, nan, 1, -1, 1])
+
+
+def test_erf_accuracy_f32():
+    x = inputs(np.float32, -5, 5)
+    with np.errstate(all="ignore"):
+        err, nan_mismatch = ulp_error_f32(compiled("erf", np.float32)(x),
+                                          _verf(x.astype(np.float64)))
+    assert nan_mismatch == 0
+    assert err.max() <= 0.52, f"erf f32: {err.max():.3f} ulp"
+
+
+def test_erf_accuracy_f64():
+    """Against the C library's erf in double (itself within ~1 ulp), so the bound counts both:
+    measured 2.2e-16 against 30-digit mpmath, including each fitted piece's boundary."""
+    x = inputs(np.float64, -7, 7, n_dense=200_001, n_rand=100_000, n_bits=50_000)
+    edges = np.array([0.75, 1.617213, 3.482336, 5.95])[:, None] * (
+        1 + np.linspace(-1e-6, 1e-6, 101))
+    x = np.concatenate([x, edges.ravel(), -edges.ravel()])
+    with np.errstate(all="ignore"):
+        rel, mismatch = rel_error_f64(compiled("erf", np.float64)(x),
+                                      _verf(x).astype(LD))
+    assert mismatch == 0
+    assert rel.max() <= 4.5e-16, f"erf f64: relative error {rel.max():.3g}"
+
+
+@pytest.mark.parametrize("dtype,lanes", [(np.float32, 16), (np.float64, 4)])
+@pytest.mark.parametrize("name", ["sin", "cos", "erf"])
+def test_new_vector_operands_match_scalar(name, dtype, lanes):
+    x = inputs(dtype, -1e6, 1e6, n_dense=4096, n_rand=4096, n_bits=4096)[:12_288]
+    np.testing.assert_array_equal(compiled(name, dtype, lanes)(x), compiled(name, dtype)(x))
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="host has no AVX-512")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["sin", "cos", "erf"])
+def test_new_loops_vectorize_to_avx512(name, dtype):
+    text = map_loop_ir(getattr(special, f"emit_{name}"), dtype)
+    asm = target.emit_assembly(text)
+    assert re.search(r"\bv\w+\s+.*%zmm", asm), "loop did not vectorize to 512-bit"
+    assert not re.search(r"\bcall", asm), re.findall(r"call\w*\s+\S+", asm)

@@ -1,5 +1,6 @@
 """The GOMP thread runtime (`parallel_for`, thread counts) and the IR helpers it is built on."""
 import ctypes
+import os
 
 import llvmlite.ir as ir
 import numpy as np
@@ -135,3 +136,19 @@ def test_helpers_loops_masks_transpose():
         np.testing.assert_array_equal(out[:256].reshape(16, 16), x.reshape(16, 16).T)
         np.testing.assert_array_equal(out[256:256 + count], 2 * x[:count])
         assert np.all(out[256 + count:] == -1)
+
+
+def test_libgomp_workers_sleep_between_kernels_unless_the_user_chose():
+    """The spinning default stalls every fork on a shared machine (README: threads on a busy
+    machine); an explicit choice of the user's is kept."""
+    import subprocess
+    import sys
+    code = ("import os; from nnjit.backends.llvm import parallel; parallel.gomp_available(); "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    for env, want in [({}, "passive"), ({"OMP_WAIT_POLICY": "active"}, "active"),
+                      ({"GOMP_SPINCOUNT": "1000"}, "None")]:
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        out = subprocess.run([sys.executable, "-c", code], env={**base, **env},
+                             capture_output=True, text=True, check=True).stdout.split()[-1]
+        assert out == want, (env, out)

@@ -2,6 +2,7 @@
 the user's file:line where there is one) and exit 1, never a Python traceback."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -53,7 +54,7 @@ CASES = [
     (["dump", "no_examples.py"], "must define EXAMPLES"),
     (["dump", "good.py:g"], "no entry for 'g'"),
     (["dump", "good.py", "--stage", "nope"], "no stage 'nope'"),
-    (["dump", "good.py", "--llvm-ir"], "--llvm-ir needs --backend llvm"),
+    (["dump", "good.py", "--llvm-ir", "--backend", "interp"], "--llvm-ir needs --backend llvm"),
     (["export", "good.py", "-o", "good.txt"], "must end in .o or .so"),
     (["export", "good.py", "-o", "no/such/dir/x.so"], "the directory no/such/dir does not exist"),
     (["bench", "no_such_workload"], "unknown workload"),
@@ -88,6 +89,15 @@ def test_bad_option_values_are_one_line(workdir, argv, message):
                        text=True, cwd=workdir, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (workdir / "no").exists()
+
+
+def test_an_unknown_nnjit_backend_is_one_line(workdir):
+    env = {**os.environ, "NNJIT_BACKEND": "nope"}
+    r = subprocess.run([sys.executable, "-m", "nnjit.cli", "explain", "good.py"], env=env,
+                       capture_output=True, text=True, cwd=workdir, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("nnjit: error: NNJIT_BACKEND='nope' is not a backend; valid: "
+                                "interp, llvm, cuda")
 
 
 def test_every_command_and_option_has_help():

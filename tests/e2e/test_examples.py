@@ -22,8 +22,10 @@ sys.path.insert(0, os.path.join(EXAMPLES, "export_c"))
 import char_lstm  # noqa: E402
 import convnet_digits  # noqa: E402
 import export_mlp  # noqa: E402
+import gru_classifier  # noqa: E402
 import inspect_ir  # noqa: E402
 import main as make_run  # noqa: E402
+import memory_network  # noqa: E402
 import mlp_digits  # noqa: E402
 
 
@@ -56,6 +58,34 @@ def test_char_lstm(backend, capsys):
     out = capsys.readouterr().out
     assert "unigram entropy" in out and "--- sample ---" in out and "char_lstm: loss" in out
     assert len(res["losses"]) == 4 and np.isfinite(res["val_loss"])
+
+
+def test_memory_network(backend, capsys):
+    res = memory_network.main(["--backend", backend, "--epochs", "2", "--train", "64",
+                               "--test", "32", "--memory", "4", "--dim", "8", "--batch", "16"])
+    out = capsys.readouterr().out
+    assert "where is" in out and "memory_network: test accuracy" in out
+    assert len(res["losses"]) == 2 and np.isfinite(res["losses"]).all()
+    assert res["losses"][1] < res["losses"][0]
+
+
+def test_memory_network_stories_are_deterministic_and_answerable():
+    x, y = memory_network.make_stories(50, 6, np.random.default_rng(3))
+    x2, y2 = memory_network.make_stories(50, 6, np.random.default_rng(3))
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    vocab = memory_network.VOCAB
+    for story, answer in zip(x, y):         # the answer is where the asked person went last
+        asked = story[-1, 2]
+        facts = [s for s in story[:-1] if s[0] == asked]
+        assert facts and facts[-1][4] == answer and vocab[answer] in memory_network.PLACES
+
+
+def test_gru_classifier(backend, capsys):
+    res = gru_classifier.main(["--backend", backend, "--epochs", "1", "--hidden", "8",
+                               "--layers", "2", "--bidirectional", "--dropout", "0.2"])
+    assert "gru_classifier: test accuracy" in capsys.readouterr().out
+    assert 0.0 <= res["accuracy"] <= 1.0 and np.isfinite(res["losses"]).all()
 
 
 def _check_main_outputs(res: dict, out_dir, backend: str) -> None:
@@ -158,7 +188,8 @@ def _script(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name", ["mlp_digits.py", "convnet_digits.py", "char_lstm.py",
-                                  "main.py", "inspect_ir.py", "export_c/export_mlp.py"])
+                                  "main.py", "inspect_ir.py", "export_c/export_mlp.py",
+                                  "memory_network.py", "gru_classifier.py"])
 def test_help(name):
     r = _script(name, "--help")
     assert r.returncode == 0, r.stderr
@@ -166,7 +197,7 @@ def test_help(name):
 
 
 SCRIPTS = ["mlp_digits.py", "convnet_digits.py", "char_lstm.py", "main.py", "inspect_ir.py",
-           "export_c/export_mlp.py"]
+           "export_c/export_mlp.py", "memory_network.py", "gru_classifier.py"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

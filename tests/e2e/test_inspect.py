@@ -24,7 +24,7 @@ def model(x, w):
 
 
 def test_every_stage_is_kept_and_parses_back():
-    cf = nnjit.compile(model, X, W)
+    cf = nnjit.compile(model, X, W, backend="interp")
     assert cf.stages()[0] == "input" and cf.stages()[-1] == "fuse"
     for stage in cf.stages():
         g = parse(cf.ir(stage))
@@ -37,7 +37,7 @@ def test_every_stage_is_kept_and_parses_back():
 def test_nnjit_dump_dir_writes_one_numbered_file_per_stage(tmp_path, monkeypatch):
     monkeypatch.setenv("NNJIT_DUMP", "after-all")
     monkeypatch.setenv("NNJIT_DUMP_DIR", str(tmp_path))
-    cf = nnjit.compile(model, X, W)
+    cf = nnjit.compile(model, X, W, backend="interp")
     files = sorted(os.listdir(tmp_path))
     assert len(files) == len(cf.stages())
     assert files[0].endswith(".00.input.nnir") and files[-1].endswith(".fuse.nnir")

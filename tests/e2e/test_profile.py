@@ -10,6 +10,7 @@ import pytest
 import nnjit
 from nnjit import nn
 from nnjit.cli import main
+from nnjit.ir.kernel import STATUS_BYTES
 
 RNG = np.random.default_rng(0)
 
@@ -64,3 +65,22 @@ def test_profile_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "profile of @f on llvm" in out and "model.py:6" in out
     assert (tmp_path / "t.json").exists()
+
+
+def test_a_profiled_run_still_checks_indices():
+    """The instrumented build's timestamps and status word do not overlap: an out-of-range
+    label raises there as it does in the ordinary build (it once went unreported)."""
+    fn, args = _step()
+    cf = nnjit.jit(fn, backend="llvm").lower(*args)
+    bad = (args[0], args[1], np.full(8, 7))
+    with pytest.raises(nnjit.IndexOutOfRange):
+        cf(*bad)
+    with pytest.raises(nnjit.IndexOutOfRange):
+        cf.profile(*bad, repeats=1)
+    instrumented = cf.executable._instrumented
+    r = instrumented.rendered
+    # native code finds the status word just below the workspace; the runtime reads it there
+    assert r.status_offset == r.arena_bytes - r.workspace_bytes - STATUS_BYTES
+    assert r.profile_offset + r.profile_bytes <= r.status_offset
+    with pytest.raises(nnjit.IndexOutOfRange):
+        instrumented(cf.flat_args(bad))

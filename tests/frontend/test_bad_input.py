@@ -125,11 +125,11 @@ def _run(cls, backend, t, b):
 @pytest.mark.parametrize("backend", ["interp", "llvm"])
 @pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM])
 def test_empty_batch_gives_empty_outputs(cls, backend):
-    """B=0 works, as in torch: outputs (T, 0, H) and final states (0, H)."""
+    """B=0 works, as in torch: outputs (T, 0, H) and final states (1, 0, H)."""
     ys, state = _run(cls, backend, 3, 0)
     assert ys.shape == (3, 0, 5) and ys.dtype == np.float32
     for s in (state if cls is nn.LSTM else (state,)):
-        assert s.shape == (0, 5)
+        assert s.shape == (1, 0, 5)
 
 
 @pytest.mark.parametrize("backend", ["interp", "llvm"])
@@ -152,3 +152,39 @@ def test_nonempty_sequences_are_unchanged(cls):
     for w, g in zip(nnjit.tree_leaves(want), nnjit.tree_leaves(got)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
         assert w.shape[-1] == 5
+
+
+# -- the fast argument path (arguments like the last call's skip the full check) ----------------
+def test_the_fast_path_still_rejects_what_the_full_check_rejects():
+    p, x = {"w": np.ones(3, np.float32)}, np.arange(3, dtype=np.float32)
+    f = nnjit.compile(lambda p, x: (p["w"] * x).sum(), p, x, backend="llvm")
+    assert f(p, x) == 3.0
+    assert f(p, x) == 3.0                                   # the fast path
+    with pytest.raises(ArgumentError, match=r"must be f32\[3\], got f32\[4\]"):
+        f(p, np.zeros(4, np.float32))                      # another shape
+    with pytest.raises(ArgumentError):
+        f({"v": p["w"]}, x)                                 # another key
+    with pytest.raises(ArgumentError, match=r"got f64\[3\]"):
+        f(p, x.astype(np.float64))                         # another dtype
+    strided = np.arange(6, dtype=np.float32)[::2]          # not contiguous: full path copies
+    assert f(p, strided) == float(strided.sum())
+    assert f(p, np.float32(2.0) * np.ones(3, np.float32)) == 6.0
+
+
+def test_the_fast_path_accepts_numpy_scalars_for_scalar_arguments():
+    x = np.ones(2, np.float32)
+    f = nnjit.compile(lambda x, s: x * s, x, np.float32(1.0), backend="llvm")
+    np.testing.assert_array_equal(f(x, np.float32(3.0)), [3.0, 3.0])
+    np.testing.assert_array_equal(f(x, np.float32(4.0)), [4.0, 4.0])
+    np.testing.assert_array_equal(f(x, np.array(5.0, np.float32)), [5.0, 5.0])
+
+
+def test_a_read_only_array_is_not_donated_through_the_fast_path():
+    f = nnjit.compile(lambda x: x + 1.0, np.zeros(4, np.float32), backend="llvm",
+                      donate_argnums=(0,))
+    f(np.zeros(4, np.float32))
+    frozen = np.zeros(4, np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ArgumentError, match="donated argument x must be writable"):
+        f(frozen)
+    np.testing.assert_array_equal(frozen, np.zeros(4))

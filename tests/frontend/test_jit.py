@@ -350,3 +350,43 @@ def test_jit_of_lambdas_and_unicode_names_round_trips(backend, monkeypatch):
     jf = nnjit.jit(lambda x: x + 1, backend=backend, name="my model (v2)")
     assert_close(jf(f32(2)), f32(2, fill=2.0))
     assert jf.lower(f32(2)).graph.name == "my_model__v2"
+
+
+# -- the default backend ---------------------------------------------------------------------------
+
+def test_jit_compiles_natively_by_default(monkeypatch):
+    """Like jax.jit and torch.compile: native code unless a backend is named; the interpreter
+    is chosen explicitly (or by NNJIT_BACKEND), and Modules/grad called eagerly stay on it."""
+    monkeypatch.delenv("NNJIT_BACKEND", raising=False)
+    f = nnjit.jit(lambda x: x * 2.0)
+    assert f.backend == "llvm"
+    cf = f.lower(f32(3))
+    assert cf.options.backend == "llvm" and "define" in cf.llvm_ir()
+    np.testing.assert_array_equal(f(f32(3)), [2.0, 2.0, 2.0])
+    assert nnjit.compile(lambda x: x + 1.0, f32(2)).options.backend == "llvm"
+    assert nnjit.jit(lambda x: x, backend="interp").backend == "interp"
+    monkeypatch.setenv("NNJIT_BACKEND", "interp")
+    assert nnjit.jit(lambda x: x).backend == "interp"
+    assert nnjit.jit(lambda x: x, backend="llvm").backend == "llvm"    # an explicit name wins
+
+
+def test_eager_transforms_run_on_the_reference_backend(monkeypatch):
+    monkeypatch.delenv("NNJIT_BACKEND", raising=False)
+    vg = nnjit.value_and_grad(lambda x: (x * x).sum())
+    value, grad = vg(f32(2, fill=3.0))
+    assert float(value) == 18.0 and grad.tolist() == [6.0, 6.0]
+    assert vg._nnjit_eager.backend == "interp"
+    layer = nnjit.nn.Linear(2, 3)
+    layer(layer.init(seed=0), f32(1, 2))
+    assert {jf.backend for jf in layer._eager_cache.values()} == {"interp"}
+
+
+@pytest.mark.parametrize("value", ["llvm2", "LLVM", "numpy"])
+def test_an_unknown_nnjit_backend_is_an_error_listing_the_valid_ones(monkeypatch, value):
+    monkeypatch.setenv("NNJIT_BACKEND", value)
+    with pytest.raises(nnjit.NnjitError, match=rf"NNJIT_BACKEND='{value}' is not a backend; "
+                                               r"valid: interp, llvm, cuda"):
+        nnjit.jit(lambda x: x)
+    assert nnjit.jit(lambda x: x, backend="interp").backend == "interp"   # named: no lookup
+    with pytest.raises(nnjit.NnjitError, match=r"unknown backend 'gpu' \(available: interp, "):
+        nnjit.jit(lambda x: x, backend="gpu")

@@ -157,10 +157,10 @@ def test_rnn_matches_numpy_loop(backend):
     p = rnn.init(seed=0)
     x = _rng().standard_normal((5, 2, 3)).astype(np.float32)
     h0 = _rng(1).standard_normal((2, 4)).astype(np.float32)
-    ys, h = run(_apply(rnn, backend), p, x, h0, backend=backend)
+    ys, h = run(_apply(rnn, backend), p, x, h0[None], backend=backend)  # torch: (layers, B, H)
     want_ys, want_h = _rnn_numpy(p, x, h0)
     assert_close(ys, want_ys)
-    assert_close(h, want_h)
+    assert_close(h, want_h[None])
     ys0, _ = run(_apply(rnn, backend), p, x, backend=backend)       # h0 defaults to zeros
     assert_close(ys0, _rnn_numpy(p, x, np.zeros((2, 4), np.float32))[0])
 
@@ -170,11 +170,11 @@ def test_lstm_matches_numpy_loop(backend):
     p = lstm.init(seed=0)
     x = _rng().standard_normal((5, 2, 3)).astype(np.float32)
     h0, c0 = (_rng(k).standard_normal((2, 4)).astype(np.float32) for k in (1, 2))
-    ys, (h, c) = run(_apply(lstm, backend), p, x, (h0, c0), backend=backend)
+    ys, (h, c) = run(_apply(lstm, backend), p, x, (h0[None], c0[None]), backend=backend)
     want_ys, want_h, want_c = _lstm_numpy(p, x, h0, c0)
     assert_close(ys, want_ys)
-    assert_close(h, want_h)
-    assert_close(c, want_c)
+    assert_close(h, want_h[None])
+    assert_close(c, want_c[None])
     zeros = np.zeros((2, 4), np.float32)
     assert_close(run(_apply(lstm, backend), p, x, backend=backend)[0],
                  _lstm_numpy(p, x, zeros, zeros)[0])

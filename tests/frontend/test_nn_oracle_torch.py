@@ -56,9 +56,9 @@ def test_recurrent_matches_torch(backend, kind):
     assert_close(ys, t_ys.detach().numpy())
     h_t = state[0] if kind == "LSTM" else state
     t_h = t_state[0] if kind == "LSTM" else t_state
-    assert_close(h_t, t_h[0].detach().numpy())          # torch's h_n is (num_layers, B, H)
+    assert_close(h_t, t_h.detach().numpy())             # torch's h_n is (num_layers, B, H)
     if kind == "LSTM":
-        assert_close(state[1], t_state[1][0].detach().numpy())
+        assert_close(state[1], t_state[1].detach().numpy())
 
 
 def test_embedding_and_cross_entropy_match_torch(backend):
@@ -77,6 +77,20 @@ def test_embedding_and_cross_entropy_match_torch(backend):
      lambda ps: torch.optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
     (lambda: optim.Adam(0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
      lambda ps: torch.optim.Adam(ps, 0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    # -- AdamW, RMSprop, Adagrad (issue 12): torch's defaults, then every option
+    (lambda: optim.AdamW(), lambda ps: torch.optim.AdamW(ps)),
+    (lambda: optim.AdamW(0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3),
+     lambda ps: torch.optim.AdamW(ps, 0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3)),
+    (lambda: optim.RMSprop(), lambda ps: torch.optim.RMSprop(ps)),
+    (lambda: optim.RMSprop(0.05, alpha=0.9, eps=1e-4, weight_decay=0.1, momentum=0.5,
+                           centered=True),
+     lambda ps: torch.optim.RMSprop(ps, 0.05, alpha=0.9, eps=1e-4, weight_decay=0.1,
+                                    momentum=0.5, centered=True)),
+    (lambda: optim.Adagrad(), lambda ps: torch.optim.Adagrad(ps)),
+    (lambda: optim.Adagrad(0.1, lr_decay=0.5, weight_decay=0.2, initial_accumulator_value=0.3,
+                           eps=1e-6),
+     lambda ps: torch.optim.Adagrad(ps, 0.1, lr_decay=0.5, weight_decay=0.2,
+                                    initial_accumulator_value=0.3, eps=1e-6)),
 ])
 def test_optimizers_match_torch(backend, make):
     ours, theirs = make
@@ -167,3 +181,18 @@ def test_conv_family_layers_match_torch(backend, name):
 def test_adaptive_pool_rejects_uneven_output_sizes():
     with pytest.raises(nnjit.ShapeError, match="must be 1 or divide the input size"):
         nn.AdaptiveAvgPool2d(3).apply({}, np.ones((1, 1, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("max_norm,norm_type", [(0.5, 2.0), (100.0, 2.0), (0.3, float("inf"))])
+def test_clip_grad_norm_matches_torch(backend, max_norm, norm_type):
+    rng = _rng()
+    grads = {"a": rng.standard_normal((4, 3)), "b": rng.standard_normal(5)}
+    clipped, norm = nnjit.jit(lambda g: optim.clip_grad_norm(g, max_norm, norm_type),
+                              backend=backend)(grads)
+    ts = [torch.zeros(4, 3, dtype=torch.float64, requires_grad=True),
+          torch.zeros(5, dtype=torch.float64, requires_grad=True)]
+    ts[0].grad, ts[1].grad = torch.tensor(grads["a"]), torch.tensor(grads["b"])
+    t_norm = torch.nn.utils.clip_grad_norm_(ts, max_norm, norm_type=norm_type)
+    assert_close(norm, t_norm.numpy(), rtol=1e-12)
+    assert_close(clipped["a"], ts[0].grad.numpy(), rtol=1e-12)
+    assert_close(clipped["b"], ts[1].grad.numpy(), rtol=1e-12)

@@ -99,7 +99,7 @@ def test_eager_update_matches_jitted():
     g = _grads(rng, p)
     s = opt.init(p)
     eager = opt.update(p, g, s)                     # numpy in: compiled and run on interp
-    jitted = nnjit.jit(opt.update)(p, g, s)
+    jitted = nnjit.jit(opt.update, backend="interp")(p, g, s)
     for a, b in zip(nnjit.tree_leaves(eager), nnjit.tree_leaves(jitted)):
         np.testing.assert_array_equal(a, b)
 
@@ -149,10 +149,11 @@ def test_train_step_traces_into_one_graph():
     assert Op.RANDOM_UNIFORM in ops                         # dropout
     assert Op.SQRT in ops and Op.POW in ops                 # Adam's update and bias correction
     assert Op.SCAN not in ops
-    # outputs: 4 new params + (step, 4 exp_avg, 4 exp_avg_sq) + loss, typed like the inputs
-    assert len(g.outputs) == 4 + 9 + 1
+    # outputs: 4 new params + (4 exp_avg, 4 exp_avg_sq, 5 hyperparameters: lr, betas, eps,
+    # weight_decay, step) + loss, typed like the inputs
+    assert len(g.outputs) == 4 + 14 + 1
     in_types = [v.type for v in g.inputs]
-    assert [v.type for v in g.outputs[:13]] == in_types[:13]
+    assert [v.type for v in g.outputs[:18]] == in_types[:18]
     for v in g.outputs[:4]:                                  # params: p - step_size * ...
         assert v.node.op == Op.SUB
 

@@ -432,7 +432,7 @@ def test_jit_stages_keep_the_locs():
         lines["a"] = next_line()
         return nnjit.relu(x) * 3.0
 
-    cf = nnjit.compile(f, f32(4))
+    cf = nnjit.compile(f, f32(4), backend="interp")
     text = cf.ir("input")
     assert f'":{lines["a"]} in "f")' in text and HERE in text
     for stage in cf.stages():

@@ -33,7 +33,7 @@ from tests.fuzz.values import IndexHint, make_inputs, values
 F32, F64, I32, I64, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.BOOL
 
 #: Bumped when the generator changes, so a seed names one program per version.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3     # 2: optimization_barrier (issue 12); 3: collectives (issue 15)
 
 
 # -- the choices a generator makes -----------------------------------------------------------------
@@ -196,6 +196,13 @@ BINARY = [prims.add, prims.sub, prims.mul, prims.div, prims.pow, prims.maximum, 
           prims.eq, prims.ne, prims.lt, prims.le, prims.gt, prims.ge, prims.logical_and,
           prims.logical_or, prims.remainder]
 COMPOSITE = [nnjit.softmax, nnjit.log_softmax, nnjit.logsumexp, nnjit.min, nnjit.mean]
+# -- math ops (issue 12) --
+UNARY[F32] += [prims.sin, prims.cos, prims.erf, prims.expm1, prims.log1p, prims.floor,
+               prims.ceil, prims.round]
+BINARY += [prims.floor_divide]
+# Piecewise constant: finite differences across a jump are not a gradient.
+NOT_IN_GRAD_CASES = {prims.stop_gradient, prims.floor, prims.ceil, prims.round,
+                     prims.floor_divide}
 TAKE_MODES = ["raise", "raise", "clip", "wrap", "fill", "promise_in_bounds"]
 # Half the draws come from the original menu (so the text round-trip tests keep its mix of
 # scans, multi-result nodes and large constants), half from the op families the fuzzer added.
@@ -204,7 +211,7 @@ BASE_KINDS = ["scan", "const", "unary", "binary", "scalar", "reduce", "argmax", 
               "transpose", "slice", "concat", "where", "cast", "matmul", "iota"]
 MORE_KINDS = ["scan", "unary", "binary", "const", "dot", "broadcast", "pad", "take", "one_hot",
               "cross_entropy", "composite", "conv", "pool", "window_grad", "scatter_add", "random",
-              "getitem_array"]
+              "getitem_array", "barrier", "collective"]
 
 
 @dataclass
@@ -290,9 +297,10 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
     fam = F32 if x.dtype.is_float else I32 if x.dtype.is_int else BOOL
     if kind == "unary":
         # No stop_gradient in gradient cases: finite differences see through it.
-        return ch.pick([f for f in UNARY[fam] if not (gen.grad and f is prims.stop_gradient)])(x)
+        return ch.pick([f for f in UNARY[fam] if not (gen.grad and f in NOT_IN_GRAD_CASES)])(x)
     if kind == "binary":
-        return ch.pick(BINARY)(x, ch.pick(_broadcastable(pool, x)))
+        return ch.pick([f for f in BINARY if not (gen.grad and f in NOT_IN_GRAD_CASES)])(
+            x, ch.pick(_broadcastable(pool, x)))
     if kind == "scalar":
         v = ch.pick([ch.int(-3, 3), ch.real(-2, 2), ch.bool()])
         return ch.pick([prims.add, prims.mul, prims.maximum])(x, v)
@@ -302,7 +310,7 @@ def _apply(gen: Gen, b: Builder, kind: str, x: Sym, pool: list, depth: int):
         return b.const(arr)
     if kind == "reduce":
         axes = ch.axes(x.ndim)
-        fn = ch.pick([prims.reduce_sum, prims.reduce_max, prims.mean])
+        fn = ch.pick([prims.reduce_sum, prims.reduce_max, prims.mean, prims.reduce_prod])
         return fn(x, tuple(axes) if x.ndim else None, ch.bool())
     if kind == "argmax":
         return prims.argmax(x, ch.int(-x.ndim, max(x.ndim - 1, 0)), ch.bool())
@@ -545,10 +553,35 @@ def _random(gen: Gen, b, x, pool):
                                 gen.float_dtype())
 
 
+def _barrier(gen: Gen, b, x, pool):
+    """optimization_barrier(x, after): `after` any scalar of the pool, or a fresh one."""
+    scalars = [s for s in pool if s.shape == ()]
+    after = gen.ch.pick(scalars) if scalars and gen.ch.bool() else gen.fresh_input(
+        TensorType((), gen.float_dtype()), "after")
+    return prims.optimization_barrier(x, after)
+
+
+def _collective(gen: Gen, b, x, pool):
+    """A collective over a group of one (what one process runs: the identity, rank 0), at the
+    top level only: collectives inside scan bodies are refused."""
+    if b is not gen.root or x.dtype == DType.BOOL:
+        return []
+    ch = gen.ch
+    kind = ch.pick(["sum", "mean", "max", "gather", "scatter", "broadcast", "rank"])
+    if kind in ("sum", "max") or (kind == "mean" and x.dtype.is_float):
+        return prims.all_reduce(x, kind, "batch", 1)
+    if kind in ("gather", "scatter") and x.ndim:
+        op = prims.all_gather if kind == "gather" else prims.reduce_scatter
+        return op(x, ch.int(0, x.ndim - 1), "batch", 1)
+    if kind == "rank":
+        return prims.add(x, prims.cast(prims.axis_index(b, "batch", 1), x.dtype))
+    return prims.broadcast(x, 0, "batch", 1)
+
+
 MENU = {"dot": _dot, "broadcast": _broadcast, "pad": _pad, "take": _take, "one_hot": _one_hot,
         "cross_entropy": _cross_entropy, "composite": _composite, "conv": _conv, "pool": _pool,
         "window_grad": _window_grad, "scatter_add": _scatter_add, "random": _random,
-        "getitem_array": _getitem_array}
+        "getitem_array": _getitem_array, "barrier": _barrier, "collective": _collective}
 
 
 def build_graph(gen: Gen, max_ops: int, depth: int) -> Graph:

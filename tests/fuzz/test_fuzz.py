@@ -74,9 +74,9 @@ def _survey(n: int) -> dict[str, set]:
 
 
 def test_the_generator_reaches_every_op_and_awkward_value():
-    """Across 600 seeds (generation only): every op of the registry (but graph plumbing), all
+    """Across 2000 seeds (generation only): every op of the registry (but graph plumbing), all
     awkward values, empty and unit dims, out-of-range indices of every kind, every regime."""
-    seen = _survey(600)
+    seen = _survey(2000)
     missing = {op for op in OPDEFS if op not in seen["ops"]} - {Op.INPUT, Op.FUSION}
     assert not missing, f"no generated program uses {sorted(o.value for o in missing)}"
     assert {"nan", "inf", "-inf", "-0.0", "huge", "subnormal", "int extreme"} <= seen["specials"]

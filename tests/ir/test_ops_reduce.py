@@ -148,3 +148,15 @@ def test_error_reduce_bool(backend):
     line = here() + 1
     err = shape_error(lambda v: nnjit.max(v, 0), np.ones((2, 2), bool), backend=backend)
     assert_error_names(err, "max", [(2, 2)], line)
+
+
+@pytest.mark.parametrize("backend", ["interp", "llvm"])
+def test_argmax_and_argmin_default_to_the_flattened_tensor_as_numpy(backend):
+    x = np.random.default_rng(3).standard_normal((3, 4, 5)).astype(np.float32)
+    for fn, ref in [(nnjit.argmax, np.argmax), (nnjit.argmin, np.argmin)]:
+        got = nnjit.jit(lambda v: (fn(v), fn(v, keepdims=True), fn(v, axis=1)),
+                        backend=backend)(x)
+        want = (ref(x), ref(x, keepdims=True), ref(x, axis=1))
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_array_equal(g, w)

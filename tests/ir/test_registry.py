@@ -19,6 +19,7 @@ FORWARD_TESTS = {
     "movement": ("tests.ir.test_ops_movement", "test_forward"),
     "source": ("tests.ir.test_ops_source", "test_forward"),
     "control": ("tests.frontend.test_dsl", "test_forward_control"),
+    "collective": ("tests.ir.test_ops_collective", "test_forward"),
 }
 
 

@@ -48,6 +48,7 @@ NOT_DIFFERENTIABLE = {
                        "gradient is piecewise constant in x anyway)",
     "fusion": "made by the fusion pass, which runs after autodiff: graphs are differentiated "
               "before they are fused",
+    "axis_index": "integer rank, no operands",
 }
 # Differentiated by the autodiff pass itself rather than by an OpDef.vjp rule.
 PASS_DIFFERENTIATED = {Op.SCAN: "backpropagation through time as a reverse scan"}
@@ -129,6 +130,13 @@ UNARY = {
     Op.SQRT: (P.sqrt, positive), Op.ABS: (P.abs, away_from_zero), Op.TANH: (P.tanh, normal),
     Op.SIGMOID: (P.sigmoid, normal), Op.RELU: (P.relu, away_from_zero),
     Op.SOFTPLUS: (P.softplus, normal),
+    # -- math ops (issue 12) --
+    Op.SIN: (P.sin, normal), Op.COS: (P.cos, normal), Op.ERF: (P.erf, normal),
+    Op.EXPM1: (P.expm1, normal), Op.LOG1P: (P.log1p, positive),
+    # piecewise constant: values at least 0.15 from integers and half-integers (gradient 0)
+    Op.FLOOR: (P.floor, lambda r, s: apart(r, s, 0.25)),
+    Op.CEIL: (P.ceil, lambda r, s: apart(r, s, 0.25)),
+    Op.ROUND: (P.round, lambda r, s: apart(r, s, 0.25)),
 }
 
 
@@ -200,6 +208,18 @@ def _cast_round_trip(draw):
                 dict(eps=1e-2, rtol=1e-4, atol=1e-4))
 
 
+@case("floor_divide", Op.FLOOR_DIVIDE)
+def _floor_divide(draw):
+    """x / y at least 0.15 from an integer (zero gradient there, as for floor)."""
+    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=3))
+    rng = rng_of(draw)
+    sx, sy = shapes.input_shapes
+    y = rng.uniform(0.5, 2.0, sy) * rng.choice([-1.0, 1.0], sy)
+    q = np.asarray(apart(rng, np.broadcast_shapes(sx, sy), 0.5))
+    x = np.array(np.broadcast_to(q * y, np.broadcast_shapes(sx, sy)))
+    return Case(lambda a, b: P.floor_divide(a, b), (x, y), (0, 1))
+
+
 # -- reductions ---------------------------------------------------------------------------------
 
 @case("sum", Op.SUM)
@@ -214,6 +234,30 @@ def _max(draw):
     shape = draw(shape_st())
     axis, keep = axis_arg(draw, len(shape)), draw(st.booleans())
     return Case(lambda x: nnjit.max(x, axis, keep), (distinct(rng_of(draw), shape),), (0,))
+
+
+# -- reductions (issue 12) ------------------------------------------------------------------------
+
+@case("prod", Op.PROD)
+def _prod(draw):
+    """Slices without zeros, with one zero (the product of the others) and with two (0)."""
+    shape = draw(shape_st(min_side=0))
+    axis, keep = axis_arg(draw, len(shape)), draw(st.booleans())
+    rng = rng_of(draw)
+    x = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    x = np.where(rng.random(shape) < 0.3, 0.0, x)
+    return Case(lambda x: nnjit.prod(x, axis, keep), (x,), (0,))
+
+
+@case("cumsum", Op.MATMUL)
+def _cumsum(draw):
+    """Long enough for two levels of blocks (the VJP is the reversed cumsum); weighted so
+    every output's cotangent differs."""
+    n = draw(st.sampled_from([1, 5, 64, 65, 130]))
+    axis = draw(st.sampled_from([0, 1, -1]))
+    shape = (n, draw(st.integers(1, 2))) if axis == 0 else (draw(st.integers(1, 2)), n)
+    w = np.arange(1.0, n * shape[1 - (axis != 0)] + 1).reshape(shape)
+    return Case(lambda x: nnjit.cumsum(x, axis) * w, (normal(rng_of(draw), shape),), (0,))
 
 
 # -- contractions --------------------------------------------------------------------------------
@@ -456,6 +500,33 @@ def _scan(draw):
         return nnjit.scan(body, h0, xs, reverse=reverse)
 
     return Case(f, (h0, xs, w), (0, 1, 2))
+
+
+# -- collectives (issue 15): in one process each is the identity, and so is its transpose; the
+# transposes across ranks are checked against numpy in tests/distributed. ------------------------
+
+def _collective_case(name, op, f):
+    @case(name, op)
+    def make(draw):
+        return Case(f, (normal(rng_of(draw), (2, 4)),), (0,))
+
+
+for _name, _op, _f in [
+        ("all_reduce_sum", Op.ALL_REDUCE, lambda x: P.all_reduce(x, "sum", "batch", 1) * x),
+        ("all_reduce_mean", Op.ALL_REDUCE, lambda x: P.all_reduce(x * x, "mean", "batch", 1)),
+        ("all_reduce_max", Op.ALL_REDUCE, lambda x: P.exp(P.all_reduce(x, "max", "batch", 1))),
+        ("all_gather", Op.ALL_GATHER, lambda x: P.all_gather(x, 1, "batch", 1) * x),
+        ("reduce_scatter", Op.REDUCE_SCATTER, lambda x: P.reduce_scatter(x * x, 0, "batch", 1)),
+        ("broadcast", Op.BROADCAST, lambda x: P.tanh(P.broadcast(x, 0, "batch", 1)))]:
+    _collective_case(_name, _op, _f)
+
+# -- rematerialization (issue 12) ----------------------------------------------------------------
+
+@case("optimization_barrier", Op.OPTIMIZATION_BARRIER)
+def _optimization_barrier(draw):
+    rng = rng_of(draw)
+    x, after = normal(rng, draw(shape_st())), normal(rng, ())
+    return Case(lambda x, a: nnjit.exp(P.optimization_barrier(x, a)), (x, after), (0,))
 
 
 # -- tests --------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from ..ir.kernel import (
     Call,
     Const,
     CopyKernel,
+    HostKernel,
     GemmKernel,
     GpuKernel,
     If,
@@ -114,6 +115,9 @@ def _map(p: Program, t: Target, names: set, prefix: str) -> Program:
             out.append(replace(k, body=_map(k.body, t, names, f"{prefix}{k.name}__")))
         elif isinstance(k, GpuKernel):
             out.append(replace(k, name=_unique(names, k.name)))
+        elif isinstance(k, HostKernel):
+            raise CompileError(f"{p.name}: {k.src or k.op}: collectives across processes run on "
+                               "the llvm and interp backends (GPUs would need NCCL)")
         else:
             raise CompileError(f"{p.name}: cannot map kernel {k!r} to the GPU")
     return replace(p, kernels=tuple(out))
@@ -252,7 +256,7 @@ def _atomic_nest(seg) -> tuple[list[Loop], tuple] | None:
 
 
 # -- one block per row ----------------------------------------------------------------------------
-_TREE_OPS = {KOp.ADD, KOp.MAX, KOp.MIN}
+_TREE_OPS = {KOp.ADD, KOp.MUL, KOp.MAX, KOp.MIN}
 
 
 def _tree_accs(inner) -> dict[str, Var] | None:

@@ -27,7 +27,7 @@ from ..ir.kernel import (
 )
 from ..ir.opdef import kind_of, opdef, set_rule
 from ..ir.ops import Kind
-from . import contraction, window  # noqa: F401  (register their templates on the OpDefs)
+from . import collective, contraction, window  # noqa: F401  (register their rules on the OpDefs)
 from .checks import check_loops
 from .index import View
 from .loops import GroupLowering, make_loop_kernel
@@ -37,6 +37,15 @@ def lower(graph: Graph, name: str | None = None) -> Program:
     """`graph` (fused) as a kernel-IR Program whose temporaries are not placed yet (scan bodies
     included): the `plan_memory` stage places them."""
     return _Lowering(graph, name or graph.name).run()
+
+
+def kernel_origins(graph: Graph) -> dict[str, int]:
+    """Which top-level node of `graph` each kernel `lower(graph)` emits comes from: kernel name
+    -> index in graph.nodes (the copies of results at the end have none). Pictures and profiles
+    use it to put a program's kernels under the graph's."""
+    low = _Lowering(graph, graph.name)
+    low.run()
+    return dict(low.origins)
 
 
 class _Lowering:
@@ -50,6 +59,7 @@ class _Lowering:
         self.dest: dict[Value, View] = {}      # pre-assigned homes (graph outputs)
         self._pending: dict[Value, View] = {}  # homes of the node being lowered
         self._n = 0
+        self.origins: dict[str, int] = {}      # kernel name -> index of its graph node
 
     # -- buffers ----------------------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -85,8 +95,10 @@ class _Lowering:
             inputs.append(name)
         outputs, copies = self._claim_outputs()
         self.outputs = set(outputs)
-        for n in g.nodes:
+        for i, n in enumerate(g.nodes):
+            first = len(self.kernels)
             self.lower_node(n)
+            self.origins.update((k.name, i) for k in self.kernels[first:])
             self.views.update(self._pending)
             self._pending.clear()
         for src, dst in copies:

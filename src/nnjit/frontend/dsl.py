@@ -8,12 +8,13 @@ composites built from them here (they need no VJP and no lowering of their own).
 """
 from __future__ import annotations
 
-import builtins as _builtins
+import builtins
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..ir import Builder, DType, Graph, Op, ShapeError, Sym, TensorType, user_loc
+from ..ir import composites as C
 from ..ir import prims as P
 from ..ir.prims import builder_of, located
 from .pytree import flatten, unflatten
@@ -65,7 +66,12 @@ def min(x: Sym, axis=None, keepdims: bool = False) -> Sym:  # noqa: A001
     return x.min(axis, keepdims)   # exact for integers too (see Sym.min)
 
 
-def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
+def argmax(x: Sym, axis: int | None = None, keepdims: bool = False) -> Sym:
+    """numpy.argmax (i64): the first maximum (a NaN counts as the maximum); `axis=None`, the
+    default as in numpy and JAX, indexes the flattened tensor."""
+    if axis is None:
+        flat = P.argmax(P.reshape(x, (-1,)), 0, False)
+        return P.reshape(flat, (1,) * x.ndim) if keepdims else flat
     return P.argmax(x, axis, keepdims)
 
 
@@ -101,6 +107,115 @@ def softmax(x: Sym, axis: int = -1) -> Sym:
     return e / P.reduce_sum(e, axis, keepdims=True)
 
 
+# -- math, activations, reductions, creation (issue 12) -------------------------------------------
+sin, cos, erf, expm1, log1p = P.sin, P.cos, P.erf, P.expm1, P.log1p
+floor, ceil, round, floor_divide = P.floor, P.ceil, P.round, P.floor_divide  # noqa: A001
+sign, clip = C.sign, C.clip
+var, std, argmin, any, all, cumsum = C.var, C.std, C.argmin, C.any, C.all, C.cumsum  # noqa: A001
+
+_SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
+# torch.nn.functional.selu's constants (Klambauer et al. 2017)
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def prod(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    """numpy.prod; an empty product is 1. The gradient is exact where x has zeros."""
+    return P.reduce_prod(x, axis, keepdims)
+
+
+def gelu(x: Sym, approximate: bool | str = False) -> Sym:
+    """x * Phi(x): exact, 0.5 x (1 + erf(x / sqrt 2)), or with `approximate=True` (or torch's
+    "tanh") 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). NOTE: the default is the exact
+    form, as torch's; jax.nn.gelu defaults to approximate=True."""
+    if approximate not in (False, True, "none", "tanh"):
+        raise ShapeError(f"approximate must be a bool, 'none' or 'tanh', got {approximate!r}",
+                         "gelu", user_loc())
+    if approximate in (True, "tanh"):
+        inner = (x + x * x * x * 0.044715) * _SQRT_2_OVER_PI
+        return x * 0.5 * (P.tanh(inner) + 1.0)
+    return x * 0.5 * (P.erf(x * float(np.sqrt(0.5))) + 1.0)
+
+
+def leaky_relu(x: Sym, negative_slope: float = 0.01) -> Sym:
+    """x where x >= 0, negative_slope * x elsewhere (torch.nn.functional.leaky_relu)."""
+    return P.where(P.ge(x, 0), x, x * negative_slope)
+
+
+def elu(x: Sym, alpha: float = 1.0) -> Sym:
+    """x where x > 0, alpha * expm1(x) elsewhere (expm1 keeps small negatives accurate; the
+    min with 0 keeps the unused branch finite)."""
+    return P.where(P.gt(x, 0), x, P.expm1(P.minimum(x, 0.0)) * alpha)
+
+
+def selu(x: Sym) -> Sym:
+    """scale * elu(x, alpha) with torch's constants."""
+    return elu(x, _SELU_ALPHA) * _SELU_SCALE
+
+
+def hard_sigmoid(x: Sym) -> Sym:
+    """torch's hardsigmoid: relu6(x + 3) / 6 (0 up to -3, 1 from 3, nan stays nan), with
+    torch's gradient: 1/6 strictly inside (-3, 3), 0 at and beyond the corners."""
+    inside = P.logical_and(P.gt(x, -3.0), P.lt(x, 3.0))
+    outside = P.where(P.ge(x, 3.0), 1.0, P.where(P.le(x, -3.0), 0.0, x))
+    return P.where(inside, x / 6.0 + 0.5, outside)
+
+
+def _creation_dtype(dtype, default=DType.F32) -> DType:
+    """A creation op's dtype: None gives `default`; numpy dtypes, Python types and DTypes are
+    taken as they are (numpy's other widths are refused by DType.from_numpy)."""
+    if dtype is None:
+        return default
+    if isinstance(dtype, DType):
+        return dtype
+    return DType.from_numpy(np.dtype(dtype))
+
+
+def _shape_arg(shape) -> tuple[int, ...]:
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not builtins.all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+        raise ShapeError(f"shape must be non-negative ints, got {shape}", "zeros", user_loc())
+    return tuple(int(d) for d in shape)
+
+
+def full(shape, fill_value, dtype=None) -> np.ndarray:
+    """numpy.full. Creation functions return numpy constants: inside a traced function they
+    become constant nodes when they meet a tensor (folded into the kernels that use them), so
+    shapes are static and nothing is computed at run time. The default dtype is f32 (ints
+    and bools given as `fill_value` keep i64 / bool), nnjit's default float, not numpy's f64."""
+    if dtype is None:
+        v = np.asarray(fill_value)
+        dtype = DType.BOOL if v.dtype == np.bool_ else DType.I64 if v.dtype.kind in "iu" \
+            else DType.F32
+    return np.full(_shape_arg(shape), fill_value, dtype=_creation_dtype(dtype).np)
+
+
+def zeros(shape, dtype=None) -> np.ndarray:
+    """numpy.zeros (f32 by default); see `full`."""
+    return np.zeros(_shape_arg(shape), dtype=_creation_dtype(dtype).np)
+
+
+def ones(shape, dtype=None) -> np.ndarray:
+    """numpy.ones (f32 by default); see `full`."""
+    return np.ones(_shape_arg(shape), dtype=_creation_dtype(dtype).np)
+
+
+def arange(start, stop=None, step=1, dtype=None) -> np.ndarray:
+    """numpy.arange with static bounds: i64 when start, stop and step are ints, else f32."""
+    args = [a for a in (start, stop, step) if a is not None]
+    if builtins.any(isinstance(a, Sym) for a in args):
+        raise ShapeError("arange needs static (Python number) bounds: shapes are static",
+                         "arange", user_loc())
+    integral = builtins.all(isinstance(a, (int, np.integer)) for a in args)
+    out = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)
+    return out.astype(_creation_dtype(dtype, DType.I64 if integral else DType.F32).np)
+
+
+def eye(N: int, M: int | None = None, k: int = 0, dtype=None) -> np.ndarray:
+    """numpy.eye (f32 by default): ones on the k-th diagonal of an N x M matrix."""
+    return np.eye(int(N), None if M is None else int(M), int(k),
+                  dtype=_creation_dtype(dtype).np)
+
+
 # -- contractions and windows (torch.nn.functional conventions) --------------------------------
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -123,7 +238,7 @@ def _padding_pairs(padding, kernel=None, dilation=(1, 1)) -> tuple[tuple[int, in
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
         raise ShapeError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and builtins.all(
             isinstance(p, (tuple, list)) for p in padding):
         return tuple((int(a), int(b)) for a, b in padding)
     ph, pw = _pair(padding, "padding")
@@ -257,21 +372,21 @@ def conv_transpose2d(x: Sym, weight, bias=None, stride=1, padding=0, output_padd
             raise ShapeError(f"weight in-channels {weight.shape[0]} are not divisible by "
                              f"groups {groups}")
         for i, name in enumerate(("height", "width")):
-            if _builtins.min(st[i], dil[i]) < 1 or pad[i] < 0 or out_pad[i] < 0:
+            if builtins.min(st[i], dil[i]) < 1 or pad[i] < 0 or out_pad[i] < 0:
                 raise ShapeError(f"stride and dilation must be >= 1, padding and output_padding "
                                  f">= 0, got stride={st} padding={pad} dilation={dil} "
                                  f"output_padding={out_pad}")
-            if out_pad[i] >= _builtins.max(st[i], dil[i]):
+            if out_pad[i] >= builtins.max(st[i], dil[i]):
                 raise ShapeError(f"output_padding {out_pad} must be smaller than stride {st} "
                                  f"or dilation {dil}")
         out_hw = tuple((x.shape[2 + i] - 1) * st[i] - 2 * pad[i]
                        + dil[i] * (weight.shape[2 + i] - 1) + out_pad[i] + 1 for i in range(2))
-        if _builtins.min(out_hw) < 1:
+        if builtins.min(out_hw) < 1:
             raise ShapeError(f"output size {out_hw} is not positive (padding {pad} too large)")
     except ShapeError as e:
         raise located(e, "conv_transpose2d", x, weight) from None
     extra = tuple(p // s for p, s in zip(out_pad, st))
-    if _builtins.max(extra) > 0:
+    if builtins.max(extra) > 0:
         x = P.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     out_shape = (x.shape[0], weight.shape[1] * groups) + out_hw
     y = P.conv2d_grad_input(x, weight, out_shape, st, tuple((p, p) for p in pad), dil, groups)
@@ -289,15 +404,15 @@ def _upsample_size(x: Sym, size, scale_factor) -> tuple[tuple[int, int], tuple |
         raise ShapeError("give exactly one of size and scale_factor")
     if size is not None:
         out = _pair(size, "size")
-        if _builtins.min(out) < 1:
+        if builtins.min(out) < 1:
             raise ShapeError(f"size must be positive, got {out}")
         return out, None
     sf = tuple(float(v) for v in (scale_factor if isinstance(scale_factor, (tuple, list))
                                   else (scale_factor, scale_factor)))
-    if len(sf) != 2 or _builtins.min(sf) <= 0:
+    if len(sf) != 2 or builtins.min(sf) <= 0:
         raise ShapeError(f"scale_factor must be a positive number or pair, got {scale_factor!r}")
     out = tuple(int(np.floor(x.shape[2 + i] * sf[i])) for i in range(2))
-    if _builtins.min(out) < 1:
+    if builtins.min(out) < 1:
         raise ShapeError(f"scale_factor {sf} gives an empty output {out} for {x.type}")
     return out, sf
 
@@ -410,7 +525,7 @@ def _adaptive_window(op: str, x: Sym, output_size) -> tuple[int, int] | None:
         out = _pair(output_size, "output_size")
         if out == (1, 1):
             return None
-        if _builtins.min(out) < 1 or _builtins.any(x.shape[2 + i] % out[i] for i in range(2)):
+        if builtins.min(out) < 1 or builtins.any(x.shape[2 + i] % out[i] for i in range(2)):
             raise ShapeError(f"output_size {out} must be 1 or divide the input size "
                              f"{x.shape[2:]} (uneven adaptive windows are not supported)")
     except ShapeError as e:
@@ -464,7 +579,7 @@ def pad(x: Sym, pad_width, constant_values: float = 0.0) -> Sym:
         pads = [(int(pad_width), int(pad_width))] * x.ndim
     else:
         pw = [tuple(p) if isinstance(p, (tuple, list)) else p for p in pad_width]
-        if len(pw) == 2 and all(isinstance(p, (int, np.integer)) for p in pw):
+        if len(pw) == 2 and builtins.all(isinstance(p, (int, np.integer)) for p in pw):
             pads = [tuple(pw)] * x.ndim
         else:
             pads = pw
@@ -609,4 +724,4 @@ def _leaf_const(b: Builder, v, dtype: DType | None = None) -> Sym:
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
     "annotations", "Any", "Callable", "Sequence", "np", "Builder", "DType", "Graph", "Op",
     "ShapeError", "Sym",
-    "TensorType", "P", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]
+    "TensorType", "P", "C", "builtins", "builder_of", "flatten", "unflatten", "leaf_type", "sum_random_nodes")]

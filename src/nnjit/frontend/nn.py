@@ -8,16 +8,23 @@ torch's `state_dict`, so they save to `.npz` without pickle and map one to one o
     >>> params = model.init(seed=0)      # {"0": {"bias": (128,), "weight": (128, 64)}, "2": {...}}
     >>> logits = model.apply(params, x)  # pure: traced inside jit, compiled and run on arrays
 
-`apply(params, *inputs, training=False, seed=None)` is a pure function of its arguments:
-`training` switches Dropout on, and `seed` (an int or a traced i64 scalar; pass a new one each
-step) keys its random masks.
+`apply(params, *inputs, training=False, seed=None, state=None)` is a pure function of its
+arguments: `training` switches Dropout on, and `seed` (an int or a traced i64 scalar; pass a new
+one each step) keys its random masks. Running statistics (BatchNorm) are state, not parameters:
+`model.init_state()` makes them, and `apply(..., state=state)` returns `(output, new_state)`,
+updated in training mode, as passed in eval mode:
+
+    >>> def loss_fn(p, state):
+    ...     out, state = model.apply(p, x, training=True, state=state)
+    ...     return nn.cross_entropy(out, y), state
+    >>> (loss, state), grads = nnjit.value_and_grad(loss_fn, has_aux=True)(params, state)
+
+Recurrent layers live in `recurrent.py`, losses in `losses.py`, `Module` in `module.py`; all
+are re-exported here.
 """
 from __future__ import annotations
 
-import math
 import zlib
-from dataclasses import dataclass
-from typing import Any, Iterator
 
 import numpy as np
 
@@ -37,118 +44,15 @@ from .dsl import (  # noqa: F401
     softmax,
     tanh,
 )
-from .eager import eager
+from .losses import *  # noqa: F401,F403  (the loss functions: nn.cross_entropy, nn.kl_div, ...)
+from .losses import __all__ as _losses_all
+from .module import Context, Module, Params, Run, as_traced, fan_in_bound, uniform  # noqa: F401
 from .pytree import flatten
+from .tracing import trace_flat
+from .recurrent import *  # noqa: F401,F403  (nn.RNN, nn.LSTM, nn.GRU and the cells)
+from .recurrent import __all__ as _recurrent_all
 
-Params = dict
-
-
-@dataclass(frozen=True)
-class Context:
-    """What one `apply` call passes down the module tree: the mode, the dropout seed and the
-    module's path ("0", "encoder.1"), from which each Dropout layer derives its own salt."""
-
-    training: bool = False
-    seed: Any = None
-    path: str = ""
-
-    def child(self, name: str) -> "Context":
-        return Context(self.training, self.seed, f"{self.path}.{name}" if self.path else name)
-
-
-def _traced(*trees) -> bool:
-    return any(isinstance(x, Sym) for x in flatten(trees)[0])
-
-
-class Module:
-    """Base class: hyperparameters in attributes, submodules registered in assignment order.
-
-    Subclasses define `init_params(rng, dtype)` (their own leaves; children are added by `init`)
-    and `forward(params, *inputs, ctx)`; a composite calls a child with
-    `self.child("name", params, *inputs, ctx=ctx)`.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, Module):
-            self.__dict__.setdefault("_children", {})[name] = value
-        object.__setattr__(self, name, value)
-
-    def children(self) -> Iterator[tuple[str, "Module"]]:
-        return iter(self.__dict__.get("_children", {}).items())
-
-    # -- parameters -------------------------------------------------------------------------
-    def init(self, seed: int = 0, dtype=np.float32) -> Params:
-        """Fresh parameters (numpy arrays of `dtype`), reproducible from `seed`."""
-        dt = np.dtype(dtype)
-        if dt not in (np.float32, np.float64):
-            raise ShapeError(f"{type(self).__name__}.init: dtype must be float32 or float64, "
-                             f"got {dt.name}")
-        return self._init_tree(np.random.default_rng(seed), dt)
-
-    def _init_tree(self, rng: np.random.Generator, dtype: np.dtype) -> Params:
-        params = dict(self.init_params(rng, dtype))
-        for name, m in self.children():
-            sub = m._init_tree(rng, dtype)
-            if sub:                     # parameterless children have no state_dict entry
-                params[name] = sub
-        return params
-
-    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> Params:
-        return {}
-
-    # -- running ----------------------------------------------------------------------------
-    def forward(self, params: Params, *inputs, ctx: Context):
-        """What the module computes; every concrete layer defines it."""
-        raise TypeError(f"{type(self).__name__} defines no forward()")
-
-    def child(self, name: str, params: Params, *inputs, ctx: Context):
-        """Run child module `name` on `inputs` with its part of `params`; what it traces is
-        stamped with its module path (the loc's scope: "features.0"), so fusion reports,
-        profiles and pictures can tell conv1 from conv2."""
-        sub = ctx.child(name)
-        module = self.__dict__["_children"][name]
-        syms = [x for x in flatten((params, inputs))[0] if isinstance(x, Sym)]
-        if not syms:
-            return module.forward(params.get(name, {}), *inputs, ctx=sub)
-        with syms[0].builder.in_scope(sub.path):
-            return module.forward(params.get(name, {}), *inputs, ctx=sub)
-
-    def apply(self, params: Params, *inputs, training: bool = False, seed=None):
-        """The module's output for `inputs`. Traced when any argument is a traced tensor;
-        otherwise compiled (once per signature) and run with the reference backend."""
-        if _traced(params, inputs, seed):
-            return self.forward(params, *inputs, ctx=Context(training, seed))
-        seed = None if seed is None else np.asarray(seed, np.int64)
-        return self._eager(training)(params, inputs, seed)
-
-    __call__ = apply
-
-    def _eager(self, training: bool):
-        cache = self.__dict__.setdefault("_eager_cache", {})
-        if training not in cache:
-            def run(params, inputs, seed):
-                return self.forward(params, *inputs, ctx=Context(training, seed))
-            cache[training] = eager(run, type(self).__name__)
-        return cache[training]
-
-    # -- display ----------------------------------------------------------------------------
-    def extra_repr(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        kids = [f"  ({n}): " + repr(m).replace("\n", "\n  ") for n, m in self.children()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        return head + ("\n" + "\n".join(kids) + "\n)" if kids else ")")
-
-
-def _uniform(rng, shape, bound: float, dtype) -> np.ndarray:
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
-
-
-def _fan_in_bound(fan_in: int) -> float:
-    # torch's default: kaiming_uniform_(a=sqrt(5)) gives bound gain*sqrt(3/fan_in) with
-    # gain = sqrt(2/(1+5)), i.e. 1/sqrt(fan_in); the bias uses the same bound.
-    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+_uniform, _fan_in_bound, _as_traced = uniform, fan_in_bound, as_traced
 
 
 # -- layers ---------------------------------------------------------------------------------------
@@ -394,6 +298,46 @@ class Sigmoid(Module):
         return sigmoid(x)
 
 
+# -- activation modules (issue 12): torch's names and arguments --
+class GELU(Module):
+    """torch.nn.GELU: approximate="none" (erf) or "tanh"."""
+
+    def __init__(self, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ShapeError(f"approximate must be 'none' or 'tanh', got {approximate!r}",
+                             "GELU", user_loc())
+        self.approximate = approximate
+
+    def forward(self, params, x, *, ctx):
+        return dsl.gelu(x, approximate=self.approximate)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = negative_slope
+
+    def forward(self, params, x, *, ctx):
+        return dsl.leaky_relu(x, self.negative_slope)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def forward(self, params, x, *, ctx):
+        return dsl.elu(x, self.alpha)
+
+
+class Identity(Module):
+    """torch.nn.Identity: returns its input; constructor arguments are accepted and ignored."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def forward(self, params, x, *, ctx):
+        return x
+
+
 class Embedding(Module):
     """A lookup table: integer indices of any shape -> their rows of weight (num, dim)."""
 
@@ -430,140 +374,298 @@ class Sequential(Module):
         return len(self.__dict__.get("_children", {}))
 
 
-# -- recurrent layers ---------------------------------------------------------------------------
+# -- layers (issue 12) ----------------------------------------------------------------------------
 
-class _Recurrent(Module):
-    """Shared by RNN and LSTM: torch's single-layer parameter names and init (every tensor
-    U(-1/sqrt(hidden), 1/sqrt(hidden))), inputs time-major (T, B, input_size)."""
+def _features(shape, name: str) -> tuple[int, ...]:
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    if not shape or any(d < 1 for d in shape):
+        raise ShapeError(f"{name}: normalized_shape must be positive sizes, got {shape}")
+    return shape
 
-    gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+def _moments(x: Sym, axes: tuple[int, ...]) -> tuple[Sym, Sym]:
+    """Mean and biased variance over `axes` (kept as size-1 dims), from the centred values
+    (not E[x^2] - E[x]^2, which cancels catastrophically for large means)."""
+    mean = dsl.mean(x, axes, keepdims=True)
+    d = x - mean
+    return mean, dsl.mean(d * d, axes, keepdims=True)
+
+
+def _normalize(x: Sym, mean: Sym, var: Sym, eps: float) -> Sym:
+    return (x - mean) / P.sqrt(var + eps)
+
+
+class LayerNorm(Module):
+    """Normalizes over the trailing `normalized_shape` dims (biased variance, as torch), then
+    scales by weight and shifts by bias (ones and zeros at init) when `elementwise_affine`."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True):
+        self.normalized_shape = _features(normalized_shape, "LayerNorm")
+        self.eps, self.elementwise_affine, self.bias = eps, elementwise_affine, bias
 
     def init_params(self, rng, dtype):
-        n, h = self.gates * self.hidden_size, self.hidden_size
-        bound = _fan_in_bound(h)
-        p = {"weight_ih_l0": _uniform(rng, (n, self.input_size), bound, dtype),
-             "weight_hh_l0": _uniform(rng, (n, h), bound, dtype)}
+        if not self.elementwise_affine:
+            return {}
+        p = {"weight": np.ones(self.normalized_shape, dtype)}
         if self.bias:
-            p["bias_ih_l0"] = _uniform(rng, (n,), bound, dtype)
-            p["bias_hh_l0"] = _uniform(rng, (n,), bound, dtype)
+            p["bias"] = np.zeros(self.normalized_shape, dtype)
         return p
 
-    def _input_projection(self, params, x):
-        """x @ W_ih.T + b_ih + b_hh for every step at once: one (T*B, I) x (I, n) GEMM instead
-        of T small ones inside the loop."""
-        name = type(self).__name__
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ShapeError(f"expected input (T, B, {self.input_size}), got {x.shape}", name,
-                             user_loc())
-        if x.shape[0] == 0:
-            # torch.nn.RNN/LSTM refuse T=0 too ("Expected sequence length to be larger than 0");
-            # an empty batch (B=0) is fine and gives empty outputs, as in torch.
-            raise ShapeError(f"the input sequence is empty: x has shape {x.shape} (T=0 steps); "
-                             f"torch.nn.{name} refuses T=0 too", name, user_loc())
-        t, b, _ = x.shape
-        xw = linear(P.reshape(x, (t * b, self.input_size)), params["weight_ih_l0"])
-        if self.bias:
-            xw = xw + (params["bias_ih_l0"] + params["bias_hh_l0"])
-        return P.reshape(xw, (t, b, self.gates * self.hidden_size))
-
-    def _zeros(self, x):
-        return np.zeros((x.shape[1], self.hidden_size), x.dtype.np)
+    def forward(self, params, x, *, ctx):
+        x = as_traced(x, params)
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim < k:
+            raise ShapeError(f"input {x.shape} must end in normalized_shape "
+                             f"{self.normalized_shape}", "LayerNorm", user_loc())
+        y = _normalize(x, *_moments(x, tuple(range(x.ndim - k, x.ndim))), self.eps)
+        if "weight" in params:
+            y = y * params["weight"]
+        return y + params["bias"] if "bias" in params else y
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}"
+        return f"{self.normalized_shape}, eps={self.eps}, " \
+               f"elementwise_affine={self.elementwise_affine}"
 
 
-class RNN(_Recurrent):
-    """Elman RNN, h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), run as one `scan`.
+class _BatchNorm(Module):
+    """Normalizes each channel (dim 1) over the batch and the other dims. Training uses the
+    batch's statistics and, with `track_running_stats`, returns updated running ones through
+    `apply(..., state=...)` (running = (1 - momentum) running + momentum batch, the variance
+    unbiased, as torch; momentum=None: the cumulative average); eval mode uses the running
+    statistics. The running statistics are state (`init_state()`), not parameters."""
 
-    `apply(params, x, h0=None)` with x (T, B, input_size) returns (outputs (T, B, H), h_T (B, H)).
+    ndims: tuple[int, ...] = ()
+    layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True):
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+
+    def init_params(self, rng, dtype):
+        if not self.affine:
+            return {}
+        return {"weight": np.ones(self.num_features, dtype),
+                "bias": np.zeros(self.num_features, dtype)}
+
+    def init_buffers(self, dtype):
+        if not self.track_running_stats:
+            return {}
+        return {"running_mean": np.zeros(self.num_features, dtype),
+                "running_var": np.ones(self.num_features, dtype),
+                "num_batches_tracked": np.zeros((), np.int64)}
+
+    def forward(self, params, x, *, ctx):
+        name = type(self).__name__
+        x = as_traced(x, params)
+        c = self.num_features
+        if x.ndim not in self.ndims or x.shape[1] != c:
+            raise ShapeError(f"expected input {self.layout.format(c=c)}, got {x.shape}", name,
+                             user_loc())
+        axes = (0,) + tuple(range(2, x.ndim))
+        bshape = (1, c) + (1,) * (x.ndim - 2)
+        if ctx.training or not self.track_running_stats:
+            mean, var = _moments(x, axes)
+            if ctx.training and self.track_running_stats:
+                self._update(ctx, x, P.reshape(mean, (c,)), P.reshape(var, (c,)), name)
+        else:
+            st = ctx.state(name)
+            mean = P.reshape(as_traced(st["running_mean"], x), bshape)
+            var = P.reshape(as_traced(st["running_var"], x), bshape)
+        y = _normalize(x, mean, var, self.eps)
+        if self.affine:
+            y = y * P.reshape(params["weight"], bshape) + P.reshape(params["bias"], bshape)
+        return y
+
+    def _update(self, ctx, x: Sym, mean: Sym, var: Sym, name: str) -> None:
+        n = int(np.prod([x.shape[a] for a in range(x.ndim) if a != 1]))
+        if n <= 1:
+            raise ShapeError(f"expected more than 1 value per channel when training, got input "
+                             f"{x.shape} (as torch)", name, user_loc())
+        st = {k: as_traced(v, x) for k, v in ctx.state(name).items()}
+        count = st["num_batches_tracked"] + 1
+        f = self.momentum if self.momentum is not None else 1.0 / P.cast(count, x.dtype)
+        mean, var = P.stop_gradient(mean), P.stop_gradient(var) * (n / (n - 1))
+        ctx.update_state({"running_mean": (1.0 - f) * st["running_mean"] + f * mean,
+                          "running_var": (1.0 - f) * st["running_var"] + f * var,
+                          "num_batches_tracked": count})
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, " \
+               f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L) inputs (torch.nn.BatchNorm1d)."""
+
+    ndims, layout = (2, 3), "(N, {c}) or (N, {c}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) inputs (torch.nn.BatchNorm2d)."""
+
+    ndims, layout = (4,), "(N, {c}, H, W)"
+
+
+class MultiheadAttention(Module):
+    """torch.nn.MultiheadAttention (kdim = vdim = embed_dim): parameters in_proj_weight
+    (3E, E), in_proj_bias (3E,) and out_proj.{weight, bias}, initialized as torch (Xavier
+    uniform in-projection, zero biases).
+
+    `apply(params, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True)` with inputs (L, N, E) ((N, L, E) with batch_first, or unbatched
+    (L, E)) returns (output like query, weights (N, L, S) averaged over heads, (N, H, L, S)
+    otherwise, or None without need_weights). Masks as torch: a bool mask is True where
+    attention is not allowed; a float mask is added to the scores. attn_mask is (L, S) or
+    (N * num_heads, L, S); key_padding_mask (N, S).
     """
 
-    def forward(self, params, x, h0=None, *, ctx):
-        x = _as_traced(x, params)
-        xw = self._input_projection(params, x)
-        w_hh = params["weight_hh_l0"]
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = False):
+        if num_heads < 1 or embed_dim % num_heads:
+            raise ShapeError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
+                             f"num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
+        self.bias, self.batch_first = bias, batch_first
+        self.out_proj = Linear(embed_dim, embed_dim, bias)
 
-        def step(h, xw_t):
-            h = tanh(xw_t + linear(h, w_hh))
-            return h, h
+    def init_params(self, rng, dtype):
+        e = self.embed_dim
+        p = {"in_proj_weight": _uniform(rng, (3 * e, e), np.sqrt(6.0 / (4 * e)), dtype)}
+        if self.bias:
+            p["in_proj_bias"] = np.zeros(3 * e, dtype)
+        return p
 
-        h_t, ys = dsl.scan(step, self._zeros(x) if h0 is None else h0, xw)
-        return ys, h_t
+    def _init_tree(self, rng, dtype):
+        params = super()._init_tree(rng, dtype)
+        if self.bias:
+            params["out_proj"]["bias"] = np.zeros_like(params["out_proj"]["bias"])
+        return params
+
+    def forward(self, params, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, *, ctx):
+        e, h = self.embed_dim, self.num_heads
+        q, k, v = (as_traced(t, params, query, key, value) for t in (query, key, value))
+        if q.ndim not in (2, 3) or not q.ndim == k.ndim == v.ndim or any(
+                t.shape[-1] != e for t in (q, k, v)):
+            raise ShapeError(f"query, key and value must all be (L, N, {e}) (or batch-first, or "
+                             f"unbatched (L, {e})), got {q.shape}, {k.shape}, {v.shape}",
+                             "MultiheadAttention", user_loc())
+        unbatched = q.ndim == 2
+        q, k, v = (self._batch_major(t, unbatched) for t in (q, k, v))   # (N, L, E)
+        if k.shape[:2] != v.shape[:2] or k.shape[0] != q.shape[0]:
+            raise ShapeError(f"key {k.shape} and value {v.shape} must agree, and share the "
+                             f"query's batch", "MultiheadAttention", user_loc())
+        w, b = params["in_proj_weight"], params.get("in_proj_bias")
+        heads = [self._heads(linear(t, w[i * e:(i + 1) * e], None if b is None else
+                                    b[i * e:(i + 1) * e]))
+                 for i, t in enumerate((q, k, v))]                       # (N, H, L, E/H)
+        qh, kh, vh = heads
+        scores = P.matmul(qh * (1.0 / np.sqrt(e // h)), P.transpose(kh, (0, 1, 3, 2)))
+        n, _, l_len, s_len = scores.shape
+        if attn_mask is not None:
+            m = as_traced(attn_mask, q)
+            if m.shape == (n * h, l_len, s_len):
+                m = P.reshape(m, (n, h, l_len, s_len))
+            elif m.shape != (l_len, s_len):
+                raise ShapeError(f"attn_mask must be ({l_len}, {s_len}) or ({n * h}, {l_len}, "
+                                 f"{s_len}), got {m.shape}", "MultiheadAttention", user_loc())
+            scores = _masked(scores, m)
+        if key_padding_mask is not None:
+            m = as_traced(key_padding_mask, q)
+            if m.shape != ((s_len,) if unbatched else (n, s_len)):
+                raise ShapeError(f"key_padding_mask must be (N, S) = ({n}, {s_len}), got "
+                                 f"{m.shape}", "MultiheadAttention", user_loc())
+            scores = _masked(scores, P.reshape(m, (n, 1, 1, s_len)))
+        attn = softmax(scores, -1)
+        if ctx.training and self.dropout > 0.0:
+            if ctx.seed is None:
+                raise NnjitError(f"MultiheadAttention at '{ctx.path or 'top'}': dropout in "
+                                 "training needs apply(..., seed=...)")
+            salt = (zlib.crc32(ctx.path.encode()) & 0x3FFFFFFF) | 0x40000000
+            attn_used = dsl.dropout(attn, self.dropout, ctx.seed, training=True, salt=salt)
+        else:
+            attn_used = attn
+        o = P.transpose(P.matmul(attn_used, vh), (0, 2, 1, 3))           # (N, L, H, E/H)
+        o = self.child("out_proj", params, P.reshape(o, (n, l_len, e)), ctx=ctx)
+        o = P.reshape(o, (l_len, e)) if unbatched else (
+            o if self.batch_first else P.transpose(o, (1, 0, 2)))
+        if not need_weights:
+            return o, None
+        # As torch, the weights returned are the ones used (after dropout, when training).
+        weights = dsl.mean(attn_used, 1) if average_attn_weights else attn_used
+        return o, (P.reshape(weights, weights.shape[1:]) if unbatched else weights)
+
+    def _batch_major(self, t: Sym, unbatched: bool) -> Sym:
+        if unbatched:
+            return P.reshape(t, (1,) + t.shape)
+        return t if self.batch_first else P.transpose(t, (1, 0, 2))
+
+    def _heads(self, t: Sym) -> Sym:
+        n, length, e = t.shape
+        return P.transpose(P.reshape(t, (n, length, self.num_heads, e // self.num_heads)),
+                           (0, 2, 1, 3))
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
 
 
-class LSTM(_Recurrent):
-    """Long short-term memory, torch's gate order (input, forget, cell, output), run as one
-    `scan` (never unrolled):
+def _masked(scores: Sym, mask: Sym) -> Sym:
+    """torch's attention masks: bool True = not allowed (-inf), float = added to the score."""
+    if mask.dtype.is_float:
+        return scores + P.cast(mask, scores.dtype)
+    return P.where(mask, -np.inf, scores)
 
-        i, f, g, o = split(x_t W_ih^T + b_ih + h W_hh^T + b_hh)
-        c' = sigmoid(f) * c + sigmoid(i) * tanh(g);   h' = sigmoid(o) * tanh(c')
 
-    `apply(params, x, state=None)` with x (T, B, input_size) and state (h0, c0) of (B, H) each
-    returns (outputs (T, B, H), (h_T, c_T)).
+def summary(model: Module, *example_inputs, params: Params | None = None,
+            state: Params | None = None, training: bool = False, print_fn=print) -> str:
+    """A torchinfo-style table of `model` run on `example_inputs` (arrays, traced only: nothing
+    is compiled): every module's path and type, its output shape and its parameter count
+    (its children's included), then the totals. Printed with `print_fn` (None: not printed)
+    and returned.
+
+        >>> nn.summary(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), np.zeros((2, 4), np.float32))
+        Layer (type)          Output shape     Param #
+        ...
     """
+    params = model.init() if params is None else params
+    state = (model.init_state() or None) if state is None else state
+    record: list = []
 
-    gates = 4
+    def traced(p, xs):
+        ctx = Context(training, 0 if training else None, "", Run(state, record))
+        return model.call(p, *xs, ctx=ctx)
 
-    def forward(self, params, x, state=None, *, ctx):
-        x = _as_traced(x, params)
-        xw = self._input_projection(params, x)
-        w_hh, hs = params["weight_hh_l0"], self.hidden_size
-
-        def step(carry, xw_t):
-            h, c = carry
-            z = xw_t + linear(h, w_hh)
-            i, f, g, o = (z[:, k * hs:(k + 1) * hs] for k in range(4))
-            c = sigmoid(f) * c + sigmoid(i) * tanh(g)
-            h = sigmoid(o) * tanh(c)
-            return (h, c), h
-
-        init = (self._zeros(x), self._zeros(x)) if state is None else tuple(state)
-        (h_t, c_t), ys = dsl.scan(step, init, xw)
-        return ys, (h_t, c_t)
-
-
-def _as_traced(x, params) -> Sym:
-    if isinstance(x, Sym):
-        return x
-    syms = [v for v in flatten(params)[0] if isinstance(v, Sym)]
-    if not syms:
-        raise ShapeError("expected traced inputs or parameters (call inside jit, or via apply)")
-    return P.lift(P.builder_of(*syms), x)[0]
+    trace_flat(traced, (params, tuple(example_inputs)), name="summary")
+    rows = [(("  " * (path.count(".") + 1) + path.rsplit(".", 1)[-1] + ": " if path else "")
+             + type(m).__name__, _shapes(out), num_params(_subtree(params, path)))
+            for path, m, out in record]
+    w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
+    w1 = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
+    rule = "=" * (w0 + w1 + 12)
+    lines = [rule, f"{'Layer (type)':<{w0}}{'Output shape':<{w1}}{'Param #':>12}", rule]
+    lines += [f"{a:<{w0}}{b:<{w1}}{c:>12,}" for a, b, c in rows]
+    total = num_params(params)
+    size = sum(np.asarray(v).nbytes for v in flatten(params)[0])
+    lines += [rule, f"Total params: {total:,}",
+              f"State (running statistics): {num_params(state or {}):,}",
+              f"Params size (MB): {size / 1e6:.2f}", rule]
+    text = "\n".join(lines)
+    if print_fn is not None:
+        print_fn(text)
+    return text
 
 
-# -- losses -------------------------------------------------------------------------------------
-
-def cross_entropy(logits, labels, ignore_index: int = -100) -> Sym:
-    """Mean over the labels of -log softmax(logits)[label]: logits (N, C) (or (..., C)), integer
-    labels (N,) (or (...)). Labels equal to `ignore_index` (-100 by default, as in torch) add
-    nothing and are not counted (all ignored: NaN, as torch); any other label outside [0, C)
-    raises IndexOutOfRange at run time. The label pick is a class mask times log_softmax,
-    summed, which fuses into the softmax's reduction instead of needing a gather."""
-    if not isinstance(labels, Sym):
-        labels = P.lift(P.builder_of(logits), np.asarray(labels))[0]
-    if not labels.dtype.is_int:
-        raise ShapeError(f"cross_entropy: labels must be integers, got {labels.type}")
-    if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
-        raise ShapeError(f"cross_entropy: labels {labels.shape} must be logits {logits.shape} "
-                         "without the class dim")
-    classes = logits.shape[-1]
-    labels = P.check_index(labels, classes, f"cross_entropy: labels for {classes} classes",
-                           negative=False, ignore=(ignore_index,))
-    mask = dsl.class_mask(labels, classes, exclude=ignore_index)
-    # Checked labels have one class each (ignored ones none), so the mask's sum counts them:
-    # both sums share the softmax's reduction domain, and with it one kernel.
-    mask = P.cast(mask, logits.dtype)
-    return -P.reduce_sum(mask * log_softmax(logits, -1)) / P.reduce_sum(mask)
+def _subtree(params: Params, path: str) -> Params:
+    for part in path.split(".") if path else []:
+        params = params.get(part, {}) if isinstance(params, dict) else {}
+    return params
 
 
-def mse(pred, target) -> Sym:
-    """Mean squared error over all elements."""
-    d = pred - target
-    return dsl.mean(d * d)
+def _shapes(out) -> str:
+    leaves = [v for v in flatten(out)[0] if isinstance(v, Sym)]
+    return ", ".join(str(list(v.shape)) for v in leaves) or "-"
 
 
 def num_params(params: Params) -> int:
@@ -577,3 +679,5 @@ __all__ = ["AvgPool2d", "CheckpointNotFoundError", "Context", "Conv2d", "Dropout
            "relu", "save", "sigmoid", "softmax", "tanh"]
 __all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Conv1d", "ConvTranspose2d",  # issue 12
             "Upsample"]
+__all__ += ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "summary"]
+__all__ += [n for n in _losses_all + _recurrent_all if n not in __all__]

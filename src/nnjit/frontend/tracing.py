@@ -67,6 +67,7 @@ class Traced:
     in_paths: tuple[str, ...]
     captures: tuple = ()   # outer-trace Syms the function closed over (extra trailing inputs)
     arg_names: tuple[str, ...] = ()   # the function's positional parameter names
+    remat: tuple = ()      # checkpointed blocks: frozensets of graph nodes (nnjit.checkpoint)
 
 
 def arg_names(fn: Callable, n: int) -> list[str]:
@@ -187,7 +188,7 @@ def trace_flat(fn: Callable, args: Sequence[Any], name: str | None = None,
             raise ShapeError(f"{b.name}: output {k} is a {type(o).__name__}, not a tensor")
     names_ = tuple(b.inputs[i].node.attrs["name"] for i in range(len(syms)))
     return Traced(b.build(outs), in_tree, out_tree, names_,
-                  tuple(outer for outer, _ in b.captures), tuple(names))
+                  tuple(outer for outer, _ in b.captures), tuple(names), tuple(b.remat_regions))
 
 
 def _fn_name(fn: Callable) -> str:

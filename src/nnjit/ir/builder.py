@@ -68,6 +68,9 @@ class Builder:
         self._loc_override: Loc | None = None
         self.scope = parent.scope if parent else ""   # the nn.Module path being traced
         self._scalar_consts: dict[tuple, Sym] = {}
+        # Checkpointed blocks (nnjit.checkpoint): sets of this builder's nodes whose values
+        # autodiff recomputes in the backward pass instead of keeping them from the forward.
+        self.remat_regions: list[frozenset[Node]] = []
 
     # -- values ---------------------------------------------------------------------------
     def input(self, type_: TensorType, name: str | None = None, loc: Loc | None = None) -> "Sym":
@@ -314,6 +317,8 @@ class Sym:
         return prims.reduce_max(self, axis, keepdims)
 
     def min(self, axis=None, keepdims: bool = False) -> "Sym":
+        if self.dtype == DType.BOOL:
+            return composites.all(self, axis, keepdims)
         if self.dtype.is_float:
             return prims.neg(prims.reduce_max(prims.neg(self), axis, keepdims))
         # NOTE: -max(-x) is wrong for integers (-INT_MIN wraps to INT_MIN); ~v = -v - 1 (wrapping)
@@ -331,5 +336,37 @@ class Sym:
     def __getitem__(self, idx) -> "Sym":
         return prims.getitem(self, idx)
 
+    # -- math, reductions (issue 12) ----------------------------------------------------------
+    def __floordiv__(self, o): return prims.floor_divide(self, o)
+    def __rfloordiv__(self, o): return prims.floor_divide(o, self)
+
+    def round(self, decimals: int = 0) -> "Sym":
+        return prims.round(self, decimals)
+
+    def clip(self, a_min=None, a_max=None) -> "Sym":
+        return composites.clip(self, a_min, a_max)
+
+    def prod(self, axis=None, keepdims: bool = False) -> "Sym":
+        return prims.reduce_prod(self, axis, keepdims)
+
+    def var(self, axis=None, ddof: int = 0, keepdims: bool = False) -> "Sym":
+        return composites.var(self, axis, ddof, keepdims)
+
+    def std(self, axis=None, ddof: int = 0, keepdims: bool = False) -> "Sym":
+        return composites.std(self, axis, ddof, keepdims)
+
+    def argmin(self, axis=None, keepdims: bool = False) -> "Sym":
+        return composites.argmin(self, axis, keepdims)
+
+    def any(self, axis=None, keepdims: bool = False) -> "Sym":
+        return composites.any(self, axis, keepdims)
+
+    def all(self, axis=None, keepdims: bool = False) -> "Sym":
+        return composites.all(self, axis, keepdims)
+
+    def cumsum(self, axis=None) -> "Sym":
+        return composites.cumsum(self, axis)
+
 
 from . import prims  # noqa: E402  (prims builds on Sym and Builder)
+from . import composites  # noqa: E402

@@ -5,24 +5,29 @@ backend. No eval, no codegen: just `OpDef.ref` per node.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import CompileError, IndexOutOfRange
 from .graph import Graph, Node, Value, subgraphs
 from .opdef import opdef
+from .ops import Op
 
 
 def evaluate(graph: Graph, args: Sequence[np.ndarray],
-             on_node: Callable[[Node, tuple[np.ndarray, ...]], None] | None = None
-             ) -> list[np.ndarray]:
+             on_node: Callable[[Node, tuple[np.ndarray, ...]], None] | None = None,
+             impls: Mapping[Op, Callable] | None = None) -> list[np.ndarray]:
     """Outputs of `graph` on `args` (arrays already of the input types). `on_node(node, results)`
-    is called after each node, which is how `nnjit.debug.bisect` compares stage by stage."""
+    is called after each node, which is how `nnjit.debug.bisect` compares stage by stage.
+    `impls` replaces the reference of some top-level ops (`fn(inputs, attrs)`, same contract):
+    how the interp backend runs collectives through a process group."""
     env: dict[Value, np.ndarray] = dict(zip(graph.inputs, args))
+    impls = impls or {}
     for n in graph.nodes:
         try:
-            out = opdef(n.op).ref([env[s] for s in n.srcs], n.attrs)
+            fn = impls.get(n.op) or opdef(n.op).ref
+            out = fn([env[s] for s in n.srcs], n.attrs)
         except IndexOutOfRange as e:
             # A check inside a body (scan, fusion) has already named its own line.
             located = n.loc and not subgraphs(n)

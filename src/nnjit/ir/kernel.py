@@ -65,16 +65,26 @@ class KOp(enum.Enum):
     WHERE = "where"      # (cond, a, b)
     CAST = "cast"        # float->int truncates, saturates, NaN -> 0
     RAND = "rand"        # (seed i64, index i64) -> uniform [0, 1): Philox, attrs salt
+    # -- math functions (issue 12) --
+    SIN = "sin"
+    COS = "cos"
+    ERF = "erf"
+    EXPM1 = "expm1"
+    LOG1P = "log1p"
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"      # to nearest, ties to even (numpy's round / rint)
 
 
 COMPARE = {KOp.LT, KOp.LE, KOp.GT, KOp.GE, KOp.EQ, KOp.NE}
 #: Calls that cost tens of instructions (polynomials, Philox): worth not computing twice.
-EXPENSIVE_KOPS = {KOp.EXP, KOp.LOG, KOp.SQRT, KOp.TANH, KOp.SIGMOID, KOp.POW, KOp.RAND}
+EXPENSIVE_KOPS = {KOp.EXP, KOp.LOG, KOp.SQRT, KOp.TANH, KOp.SIGMOID, KOp.POW, KOp.RAND,
+                  KOp.SIN, KOp.COS, KOp.ERF, KOp.EXPM1, KOp.LOG1P}
 
 
 @dataclass(frozen=True)
 class Accumulation:
-    """How a reduction folds its terms (its OpDef's `lower`): `op` (ADD, MAX or MIN) from
+    """How a reduction folds its terms (its OpDef's `lower`): `op` (ADD, MUL, MAX or MIN) from
     `identity(op, dtype)`; `index`: keep the position of the first best term (argmax)."""
 
     op: KOp
@@ -82,7 +92,9 @@ class Accumulation:
 
 
 def identity(op: KOp, dtype: DType):
-    """The neutral start of an accumulation with `op` (ADD, MAX or MIN) in `dtype`."""
+    """The neutral start of an accumulation with `op` (ADD, MUL, MAX or MIN) in `dtype`."""
+    if op == KOp.MUL:
+        return 1.0 if dtype.is_float else (True if dtype == DType.BOOL else 1)
     if op == KOp.ADD:
         return 0.0 if dtype.is_float else (False if dtype == DType.BOOL else 0)
     if dtype == DType.BOOL:
@@ -475,7 +487,33 @@ class GpuKernel:
         return max((b.offset + b.nbytes for b in self.shared), default=0)
 
 
-Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel, GpuKernel]
+@dataclass(frozen=True)
+class HostKernel:
+    """A step the runtime runs on the host between native kernels: a collective over the
+    process group (issue 15; run by `nnjit.backends.collective.HostSteps`).
+
+    `op` is `all_reduce_start` / `all_reduce_wait` (a pair sharing attr `slot`: the transfer
+    runs while the kernels between them do, see `codegen.overlap`), `all_gather`,
+    `reduce_scatter`, `broadcast` or `axis_index`; `attrs` are the graph op's attributes as
+    sorted (name, value) pairs; `srcs` and `dsts` its buffers, whose `shapes` (srcs first) it
+    sees them with. A wait lists the pair's buffers as reads only: the start writes `dst`, so
+    the planner keeps both alive (and apart) until the wait."""
+
+    name: str
+    op: str
+    attrs: tuple[tuple[str, object], ...]
+    srcs: tuple[str, ...]
+    dsts: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    src: str = ""
+
+    def attr(self, name: str):
+        return dict(self.attrs)[name]
+
+
+Kernel = Union[LoopKernel, GemmKernel, ScanKernel, CopyKernel, GpuKernel, HostKernel]
 
 
 STATUS_BUFFER = "status"
@@ -576,6 +614,11 @@ def print_kernel(k: Kernel, indent: str = "") -> str:
                  f"consts ({', '.join(k.const_bufs)})",
                  print_program(k.body, indent + "  ")]
         return "\n".join(lines)
+    if isinstance(k, HostKernel):
+        attrs = ", ".join(f"{a}={v}" for a, v in k.attrs)
+        shapes = iter(k.shapes)
+        typed = lambda names: ", ".join(f"{n}: {list(next(shapes))}" for n in names)  # noqa
+        return f"{head}: host {k.op}({attrs}) ({typed(k.srcs)}) -> ({typed(k.dsts)}){src}"
     return f"{head}: copy {k.size} x {k.dtype.value}{src}"
 
 

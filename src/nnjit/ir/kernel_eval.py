@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import IndexOutOfRange
+from .errors import CompileError, IndexOutOfRange
 from .kernel import (
     STATUS_BUFFER,
     Assign,
@@ -25,6 +25,7 @@ from .kernel import (
     BufKind,
     Const,
     CopyKernel,
+    HostKernel,
     GemmKernel,
     GpuKernel,
     If,
@@ -77,6 +78,10 @@ _OPS = {
     KOp.AND: lambda a, b: bool(a) and bool(b), KOp.OR: lambda a, b: bool(a) or bool(b),
     KOp.NOT: lambda a: not a, KOp.ISNAN: lambda a: a != a,
     KOp.WHERE: lambda c, a, b: a if c else b,
+    # -- math functions (issue 12) --
+    KOp.SIN: np.sin, KOp.COS: np.cos, KOp.EXPM1: np.expm1, KOp.LOG1P: np.log1p,
+    KOp.ERF: lambda a: math.erf(float(a)), KOp.FLOOR: np.floor, KOp.CEIL: np.ceil,
+    KOp.ROUND: np.rint,
 }
 
 
@@ -175,6 +180,10 @@ def _execute(p: Program, mem: dict[str, np.ndarray]) -> None:
             _gemm(k, mem, m)
         elif isinstance(k, ScanKernel):
             _scan(k, mem)
+        elif isinstance(k, HostKernel):
+            raise CompileError(f"kernel {k.name}: host step {k.op} (a collective over "
+                               f"{k.attr('group_size')} processes) runs in a backend's runtime, "
+                               "not in the kernel-IR interpreter")
         elif isinstance(k, GpuKernel):
             if k.gemm is not None:
                 _gemm(k.gemm, mem, m)

@@ -15,6 +15,7 @@ from .kernel import (
     BufKind,
     Const,
     CopyKernel,
+    HostKernel,
     GemmKernel,
     Let,
     Load,
@@ -60,7 +61,23 @@ def verify_program(p: Program) -> Program:
             for name in (k.src_buf, k.dst_buf):
                 if name not in bufs:
                     _fail(p, k, f"copies unknown buffer {name}")
+        elif isinstance(k, HostKernel):
+            _verify_host(p, k, bufs)
     return p
+
+
+def _verify_host(p: Program, k: HostKernel, bufs) -> None:
+    if len(k.shapes) != len(k.srcs) + len(k.dsts):
+        _fail(p, k, f"has {len(k.shapes)} shapes for {len(k.srcs) + len(k.dsts)} buffers")
+    for name, shape in zip(k.srcs + k.dsts, k.shapes):
+        if name not in k.reads + k.writes:
+            _fail(p, k, f"does not list its buffer {name} in its reads or writes")
+        size = 1
+        for d in shape:
+            size *= d
+        if name in bufs and max(size, 1) > bufs[name].size:
+            _fail(p, k, f"sees {name} as {list(shape)}, larger than its {bufs[name].size} "
+                        "elements")
 
 
 def _fail(p: Program, k, msg: str):

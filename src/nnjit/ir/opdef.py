@@ -53,6 +53,10 @@ class OpDef:
         CONTRACTION, WINDOW: lower(lowering, anchor, others, roots, name, src) -> kernels, a
             template that computes `others` (fused producers and consumers) inline;
         OPAQUE: lower(lowering, node) -> None, emitting the node's kernels and buffers.
+    batch(builder, node, srcs, batched, size) -> list[Sym]: the vmap rule (registered from
+        nnjit.frontend.vmap): the node's results with a leading batch axis of `size`, given
+        operands of which those flagged in `batched` carry that axis first. Elementwise ops
+        need none (operands broadcast).
     """
 
     op: Op
@@ -64,6 +68,7 @@ class OpDef:
     vjp: Callable | None = None
     scalar: Callable | None = None
     lower: Callable | None = None
+    batch: Callable | None = None
     nondiff_inputs: frozenset[int] = frozenset()  # inputs never differentiated (indices, seeds)
     doc: str = ""
     expensive: bool | None = None  # None: expensive iff the scalar rule calls a transcendental

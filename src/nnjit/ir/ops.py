@@ -48,10 +48,22 @@ class Op(enum.Enum):
     GE = "ge"
     # elementwise, ternary
     WHERE = "where"
+    # -- math ops (issue 12): unary math, rounding, floor division --
+    SIN = "sin"
+    COS = "cos"
+    ERF = "erf"
+    EXPM1 = "expm1"
+    LOG1P = "log1p"
+    FLOOR = "floor"
+    CEIL = "ceil"
+    ROUND = "round"
+    FLOOR_DIVIDE = "floor_divide"
     # reductions
     SUM = "sum"
     MAX = "max"
     ARGMAX = "argmax"
+    # -- reductions (issue 12) --
+    PROD = "prod"
     # contractions
     MATMUL = "matmul"
     CONV2D = "conv2d"
@@ -76,6 +88,15 @@ class Op(enum.Enum):
     # control flow and kernel boundaries
     SCAN = "scan"
     FUSION = "fusion"
+    # -- collectives over a process group (issue 15) --
+    ALL_REDUCE = "all_reduce"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    BROADCAST = "broadcast"
+    AXIS_INDEX = "axis_index"
+
+    # -- rematerialization (issue 12) --
+    OPTIMIZATION_BARRIER = "optimization_barrier"
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"
@@ -100,4 +121,6 @@ class Kind(enum.IntEnum):
 # Algebraic facts the rewrite rules use; everything about fusion and lowering comes from each
 # op's OpDef (`kind`, `scalar`, `lower`), so a new op needs no entry here beyond `Op`.
 COMPARISON = {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE}
+# Ops that communicate with the other processes of a group: never folded, run by the host.
+COLLECTIVE = {Op.ALL_REDUCE, Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.BROADCAST, Op.AXIS_INDEX}
 COMMUTATIVE = {Op.ADD, Op.MUL, Op.MAXIMUM, Op.MINIMUM, Op.AND, Op.OR, Op.EQ, Op.NE}

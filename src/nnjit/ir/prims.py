@@ -162,6 +162,51 @@ gt = _binary(Op.GT)
 ge = _binary(Op.GE)
 
 
+# -- math ops (issue 12) --
+def _float_unary(op: Op):
+    """A float op; integer and bool operands are converted to f32 first (as `div` does)."""
+    def f(x: Sym) -> Sym:
+        return _emit(op, (x if x.dtype.is_float else cast(x, DType.F32),))
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x) (integer operands are computed in f32)."
+    return f
+
+
+def _rounding(op: Op):
+    """floor, ceil: integers (and bools) are already whole, and stay as they are (numpy 2)."""
+    def f(x: Sym) -> Sym:
+        return _emit(op, (x,)) if x.dtype.is_float else x
+    f.__name__ = op.value
+    f.__doc__ = f"Elementwise {op.value}(x); integer tensors are returned unchanged."
+    return f
+
+
+sin = _float_unary(Op.SIN)
+cos = _float_unary(Op.COS)
+erf = _float_unary(Op.ERF)
+expm1 = _float_unary(Op.EXPM1)
+log1p = _float_unary(Op.LOG1P)
+floor = _rounding(Op.FLOOR)
+ceil = _rounding(Op.CEIL)
+floor_divide = _binary(Op.FLOOR_DIVIDE)
+
+
+def round(x: Sym, decimals: int = 0) -> Sym:  # noqa: A001  (numpy's name)
+    """numpy.round: to nearest, ties to even, at `decimals` digits (x * 10**d rounded, / 10**d,
+    as numpy computes it). Integer tensors are returned unchanged for decimals >= 0."""
+    if not x.dtype.is_float:
+        if decimals < 0:
+            raise ShapeError(f"decimals={decimals} on an integer tensor is not supported",
+                             "round", user_loc())
+        return x
+    if decimals == 0:
+        return _emit(Op.ROUND, (x,))
+    scale = 10.0 ** builtins.abs(decimals)
+    if decimals > 0:
+        return div(_emit(Op.ROUND, (mul(x, scale),)), scale)
+    return mul(_emit(Op.ROUND, (div(x, scale),)), scale)
+
+
 def where(cond, x, y) -> Sym:
     """`x` where `cond` else `y`, broadcasting all three."""
     b = builder_of(cond, x, y)
@@ -207,6 +252,15 @@ def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
     except ShapeError as e:
         raise located(e, "argmax", x) from None
     return _emit(Op.ARGMAX, (x,), axis=axis, keepdims=keepdims)
+
+
+# -- reductions (issue 12) --
+def reduce_prod(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    try:
+        axes = norm_axes(axis, x.ndim)
+    except ShapeError as e:
+        raise located(e, "prod", x) from None
+    return _emit(Op.PROD, (x,), axes=axes, keepdims=keepdims)
 
 
 def mean(x: Sym, axis=None, keepdims: bool = False) -> Sym:
@@ -527,3 +581,39 @@ def scan(body, carry: Sequence[Sym], xs: Sequence[Sym], consts: Sequence[Sym], l
     out = b.emit(Op.SCAN, srcs, {"body": body, "num_carry": len(carry),
                                  "num_consts": len(consts), "length": length, "reverse": reverse})
     return out if isinstance(out, tuple) else (out,)
+
+
+# -- collectives over a process group (issue 15) --------------------------------------------------
+
+def all_reduce(x: Sym, reduce: str, axis_name: str, group_size: int) -> Sym:
+    """`reduce` ("sum", "mean" or "max") of `x` over the `group_size` processes of group
+    `axis_name` (each process passes its own `x`; every one gets the result)."""
+    return _emit(Op.ALL_REDUCE, (x,), reduce=reduce, axis_name=axis_name, group_size=group_size)
+
+
+def all_gather(x: Sym, axis: int, axis_name: str, group_size: int) -> Sym:
+    """The processes' `x` concatenated along `axis` in rank order."""
+    return _emit(Op.ALL_GATHER, (x,), axis=axis, axis_name=axis_name, group_size=group_size)
+
+
+def reduce_scatter(x: Sym, axis: int, axis_name: str, group_size: int) -> Sym:
+    """Block `rank` (along `axis`) of the sum of the processes' `x`."""
+    return _emit(Op.REDUCE_SCATTER, (x,), axis=axis, axis_name=axis_name,
+                 group_size=group_size)
+
+
+def broadcast(x: Sym, root: int, axis_name: str, group_size: int) -> Sym:
+    """Process `root`'s `x`, on every process of the group."""
+    return _emit(Op.BROADCAST, (x,), root=root, axis_name=axis_name, group_size=group_size)
+
+
+def axis_index(b: Builder, axis_name: str, group_size: int) -> Sym:
+    """This process's rank in group `axis_name`, an i32 scalar known when the program runs."""
+    return b.emit(Op.AXIS_INDEX, (), {"axis_name": axis_name, "group_size": group_size})
+
+# -- rematerialization (issue 12) -----------------------------------------------------------------
+
+def optimization_barrier(x: Sym, after: Sym) -> Sym:
+    """`x`, computed after the scalar `after` and never merged with another value (see
+    `defs/control.py`)."""
+    return _emit(Op.OPTIMIZATION_BARRIER, (x, after))

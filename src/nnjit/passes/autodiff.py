@@ -22,8 +22,10 @@ from ..ir import Builder, CompileError, Graph, Node, Op, Sym, Value, opdef
 from ..ir import prims as P
 
 
-def grad(g: Graph, wrt: Sequence[int], name: str | None = None) -> Graph:
-    """Graph with outputs `(*g.outputs, *d g.outputs[0] / d g.inputs[i] for i in wrt)`."""
+def grad(g: Graph, wrt: Sequence[int], name: str | None = None,
+         remat: Sequence[frozenset[Node]] = ()) -> Graph:
+    """Graph with outputs `(*g.outputs, *d g.outputs[0] / d g.inputs[i] for i in wrt)`.
+    `remat`: blocks of g's nodes (nnjit.checkpoint) recomputed in the backward pass."""
     loss = g.outputs[0]
     if loss.type.shape != () or not loss.type.dtype.is_float:
         raise CompileError(f"grad: the first output of @{g.name} must be a float scalar (the "
@@ -36,7 +38,7 @@ def grad(g: Graph, wrt: Sequence[int], name: str | None = None) -> Graph:
     ins = [b.input(v.type, v.node.attrs["name"], v.node.loc) for v in g.inputs]
     with b.at(loss.node.loc):  # the seed cotangent belongs to the loss's line
         one = b.const(np.ones((), loss.type.dtype.np))
-    outs, in_cts = backprop(b, g, ins, {0: one}, needed=set(wrt))
+    outs, in_cts = backprop(b, g, ins, {0: one}, needed=set(wrt), remat=remat)
     grads = [in_cts[i] if in_cts[i] is not None else zeros(b, g.inputs[i].type) for i in wrt]
     return b.build(list(outs) + grads)
 
@@ -51,7 +53,8 @@ def _differentiable(v: Value) -> bool:
 
 
 def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
-             needed: set[int] | None = None) -> tuple[list[Sym], list[Sym | None]]:
+             needed: set[int] | None = None,
+             remat: Sequence[frozenset[Node]] = ()) -> tuple[list[Sym], list[Sym | None]]:
     """Emit `g` applied to `ins` into `b`, then its VJP for the given output cotangents.
 
     Returns (forward outputs, cotangent of each input or None). Only inputs in `needed` (all when
@@ -71,6 +74,13 @@ def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
                 outs = [b.wrap(v) for v in new.outs]
         env.update(zip(n.outs, outs))
 
+    region_of = {n: k for k, region in enumerate(remat) for n in region}
+    recomputed: dict[Value, Sym] = {}          # values of checkpointed blocks, recomputed
+    done: set[int] = set()
+
+    def primal(v: Value) -> Sym:
+        return recomputed[v] if v in recomputed else env[v]
+
     cts: dict[Value, Sym] = {}
     for k, ct in out_cts.items():
         v = g.outputs[k]
@@ -80,16 +90,21 @@ def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
         node_cts = [cts.get(o) for o in n.outs]
         if all(c is None for c in node_cts):
             continue
+        k = region_of.get(n)
+        if k is not None and k not in done:   # the backward pass reaches a checkpointed block
+            done.add(k)
+            anchor = next(c for c in node_cts if c is not None)
+            recomputed.update(_recompute(b, g, remat[k], env, anchor))
         with b.at(n.loc):
             if n.op == Op.SCAN:
-                grads = _scan_vjp(b, n, [env[s] for s in n.srcs], saved[n], node_cts)
+                grads = _scan_vjp(b, n, [primal(s) for s in n.srcs], saved[n], node_cts)
             else:
                 d = opdef(n.op)
                 if d.vjp is None:
                     raise CompileError(f"{n.op.value} is not differentiable (no VJP rule), at "
                                        f"{n.loc}")
-                grads = d.vjp([env[s] for s in n.srcs], [env[o] for o in n.outs], node_cts,
-                              dict(n.attrs))
+                grads = d.vjp([primal(s) for s in n.srcs], [primal(o) for o in n.outs],
+                              node_cts, dict(n.attrs))
             for s, gr in zip(n.srcs, grads):
                 if gr is None or s not in active:
                     continue
@@ -98,6 +113,32 @@ def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
                                        f"for an operand of type {s.type}, at {n.loc}")
                 _accumulate(cts, s, gr)
     return [env[v] for v in g.outputs], [cts.get(v) for v in g.inputs]
+
+
+def _recompute(b: Builder, g: Graph, region: frozenset[Node], env: dict[Value, Sym],
+               anchor: Sym) -> dict[Value, Sym]:
+    """Emit the block's nodes again, from its inputs passed through optimization barriers that
+    depend on `anchor` (a cotangent of the block): the copy runs in the backward pass, and CSE
+    cannot merge it with the forward one. Scans keep their forward results (and saved
+    carries); an empty anchor (nothing to order by) keeps the forward values."""
+    if anchor.size == 0:
+        return {}
+    nd = anchor.ndim
+    after = P.reshape(P.slice(anchor, (0,) * nd, (1,) * nd, (1,) * nd), ()) if nd else anchor
+    nodes = [n for n in g.nodes if n in region]
+    produced = {o for n in nodes for o in n.outs}
+    out: dict[Value, Sym] = {}
+    for n in nodes:
+        for s in n.srcs:
+            if s not in produced and s not in out:
+                with b.at(n.loc):
+                    out[s] = P.optimization_barrier(env[s], after)
+        if n.op == Op.SCAN:
+            out.update((o, env[o]) for o in n.outs)
+            continue
+        new = b.add_node(n.replace(srcs=tuple(out[s].value for s in n.srcs)))
+        out.update((o, b.wrap(v)) for o, v in zip(n.outs, new.outs))
+    return {v: s for v, s in out.items() if v in produced}
 
 
 def _accumulate(cts: dict[Value, Sym], v: Value, ct: Sym) -> None:

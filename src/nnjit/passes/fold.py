@@ -18,13 +18,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import CompileError, Graph, IndexOutOfRange, Op, Value, opdef
+from ..ir.ops import COLLECTIVE
 from .rewrite import Pat, PatternMatcher, RewriteContext, graph_rewrite
 
 FOLD_MAX_ELEMENTS = 4096          # the largest const folding may create from smaller ones
 EVAL_MAX_ELEMENTS = 1 << 16       # the largest iota/broadcast it will materialize to evaluate
 
-# Never folded: constant already, symbolic sources kept compact, and ops with bodies.
-_NOT_FOLDED = {Op.INPUT, Op.CONST, Op.IOTA, Op.BROADCAST_TO, Op.SCAN, Op.FUSION}
+# Never folded: constant already, symbolic sources kept compact, ops with bodies, and
+# collectives (their value depends on the other processes).
+_NOT_FOLDED = {Op.INPUT, Op.CONST, Op.IOTA, Op.BROADCAST_TO, Op.SCAN, Op.FUSION} | COLLECTIVE
 FOLDABLE = frozenset(set(Op) - _NOT_FOLDED)
 
 

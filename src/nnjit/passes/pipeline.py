@@ -1,6 +1,7 @@
 """The default pipeline: one list of named stages, top to bottom."""
 from __future__ import annotations
 
+from .bucket import bucket_all_reduces
 from .cse import eliminate_common_subexpressions
 from .dce import eliminate_dead_code
 from .fold import fold_constants
@@ -16,6 +17,7 @@ def default_pipeline(fuse: bool = True) -> list[tuple[str, Pass]]:
         ("fold_constants", fold_constants),
         ("cse", eliminate_common_subexpressions),
         ("dce", eliminate_dead_code),
+        ("bucket_all_reduces", bucket_all_reduces),
     ]
     if fuse:
         stages.append(("fuse", fuse_kernels))

@@ -26,7 +26,9 @@ from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
 from .profile import profile as profile_call
-from .viz import memory_svg, to_dot
+from .viz import to_dot
+from .viz_html import to_html
+from .viz_memory import memory_svg
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class CompiledFunction:
         self._in_types = self.traced.graph.input_types
         self._labels = leaf_labels(self.traced.in_tree, self.traced.arg_names)
         self._donated = frozenset(i for _, i in getattr(self.executable, "donated", ()))
+        # What a leaf must be to skip the full check: (shape, dtype, must be writable).
+        self._fast = [(t.shape, np.dtype(t.dtype.np), k in self._donated)
+                      for k, t in enumerate(self._in_types)]
 
     @property
     def graph(self) -> Graph:
@@ -100,7 +105,23 @@ class CompiledFunction:
     # -- calling ----------------------------------------------------------------------------
     def flat_args(self, args: Sequence[Any]) -> list:
         """Check `args` against the signature (structure, each leaf's shape and dtype, memory
-        that native code can use) and return the leaves as arrays: the one argument check."""
+        that native code can use) and return the leaves as arrays: the one argument check.
+        Arguments exactly like the compiled ones (the usual training loop) take a fast path
+        of a few microseconds; anything else gets the full check and its error messages."""
+        leaves: list = []
+        if _match(self.traced.in_tree, tuple(args), leaves) and len(leaves) == len(self._fast):
+            for k, (x, (shape, dt, writable)) in enumerate(zip(leaves, self._fast)):
+                if isinstance(x, np.generic) and x.dtype is dt and not shape and not writable:
+                    leaves[k] = np.asarray(x)            # a numpy scalar: seed, step, lr
+                elif not (type(x) is np.ndarray and x.dtype is dt and x.shape == shape
+                          and x.flags.c_contiguous and x.flags.aligned
+                          and (not writable or x.flags.writeable)):
+                    break
+            else:
+                return leaves
+        return self._checked_args(args)
+
+    def _checked_args(self, args: Sequence[Any]) -> list:
         leaves, tree = flatten_with_paths(tuple(args))
         fn = self.traced.graph.name
         if tree != self.traced.in_tree:
@@ -197,7 +218,9 @@ class CompiledFunction:
         return plan.with_extras(self.executable.extras, results)
 
     def memory_svg(self) -> str:
-        return memory_svg(self.memory_plan(), f"@{self.graph.name}")
+        """The memory plan as an SVG timeline (buffers labelled, kernel ticks named)."""
+        names = [k.name for k in self.lowered().program.kernels]
+        return memory_svg(self.memory_plan(), f"@{self.graph.name}", names)
 
     def kernels(self) -> list[str]:
         """One line per kernel: name, kind and the source line it came from."""
@@ -209,9 +232,15 @@ class CompiledFunction:
         `nnjit.runtime.profile`); `trace="trace.json"` also writes a Chrome trace."""
         return profile_call(self, args, repeats, trace)
 
-    def to_dot(self) -> str:
-        """The final graph as Graphviz DOT, fused groups drawn as clusters."""
-        return to_dot(self.graph)
+    def to_dot(self, detail: bool | None = None) -> str:
+        """The final graph as Graphviz DOT: every op, each kernel one cluster (`detail=True`),
+        or one box per kernel (False); None picks by size (`runtime.viz.DETAIL_MAX_NODES`)."""
+        return to_dot(self.graph, detail)
+
+    def to_html(self, profile=None, detail: bool | None = None) -> str:
+        """A self-contained interactive page: the picture (pan, zoom), and per kernel its graph
+        IR, kernel IR and, given `profile=cf.profile(*args)`, its time. Needs Graphviz."""
+        return to_html(self, profile, detail)
 
     def _text(self, what: str) -> str:
         texts = self.executable.inspect()
@@ -244,6 +273,28 @@ class CompiledFunction:
         from ..backends.llvm import aot  # llvmlite loads with the llvm backend, not nnjit
 
         return aot.export(self.executable, path)
+
+
+def _match(td, t, leaves: list) -> bool:
+    """Append `t`'s leaves if its structure is exactly `td` (cheaply: dict keys by lookup, no
+    sorting); False as soon as it differs."""
+    kind = td.kind
+    if kind == "leaf":
+        leaves.append(t)
+        return True
+    if kind == "dict":
+        if type(t) is not dict or len(t) != len(td.meta):
+            return False
+        try:
+            return all(_match(c, t[k], leaves) for k, c in zip(td.meta, td.children))
+        except KeyError:
+            return False
+    if kind == "none":
+        return t is None
+    want = {"tuple": tuple, "list": list}.get(kind)
+    if want is None or type(t) is not want or len(t) != len(td.children):
+        return False          # namedtuples take the full path
+    return all(_match(c, x, leaves) for c, x in zip(td.children, t))
 
 
 def _dense_device_array(a) -> bool:

@@ -50,7 +50,10 @@ _ARITH = {KOp.ADD: "+", KOp.SUB: "-", KOp.MUL: "*"}
 _BOOL_ARITH = {KOp.ADD: "({0} or {1})", KOp.SUB: "({0} != {1})", KOp.MUL: "({0} and {1})"}
 _CMP_SYM = {KOp.LT: "<", KOp.LE: "<=", KOp.GT: ">", KOp.GE: ">=", KOp.EQ: "==", KOp.NE: "!="}
 _FLOAT_FN = {KOp.EXP: "_exp", KOp.LOG: "_log", KOp.SQRT: "_sqrt", KOp.TANH: "math.tanh",
-             KOp.SIGMOID: "_sigmoid"}
+             KOp.SIGMOID: "_sigmoid",
+             # -- math functions (issue 12) --
+             KOp.SIN: "_sin", KOp.COS: "_cos", KOp.ERF: "math.erf", KOp.EXPM1: "_expm1",
+             KOp.LOG1P: "_log1p", KOp.FLOOR: "_floor", KOp.CEIL: "_ceil", KOp.ROUND: "_rint"}
 
 
 def template(call: Call) -> str:
@@ -198,6 +201,63 @@ def _sigmoid(x):
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+# -- math functions (issue 12): numpy's results where Python's math (the simulator) raises,
+# and floor/ceil/rint as floats (math.floor is an int in numba), keeping -0.0, inf and nan.
+@cuda.jit(device=True)
+def _sin(x):
+    if x - x == 0:
+        return math.sin(x)
+    return math.nan
+
+
+@cuda.jit(device=True)
+def _cos(x):
+    if x - x == 0:
+        return math.cos(x)
+    return math.nan
+
+
+@cuda.jit(device=True)
+def _expm1(x):
+    if x > 709.0:
+        return math.inf
+    return math.expm1(x)
+
+
+@cuda.jit(device=True)
+def _log1p(x):
+    if x > -1.0:
+        return math.log1p(x)
+    if x == -1.0:
+        return -math.inf
+    return math.nan
+
+
+@cuda.jit(device=True)
+def _floor(x):
+    if not (abs(x) < 4503599627370496.0):
+        return x
+    return math.copysign(float64(math.floor(x)), x)
+
+
+@cuda.jit(device=True)
+def _ceil(x):
+    if not (abs(x) < 4503599627370496.0):
+        return x
+    return math.copysign(float64(math.ceil(x)), x)
+
+
+@cuda.jit(device=True)
+def _rint(x):
+    if not (abs(x) < 4503599627370496.0):
+        return x
+    f = float64(math.floor(x))
+    d = x - f
+    if d > 0.5 or (d == 0.5 and f - 2.0 * math.floor(f * 0.5) != 0.0):
+        f += 1.0
+    return math.copysign(f, x)
 
 
 @cuda.jit(device=True)

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ...ir import Graph, evaluate
+from ..collective import graph_impls
 
 
 class InterpExecutable:
@@ -19,9 +20,10 @@ class InterpExecutable:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.impls = graph_impls(graph)     # collectives across processes, through MPI
 
     def __call__(self, args: Sequence[np.ndarray], outs=None) -> list[np.ndarray]:
-        results = evaluate(self.graph, list(args))
+        results = evaluate(self.graph, list(args), impls=self.impls)
         if outs is not None:
             for o, r in zip(outs, results):
                 np.copyto(o, r)
@@ -38,7 +40,7 @@ class InterpExecutable:
             times.append(now - last[0])
             last[0] = now
 
-        results = evaluate(self.graph, list(args), tick)
+        results = evaluate(self.graph, list(args), tick, self.impls)
         return [np.array(r, copy=True) for r in results], times
 
     def inspect(self) -> dict:

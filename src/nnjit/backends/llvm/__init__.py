@@ -9,6 +9,7 @@ with the O3 pipeline, cached on disk, JIT-loaded and called with one native call
 from __future__ import annotations
 
 from ...codegen.accumulate import block_sums
+from ...codegen.collective import overlap_collectives
 from ..signature import Signature
 from .executable import LLVMExecutable, compile_program
 
@@ -18,8 +19,9 @@ class LLVMBackend:
     lowers = True
 
     def schedule(self, options) -> list:
-        """Float sums become trees of bounded partials (leaf loops vectorize into lanes)."""
-        return [("block_sums", block_sums)]
+        """Float sums become trees of bounded partials (leaf loops vectorize into lanes);
+        all-reduce waits move down to the first use (the transfer overlaps what is between)."""
+        return [("block_sums", block_sums), ("overlap_collectives", overlap_collectives)]
 
     def mapping(self, options) -> list:
         return []

@@ -18,8 +18,9 @@ import llvmlite
 import numpy as np
 
 from ...ir import DType, IndexOutOfRange
-from ...ir.kernel import BufKind, Program
+from ...ir.kernel import BufKind, HostKernel, Program
 from .. import cache
+from ..collective import HostSteps
 from ..signature import ArgSpec
 from . import gemm, target
 from .render import Rendered, render
@@ -125,6 +126,9 @@ class LLVMExecutable:
         # Outputs computed in place over a donated input: (output index, input index).
         self.donated = [(program.outputs.index(b.name), program.inputs.index(b.base))
                         for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
+        into = dict(self.donated)
+        self._results = [(into.get(j), s.shape, np.dtype(s.dtype))
+                         for j, s in enumerate(outputs)]
         nargs = len(inputs) + len(outputs) + 1
         self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
         self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes, program.name)
@@ -136,6 +140,7 @@ class LLVMExecutable:
             self._arena[at:at + 8 * (len(program.kernels) + 1)].view(np.int64)
         self._instrumented: LLVMExecutable | None = None
         self._lock = threading.Lock()
+        self._host = _HostCallback(program, self._arena, rendered.host_offset)
 
     @property
     def name(self) -> str:
@@ -146,19 +151,18 @@ class LLVMExecutable:
         """Run on `args` (C-contiguous, aligned arrays of the signature: the runtime checks);
         results go to fresh arrays, or to `outs` (writable, not overlapping any argument)."""
         if outs is None:
-            outs = [np.empty(s.shape, s.dtype) if not self.donated else None
-                    for s in self.outputs]
             # A donated input is consumed: its result is written into it and it is returned
             # (itself, or a view with the result's own shape: the planner only donates equal
-            # byte sizes of one dtype).
-            for j, i in self.donated:
-                shape = self.outputs[j].shape
-                outs[j] = args[i] if args[i].shape == shape else args[i].reshape(shape)
-            outs = [o if o is not None else np.empty(s.shape, s.dtype)
-                    for o, s in zip(outs, self.outputs)]
-        ptrs = [a.ctypes.data for a in args] + [o.ctypes.data for o in outs]
+            # byte sizes of one dtype); the other results get fresh arrays.
+            outs = [np.empty(shape, dt) if i is None else
+                    args[i] if args[i].shape == shape else args[i].reshape(shape)
+                    for i, shape, dt in self._results]
+        ptrs = [_address(a) for a in args] + [_address(o) for o in outs]
         with self._lock:
-            self._entry(*ptrs, self._arena_ptr)
+            if self._host.steps is None:
+                self._entry(*ptrs, self._arena_ptr)
+            else:
+                self._host.call(self._entry, *ptrs, self._arena_ptr)
             if self._status is not None and self._status[0]:
                 site, value = (int(v) for v in self._status)
                 raise IndexOutOfRange(self.program.sites[site - 1].message(value))
@@ -203,6 +207,61 @@ class LLVMExecutable:
         from . import aot  # noqa: PLC0415
 
         return aot.export(self, path)
+
+
+def _address(a: np.ndarray) -> int:
+    """The data pointer of `a`: through its buffer (a third of `a.ctypes.data`'s cost, which
+    builds a ctypes object per call), or `a.ctypes.data` for read-only and empty arrays."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError):
+        return a.ctypes.data
+
+
+#: The host callback's C type: int32 host(int64 step, void **buffers); nonzero: it failed.
+HOST_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p))
+
+
+class _HostCallback:
+    """The Python side of a program's host steps (collectives): native code calls back into
+    `HostSteps` between kernels through a pointer stored in the arena. An exception there is
+    kept, the native entry returns, and `call` raises it."""
+
+    def __init__(self, program: Program, arena: np.ndarray, offset: int | None):
+        hosts = [k for k in program.kernels if isinstance(k, HostKernel)]
+        self.steps = None
+        if not hosts:
+            return
+        bufs = {b.name: b for b in program.buffers}
+        self.steps = HostSteps(program.name, hosts,
+                               {n: bufs[n].dtype.value for k in hosts for n in k.srcs + k.dsts})
+        self.views = [[(bufs[n].dtype.np, shape) for n, shape in zip(k.srcs + k.dsts, k.shapes)]
+                      for k in hosts]
+        self.errors: list[BaseException] = []
+        self.fn = HOST_CALLBACK(self._step)    # NOTE: kept alive as long as the executable
+        arena[offset:offset + 8].view(np.uint64)[0] = ctypes.cast(self.fn, ctypes.c_void_p).value
+
+    def _step(self, index: int, ptrs) -> int:
+        try:
+            arrays = []
+            for j, (dtype, shape) in enumerate(self.views[index]):
+                count = int(np.prod(shape, dtype=np.int64))
+                raw = (ctypes.c_char * (count * dtype.itemsize)).from_address(ptrs[j])
+                arrays.append(np.frombuffer(raw, dtype, count).reshape(shape))
+            self.steps.run(index, arrays)
+            return 0
+        except BaseException as e:   # noqa: BLE001  (raised again by `call`, after the entry)
+            self.errors.append(e)
+            return 1
+
+    def call(self, entry, *args) -> None:
+        self.steps.begin()
+        entry(*args)
+        if self.errors or self.steps.pending:
+            self.steps.drain()
+        if self.errors:
+            err, self.errors = self.errors[0], []
+            raise err
 
 
 def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:

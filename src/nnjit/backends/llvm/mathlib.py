@@ -466,3 +466,4 @@ def emit_pow(b: ir.IRBuilder, x: ir.Value, y: ir.Value | float) -> ir.Value:
     ax = _intrinsic(b, "fabs", x)
     mag = _pow_abs_f64(b, ax, y) if _cs(x).f64 else _pow_abs_f32(b, ax, y)
     return _pow_special(b, x, y, mag)
+

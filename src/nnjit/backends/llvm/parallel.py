@@ -34,9 +34,19 @@ MIN_PARALLEL_WORK = 1 << 16
 Body = Callable[[ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]], None]
 
 
+#: libgomp's idle policy unless the user chose one. Its default spins for ~300k iterations
+#: after each parallel region; on a machine whose cores are shared (CI, a laptop running
+#: anything else) the spinning worker and a descheduled team member stall every fork: LeNet's
+#: step went from 14 ms to 216 ms at 2 threads beside other jobs, while sleeping workers cost a
+#: futex wake (microseconds) per kernel. libgomp reads this once, when it is loaded.
+DEFAULT_WAIT_POLICY = "passive"
+
+
 @functools.cache
 def gomp_available() -> bool:
     """Load libgomp into the process once; False (with a warning) when it cannot be found."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
     reasons = []
     for path in dict.fromkeys([ctypes.util.find_library("gomp"), "libgomp.so.1"]):
         if not path:

@@ -27,6 +27,7 @@ from ...ir.kernel import (
     BufKind,
     CopyKernel,
     GemmKernel,
+    HostKernel,
     Loop,
     LoopKernel,
     LoopKind,
@@ -51,18 +52,29 @@ class Rendered:
     uses_gemm: bool         # the module calls the GEMM runtime library
     status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
     profile_bytes: int = 0  # profiling builds: one i64 timestamp (ns) per kernel boundary
+    host_bytes: int = 0     # programs with host steps: the runtime's callback pointer
 
     @property
     def arena_bytes(self) -> int:
-        return self.temp_bytes + self.status_bytes + self.profile_bytes + self.workspace_bytes
+        return (self.temp_bytes + self.status_bytes + self.host_bytes + self.profile_bytes
+                + self.workspace_bytes)
+
+    @property
+    def host_offset(self) -> int | None:
+        """Where the runtime stores `int32 host(int64 step, void **buffers)` (host steps)."""
+        return self.temp_bytes if self.host_bytes else None
+
+    # The arena: temporaries | host callback | profile stamps | status word | GEMM workspace. The
+    # status word sits just below the workspace, where every function (scan bodies included)
+    # finds it from the workspace pointer it is given.
+    @property
+    def profile_offset(self) -> int | None:
+        return self.temp_bytes + self.host_bytes if self.profile_bytes else None
 
     @property
     def status_offset(self) -> int | None:
-        return self.temp_bytes if self.status_bytes else None
-
-    @property
-    def profile_offset(self) -> int | None:
-        return self.temp_bytes + self.status_bytes if self.profile_bytes else None
+        return self.temp_bytes + self.host_bytes + self.profile_bytes if self.status_bytes \
+            else None
 
 
 def round64(n: int) -> int:
@@ -88,29 +100,53 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
     name = entry_name(program)
     temp = round64(program.arena_bytes)
     status = STATUS_BYTES if program.sites else 0
+    host = 64 if any(isinstance(k, HostKernel) for k in program.kernels) else 0
     stamps = round64(8 * (len(program.kernels) + 1)) if profile else 0
-    r.program_function(program, name, workspace_offset=temp + status + stamps,
-                       profile_offset=temp + status if profile else None)
+    r.program_function(program, name, workspace_offset=temp + status + host + stamps,
+                       profile_offset=temp + host if profile else None,
+                       host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
     return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
-                    status, stamps)
+                    status, stamps, host)
 
 
 class _Frame:
     """One program function: its buffers' addresses and memory regions."""
 
-    def __init__(self, prog: Program, fn: ir.Function, b: ir.IRBuilder, consts, ws: ir.Value):
+    def __init__(self, prog: Program, fn: ir.Function, b: ir.IRBuilder, consts, ws: ir.Value,
+                 entry: bool = False):
         self.prog, self.fn, self.ws = prog, fn, ws
         self.bufs = {buf.name: buf for buf in prog.buffers}
         self.ptrs: dict[str, ir.Value] = {}
+        # An output computed in place over a donated input: both names get the output's
+        # pointer (the runtime passes one array for the two; `copy_donated` makes a caller that
+        # passes two arrays right as well), so kernels see one pointer, not two arguments that
+        # may overlap, and their loops vectorize without a run-time overlap check.
+        self.donated = {buf.base: buf.name for buf in prog.buffers
+                        if entry and buf.kind == BufKind.OUTPUT and buf.base
+                        and self.bufs[buf.base].kind == BufKind.INPUT}
         nin = len(prog.inputs)
         arena = fn.args[nin + len(prog.outputs)]
         for buf in prog.buffers:
             self.ptrs[buf.name] = self._address(b, buf, nin, arena, consts)
 
+    def copy_donated(self, b: ir.IRBuilder) -> None:
+        """At entry: a donated input that arrived in its own array is copied into its output's."""
+        for src, dst in self.donated.items():
+            given, into = self.fn.args[self._position(self.prog.inputs, self.bufs[src])], \
+                self.ptrs[dst]
+            with b.if_then(b.icmp_unsigned("!=", given, into), likely=False):
+                fn = intrinsic(b.module, "llvm.memmove", VOID, [PTR, PTR, I64, I1],
+                               [PTR, PTR, I64])
+                b.call(fn, [into, given, ir.Constant(I64, self.bufs[src].nbytes),
+                            ir.Constant(I1, 0)])
+
     def _address(self, b, buf, nin, arena, consts) -> ir.Value:
         if buf.name in self.ptrs:
             return self.ptrs[buf.name]
+        if buf.kind == BufKind.INPUT and buf.name in self.donated:
+            return self.fn.args[nin + self._position(self.prog.outputs,
+                                                     self.bufs[self.donated[buf.name]])]
         if buf.kind == BufKind.INPUT:
             return self.fn.args[self._position(self.prog.inputs, buf)]
         if buf.kind == BufKind.OUTPUT:
@@ -177,7 +213,8 @@ class _ModuleRenderer:
 
     # -- program functions ---------------------------------------------------------------------
     def program_function(self, prog: Program, name: str, workspace_offset: int | None = None,
-                         profile_offset: int | None = None) -> ir.Function:
+                         profile_offset: int | None = None, host_offset: int | None = None
+                         ) -> ir.Function:
         """`void name(ptr inputs..., ptr outputs..., ptr arena[, ptr workspace])`: the entry when
         `workspace_offset` is given (the workspace is then inside the arena), else internal;
         with `profile_offset`, the kernel boundary timestamps go to the arena there."""
@@ -190,7 +227,8 @@ class _ModuleRenderer:
             fn.linkage = "internal"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ws = gep(b, fn.args[nargs], I8, workspace_offset) if top else fn.args[nargs + 1]
-        frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws)
+        frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws, entry=top)
+        frame.copy_donated(b)
         if top and prog.sites:
             for word in (0, 1):
                 b.store(ir.Constant(I64, 0), gep(b, frame.ptrs[STATUS_BUFFER], I64, word))
@@ -199,6 +237,7 @@ class _ModuleRenderer:
             stamps = gep(b, fn.args[nargs], I8, profile_offset)
             stamp = lambda i: b.store(_monotonic_ns(b), gep(b, stamps, I64, i))  # noqa: E731
             stamp(0)
+        hosts = 0
         for i, k in enumerate(prog.kernels):
             try:
                 if isinstance(k, LoopKernel):
@@ -209,6 +248,12 @@ class _ModuleRenderer:
                     self.scan_kernel(b, frame, k)
                 elif isinstance(k, CopyKernel):
                     self.copy(b, frame, k.dst_buf, k.src_buf, k.size * k.dtype.itemsize)
+                elif isinstance(k, HostKernel):
+                    if host_offset is None:
+                        raise CompileError("collectives inside a scan body are not supported "
+                                           "(move them out of the scanned function)")
+                    self.host_kernel(b, frame, k, hosts, gep(b, fn.args[nargs], I8, host_offset))
+                    hosts += 1
                 else:
                     raise CompileError(f"unknown kernel {k!r}")
             except CompileError as e:
@@ -223,6 +268,23 @@ class _ModuleRenderer:
                     b.ret_void()
         b.ret_void()
         return fn
+
+    def host_kernel(self, b: ir.IRBuilder, frame: _Frame, k: HostKernel, index: int,
+                    slot: ir.Value) -> None:
+        """`if (host(index, {buffers...})) return;`: the runtime's callback (stored in the
+        arena) runs the step on the host; nonzero means it failed (the runtime raises)."""
+        names = k.srcs + k.dsts
+        arr_ty = ir.ArrayType(PTR, max(len(names), 1))
+        arr = alloca_once(b, arr_ty, name=f"{k.name}.bufs")
+        for j, name in enumerate(names):
+            b.store(frame.ptrs[name], gep(b, arr, PTR, j))
+        # NOTE: loaded as a function pointer type so llvmlite knows the indirect callee's
+        # signature (LLVM reads `T*` as the opaque `ptr`).
+        callee = b.load(slot, typ=ir.FunctionType(I32, [I64, PTR]).as_pointer(),
+                        name=f"{k.name}.host")
+        rc = b.call(callee, [ir.Constant(I64, index), arr])
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
+            b.ret_void()
 
     def const_global(self, prefix: str, buf) -> ir.Value:
         if buf.value is None:
@@ -246,7 +308,12 @@ class _ModuleRenderer:
     # -- loop kernels --------------------------------------------------------------------------
     def loop_kernel(self, b: ir.IRBuilder, frame: _Frame, k: LoopKernel) -> None:
         used, written = facts(k.body).used, set(facts(k.body).writes) | set(k.writes)
-        params = [n for n in used if not frame.is_const(n)]
+        # One parameter per distinct pointer (a donated input and its output share one).
+        first = {}
+        for n in used:
+            if not frame.is_const(n):
+                first.setdefault(id(frame.ptrs[n]), n)
+        params = list(first.values())
         top = k.body[0] if len(k.body) == 1 and isinstance(k.body[0], Loop) else None
         split = top is not None and top.kind == LoopKind.PARALLEL
         fnty = ir.FunctionType(VOID, [PTR] * len(params) + [I64, I64] * split)
@@ -255,8 +322,10 @@ class _ModuleRenderer:
         fn.attributes.add("nounwind")
         self._mark_noalias(frame, fn, params, written)
         bufs = {n: frame.ref(n) for n in used}
-        for i, n in enumerate(params):
-            bufs[n].ptr = fn.args[i]
+        arg_of = {id(frame.ptrs[n]): fn.args[i] for i, n in enumerate(params)}
+        for n in used:
+            if not frame.is_const(n):
+                bufs[n].ptr = arg_of[id(frame.ptrs[n])]
         kb = ir.IRBuilder(fn.append_basic_block("entry"))
         renderer = StmtRenderer(kb, bufs, bounds=self.bounds, where=f"kernel {k.name}")
         renderer.stmts(k.body, loop_range=tuple(fn.args[-2:]) if split else None)

@@ -31,7 +31,7 @@ from ...ir.kernel import (
     Store,
     Var,
 )
-from . import mathlib
+from . import mathlib, special
 from .helpers import F32, F64, I1, I8, I32, I64, alloca_once, for_range, gep, intrinsic
 from .random import emit_philox_uniform
 
@@ -202,6 +202,12 @@ def _unary_math(fn: Callable):
     return emit
 
 
+def _rounding(name: str):
+    """floor, ceil, rint: one intrinsic (vrndscale), exact, keeps -0.0, inf and nan."""
+    return _unary_math(lambda b, x: b.call(intrinsic(b.module, f"llvm.{name}", x.type, [x.type],
+                                                     [x.type]), [x]))
+
+
 #: KOp -> emitter(builder, call, *rendered args). One line per op.
 EMITTERS: dict[KOp, Callable] = {
     KOp.ADD: _arith("fadd", "add", "or_"),
@@ -228,6 +234,15 @@ EMITTERS: dict[KOp, Callable] = {
     KOp.WHERE: lambda b, call, c, x, y: b.select(c, x, y),
     KOp.CAST: lambda b, call, x: cast(b, x, call.args[0].dtype, call.dtype),
     KOp.RAND: _rand,
+    # -- math functions (issue 12) --
+    KOp.SIN: _unary_math(special.emit_sin),
+    KOp.COS: _unary_math(special.emit_cos),
+    KOp.ERF: _unary_math(special.emit_erf),
+    KOp.EXPM1: _unary_math(mathlib.emit_expm1),
+    KOp.LOG1P: _unary_math(mathlib.emit_log1p),
+    KOp.FLOOR: _rounding("floor"),
+    KOp.CEIL: _rounding("ceil"),
+    KOp.ROUND: _rounding("rint"),     # the default rounding mode: to nearest, ties to even
 }
 
 #: Float accumulations that may be reassociated inside REDUCE loops (so they vectorize).

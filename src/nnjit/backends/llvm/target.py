@@ -29,7 +29,14 @@ def _init() -> None:
 def host_cpu() -> tuple[str, str]:
     """(cpu name, feature string) of this machine, e.g. ('znver4', '+avx512f,...')."""
     _init()
-    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    feats = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" in feats.split(","):
+        # LLVM tunes Intel client and server cores (rocketlake, icelake, ...) to prefer 256-bit
+        # vectors, which splits every <16 x float> into two ymm halves: the GEMM micro-kernel's
+        # 24 zmm accumulators become 48 ymm ones and spill, and loops run at half width. Our
+        # kernels are written and tuned for 512-bit registers wherever AVX-512 exists.
+        feats += ",-prefer-256-bit"
+    return llvm.get_host_cpu_name(), feats
 
 
 def target_id() -> str:

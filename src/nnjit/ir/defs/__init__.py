@@ -4,3 +4,4 @@ Primitives live here. Composites (mean, softmax, log_softmax, dropout, one_hot, 
 cross-entropy, the LSTM cell) are DSL functions built from them, with no OpDef of their own.
 """
 from . import contraction, control, elementwise, movement, reduce, source, window  # noqa: F401
+from . import collective  # noqa: F401  (issue 15)

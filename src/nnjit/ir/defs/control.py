@@ -80,3 +80,24 @@ register(
                  AttrSpec("num_consts", "int", 0), AttrSpec("length", "int"),
                  AttrSpec("reverse", "bool", False))),
 )
+
+
+# -- rematerialization (issue 12) ----------------------------------------------------------------
+# optimization_barrier(x, after) is x, computed only once `after` (a scalar) exists. Autodiff
+# recomputes a checkpointed block from its inputs passed through barriers that depend on the
+# backward pass: the recomputation cannot be merged with the forward one (CSE) or run before
+# the backward pass reaches the block, so the block's forward intermediates die early.
+
+def _optimization_barrier_shape(ts, attrs):
+    x, after = ts
+    require(after.shape == (), f"the ordering operand must be a scalar, got {after}")
+    return x
+
+
+register(
+    OpDef(Op.OPTIMIZATION_BARRIER, Kind.ELEMENTWISE, 2, _optimization_barrier_shape,
+          lambda xs, attrs: xs[0], vjp=lambda xs, outs, cts, attrs: [cts[0], None],
+          scalar=lambda args, dtype, attrs: args[0], nondiff_inputs=frozenset({1}),
+          doc="x, ordered after the scalar `after` and never merged with another x (the "
+              "recomputation of a checkpointed block in the backward pass)"),
+)

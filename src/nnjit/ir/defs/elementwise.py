@@ -3,6 +3,8 @@ logic, `where` and `cast`. Each is a scalar function applied at every index of t
 output, which is what lets the fusion pass merge chains of them into one loop nest."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import prims as P
@@ -234,4 +236,71 @@ register(
     OpDef(Op.WHERE, Kind.ELEMENTWISE, 3, _where_shape,
           lambda xs, a: np.where(*xs).astype(xs[1].dtype, copy=False), vjp=_where_vjp,
           nondiff_inputs=frozenset({0}), scalar=_call(KOp.WHERE)),
+)
+
+
+# -- math ops (issue 12): sin, cos, erf, expm1, log1p, floor, ceil, round, floor_divide --------
+
+_sin_vjp = _ew(lambda xs, y, g: [g * P.cos(xs[0])])
+_cos_vjp = _ew(lambda xs, y, g: [-g * P.sin(xs[0])])
+_erf_vjp = _ew(lambda xs, y, g: [g * (2.0 / np.sqrt(np.pi)) * P.exp(-(xs[0] * xs[0]))])
+_expm1_vjp = _ew(lambda xs, y, g: [g * (y + 1.0)])
+_log1p_vjp = _ew(lambda xs, y, g: [g / (xs[0] + 1.0)])
+# Piecewise constant: the derivative is 0 wherever it exists (as JAX defines it).
+_rounding_vjp = _ew(lambda xs, y, g: [None] * len(xs))
+
+
+def _erf_ref(xs, attrs):
+    (x,) = xs
+    return np.vectorize(math.erf, otypes=[np.float64])(x.astype(np.float64)).astype(x.dtype)
+
+
+def _floor_divide_ref(xs, attrs):
+    x, y = xs
+    with np.errstate(all="ignore"):
+        out = np.floor_divide(x, y)
+    if x.dtype.kind == "i":      # numpy: x // 0 == 0 (with a warning); MIN // -1 wraps
+        out = np.where(np.broadcast_to(y, out.shape) == 0, 0, out)
+    return np.asarray(out).astype(x.dtype, copy=False)
+
+
+def _floor_divide_scalar(args, dt, attrs):
+    """Integers: KOp.DIV (floored; x // 0 == 0). Floats as numpy computes them, so that
+    x == y * (x // y) + x % y: q = (x - x % y) / y is an integer up to rounding and is rounded
+    to it; q == 0 takes the sign of x / y; y == 0 gives x / y; a finite x over an infinite y
+    gives -1 or +-0 by the signs (numpy's fmod-based branch, where x - x % y would be nan)."""
+    x, y = args
+    if not dt.is_float:
+        return Call(KOp.DIV, (x, y), dt)
+    k = lambda v: Const(v, dt)  # noqa: E731
+    c = lambda op, *a: Call(op, a, dt)  # noqa: E731
+    test = lambda op, a, b: Call(op, (a, b), DType.BOOL)  # noqa: E731
+    ratio = c(KOp.DIV, x, y)
+    div = c(KOp.DIV, c(KOp.SUB, x, c(KOp.MOD, x, y)), y)
+    q = c(KOp.FLOOR, div)
+    q = c(KOp.WHERE, test(KOp.GT, c(KOp.SUB, div, q), k(0.5)), c(KOp.ADD, q, k(1.0)), q)
+    signed_zero = c(KOp.MUL, ratio, k(0.0))
+    q = c(KOp.WHERE, test(KOp.EQ, div, k(0.0)), signed_zero, q)
+    finite_x = test(KOp.EQ, c(KOp.SUB, x, x), k(0.0))
+    inf_y = Call(KOp.AND, (test(KOp.EQ, c(KOp.ABS, y), k(np.inf)), finite_x), DType.BOOL)
+    by_inf = c(KOp.WHERE, test(KOp.LT, c(KOp.MUL, x, y), k(0.0)), k(-1.0), signed_zero)
+    q = c(KOp.WHERE, inf_y, by_inf, q)
+    return c(KOp.WHERE, test(KOp.EQ, y, k(0.0)), ratio, q)
+
+
+register(
+    _unary(Op.SIN, _float_unary_shape, _np(np.sin), _sin_vjp),
+    _unary(Op.COS, _float_unary_shape, _np(np.cos), _cos_vjp),
+    _unary(Op.ERF, _float_unary_shape, _erf_ref, _erf_vjp, doc="the error function"),
+    _unary(Op.EXPM1, _float_unary_shape, _np(np.expm1), _expm1_vjp,
+           doc="exp(x) - 1, accurate near 0"),
+    _unary(Op.LOG1P, _float_unary_shape, _np(np.log1p), _log1p_vjp,
+           doc="log(1 + x), accurate near 0"),
+    _unary(Op.FLOOR, _float_unary_shape, _np(np.floor), _rounding_vjp),
+    _unary(Op.CEIL, _float_unary_shape, _np(np.ceil), _rounding_vjp),
+    _unary(Op.ROUND, _float_unary_shape, _np(np.rint), _rounding_vjp,
+           doc="to the nearest integer, ties to even (numpy's round with decimals=0)"),
+    OpDef(Op.FLOOR_DIVIDE, Kind.ELEMENTWISE, 2, _binary_shape(require_numeric),
+          _floor_divide_ref, vjp=_rounding_vjp, scalar=_floor_divide_scalar,
+          doc="numpy floor_divide: floor(x / y) as numpy rounds it; x // 0 is 0 for ints"),
 )

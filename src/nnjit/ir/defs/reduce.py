@@ -105,3 +105,32 @@ register(
           lower=Accumulation(KOp.MAX, index=True),
           doc="index (i64) of the first maximum; a NaN counts as the maximum"),
 )
+
+
+# -- reductions (issue 12): prod ----------------------------------------------------------------
+
+def _prod_ref(xs, attrs):
+    (x,) = xs
+    return np.asarray(np.prod(x, axis=attrs["axes"], keepdims=attrs["keepdims"], dtype=x.dtype))
+
+
+def _prod_vjp(xs, outs, cts, attrs):
+    """d prod / d x_i = the product of the other terms, without dividing by a zero x_i (the
+    usual y / x would give nan there): with no zero in the slice it is y / x_i; with exactly
+    one, the product of the nonzero terms at the zero and 0 elsewhere; with more, 0."""
+    x = xs[0]
+    axes = attrs["axes"]
+    zero = P.eq(x, 0.0)
+    safe = P.where(zero, 1.0, x)
+    zeros = _expand(P.reduce_sum(P.cast(zero, x.dtype), axes, True), x, attrs)
+    nonzero_prod = _expand(P.reduce_prod(safe, axes, True), x, attrs)
+    others = P.where(P.eq(zeros, 0.0), nonzero_prod / safe,
+                     P.where(P.logical_and(zero, P.eq(zeros, 1.0)), nonzero_prod, 0.0))
+    return [_expand(cts[0], x, attrs) * others]
+
+
+register(
+    OpDef(Op.PROD, Kind.REDUCE, 1, _reduce_shape, _prod_ref, vjp=_prod_vjp,
+          attrs=(AttrSpec("axes", "ints"), AttrSpec("keepdims", "bool", False)),
+          lower=Accumulation(KOp.MUL), doc="product; an empty reduction gives 1"),
+)
