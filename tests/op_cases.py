@@ -839,6 +839,207 @@ def pool_params_st(draw, max_hw=6):
     hw = tuple(draw(st.integers(max(1, kk - sum(p)), max_hw)) for kk, p in zip(k, pads))
     return (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + hw, k, stride, pads
 
+# -- convolution family (issue 12) --
+# Grouped convolutions, conv1d, conv_transpose2d, upsample and global pooling, each against a
+# numpy loop of its own (torch's formulas written out, never the OpDef references).
+
+
+def naive_grouped(fn, a, b, groups: int, axis_b: int, **kw):
+    """fn applied to channel block k of `a` (dim 1) and block k of `b` (dim `axis_b`),
+    concatenated along the result's channels (or its out-channels for a weight gradient)."""
+    parts = [fn(ak, bk, **kw) for ak, bk in zip(np.split(a, groups, 1),
+                                                 np.split(b, groups, axis_b))]
+    return np.concatenate(parts, axis=0 if fn is naive_conv2d_grad_weight else 1)
+
+
+def naive_conv_transpose2d(x, w, stride, padding, output_padding, dilation, groups):
+    """Every input pixel scattered through every tap: out[n, co, i*s - p + a*d, j*s - p + b*d]
+    += x[n, ci, i, j] * w[ci, co, a, b], for ci and co in the same group."""
+    n, cin, h, wd = x.shape
+    cog, kh, kw = w.shape[1:]
+    (sh, sw), (ph, pw), (oh, ow), (dh, dw) = stride, padding, output_padding, dilation
+    ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oh + 1
+    wo = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + ow + 1
+    out = np.zeros((n, cog * groups, ho, wo))
+    cig = cin // groups
+    for g in range(groups):
+        xg = x[:, g * cig:(g + 1) * cig].astype(F64)
+        wg = w[g * cig:(g + 1) * cig].astype(F64)
+        for i in range(h):
+            for j in range(wd):
+                for a in range(kh):
+                    for b in range(kw):
+                        r, c = i * sh - ph + a * dh, j * sw - pw + b * dw
+                        if 0 <= r < ho and 0 <= c < wo:
+                            out[:, g * cog:(g + 1) * cog, r, c] += xg[:, :, i, j] @ wg[:, :, a, b]
+    return out.astype(x.dtype)
+
+
+def naive_conv1d(x, w, stride, padding, dilation, groups):
+    """out[n, o, t] = sum over the group's channels and taps of x[n, c, t*s - lo + k*d] * w."""
+    n, c, length = x.shape
+    o, cg, k = w.shape
+    lo, hi = padding
+    lout = (length + lo + hi - dilation * (k - 1) - 1) // stride + 1
+    og = o // groups
+    out = np.zeros((n, o, lout))
+    for oc in range(o):
+        g = oc // og
+        for t in range(lout):
+            for kk in range(k):
+                src = t * stride - lo + kk * dilation
+                if 0 <= src < length:
+                    out[:, oc, t] += x[:, g * cg:(g + 1) * cg, src].astype(F64) @ w[oc, :, kk]
+    return out.astype(x.dtype)
+
+
+def naive_nearest(x, size=None, scale=None):
+    """torch 'nearest': source index floor(dst * in / out), or floor(dst / scale_factor)."""
+    out = x
+    for ax in (2, 3):
+        n_in = x.shape[ax]
+        if size is not None:
+            idx = [min(d * n_in // size[ax - 2], n_in - 1) for d in range(size[ax - 2])]
+        else:
+            n_out = int(math.floor(n_in * scale[ax - 2]))
+            idx = [min(int(math.floor(d / scale[ax - 2])), n_in - 1) for d in range(n_out)]
+        out = np.take(out, idx, axis=ax)
+    return out
+
+
+def naive_bilinear(x, size, align_corners, scale=None):
+    """torch 'bilinear' written per output pixel: source coordinate, its two neighbours along
+    each axis, and the four weights."""
+    n, c, h, w = x.shape
+    ho, wo = size if size is not None else (int(math.floor(h * scale[0])),
+                                            int(math.floor(w * scale[1])))
+
+    def src(d, n_in, n_out, axis):
+        if align_corners:
+            return d * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        ratio = n_in / n_out if scale is None else 1.0 / scale[axis]
+        return max((d + 0.5) * ratio - 0.5, 0.0)
+
+    out = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        y = src(i, h, ho, 0)
+        y0 = min(int(math.floor(y)), h - 1)
+        y1, ly = min(y0 + 1, h - 1), y - y0
+        for j in range(wo):
+            xx = src(j, w, wo, 1)
+            x0 = min(int(math.floor(xx)), w - 1)
+            x1, lx = min(x0 + 1, w - 1), xx - x0
+            out[:, :, i, j] = ((1 - ly) * ((1 - lx) * x[:, :, y0, x0] + lx * x[:, :, y0, x1])
+                               + ly * ((1 - lx) * x[:, :, y1, x0] + lx * x[:, :, y1, x1]))
+    return out.astype(x.dtype)
+
+
+# (name, x shape, w shape, groups, explicit (stride, padding pairs, dilation))
+GROUPED_CONV_CONFIGS = [
+    ("groups2", (2, 4, 5, 5), (6, 2, 3, 3), 2, ((1, 1), ((1, 1), (1, 1)), (1, 1))),
+    ("depthwise_stride2", (1, 3, 6, 5), (3, 1, 3, 3), 3, ((2, 2), ((1, 0), (0, 1)), (1, 1))),
+    ("depthwise_mult2_dilated", (2, 2, 5, 6), (4, 1, 2, 2), 2, ((1, 1), ((0, 0), (1, 1)),
+                                                                (2, 1))),
+    # 8 x 9 channels per group: past DIRECT_MAX_GROUP, so these run as batched GEMMs
+    ("groups2_gemm", (1, 16, 4, 5), (18, 8, 2, 3), 2, ((2, 1), ((1, 0), (1, 1)), (1, 1))),
+    ("groups2_1x1_gemm", (2, 16, 3, 3), (18, 8, 1, 1), 2, ((1, 1), ((0, 0), (0, 0)), (1, 1))),
+]
+for _name, _xs, _ws, _g, _attrs in GROUPED_CONV_CONFIGS:
+    _a = dict(stride=_attrs[0], padding=_attrs[1], dilation=_attrs[2])
+    case(f"conv2d_{_name}", Op.CONV2D, lambda x, w, a=_a, g=_g: nnjit.conv2d(x, w, groups=g, **a),
+         lambda x, w, a=_a, g=_g: naive_grouped(naive_conv2d, x, w, g, 0, **a), [_xs, _ws], CON,
+         diff_inputs=(0, 1))
+    _dy = (_xs[0], _ws[0]) + tuple(conv_out(_xs[2 + i], *_attrs[1][i], _ws[2 + i], _attrs[0][i],
+                                            _attrs[2][i]) for i in range(2))
+    _gxs = (_xs[0], _xs[1] // _g) + _xs[2:]
+    _gws = (_ws[0] // _g,) + _ws[1:]
+    case(f"conv2d_grad_input_{_name}", Op.CONV2D_GRAD_INPUT,
+         lambda dy, w, s=_xs, a=_attrs, g=_g: P.conv2d_grad_input(dy, w, s, *a, groups=g),
+         lambda dy, w, s=_gxs, a=_a, g=_g: naive_grouped(naive_conv2d_grad_input, dy, w, g, 0,
+                                                         x_shape=s, **a),
+         [_dy, _ws], CON, diff_inputs=(0, 1))
+    case(f"conv2d_grad_weight_{_name}", Op.CONV2D_GRAD_WEIGHT,
+         lambda x, dy, s=_ws, a=_attrs, g=_g: P.conv2d_grad_weight(x, dy, s, *a, groups=g),
+         lambda x, dy, s=_gws, a=_a, g=_g: naive_grouped(naive_conv2d_grad_weight, x, dy, g, 1,
+                                                         w_shape=s, **a),
+         [_xs, _dy], CON, diff_inputs=(0, 1))
+case("conv2d_depthwise_bias_relu", Op.CONV2D,
+     lambda x, w, b: nnjit.relu(nnjit.conv2d(x, w, b, padding=1, groups=2)),
+     lambda x, w, b: np.maximum(naive_grouped(naive_conv2d, x, w, 2, 0, stride=(1, 1),
+                                              padding=((1, 1), (1, 1)), dilation=(1, 1))
+                                + b.reshape(1, -1, 1, 1), 0),
+     [(1, 2, 4, 4), Arg((2, 1, 3, 3), signed()), (2,)], CON)
+
+# (name, x shape, w shape, DSL kwargs, explicit (stride, (lo, hi), dilation, groups))
+CONV1D_CONFIGS = [
+    ("basic", (2, 3, 7), (4, 3, 3), {}, (1, (0, 0), 1, 1)),
+    ("stride2_pad1_dil2_groups", (1, 4, 9), (6, 2, 3), dict(stride=2, padding=1, dilation=2,
+                                                            groups=2), (2, (1, 1), 2, 2)),
+    ("same_depthwise", (2, 3, 6), (3, 1, 4), dict(padding="same", groups=3), (1, (1, 2), 1, 3)),
+]
+for _name, _xs, _ws, _kw, _attrs in CONV1D_CONFIGS:
+    case(f"conv1d_{_name}", Op.CONV2D, lambda x, w, kw=_kw: nnjit.conv1d(x, w, **kw),
+         lambda x, w, a=_attrs: naive_conv1d(x, w, *a), [_xs, _ws], CON, diff_inputs=(0, 1))
+case("conv1d_bias", Op.CONV2D, lambda x, w, b: nnjit.conv1d(x, w, b, padding=((2, 0),)),
+     lambda x, w, b: naive_conv1d(x, w, 1, (2, 0), 1, 1) + b.reshape(1, -1, 1),
+     [(1, 2, 5), (3, 2, 2), (3,)], CON, diff_inputs=(0, 1, 2))
+
+# (name, x shape, w shape [Cin, Cout/g, kh, kw], stride, padding, output_padding, dilation, g)
+CONV_TRANSPOSE_CONFIGS = [
+    ("basic", (2, 3, 3, 4), (3, 2, 3, 3), (1, 1), (0, 0), (0, 0), (1, 1), 1),
+    ("stride2_pad1_outpad1", (1, 2, 3, 3), (2, 3, 3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),
+    ("groups2_rect", (2, 4, 3, 2), (4, 1, 2, 3), (2, 1), (0, 1), (1, 0), (1, 1), 2),
+    ("outpad_past_stride", (1, 2, 3, 3), (2, 2, 3, 2), (1, 2), (1, 0), (1, 1), (2, 1), 1),
+    ("depthwise_stride3", (1, 3, 2, 3), (3, 1, 2, 2), (3, 3), (0, 1), (2, 0), (1, 1), 3),
+]
+for _name, _xs, _ws, _s, _p, _op, _d, _g in CONV_TRANSPOSE_CONFIGS:
+    case(f"conv_transpose2d_{_name}", Op.CONV2D_GRAD_INPUT,
+         lambda x, w, s=_s, p=_p, op=_op, d=_d, g=_g: nnjit.conv_transpose2d(
+             x, w, stride=s, padding=p, output_padding=op, groups=g, dilation=d),
+         lambda x, w, s=_s, p=_p, op=_op, d=_d, g=_g: naive_conv_transpose2d(x, w, s, p, op, d,
+                                                                              g),
+         [_xs, _ws], CON, diff_inputs=(0, 1))
+case("conv_transpose2d_bias", Op.CONV2D_GRAD_INPUT,
+     lambda x, w, b: nnjit.conv_transpose2d(x, w, b, stride=2),
+     lambda x, w, b: naive_conv_transpose2d(x, w, (2, 2), (0, 0), (0, 0), (1, 1), 1)
+     + b.reshape(1, -1, 1, 1), [(1, 2, 3, 3), (2, 3, 2, 2), (3,)], CON, diff_inputs=(0, 1, 2))
+
+# (name, x shape, upsample kwargs, the primitive it runs as)
+NEAREST_CONFIGS = [
+    ("x2", (2, 2, 3, 4), dict(scale_factor=2), Op.BROADCAST_TO),
+    ("x3_by_x1", (1, 2, 2, 3), dict(scale_factor=(3, 1)), Op.BROADCAST_TO),
+    ("size_uneven", (1, 2, 3, 5), dict(size=(7, 3)), Op.TAKE),
+    ("scale_1_5", (2, 1, 4, 3), dict(scale_factor=1.5), Op.TAKE),
+]
+for _name, _xs, _kw, _op in NEAREST_CONFIGS:
+    case(f"upsample_nearest_{_name}", _op, lambda x, kw=_kw: nnjit.upsample(x, **kw),
+         lambda x, kw=_kw: naive_nearest(x, kw.get("size"), None if "size" in kw else (
+             (kw["scale_factor"],) * 2 if np.isscalar(kw["scale_factor"])
+             else kw["scale_factor"])),
+         [_xs], WIN, dtypes=NUMERIC, diff_inputs=(0,))
+for _name, _xs, _size, _scale in [("x2", (2, 2, 3, 4), (6, 8), None),
+                                  ("down_uneven", (1, 2, 5, 7), (3, 4), None),
+                                  ("scale_2_5", (1, 1, 2, 3), None, (2.5, 2.5))]:
+    for _ac in (False, True):
+        case(f"upsample_bilinear_{_name}{'_align' if _ac else ''}", Op.TAKE,
+             lambda x, s=_size, f=_scale, ac=_ac: nnjit.upsample(
+                 x, s, None if f is None else f[0], mode="bilinear", align_corners=ac),
+             lambda x, s=_size, f=_scale, ac=_ac: naive_bilinear(x, s, ac, f), [_xs], WIN,
+             diff_inputs=(0,))
+
+case("global_avg_pool2d", Op.SUM, nnjit.global_avg_pool2d,
+     lambda x: x.astype(F64).mean((2, 3), keepdims=True).astype(x.dtype), [(2, 3, 4, 5)], WIN,
+     diff_inputs=(0,))
+case("global_max_pool2d", Op.MAX, nnjit.global_max_pool2d,
+     lambda x: x.max((2, 3), keepdims=True), [Arg((2, 3, 3, 4), distinct())], WIN,
+     dtypes=NUMERIC, diff_inputs=(0,))
+case("adaptive_avg_pool2d_2x3", Op.AVG_POOL2D, lambda x: nnjit.adaptive_avg_pool2d(x, (2, 3)),
+     lambda x: x.astype(F64).reshape(1, 2, 2, 2, 3, 2).mean((3, 5)).astype(x.dtype),
+     [(1, 2, 4, 6)], WIN, diff_inputs=(0,))
+case("adaptive_max_pool2d_1", Op.MAX, lambda x: nnjit.adaptive_max_pool2d(x, 1),
+     lambda x: x.max((2, 3), keepdims=True), [Arg((2, 2, 3, 3), distinct())], WIN,
+     diff_inputs=(0,))
+
 
 # -- data movement -----------------------------------------------------------------------------
 MOV = "movement"

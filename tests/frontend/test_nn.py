@@ -370,3 +370,34 @@ def test_failed_save_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["p.npz"]
     np.testing.assert_array_equal(nn.load(path, like={"w": np.zeros(2, np.float32)})["w"],
                                   np.ones(2, np.float32))
+
+
+# -- convolution family (issue 12) --
+
+def test_conv_family_parameter_names_and_shapes_follow_torch():
+    shapes = {name: {k: v.shape for k, v in nn.flatten_params(m.init(seed=0)).items()}
+              for name, m in [("c1", nn.Conv1d(4, 6, 3, groups=2)),
+                              ("c2", nn.Conv2d(4, 8, 3, groups=4, bias=False)),
+                              ("ct", nn.ConvTranspose2d(4, 6, (2, 3), groups=2))]}
+    assert shapes == {"c1": {"weight": (6, 2, 3), "bias": (6,)},
+                      "c2": {"weight": (8, 1, 3, 3)},
+                      "ct": {"weight": (4, 3, 2, 3), "bias": (6,)}}
+    for m in (nn.Upsample(scale_factor=2), nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d(1)):
+        assert m.init(seed=0) == {}
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Conv2d(4, 6, 3, groups=3),
+                                  lambda: nn.Conv1d(3, 4, 3, groups=2),
+                                  lambda: nn.ConvTranspose2d(6, 3, 3, groups=2)])
+def test_conv_layers_reject_groups_that_do_not_divide_the_channels(make):
+    with pytest.raises(nnjit.ShapeError, match="must both be divisible by groups"):
+        make()
+
+
+def test_global_pools_keep_nchw_dims():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    avg = nn.AdaptiveAvgPool2d(1).apply({}, x)
+    mx = nn.AdaptiveMaxPool2d(1).apply({}, x)
+    assert avg.shape == mx.shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(avg, x.mean((2, 3), keepdims=True), rtol=1e-6)
+    np.testing.assert_array_equal(mx, x.max((2, 3), keepdims=True))

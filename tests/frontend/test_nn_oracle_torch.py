@@ -110,6 +110,79 @@ def test_optimizers_match_torch(backend, make):
     assert_close(p["w"], t_params[1].detach().numpy(), rtol=1e-7, atol=1e-9)
 
 
+# -- convolution family (issue 12) --
+# Each layer's forward and its gradients (input and every parameter) against torch autograd,
+# with our parameters loaded into the torch module by name.
+
+CONV_FAMILY = {
+    "Conv1d": (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+               lambda: torch.nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+               (2, 4, 9)),
+    "Conv2d_groups": (lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2),
+                      lambda: torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), (2, 4, 5, 5)),
+    "Conv2d_depthwise": (lambda: nn.Conv2d(3, 6, (3, 2), stride=2, groups=3, bias=False),
+                         lambda: torch.nn.Conv2d(3, 6, (3, 2), stride=2, groups=3, bias=False),
+                         (1, 3, 6, 5)),
+    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1,
+                                                   output_padding=1, groups=2),
+                        lambda: torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1,
+                                                         output_padding=1, groups=2),
+                        (2, 4, 3, 4)),
+    "ConvTranspose2d_dilated": (lambda: nn.ConvTranspose2d(2, 3, (2, 3), stride=(1, 2),
+                                                           output_padding=(1, 1),
+                                                           dilation=(2, 1)),
+                                lambda: torch.nn.ConvTranspose2d(2, 3, (2, 3), stride=(1, 2),
+                                                                 output_padding=(1, 1),
+                                                                 dilation=(2, 1)),
+                                (1, 2, 3, 3)),
+    "Upsample_nearest": (lambda: nn.Upsample(scale_factor=2),
+                         lambda: torch.nn.Upsample(scale_factor=2), (2, 3, 3, 4)),
+    "Upsample_nearest_size": (lambda: nn.Upsample(size=(5, 7)),
+                              lambda: torch.nn.Upsample(size=(5, 7)), (1, 2, 3, 4)),
+    "Upsample_bilinear": (lambda: nn.Upsample(scale_factor=1.5, mode="bilinear"),
+                          lambda: torch.nn.Upsample(scale_factor=1.5, mode="bilinear"),
+                          (1, 2, 4, 3)),
+    "Upsample_bilinear_align": (
+        lambda: nn.Upsample(size=(6, 5), mode="bilinear", align_corners=True),
+        lambda: torch.nn.Upsample(size=(6, 5), mode="bilinear", align_corners=True),
+        (2, 1, 3, 4)),
+    "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d(1), lambda: torch.nn.AdaptiveAvgPool2d(1),
+                          (2, 3, 4, 5)),
+    "AdaptiveMaxPool2d": (lambda: nn.AdaptiveMaxPool2d((1, 1)),
+                          lambda: torch.nn.AdaptiveMaxPool2d((1, 1)), (2, 3, 4, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_FAMILY))
+def test_conv_family_layers_match_torch(backend, name):
+    make_ours, make_theirs, x_shape = CONV_FAMILY[name]
+    ours = make_ours()
+    p = ours.init(seed=1, dtype=np.float64)
+    theirs = _load_into(make_theirs(), p)
+    x = _rng().standard_normal(x_shape)
+    t_x = torch.tensor(x, requires_grad=True)
+    t_y = theirs(t_x)
+    r = _rng().standard_normal(tuple(t_y.shape))          # a random cotangent
+    (t_y * torch.tensor(r)).sum().backward()
+
+    def loss(p, x):
+        return (ours.apply(p, x) * r).sum()
+
+    y = run(lambda p, x: ours.apply(p, x), p, x, backend=backend)
+    assert_close(y, t_y.detach().numpy())
+    g_p, g_x = run(nnjit.grad(loss, argnums=(0, 1)), p, x, backend=backend)
+    assert_close(g_x, t_x.grad.numpy())
+    t_grads = {k: v.grad.numpy() for k, v in theirs.named_parameters()}
+    assert set(nn.flatten_params(g_p)) == set(t_grads)
+    for k, g in nn.flatten_params(g_p).items():
+        assert_close(g, t_grads[k])
+
+
+def test_adaptive_pool_rejects_uneven_output_sizes():
+    with pytest.raises(nnjit.ShapeError, match="must be 1 or divide the input size"):
+        nn.AdaptiveAvgPool2d(3).apply({}, np.ones((1, 1, 4, 4), np.float32))
+
+
 @pytest.mark.parametrize("max_norm,norm_type", [(0.5, 2.0), (100.0, 2.0), (0.3, float("inf"))])
 def test_clip_grad_norm_matches_torch(backend, max_norm, norm_type):
     rng = _rng()

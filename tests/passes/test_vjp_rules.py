@@ -318,6 +318,42 @@ def _conv2d_grad_weight(draw):
                 (0, 1))
 
 
+# -- convolution family (issue 12) --
+
+def grouped_conv_attrs(draw):
+    """conv_attrs with groups in 2..3 (channel counts multiplied up to fit): depthwise, small
+    groups (direct loops) and 9 x 8 channels per group (batched GEMMs)."""
+    xs, ws, a = conv_attrs(draw)
+    g = draw(st.integers(2, 3), label="groups")
+    cg, og = draw(st.sampled_from([(1, 1), (1, 2), (2, 2), (9, 8)]), label="group channels")
+    return (xs[0], cg * g) + xs[2:], (og * g, cg) + ws[2:], dict(a, groups=g)
+
+
+@case("conv2d_grouped", Op.CONV2D)
+def _conv2d_grouped(draw):
+    xs, ws, a = grouped_conv_attrs(draw)
+    rng = rng_of(draw)
+    return Case(lambda x, w: P.conv2d(x, w, **a), (normal(rng, xs), normal(rng, ws)), (0, 1))
+
+
+@case("conv2d_grad_input_grouped", Op.CONV2D_GRAD_INPUT)
+def _conv2d_grad_input_grouped(draw):
+    xs, ws, a = grouped_conv_attrs(draw)
+    rng = rng_of(draw)
+    dy = normal(rng, conv_out_shape(xs, ws, a))
+    return Case(lambda dy, w: P.conv2d_grad_input(dy, w, xs, **a), (dy, normal(rng, ws)),
+                (0, 1))
+
+
+@case("conv2d_grad_weight_grouped", Op.CONV2D_GRAD_WEIGHT)
+def _conv2d_grad_weight_grouped(draw):
+    xs, ws, a = grouped_conv_attrs(draw)
+    rng = rng_of(draw)
+    dy = normal(rng, conv_out_shape(xs, ws, a))
+    return Case(lambda x, dy: P.conv2d_grad_weight(x, dy, ws, **a), (normal(rng, xs), dy),
+                (0, 1))
+
+
 # -- windows ---------------------------------------------------------------------------------------
 
 def pool_attrs(draw):

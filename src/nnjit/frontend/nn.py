@@ -83,30 +83,34 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv2d(Module):
-    """2-d convolution of NCHW inputs with an OIHW weight (torch.nn.Conv2d, groups=1)."""
+    """2-d convolution of NCHW inputs with an OIHW weight (torch.nn.Conv2d): weight
+    [out_channels, in_channels / groups, kh, kw]; groups == in_channels is depthwise."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, bias: bool = True):
+                 dilation=1, groups: int = 1, bias: bool = True):
+        _check_groups(type(self).__name__, in_channels, out_channels, groups)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding, self.dilation, self.bias = stride, padding, dilation, bias
+        self.groups = groups
 
     def init_params(self, rng, dtype):
         kh, kw = self.kernel_size
-        bound = _fan_in_bound(self.in_channels * kh * kw)
-        p = {"weight": _uniform(rng, (self.out_channels, self.in_channels, kh, kw), bound,
-                                dtype)}
+        cg = self.in_channels // self.groups
+        bound = _fan_in_bound(cg * kh * kw)
+        p = {"weight": _uniform(rng, (self.out_channels, cg, kh, kw), bound, dtype)}
         if self.bias:
             p["bias"] = _uniform(rng, (self.out_channels,), bound, dtype)
         return p
 
     def forward(self, params, x, *, ctx):
         return conv2d(x, params["weight"], params.get("bias"), self.stride, self.padding,
-                      self.dilation)
+                      self.dilation, self.groups)
 
     def extra_repr(self):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
-               f"stride={self.stride}, padding={self.padding}"
+               f"stride={self.stride}, padding={self.padding}" + (
+                   f", groups={self.groups}" if self.groups != 1 else "")
 
 
 class MaxPool2d(Module):
@@ -130,6 +134,118 @@ class AvgPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+# -- convolution family (issue 12) --
+
+def _check_groups(layer: str, in_channels: int, out_channels: int, groups: int) -> None:
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ShapeError(f"{layer}: in_channels {in_channels} and out_channels {out_channels} "
+                         f"must both be divisible by groups {groups}")
+
+
+class Conv1d(Module):
+    """1-d convolution of NCL inputs (torch.nn.Conv1d): weight
+    [out_channels, in_channels / groups, kernel_size], bias [out_channels]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=1,
+                 padding=0, dilation=1, groups: int = 1, bias: bool = True):
+        _check_groups("Conv1d", in_channels, out_channels, groups)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = int(kernel_size[0] if isinstance(kernel_size, (tuple, list))
+                               else kernel_size)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups, self.bias = groups, bias
+
+    def init_params(self, rng, dtype):
+        cg = self.in_channels // self.groups
+        bound = _fan_in_bound(cg * self.kernel_size)
+        p = {"weight": _uniform(rng, (self.out_channels, cg, self.kernel_size), bound, dtype)}
+        if self.bias:
+            p["bias"] = _uniform(rng, (self.out_channels,), bound, dtype)
+        return p
+
+    def forward(self, params, x, *, ctx):
+        return dsl.conv1d(x, params["weight"], params.get("bias"), self.stride, self.padding,
+                          self.dilation, self.groups)
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
+               f"stride={self.stride}, padding={self.padding}, groups={self.groups}"
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-d convolution (torch.nn.ConvTranspose2d): weight
+    [in_channels, out_channels / groups, kh, kw], bias [out_channels]. The output side is
+    (H - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1):
+        _check_groups("ConvTranspose2d", in_channels, out_channels, groups)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.bias, self.dilation = groups, bias, dilation
+
+    def init_params(self, rng, dtype):
+        kh, kw = self.kernel_size
+        og = self.out_channels // self.groups
+        bound = _fan_in_bound(og * kh * kw)          # torch's fan_in: weight dim 1 x kernel
+        p = {"weight": _uniform(rng, (self.in_channels, og, kh, kw), bound, dtype)}
+        if self.bias:
+            p["bias"] = _uniform(rng, (self.out_channels,), bound, dtype)
+        return p
+
+    def forward(self, params, x, *, ctx):
+        return dsl.conv_transpose2d(x, params["weight"], params.get("bias"), self.stride,
+                                    self.padding, self.output_padding, self.groups,
+                                    self.dilation)
+
+    def extra_repr(self):
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
+               f"stride={self.stride}, padding={self.padding}, " \
+               f"output_padding={self.output_padding}"
+
+
+class Upsample(Module):
+    """torch.nn.Upsample: resize NCHW inputs to `size` or by `scale_factor`, mode 'nearest'
+    or 'bilinear' (see `nnjit.upsample`)."""
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
+                 align_corners: bool | None = None):
+        self.size, self.scale_factor = size, scale_factor
+        self.mode, self.align_corners = mode, align_corners
+
+    def forward(self, params, x, *, ctx):
+        return dsl.upsample(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def extra_repr(self):
+        what = f"size={self.size}" if self.size is not None else \
+            f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
+
+
+class _AdaptivePool2d(Module):
+    def __init__(self, output_size=1):
+        self.output_size = output_size
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptivePool2d):
+    """torch.nn.AdaptiveAvgPool2d for output size 1 (global average pooling, [N, C, 1, 1]) or
+    one that divides the input; other sizes raise a ShapeError when traced."""
+
+    def forward(self, params, x, *, ctx):
+        return dsl.adaptive_avg_pool2d(x, self.output_size)
+
+
+class AdaptiveMaxPool2d(_AdaptivePool2d):
+    """torch.nn.AdaptiveMaxPool2d (no indices) for output size 1 or one dividing the input."""
+
+    def forward(self, params, x, *, ctx):
+        return dsl.adaptive_max_pool2d(x, self.output_size)
 
 
 class Dropout(Module):
@@ -561,5 +677,7 @@ __all__ = ["AvgPool2d", "CheckpointNotFoundError", "Context", "Conv2d", "Dropout
            "Sigmoid", "Tanh", "avg_pool2d", "conv2d", "cross_entropy", "dropout",
            "flatten_params", "linear", "load", "log_softmax", "max_pool2d", "mse", "num_params",
            "relu", "save", "sigmoid", "softmax", "tanh"]
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Conv1d", "ConvTranspose2d",  # issue 12
+            "Upsample"]
 __all__ += ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "MultiheadAttention", "summary"]
 __all__ += [n for n in _losses_all + _recurrent_all if n not in __all__]

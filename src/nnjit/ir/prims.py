@@ -317,20 +317,24 @@ def matmul(a, b) -> Sym:
     return out
 
 
-def conv2d(x: Sym, w: Sym, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)) -> Sym:
-    """NCHW x OIHW -> NOHW cross-correlation (as torch.nn.functional.conv2d, groups=1)."""
+def conv2d(x: Sym, w: Sym, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
+           groups: int = 1) -> Sym:
+    """NCHW x OIHW -> NOHW cross-correlation (as torch.nn.functional.conv2d); with `groups`,
+    w is [O, C / groups, kh, kw] and each block of channels convolves on its own."""
     return _emit(Op.CONV2D, lift(builder_of(x, w), x, w), stride=stride, padding=padding,
-                 dilation=dilation)
+                 dilation=dilation, groups=groups)
 
 
-def conv2d_grad_input(dy: Sym, w: Sym, input_shape, stride, padding, dilation) -> Sym:
+def conv2d_grad_input(dy: Sym, w: Sym, input_shape, stride, padding, dilation,
+                      groups: int = 1) -> Sym:
     return _emit(Op.CONV2D_GRAD_INPUT, (dy, w), input_shape=tuple(input_shape), stride=stride,
-                 padding=padding, dilation=dilation)
+                 padding=padding, dilation=dilation, groups=groups)
 
 
-def conv2d_grad_weight(x: Sym, dy: Sym, weight_shape, stride, padding, dilation) -> Sym:
+def conv2d_grad_weight(x: Sym, dy: Sym, weight_shape, stride, padding, dilation,
+                       groups: int = 1) -> Sym:
     return _emit(Op.CONV2D_GRAD_WEIGHT, (x, dy), weight_shape=tuple(weight_shape), stride=stride,
-                 padding=padding, dilation=dilation)
+                 padding=padding, dilation=dilation, groups=groups)
 
 
 def max_pool2d(x: Sym, kernel, stride, padding=((0, 0), (0, 0))) -> Sym:

@@ -2,7 +2,10 @@
 
 The convolution gradients are primitives of their own (as in cuDNN and XLA's conv with
 lhs/rhs dilation) so each lowers to one implicit-GEMM kernel instead of a chain of pads, slices
-and transposes. All three are linear in each operand, so their VJPs are each other."""
+and transposes. All three are linear in each operand, so their VJPs are each other. All three
+take `groups` (torch's grouped convolution: channels split into `groups` independent blocks,
+`groups == C` is depthwise), lowered as a GEMM batched over the groups, or as direct loops
+when each group has only a few channels (see `codegen.contraction`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -48,12 +51,13 @@ def _matmul_vjp(xs, outs, cts, attrs):
 # -- convolution ---------------------------------------------------------------------------------
 
 CONV_ATTRS = (AttrSpec("stride", "ints", (1, 1)), AttrSpec("padding", "pairs", ((0, 0), (0, 0))),
-              AttrSpec("dilation", "ints", (1, 1)))
+              AttrSpec("dilation", "ints", (1, 1)), AttrSpec("groups", "int", 1))
 
 
 def _check_conv_attrs(attrs):
     for name in ("stride", "padding", "dilation"):
         check_len(name, attrs[name], 2)
+    require(attrs["groups"] >= 1, f"groups must be >= 1, got {attrs['groups']}")
 
 
 def conv_out_hw(x_shape, w_shape, attrs) -> tuple[int, int]:
@@ -69,9 +73,12 @@ def _conv2d_shape(ts, attrs):
     same_dtype(ts)
     require_float(x)
     require(x.ndim == 4 and w.ndim == 4, f"expects NCHW input and OIHW weight, got {x} and {w}")
-    require(x.shape[1] == w.shape[1],
-            f"input channels {x.shape[1]} differ from weight in-channels {w.shape[1]}: "
-            f"{x.shape} conv {w.shape}")
+    g = attrs["groups"]
+    require(x.shape[1] == w.shape[1] * g,
+            f"input channels {x.shape[1]} differ from weight in-channels {w.shape[1]}"
+            + (f" x groups {g}" if g > 1 else "") + f": {x.shape} conv {w.shape}")
+    require(w.shape[0] % g == 0,
+            f"weight out-channels {w.shape[0]} are not divisible by groups {g}: {w.shape}")
     return TensorType((x.shape[0], w.shape[0]) + conv_out_hw(x.shape, w.shape, attrs), x.dtype)
 
 
@@ -108,7 +115,7 @@ def _pad_hw(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0)) + tuple(padding), constant_values=value)
 
 
-def _conv2d_ref(xs, attrs):
+def _conv2d_ref_dense(xs, attrs):
     x, w = xs
     ho, wo = conv_out_hw(x.shape, w.shape, attrs)
     xp = _pad_hw(x, attrs["padding"])
@@ -125,7 +132,7 @@ def _crop_hw(xp, x_shape, padding):
     return xp[:, :, pt: pt + x_shape[2], pl: pl + x_shape[3]]
 
 
-def _conv2d_grad_input_ref(xs, attrs):
+def _conv2d_grad_input_ref_dense(xs, attrs):
     dy, w = xs
     shape = attrs["input_shape"]
     (pt, pb), (pl, pr) = attrs["padding"]
@@ -138,7 +145,7 @@ def _conv2d_grad_input_ref(xs, attrs):
     return np.ascontiguousarray(_crop_hw(dxp, shape, attrs["padding"]))
 
 
-def _conv2d_grad_weight_ref(xs, attrs):
+def _conv2d_grad_weight_ref_dense(xs, attrs):
     x, dy = xs
     shape = attrs["weight_shape"]
     xp = _pad_hw(x, attrs["padding"])
@@ -150,8 +157,38 @@ def _conv2d_grad_weight_ref(xs, attrs):
     return dw
 
 
+def _group_blocks(a: np.ndarray, axis: int, groups: int) -> list[np.ndarray]:
+    return np.split(a, groups, axis=axis) if groups > 1 else [a]
+
+
+def _conv2d_ref(xs, attrs):
+    """Grouped: group k convolves input channels block k with out-channel block k."""
+    x, w = xs
+    g = attrs["groups"]
+    return np.concatenate([_conv2d_ref_dense([xk, wk], attrs) for xk, wk in
+                           zip(_group_blocks(x, 1, g), _group_blocks(w, 0, g))], axis=1)
+
+
+def _conv2d_grad_input_ref(xs, attrs):
+    dy, w = xs
+    g = attrs["groups"]
+    shape = attrs["input_shape"]
+    sub = dict(attrs, input_shape=(shape[0], shape[1] // g) + tuple(shape[2:]))
+    return np.concatenate([_conv2d_grad_input_ref_dense([dk, wk], sub) for dk, wk in
+                           zip(_group_blocks(dy, 1, g), _group_blocks(w, 0, g))], axis=1)
+
+
+def _conv2d_grad_weight_ref(xs, attrs):
+    x, dy = xs
+    g = attrs["groups"]
+    shape = attrs["weight_shape"]
+    sub = dict(attrs, weight_shape=(shape[0] // g,) + tuple(shape[1:]))
+    return np.concatenate([_conv2d_grad_weight_ref_dense([xk, dk], sub) for xk, dk in
+                           zip(_group_blocks(x, 1, g), _group_blocks(dy, 1, g))], axis=0)
+
+
 def _conv_attrs(attrs):
-    return attrs["stride"], attrs["padding"], attrs["dilation"]
+    return attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
 
 
 def _conv2d_vjp(xs, outs, cts, attrs):
