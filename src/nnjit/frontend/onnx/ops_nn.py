@@ -89,13 +89,7 @@ def _conv(ctx: NodeContext):
     x2, w2 = _to_2d(x), _to_2d(w)
     if group < 1 or x.shape[1] % group or w.shape[0] % group or w.shape[1] * group != x.shape[1]:
         raise ctx.error(f"group {group} does not divide input {x.shape} and weight {w.shape}")
-    if group == 1:
-        y = dsl.conv2d(x2, w2, stride=stride, padding=pads, dilation=dil)
-    else:
-        ci, co = x.shape[1] // group, w.shape[0] // group
-        ys = [dsl.conv2d(x2[:, g * ci:(g + 1) * ci], w2[g * co:(g + 1) * co], stride=stride,
-                         padding=pads, dilation=dil) for g in range(group)]
-        y = dsl.concat(ys, axis=1)
+    y = dsl.conv2d(x2, w2, stride=stride, padding=pads, dilation=dil, groups=group)
     if ctx.has(2):
         y = y + dsl.reshape(ctx.tensor(2), (1, -1, 1, 1))
     return _from_2d(y, nd)
@@ -133,13 +127,8 @@ def _conv_transpose(ctx: NodeContext):
     out_hw = tuple(f - b - e for f, (b, e) in zip(full, pads))
     if group < 1 or x.shape[1] % group or w.shape[0] != x.shape[1]:
         raise ctx.error(f"group {group} does not match input {x.shape} and weight {w.shape}")
-    ci, co = x.shape[1] // group, w.shape[1]
-    ys = []
-    for g in range(group):
-        xg = x2[:, g * ci:(g + 1) * ci] if group > 1 else x2
-        wg = w2[g * ci:(g + 1) * ci] if group > 1 else w2
-        ys.append(P.conv2d_grad_input(xg, wg, (x.shape[0], co) + out_hw, stride, pads, dil))
-    y = dsl.concat(ys, axis=1) if group > 1 else ys[0]
+    y = P.conv2d_grad_input(x2, w2, (x.shape[0], w.shape[1] * group) + out_hw, stride, pads,
+                            dil, groups=group)
     if any(extra):
         y = dsl.pad(y, [(0, 0), (0, 0)] + [(0, e) for e in extra])
     if ctx.has(2):
