@@ -149,3 +149,22 @@ def test_a_padded_convolution_of_an_empty_image_reads_nothing_out_of_bounds():
     want = nnjit.jit(f, backend="interp")(x, w)
     got = nnjit.jit(f, backend="llvm")(x, w)      # NNJIT_VERIFY is on in the suite
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_product_that_overflows_in_numpys_order_only_is_not_a_failure():
+    """Found by the fuzzer (seed 2317): prod over [.., 1.8e308, .., 4.9e-324, ..] is inf in
+    numpy's sequential order and 2.04e-14 (the true value) in llvm's blocked one. The oracle
+    treats prod like a sum: the wide run shows the element's class depends on the order."""
+    from nnjit.ir import Builder, DType, TensorType, prims
+    from tests.fuzz.generate import Case
+    from tests.fuzz.oracle import check_case
+
+    x = np.array([[-3.064084e-001, 1.912079e-001, 3.239098e+000],
+                  [-2.632577e+000, 1.023869e+000, 1.797693e+308],
+                  [3.636574e+000, 1.533024e+000, -3.232592e+000],
+                  [-5.757769e-001, 4.940656e-324, -6.593689e-001],
+                  [1.624613e+000, -2.039678e+000, 1.970743e+000]], np.float64)
+    b = Builder("prod_order")
+    v = b.input(TensorType((5, 3), DType.F64), "x")
+    case = Case(2317, b.build([prims.reduce_prod(v, (0, 1), False)]), [x], {}, "special")
+    assert not check_case(case).failures
