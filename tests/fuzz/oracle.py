@@ -67,8 +67,9 @@ RTOL, ATOL = 1e-4, 1e-5
 JITTER_ULPS = 32          # relative jitter, in units of the dtype's eps
 SPREAD_FACTOR = 4.0
 # prod accumulates like a sum: reordered (blocked) products overflow or underflow in one
-# order and not another (MAX * tiny * 2 is finite, MAX * 2 * tiny is inf), which the wide run
-# (a larger exponent range) exposes as a class change.
+# order and not another (MAX * tiny * 2 is finite, MAX * 2 * tiny is inf; 0 * 1 * .. * 63 is 0,
+# 63! * .. * 0 is inf * 0 = NaN in float32), which the wide and ordered runs expose as a class
+# change.
 SUMMING = {Op.SUM, Op.PROD, Op.MATMUL, Op.CONV2D, Op.CONV2D_GRAD_INPUT, Op.CONV2D_GRAD_WEIGHT,
            Op.AVG_POOL2D, Op.AVG_POOL2D_GRAD, Op.SCATTER_ADD}
 ROUNDED = {Op.EXP, Op.LOG, Op.TANH, Op.SIGMOID, Op.POW, Op.SIN, Op.COS, Op.ERF, Op.EXPM1,
@@ -202,6 +203,20 @@ def _summing_ref(n, srcs: list[np.ndarray], mode: str):
         lead = moved.shape[:x.ndim - len(axes)]
         count = int(np.prod(moved.shape[len(lead):], dtype=np.int64))
         out = _ordered_sum(moved.reshape(lead + (count,)), mode)
+        return out.reshape(n.type.shape) if n.attrs["keepdims"] else out
+    if mode in ("up", "down") and floats and n.op == Op.PROD and n.attrs["axes"] and \
+            srcs[0].size <= ORDERED_MAX:
+        # largest magnitudes first ("up": partial products overflow soonest, so a zero later
+        # meets an inf) or smallest first ("down": they underflow soonest)
+        (x,), axes = srcs, n.attrs["axes"]
+        moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
+        lead = moved.shape[:x.ndim - len(axes)]
+        t = moved.reshape(lead + (-1,))
+        if t.shape[-1] == 0:
+            return ref(srcs, n.attrs)
+        t = np.take_along_axis(t, np.argsort(np.abs(t), axis=-1), axis=-1)
+        with np.errstate(all="ignore"):
+            out = np.multiply.accumulate(t[..., ::-1] if mode == "up" else t, axis=-1)[..., -1]
         return out.reshape(n.type.shape) if n.attrs["keepdims"] else out
     if mode in ("up", "down") and floats and n.op == Op.MATMUL:
         a, b = srcs

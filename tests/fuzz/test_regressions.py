@@ -168,3 +168,19 @@ def test_a_product_that_overflows_in_numpys_order_only_is_not_a_failure():
     v = b.input(TensorType((5, 3), DType.F64), "x")
     case = Case(2317, b.build([prims.reduce_prod(v, (0, 1), False)]), [x], {}, "special")
     assert not check_case(case).failures
+
+
+def test_a_product_whose_partials_overflow_before_a_zero_is_not_a_failure():
+    """Found by the fuzzer (seed 3805): prod over three rows of 0, 1, ..., 63 in float32 is 0
+    in numpy's order (the zero first) and NaN in llvm's blocked one (63!**3 overflows, then
+    times 0). Like XLA's, nnjit's prod reassociates; the oracle's ordered runs show the class
+    depends on the order."""
+    from nnjit.ir import Builder, DType, TensorType, prims
+    from tests.fuzz.generate import Case
+    from tests.fuzz.oracle import check_case
+
+    x = np.broadcast_to(np.arange(64, dtype=np.float32), (3, 2, 64)).copy()
+    b = Builder("prod_zero")
+    v = b.input(TensorType((3, 2, 64), DType.F32), "x")
+    case = Case(3805, b.build([prims.reduce_prod(v, (0, 2), False)]), [x], {}, "special")
+    assert not check_case(case).failures

@@ -256,6 +256,9 @@ def argmax(x: Sym, axis: int = -1, keepdims: bool = False) -> Sym:
 
 # -- reductions (issue 12) --
 def reduce_prod(x: Sym, axis=None, keepdims: bool = False) -> Sym:
+    """numpy.prod over `axis`. Native code multiplies in blocks (reassociated, as XLA does), so
+    where partial products overflow or underflow the result may differ from numpy's
+    left-to-right one: a zero met after an overflowed partial gives NaN, not 0."""
     try:
         axes = norm_axes(axis, x.ndim)
     except ShapeError as e:
