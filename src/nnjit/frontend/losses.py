@@ -71,11 +71,11 @@ def cross_entropy(logits, labels, ignore_index: int = -100) -> Sym:
     classes = logits.shape[-1]
     labels = P.check_index(labels, classes, f"cross_entropy: labels for {classes} classes",
                            negative=False, ignore=(ignore_index,))
-    mask = dsl.class_mask(labels, classes, exclude=ignore_index)
-    # Checked labels have one class each (ignored ones none), so the mask's sum counts them:
-    # both sums share the softmax's reduction domain, and with it one kernel.
-    mask = P.cast(mask, logits.dtype)
-    return -P.reduce_sum(mask * log_softmax(logits, -1)) / P.reduce_sum(mask)
+    mask = P.cast(dsl.class_mask(labels, classes, exclude=ignore_index), logits.dtype)
+    # Count the labels themselves, not the (N, C) mask: summing the mask made its own serial
+    # pass over N x C elements (16 MB for 4096 x 1000), half of a fused step's time.
+    count = P.reduce_sum(P.cast(P.ne(labels, ignore_index), logits.dtype))
+    return -P.reduce_sum(mask * log_softmax(logits, -1)) / count
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100,
