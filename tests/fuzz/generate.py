@@ -19,6 +19,7 @@ compiled programs do not). An op whose shape rule refuses its operands is rolled
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 
@@ -39,33 +40,41 @@ GENERATOR_VERSION = 4     # 2: optimization_barrier (issue 12); 3: collectives (
 
 # -- the choices a generator makes -----------------------------------------------------------------
 
-class Chooser:
+class Chooser(abc.ABC):
     """Random choices, drawn either through hypothesis (`HypothesisChooser`) or from a seeded
     numpy generator (`RngChooser`)."""
 
+    @abc.abstractmethod
     def int(self, lo: int, hi: int) -> int:        # lo <= k <= hi
         raise NotImplementedError
 
+    @abc.abstractmethod
     def bool(self) -> bool:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def pick(self, seq):
         raise NotImplementedError
 
+    @abc.abstractmethod
     def picks(self, seq, min_size: int = 0, max_size: int = 2) -> list:
         """A list of elements of `seq`, with repeats."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def axes(self, ndim: int) -> tuple[int, ...]:
         """Distinct axes in [0, ndim), in drawn order."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def perm(self, n: int) -> tuple[int, ...]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def real(self, lo: float, hi: float) -> float:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def shape(self) -> tuple[int, ...]:
         """Up to 3 dims of 0..3 (0 and 1 on purpose: empty and broadcastable dims)."""
         raise NotImplementedError
@@ -81,12 +90,15 @@ class Chooser:
         sinks = [s for s in pool if s.value not in used and s.value.node.op != Op.INPUT]
         return [pool[-1]] + self.picks(sinks or pool, 0, 3)
 
+    @abc.abstractmethod
     def array(self, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def name(self) -> str:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def loc(self) -> Loc | None:
         raise NotImplementedError
 

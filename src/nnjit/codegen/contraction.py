@@ -403,14 +403,19 @@ def _store_roots(lw, glow, roots, coords) -> list[Stmt]:
                       for r in roots])
 
 
+def _direct_window(attrs, ch: int, o: int):
+    """What the direct loops of a grouped convolution need: channels per group in and out,
+    stride, dilation, and the top/left padding (the loops clamp at the far edges)."""
+    g = attrs["groups"]
+    (pt, _), (pl, _) = attrs["padding"]
+    return ch // g, o // g, attrs["stride"], attrs["dilation"], (pt, pl)
+
+
 def _direct_conv2d(lw, c: Node, others, roots, name, src) -> list:
     """y[n, o, i, j] = sum over (c', a, b) of x[n, group(o) * cg + c', tap] * w[o, c', a, b]."""
     x, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
-    g = c.attrs["groups"]
-    cg, og = ch // g, o // g
-    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
-    (pt, _), (pl, _) = c.attrs["padding"]
+    cg, og, (sh, sw), (dh, dw), (pt, pl) = _direct_window(c.attrs, ch, o)
     vn, vo, vh, vw = loop_vars("i", 4)
     rc, rkh, rkw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
@@ -432,10 +437,7 @@ def _direct_conv2d_grad_input(lw, c: Node, others, roots, name, src) -> list:
     of dy[n, o, i, j] * w[o, c % cg, a, b] (a gather: race-free and parallel per pixel)."""
     dy, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, w.shape, dy.shape, c.attrs)
-    g = c.attrs["groups"]
-    cg, og = ch // g, o // g
-    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
-    (pt, _), (pl, _) = c.attrs["padding"]
+    cg, og, (sh, sw), (dh, dw), (pt, pl) = _direct_window(c.attrs, ch, o)
     vn, vc, vh, vw = loop_vars("i", 4)
     ro, rkh, rkw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
@@ -462,10 +464,7 @@ def _direct_conv2d_grad_weight(lw, c: Node, others, name, src) -> list:
     """dw[o, c', a, b] = sum over (n, i, j) of dy[n, o, i, j] * x[n, group(o) * cg + c', tap]."""
     x, dy = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
-    g = c.attrs["groups"]
-    cg, og = ch // g, o // g
-    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
-    (pt, _), (pl, _) = c.attrs["padding"]
+    cg, og, (sh, sw), (dh, dw), (pt, pl) = _direct_window(c.attrs, ch, o)
     vo, vc, vkh, vkw = loop_vars("i", 4)
     rn, rh, rw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
