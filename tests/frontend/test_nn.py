@@ -274,6 +274,20 @@ def test_cross_entropy_gradient_is_softmax_minus_one_hot(backend):
     assert_close(g, (p - np.eye(4, dtype=np.float32)[labels]) / 3)
 
 
+def test_cross_entropy_ignored_rows_add_nothing_even_when_not_finite(backend):
+    logits = _rng().standard_normal((4, 3)).astype(np.float32)
+    logits[1] = [np.inf, np.nan, -np.inf]         # ignored: may hold anything (torch's rule)
+    labels = np.array([2, -100, 0, 1], np.int64)
+    keep = labels != -100
+    want = -_log_softmax(logits[keep].astype(np.float64))[np.arange(3), labels[keep]].mean()
+    loss, g = run(nnjit.value_and_grad(lambda z: nn.cross_entropy(z, labels)), logits,
+                  backend=backend)
+    assert_close(loss, np.float32(want), atol=1e-5)
+    p = np.exp(_log_softmax(logits[keep]))
+    assert_close(g[keep], (p - np.eye(3, dtype=np.float32)[labels[keep]]) / 3)
+    assert np.array_equal(g[1], np.zeros(3, np.float32))
+
+
 def test_cross_entropy_errors():
     z = np.zeros((3, 4), np.float32)
     with pytest.raises(ShapeError, match="labels must be integers"):

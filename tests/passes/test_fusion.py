@@ -68,6 +68,17 @@ def test_cross_entropy_forward_is_one_kernel():
     assert sum(n.op == Op.CHECK_INDEX for n in g.nodes) == 1
 
 
+def test_cross_entropy_and_its_gradient_keep_nothing_of_size_n_by_c():
+    """The label pick and the gradient's one-hot stay inside the row loop: only per-row values
+    (N of them) reach memory besides the (N, C) gradient itself (issue 14: the 16 MB mask)."""
+    n, c = 64, 100
+    x = f32(n, c)
+    y = rng.integers(0, c, n)
+    cf = nnjit.jit(nnjit.value_and_grad(lambda z: nn.cross_entropy(z, y))).lower(x)
+    temps = [b for b in cf.lowered().program.buffers if b.kind.name == "TEMP"]
+    assert temps and all(b.size <= n for b in temps), [str(b) for b in temps]
+
+
 def test_linear_bias_relu_is_a_gemm_with_epilogue():
     g = fused(lambda x, w, b: nnjit.relu(nnjit.linear(x, w, b)), f32(4, 6), f32(3, 6), f32(3))
     assert kinds(g) == ["gemm"]
