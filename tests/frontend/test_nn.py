@@ -288,6 +288,23 @@ def test_cross_entropy_ignored_rows_add_nothing_even_when_not_finite(backend):
     assert np.array_equal(g[1], np.zeros(3, np.float32))
 
 
+def test_a_minus_inf_logit_of_another_class_leaves_the_losses_finite(backend):
+    """Masked vocabularies and log(0) probabilities: the label pick selects, it never
+    multiplies 0 by -inf (that gave NaN)."""
+    logits = _rng().standard_normal((3, 4)).astype(np.float32)
+    logits[:, 1] = -np.inf
+    labels = np.array([0, 2, 3], np.int64)
+    want = -_log_softmax(logits.astype(np.float64))[np.arange(3), labels].mean()
+    loss, g = run(nnjit.value_and_grad(lambda z: nn.cross_entropy(z, labels)), logits,
+                  backend=backend)
+    assert_close(loss, np.float32(want), atol=1e-5)
+    assert np.isfinite(g).all() and np.array_equal(g[:, 1], np.zeros(3, np.float32))
+    logp = np.log(np.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]], np.float32))
+    w = np.array([1.0, 2.0, 3.0], np.float32)
+    got = run(lambda lp: nn.nll_loss(lp, np.array([2, 1]), weight=w), logp, backend=backend)
+    assert_close(got, np.float32(-(3 * np.log(0.5) + 2 * 0.0) / 5))
+
+
 def test_cross_entropy_errors():
     z = np.zeros((3, 4), np.float32)
     with pytest.raises(ShapeError, match="labels must be integers"):

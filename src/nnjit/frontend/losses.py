@@ -62,7 +62,8 @@ def cross_entropy(logits, labels, ignore_index: int = -100) -> Sym:
     raises IndexOutOfRange at run time.
 
     Everything over (N, C) happens per row, so it fuses into the softmax's row loop: the label
-    pick is a row sum of a class mask times the logits (no gather, no (N, C) mask in memory),
+    pick is a row sum of the logits selected by a class mask (no gather, no (N, C) mask in
+    memory; a select, not a product, so a -inf logit of another class stays out of it),
     and only the N per-row losses are summed across rows. The gradient, softmax minus the mask,
     is one elementwise pass in the same row loop."""
     if not isinstance(labels, Sym):
@@ -79,8 +80,8 @@ def cross_entropy(logits, labels, ignore_index: int = -100) -> Sym:
     # An ignored row adds exactly 0 to the loss and gets a zero gradient, even when its logits
     # are not finite (torch's loss is the same; its gradient there is NaN).
     logits = P.where(P.reshape(counted, counted.shape + (1,)), logits, 0.0)
-    mask = P.cast(dsl.class_mask(labels, classes, exclude=ignore_index), logits.dtype)
-    picked = P.reduce_sum(mask * logits, -1)
+    picked = P.reduce_sum(P.where(dsl.class_mask(labels, classes, exclude=ignore_index),
+                                  logits, 0.0), -1)
     per_row = P.where(counted, logsumexp(logits, -1) - picked, 0.0)
     return P.reduce_sum(per_row) / P.reduce_sum(P.cast(counted, logits.dtype))
 
@@ -106,15 +107,25 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100,
     classes = input.shape[-1]
     target = P.check_index(target, classes, f"{name}: targets for {classes} classes",
                            negative=False, ignore=(ignore_index,))
-    mask = P.cast(dsl.class_mask(target, classes, exclude=ignore_index), input.dtype)
-    if weight is not None:
+    mask = dsl.class_mask(target, classes, exclude=ignore_index)
+    # Selected, not multiplied by the mask: 0 * -inf (log 0 of another class) would be NaN.
+    picked_input = P.where(mask, input, 0.0)
+    counted = P.ne(target, ignore_index)
+    if weight is None:
+        target_weight = P.cast(counted, input.dtype)
+    else:
         w = P.lift(P.builder_of(input), weight)[0]
         if w.shape != (classes,):
             raise ShapeError(f"weight must be ({classes},), got {w.shape}", name, user_loc())
-        mask = mask * P.cast(w, input.dtype)
-    picked = -P.reduce_sum(mask * input, -1)           # per target, weighted; 0 where ignored
+        w = P.cast(w, input.dtype)
+        picked_input = picked_input * w
+        # Targets are checked above; an ignored one is clamped here and then zeroed.
+        target_weight = P.where(counted, P.take(w, target, mode="promise_in_bounds"), 0.0)
+    picked = -P.reduce_sum(picked_input, -1)           # per target, weighted; 0 where ignored
     if reduction == "mean":
-        return P.reduce_sum(picked) / P.reduce_sum(mask)
+        # The divisor comes from the targets alone (N values), not from the (N, C) mask, so
+        # the gradient needs no second pass over a materialized mask.
+        return P.reduce_sum(picked) / P.reduce_sum(target_weight)
     return _reduce(picked, reduction, name)
 
 
