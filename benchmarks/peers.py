@@ -22,11 +22,13 @@ every worker in turn to time each of its contenders once (a few inner calls, abo
 a short pause between samples so idle thread pools go back to sleep; the figure is the median
 over --rounds rounds.
 
-Why one process per family: two OpenMP runtimes in one process fight. Measured here with the
-MLP step (batch 128, 2 threads), nnjit in a process that has also imported torch and run a
-torch step took {same_process} against {own_process} in its own process (the note in
-benchmarks/onnx_models.py saw 9 ms become 38-1250 ms for a GRU). Separate worker processes that
-take turns keep the round-robin and remove the interference.
+Why one process per family: two OpenMP runtimes in one process can fight (the note in
+benchmarks/onnx_models.py saw a GRU go from 9 ms to 38-1250 ms beside torch's threads). With
+nnjit's passive wait policy the effect was not clear here: the MLP step (batch 128, 2 threads)
+took 6.6 / 6.6 ms alone and 7.3 / 6.1 ms in a process that also ran torch's step in turn (two
+pairs, load about 2). Separate worker processes taking turns cost the method nothing, rule the
+interference out for every peer (OpenBLAS, torch's libgomp, XLA's pool), and keep a crashing
+peer from taking the run down.
 
 Compile rows run in fresh subprocesses: cold (NNJIT_CACHE=0; jax without its persistent cache)
 and warm start (nnjit's disk cache populated in a fresh directory; jax's persistent compilation
