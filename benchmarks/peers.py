@@ -194,7 +194,7 @@ def probe(family: str, name: str, path: str, cache: str | None) -> None:
         t_import = time.perf_counter() - t_import
         t = time.perf_counter()
         jax_side.contenders(w, data)["jax.jit"].call()
-    print(json.dumps({"s": time.perf_counter() - t, "import_s": t_import}))
+    print(json.dumps({"s": time.perf_counter() - t, "import_and_load_s": t_import}))
 
 
 def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -> dict:
@@ -227,8 +227,8 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
                 errs = [r["error"] for r in runs + [populate] if "error" in r]
                 if errs:
                     cell["error"] = errs[0]
-            cell["import_s"] = statistics.median(r["import_s"] for r in warm + cold
-                                                 if "import_s" in r) if cell["cold"] else None
+            cell["import_and_load_s"] = statistics.median(r["import_and_load_s"] for r in warm + cold
+                                                 if "import_and_load_s" in r) if cell["cold"] else None
             cell["cache_files"] = sum(len(f) for _, _, f in os.walk(cache))
             out.setdefault(name, {})[fam] = cell
     return out
