@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +56,8 @@ COLUMNS = ["nnjit", "numpy", "torch", "torch.compile", "jax.jit", "onnxruntime"]
 FAMILIES = {"nnjit": ["nnjit"], "numpy": ["numpy"], "torch": ["torch", "torch.compile"],
             "jax": ["jax.jit"], "onnxruntime": ["onnxruntime"]}
 QUICK = ["softmax_ce", "mlp_step_b16", "mlp_fwd_b128", "chainB_out", "gemm_1024"]
-COMPILE_STEPS = ["mlp_step_b128", "lenet_step_b64", "lstm_step"]
+COMPILE_STEPS = {"mlp_step_b128": "MLP step (batch 128)", "lenet_step_b64": "LeNet-5 step",
+                 "lstm_step": "char-LSTM step"}
 PAUSE_S = 0.05
 
 
@@ -230,6 +232,7 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
             cell["import_and_load_s"] = statistics.median(r["import_and_load_s"] for r in warm + cold
                                                  if "import_and_load_s" in r) if cell["cold"] else None
             cell["cache_files"] = sum(len(f) for _, _, f in os.walk(cache))
+            shutil.rmtree(cache, ignore_errors=True)
             out.setdefault(name, {})[fam] = cell
     return out
 
@@ -240,7 +243,7 @@ def run_threads(a) -> dict:
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(WORKLOADS)}")
-    data_dir = a.data_dir or tempfile.mkdtemp(prefix="peers-data-")
+    data_dir = a.data_dir
     workers = [Worker(f, a.threads, data_dir) for f in FAMILIES]
     notes = {wk.family: wk.missing for wk in workers if wk.missing}
     versions = {wk.family: wk.version for wk in workers if wk.version}
@@ -301,7 +304,7 @@ def table(res: dict) -> str:
             jx = fams.get("jax", {}).get(kind)
             cells = {"nnjit": f"{nn:.2f} s" if nn else "", "jax.jit": f"{jx:.2f} s" if jx else ""}
             ratio = f"{nn / jx:.2f}" if nn and jx else ""
-            lines.append(f"| {label}, {WORKLOADS[n].label.split(',')[0]} | "
+            lines.append(f"| {label}, {COMPILE_STEPS.get(n, n)} | "
                          + " | ".join(cells.get(c, "") for c in COLUMNS)
                          + f" | {'jax.jit' if jx else ''} | {ratio} |")
         problems += [f"compile {n} / {f}: {c['error']}" for f, c in fams.items() if "error" in c]
@@ -322,6 +325,15 @@ def summary(results: list[dict]) -> str:
             nn = r["rows"].get(n, {}).get("nnjit", {}).get("ms")
             cells.append(f"{nn / ms:.2f} ({peer})" if nn and ms else "")
         lines.append(f"| {WORKLOADS[n].label} | " + " | ".join(cells) + " |")
+    for n in results[0]["compile"]:
+        for kind in ("cold", "warm"):
+            cells = []
+            for r in results:
+                c = r["compile"].get(n, {})
+                nn, jx = c.get("nnjit", {}).get(kind), c.get("jax", {}).get(kind)
+                cells.append(f"{nn:.2f} s" * bool(nn) + f" (jax.jit {jx:.2f} s)" * bool(jx))
+            what = "cold compile" if kind == "cold" else "warm start"
+            lines.append(f"| {what}, {COMPILE_STEPS.get(n, n)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -336,6 +348,7 @@ def main(argv=None) -> int:
                     "compile probe each")
     ap.add_argument("--no-compile", action="store_true", help="skip the cold/warm compile rows")
     ap.add_argument("--json", help="write every figure to this file")
+    ap.add_argument("--from-json", help="print the tables of an earlier --json file and exit")
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
     ap.add_argument("--quiet-table", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -349,13 +362,20 @@ def main(argv=None) -> int:
     if a.probe:
         probe(*a.probe, a.cache or None)
         return 0
+    if a.from_json:
+        with open(a.from_json) as f:
+            res = json.load(f)
+        res = res if isinstance(res, list) else [res]
+        print("\n\n".join(table(r) for r in res) + ("\n\n" + summary(res) if len(res) > 1 else ""))
+        return 0
     if a.quick and a.rounds == 7:
         a.rounds = 3
+    made_data_dir = not a.data_dir
+    a.data_dir = a.data_dir or tempfile.mkdtemp(prefix="peers-data-")
     if a.threads:
         res = [run_threads(a)]
     else:
         res = []
-        a.data_dir = a.data_dir or tempfile.mkdtemp(prefix="peers-data-")
         for t in (1, 2):
             with tempfile.NamedTemporaryFile(suffix=".json") as f:
                 cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(t),
@@ -373,6 +393,10 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res if len(res) > 1 else res[0], f, indent=1)
+    if made_data_dir:          # the data files (GBs of float64 references); the logs stay
+        for name in os.listdir(a.data_dir):
+            if name.endswith((".npz", ".onnx")):
+                os.remove(os.path.join(a.data_dir, name))
     return 0
 
 
