@@ -229,8 +229,8 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
                 errs = [r["error"] for r in runs + [populate] if "error" in r]
                 if errs:
                     cell["error"] = errs[0]
-            cell["import_and_load_s"] = statistics.median(r["import_and_load_s"] for r in warm + cold
-                                                 if "import_and_load_s" in r) if cell["cold"] else None
+            loads = [r["import_and_load_s"] for r in warm + cold if "import_and_load_s" in r]
+            cell["import_and_load_s"] = statistics.median(loads) if loads else None
             cell["cache_files"] = sum(len(f) for _, _, f in os.walk(cache))
             shutil.rmtree(cache, ignore_errors=True)
             out.setdefault(name, {})[fam] = cell

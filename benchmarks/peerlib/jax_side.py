@@ -86,8 +86,8 @@ def contenders(w, data) -> dict[str, Contender]:
     if w.kind == "loss":
         fn = jax.jit(jax.value_and_grad(lambda z, y: _ce(jax, z, y)))
         z, y = put(data["logits"]), put(data["labels"])
-        return {"jax.jit": Contender(lambda: jax.block_until_ready(fn(z, y)),
-                                     lambda r: {"loss": np.float64(r[0]), "grad": np.asarray(r[1])})}
+        return {"jax.jit": Contender(lambda: jax.block_until_ready(fn(z, y)), lambda r: {
+            "loss": np.float64(r[0]), "grad": np.asarray(r[1])})}
     if w.kind == "chain":
         chain = CHAINS[w.chain]
         jm = jax.numpy
