@@ -200,13 +200,16 @@ def probe(family: str, name: str, path: str, cache: str | None) -> None:
 
 
 def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -> dict:
+    """One fresh process; cold (cache None: nnjit's cache off and pointed at an empty
+    directory, jax's off) or warm from the cache directory `cache`."""
     env = thread_env(threads)
-    if family == "nnjit":
-        env["NNJIT_CACHE"] = "1" if cache else "0"
-        env["NNJIT_CACHE_DIR"] = cache or tempfile.mkdtemp(prefix="nnjit-cold-")
     cmd = [sys.executable, os.path.abspath(__file__), "--probe", family, name, path,
            "--cache", cache or ""]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="nnjit-cold-") as empty:
+        if family == "nnjit":
+            env["NNJIT_CACHE"] = "1" if cache else "0"
+            env["NNJIT_CACHE_DIR"] = cache or empty
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -393,10 +396,13 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res if len(res) > 1 else res[0], f, indent=1)
-    if made_data_dir:          # the data files (GBs of float64 references); the logs stay
-        for name in os.listdir(a.data_dir):
-            if name.endswith((".npz", ".onnx")):
-                os.remove(os.path.join(a.data_dir, name))
+    if made_data_dir:          # the data (GBs of float64 references); a dead worker's log stays
+        if any(".log" in str(why) for r in res for why in r["notes"].values()):
+            for name in os.listdir(a.data_dir):
+                if name.endswith((".npz", ".onnx")):
+                    os.remove(os.path.join(a.data_dir, name))
+        else:
+            shutil.rmtree(a.data_dir, ignore_errors=True)
     return 0
 
 
