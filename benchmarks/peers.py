@@ -13,14 +13,16 @@ workload's data and its float64 numpy reference to a file (the same initial para
 inputs for every contender: nnjit's initializers, one seed) and starts one worker process per
 contender family (nnjit, numpy, torch, jax, onnxruntime) with NNJIT_NUM_THREADS,
 OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, XLA_FLAGS
-(--xla_cpu_multi_thread_eigen=false at one thread, intra_op_parallelism_threads=N) and
+(intra_op_parallelism_threads=N, and --xla_cpu_multi_thread_eigen=false at one thread only:
+at two it left jax's GEMM on one core) and
 onnxruntime's intra_op_num_threads set to N. Each worker builds its contenders and runs each
 once from the initial data; the result is checked against the reference (the loss and, for a
 training step, the update of every parameter leaf; see peerlib/common.py) and a contender that
 disagrees is reported as WRONG and not timed. Then the contenders take turns: each round asks
 every worker in turn to time each of its contenders once (a few inner calls, about 30 ms), with
 a short pause between samples so idle thread pools go back to sleep; the figure is the median
-over --rounds rounds.
+over --rounds rounds. Training steps are plain SGD (lr 0.01) everywhere, params donated to
+jax.jit and nnjit; nnjit's forwards take the params as arguments (as benchmarks/steps.py).
 
 Why one process per family: two OpenMP runtimes in one process can fight (the note in
 benchmarks/onnx_models.py saw a GRU go from 9 ms to 38-1250 ms beside torch's threads). With
