@@ -2,8 +2,8 @@
 after the graph passes (so NNJIT_DUMP and NNJIT_VERIFY see each Program too):
 
     lower          the fused Graph as a kernel-IR Program (nnjit.codegen.lower)
-    <schedule>     the target's transforms (CPU: block_sums, overlap_collectives; GPU: column
-                   block_sums)
+    <schedule>     the target's transforms (CPU: split_full_reductions, block_sums,
+                   overlap_collectives; GPU: column block_sums)
     plan_memory    every temporary placed in one arena (scan bodies first)
     <mapping>      the target's mapping of the placed program (GPU: inline_operands,
                    map_to_gpu: grid/block loops, barriers, shared memory)
@@ -22,7 +22,7 @@ from .memory_plan import MemoryPlan, plan_program
 Stage = tuple[str, Callable]
 
 #: Every codegen stage name some backend runs (what NNJIT_DUMP may name).
-STAGE_NAMES = ("lower", "block_sums", "overlap_collectives", "plan_memory", "inline_operands",
+STAGE_NAMES = ("lower", "split_full_reductions", "block_sums", "overlap_collectives", "plan_memory", "inline_operands",
                "map_to_gpu")
 
 

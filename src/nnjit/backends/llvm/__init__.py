@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ...codegen.accumulate import block_sums
 from ...codegen.collective import overlap_collectives
+from ...codegen.split_reductions import split_full_reductions
 from ..signature import Signature
 from .executable import LLVMExecutable, compile_program
 
@@ -19,9 +20,11 @@ class LLVMBackend:
     lowers = True
 
     def schedule(self, options) -> list:
-        """Float sums become trees of bounded partials (leaf loops vectorize into lanes);
-        all-reduce waits move down to the first use (the transfer overlaps what is between)."""
-        return [("block_sums", block_sums), ("overlap_collectives", overlap_collectives)]
+        """Large reductions to one value get a parallel pass over chunks first; float sums
+        become trees of bounded partials (leaf loops vectorize into lanes); all-reduce waits
+        move down to the first use (the transfer overlaps what is between)."""
+        return [("split_full_reductions", split_full_reductions), ("block_sums", block_sums),
+                ("overlap_collectives", overlap_collectives)]
 
     def mapping(self, options) -> list:
         return []
