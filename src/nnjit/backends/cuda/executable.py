@@ -24,6 +24,7 @@ import numpy as np
 from ...ir import DType, IndexOutOfRange
 from ...ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
 from ..signature import ArgSpec
+from . import kernel_cache
 from .render import Rendered, function_name
 
 ALIGN = 256
@@ -83,7 +84,7 @@ class CudaExecutable:
         self.inputs = inputs
         self.outputs = outputs
         self.simulator = simulator
-        self.ns = load_module(rendered.source, program.name)
+        self.ns = kernel_cache.module_for(rendered.source, program.name, load_module, simulator)
         self._lock = _SIM_LOCK if simulator else threading.Lock()
         self._consts: list = []
         _collect_consts(rendered.program, self._consts)
