@@ -236,7 +236,7 @@ def test_column_reductions_split_columns_over_a_block():
         assert_close(g, w)
 
 
-def test_block_rows_keep_serial_argmax_and_logsumexp():
+def test_block_rows_split_argmax_and_logsumexp():
     x = _rows((4, 21))
     x[1, 5] = np.nan
     check_graph(lambda a: (nnjit.argmax(a, axis=1), nnjit.logsumexp(a, axis=1)), x,
