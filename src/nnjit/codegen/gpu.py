@@ -14,7 +14,9 @@ renders (see `backends/cuda/render.py`).
   tree and a min tree over positions give the first maximum (numpy's rule, NaN first).
 - A serial nest of scatter-add stores (`b[i] = b[i] + v`) runs grid-wide with atomic adds.
 - A GEMM gets its launch plan (tiled through shared memory, or one thread per element); a copy
-  becomes a grid-stride loop; scan bodies are mapped in place.
+  becomes a grid-stride loop; scan bodies are mapped in place. A scan whose body is small
+  runs as one launch of one block that loops over the steps, its body's kernels mapped for
+  that block and separated by barriers (`_scan`); a larger one is stepped from the host.
 
     >>> print(map_to_gpu(program, Target()))       # x.sum() over f32[300]
       kernel k0_sum(reads in0; writes out0) on grid (1,) x block (256,), shared 1024B:
@@ -88,6 +90,12 @@ class Target:
     gemm_tiled_min: int = 1 << 18    # GEMMs with fewer multiply-adds use the simple kernel
     gemm_small: Tiles = Tiles(8, 8, 2, 2, 8)
     gemm_large: Tiles = Tiles(16, 16, 4, 4, 8)
+    # A scan whose body does at most this much work a step (multiply-adds and statements)
+    # runs its whole loop in one launch of one block of `threads` (0: always the host loop).
+    scan_loop_work: int = 1 << 18
+    # Every block-per-row kernel uses exactly `reduce_block` threads (kernels that share one
+    # launch, as a looped scan's body does, share its block size).
+    exact_block: bool = False
 
 
 #: What the CUDA simulator runs: a few threads per launch, since each is a Python thread there
@@ -98,8 +106,9 @@ SIM_TARGET = Target(threads=2, max_blocks=2, reduce_block=4, reduce_min=128,
 
 
 def map_to_gpu(program: Program, target: Target = Target()) -> Program:
-    """`program` with every kernel in GPU form (GpuKernels; ScanKernels keep their host loop
-    over a mapped body). Kernel names become unique identifiers across the program tree."""
+    """`program` with every kernel in GPU form (GpuKernels; ScanKernels over a mapped body,
+    looped on the device or from the host). Kernel names become unique identifiers across the
+    program tree."""
     return _map(program, target, set(), "")
 
 
@@ -116,7 +125,7 @@ def _map(p: Program, t: Target, names: set, prefix: str) -> Program:
         elif isinstance(k, CopyKernel):
             out += [_copy(k, _unique(names, prefix + k.name), t, bufs)] if k.size else []
         elif isinstance(k, ScanKernel):
-            out.append(replace(k, body=_map(k.body, t, names, f"{prefix}{k.name}__")))
+            out.append(_scan(k, t, names, prefix, bufs))
         elif isinstance(k, GpuKernel):
             out.append(replace(k, name=_unique(names, k.name)))
         elif isinstance(k, HostKernel):
@@ -125,6 +134,59 @@ def _map(p: Program, t: Target, names: set, prefix: str) -> Program:
         else:
             raise CompileError(f"{p.name}: cannot map kernel {k!r} to the GPU")
     return replace(p, kernels=tuple(out))
+
+
+# -- scans ----------------------------------------------------------------------------------------
+def _scan(k: ScanKernel, t: Target, names: set, prefix: str, outer: dict) -> ScanKernel:
+    """A scan whose body is small enough runs its whole loop in one launch of one block (its
+    kernels mapped for that block: no tiled GEMMs, blocks of exactly `t.threads`); any other
+    keeps the host loop over a body mapped for `t`."""
+    inner = f"{prefix}{k.name}__"
+    if _loopable(k, t, outer):
+        one = replace(t, max_blocks=1, reduce_block=t.threads, gemm_tiled_min=1 << 62,
+                      exact_block=True)
+        trial = set(names)
+        name = _unique(trial, prefix + k.name)
+        body = _map(k.body, one, trial, inner)
+        if all(isinstance(g, GpuKernel) and g.tiles is None for g in body.kernels):
+            names |= trial
+            return replace(k, name=name, body=body, block=t.threads)
+    return replace(k, body=_map(k.body, t, names, inner))
+
+
+def _loopable(k: ScanKernel, t: Target, outer: dict) -> bool:
+    """A scan that can loop on the device: at least one step, a body of loop, GEMM and copy
+    kernels only, doing at most `t.scan_loop_work` a step, whose per-step buffers are the
+    scan's own (same element type; views of them too)."""
+    body = k.body
+    if not (t.scan_loop_work and k.length >= 1 and t.threads & (t.threads - 1) == 0
+            and all(isinstance(b, (LoopKernel, GemmKernel, CopyKernel)) for b in body.kernels)):
+        return False
+    if sum(_work(b) for b in body.kernels) > t.scan_loop_work:
+        return False
+    ins = list(k.carry_bufs) + list(k.xs_bufs) + list(k.const_bufs)
+    outs = list(k.next_bufs) + list(k.ys_bufs)
+    own = {b.name: b for b in body.buffers}
+    for b in body.buffers:
+        if b.kind in (BufKind.INPUT, BufKind.OUTPUT):
+            names = ins if b.kind == BufKind.INPUT else outs
+            if not 0 <= b.index < len(names) or outer[names[b.index]].dtype != b.dtype:
+                return False
+        elif b.kind == BufKind.ALIAS:
+            root = b
+            while root.kind == BufKind.ALIAS and root.base in own:
+                root = own[root.base]
+            if root.kind in (BufKind.INPUT, BufKind.OUTPUT) and root.dtype != b.dtype:
+                return False
+    return True
+
+
+def _work(k) -> int:
+    if isinstance(k, GemmKernel):
+        return max(1, _prod(k.batch)) * k.m * k.n * k.k
+    if isinstance(k, CopyKernel):
+        return k.size
+    return facts(k.body).cost
 
 
 def _unique(used: set, name: str) -> str:
@@ -193,7 +255,7 @@ def _segment(k: LoopKernel, seg: tuple, name: str, t: Target) -> GpuKernel | Non
         grid, block = _grid(t, total)
     elif blk is not None and (par is None or blk >= t.reduce_min
                               or rows < t.threads <= blk):
-        nt = min(t.reduce_block, _pow2(blk))
+        nt = t.reduce_block if t.exact_block else min(t.reduce_block, _pow2(blk))
         b = _Block(nt, fresh)
         stmts = _split(LoopKind.BLOCKS, loops, b.row(body), fresh, "row")
         grid, block, shared = (min(t.max_blocks, rows),), (nt,), tuple(b.shared)

@@ -1,6 +1,6 @@
 """A Program in GPU form (`nnjit.codegen.gpu.map_to_gpu`) -> the Python source of Numba
-`@cuda.jit` kernels: one function per GpuKernel (`function_name`), scan bodies' included; the
-executable launches them in program order. Scheduling is decided before this: here each
+`@cuda.jit` kernels: one function per GpuKernel (`function_name`), scan bodies' included, and
+one per scan looped on the device (`scan`); the executable launches them in program order. Scheduling is decided before this: here each
 kernel-IR construct has one rendering (GPU loops as strided `range`s, `cuda.syncthreads()`,
 `cuda.atomic.add`, a shared-memory tree for `BlockReduce`); GEMM launches expand in `gemm`.
 
@@ -39,6 +39,7 @@ from ...ir.kernel import (
     Var,
 )
 from . import gemm
+from .scan import render_scan
 from .source import NP_NAME, PREAMBLE, Namer, comment, literal, template
 
 
@@ -48,8 +49,9 @@ class Rendered:
     program: Program        # the GPU-form program whose GpuKernels the source defines
 
 
-def function_name(k: GpuKernel) -> str:
-    """The Python name of GpuKernel `k` (names are unique identifiers in GPU form)."""
+def function_name(k: GpuKernel | ScanKernel) -> str:
+    """The Python name of GpuKernel `k`, or of a scan looped on the device (names are unique
+    identifiers in GPU form)."""
     return "k_" + k.name
 
 
@@ -64,6 +66,9 @@ def _collect(p: Program, chunks: list[str]) -> None:
     for k in p.kernels:
         if isinstance(k, GpuKernel):
             chunks.append(_kernel(k))
+        elif isinstance(k, ScanKernel) and k.block:
+            chunks.append(render_scan(k, function_name(k), _RESERVED,
+                                      {b.name: b.size for b in p.buffers}))
         elif isinstance(k, ScanKernel):
             _collect(k.body, chunks)
         else:
