@@ -509,6 +509,12 @@ def ptx_cases():
         return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs, reverse=True)
     yield (rnn, (np.zeros(3, np.float32), _rows((4, 3))))
 
+    def rnn_mm(h, xs, w):       # a GEMM and an argmax in a body looped on the device
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h @ w + x), nnjit.argmax(h, axis=1)), h, xs)
+    yield (rnn_mm, (_rows((2, 3)), _rows((3, 2, 3), 1), _rows((3, 3), 2)))
+    yield (nnjit.grad(lambda h, xs, w: (rnn_mm(h, xs, w)[0] ** 2).sum(), argnums=(0, 1, 2)),
+           (_rows((2, 3)), _rows((3, 2, 3), 1), _rows((3, 3), 2)))
+
 
 @pytest.mark.parametrize("target", [SIM_TARGET, BLOCKS, TILED], ids=["sim", "blocks", "tiled"])
 def test_every_strategy_case_matches_the_reference(target):

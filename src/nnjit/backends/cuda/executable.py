@@ -127,6 +127,7 @@ class CudaExecutable:
                                    self.arena[:_align(program.arena_bytes) or 1])
         self._scan_frames: dict[int, dict] = {}
         self._timings: list | None = None
+        self.launch_count = 0               # kernel launches made so far (all calls)
         self._staged: set[int] = set()      # ids of this call's staging views
 
     # -- buffers -------------------------------------------------------------------------------
@@ -237,6 +238,7 @@ class CudaExecutable:
             if isinstance(k, GpuKernel):
                 args = [env[b] for b in k.params]
                 fn = ns[function_name(k)]
+                self.launch_count += 1
                 if k.shared:
                     fn[k.grid, k.block, 0, k.shared_bytes](*args)
                 else:
@@ -251,6 +253,7 @@ class CudaExecutable:
 
     def _copy(self, src, dst, n: int) -> None:
         if n:
+            self.launch_count += 1
             block = min(256, n)
             self.ns["_copy"][(min(64, -(-n // block)),), (block,)](src, dst, n)
 
@@ -268,6 +271,7 @@ class CudaExecutable:
         args = [env[n] if role == "outer" else static[n] for role, n in scan_params(k)]
         fn = self.ns[function_name(k)]
         shared = scan_shared_bytes(k)
+        self.launch_count += 1
         if shared:
             fn[(1,), (k.block,), 0, shared](*args)
         else:
