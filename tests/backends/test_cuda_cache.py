@@ -5,6 +5,9 @@ miss and a warning. The simulator has no cubins, so the disk layer is checked wi
 for numba-cuda's compiled kernel object."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -180,3 +183,26 @@ def _simulating() -> bool:
     from nnjit.backends.cuda import simulating
 
     return simulating()
+
+
+REBUILD = """
+from numba.cuda import types
+from nnjit.backends.cuda import kernel_cache as kc
+entry = kc.decode_entry(kc.encode_entry("_Z3k_a", (9, 0, "a"), b"CUBIN"))
+k = kc.unbound_kernel(entry, (types.float32[::1], types.int64[::1]))
+assert [str(t) for t in k.argument_types] == ["array(float32, 1d, C)", "array(int64, 1d, C)"]
+assert k.entry_name == "_Z3k_a" and not k.cooperative
+assert k._codelibrary.get_cubin((9, 0, "a")) == b"CUBIN"
+print("ok")
+"""
+
+
+def test_a_cubin_entry_rebuilds_numba_cudas_kernel_object():
+    """numba-cuda's real classes (outside the simulator, no device needed until it is bound)
+    accept what `unbound_kernel` gives them: the API this version of numba-cuda has."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.path.join(root, "src")
+    r = subprocess.run([sys.executable, "-c", REBUILD], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr

@@ -226,6 +226,16 @@ def kernel_entry(kernel) -> tuple[str, tuple, bytes] | None:
 def rebuild_kernel(entry: tuple[str, tuple, bytes], argtypes: tuple):
     """A launchable numba-cuda `_Kernel` from a cubin, bound to the current context (what
     numba-cuda's own cache does with its pickled states, without the pickle)."""
+    kernel = unbound_kernel(entry, argtypes)
+    current = tuple(kernel._codelibrary._ensure_cc(None))
+    if current != tuple(entry[1]):
+        raise ValueError(f"it was built for {entry[1]}, this device is {current}")
+    kernel.bind()
+    return kernel
+
+
+def unbound_kernel(entry: tuple[str, tuple, bytes], argtypes: tuple):
+    """The `_Kernel` of a cubin before it is loaded (needs numba-cuda, not a device)."""
     from numba.cuda import types  # noqa: PLC0415
     from numba.cuda.codegen import CUDACodeLibrary  # noqa: PLC0415
     from numba.cuda.dispatcher import _Kernel  # noqa: PLC0415
@@ -236,14 +246,9 @@ def rebuild_kernel(entry: tuple[str, tuple, bytes], argtypes: tuple):
         codegen=None, name=name, entry_name=name, llvm_strs=[], ptx_cache={},
         cubin_cache={cc: cubin}, linkerinfo_cache={cc: ""}, max_registers=None,
         nvvm_options={}, needs_cudadevrt=False, nrt=False, use_cooperative=False, lto=False)
-    current = lib._ensure_cc(None)
-    if tuple(current) != tuple(cc):
-        raise ValueError(f"it was built for {cc}, this device is {current}")
-    kernel = _Kernel._rebuild(cooperative=False, name=name,
-                              signature=signature(types.void, *argtypes), codelibrary=lib,
-                              debug=False, lineinfo=False, call_helper=None, extensions=[])
-    kernel.bind()
-    return kernel
+    return _Kernel._rebuild(cooperative=False, name=name,
+                            signature=signature(types.void, *argtypes), codelibrary=lib,
+                            debug=False, lineinfo=False, call_helper=None, extensions=[])
 
 
 def _argtypes(sig) -> tuple:

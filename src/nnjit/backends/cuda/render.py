@@ -39,6 +39,7 @@ from ...ir.kernel import (
     Var,
 )
 from . import gemm
+from .scan import RESERVED as SCAN_RESERVED
 from .scan import render_scan
 from .source import NP_NAME, PREAMBLE, Namer, comment, literal, template
 
@@ -67,7 +68,8 @@ def _collect(p: Program, chunks: list[str]) -> None:
         if isinstance(k, GpuKernel):
             chunks.append(_kernel(k))
         elif isinstance(k, ScanKernel) and k.block:
-            chunks.append(render_scan(k, function_name(k), _RESERVED,
+            em = Emitter({}, Namer(_RESERVED + list(SCAN_RESERVED)), indent=1)
+            chunks.append(render_scan(k, function_name(k), em,
                                       {b.name: b.size for b in p.buffers}))
         elif isinstance(k, ScanKernel):
             _collect(k.body, chunks)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...ir.kernel import BufKind, GpuKernel, Program, ScanKernel
 from . import gemm
-from .source import NP_NAME, Namer, comment
+from .source import NP_NAME, comment
 
 
 def scan_params(k: ScanKernel) -> list[tuple[str, str]]:
@@ -46,21 +46,23 @@ def shared_bytes(k: ScanKernel) -> int:
     return max((g.shared_bytes for g in k.body.kernels), default=0)
 
 
-def render_scan(k: ScanKernel, name: str, reserved, sizes: dict[str, int]) -> str:
-    """The source of the looped scan kernel `name` (see the module docstring); `sizes`: the
-    elements of the enclosing program's buffers (a step's slice of xs or ys is 1/length)."""
-    from .render import Emitter  # noqa: PLC0415  (render imports this module)
+#: Python names the looped kernel uses besides the renderer's.
+RESERVED = ("_t", "_step", "_even", "_j")
 
-    names = Namer(list(reserved) + ["_t", "_step", "_even", "_j"])
-    body = k.body
+
+def render_scan(k: ScanKernel, name: str, em, sizes: dict[str, int]) -> str:
+    """The source of the looped scan kernel `name` (see the module docstring), written with
+    `em`, a fresh `render.Emitter` whose names avoid RESERVED; `sizes`: the elements of the
+    enclosing program's buffers (a step's slice of xs or ys is 1/length of them)."""
+    names, body = em.names, k.body
     params = scan_params(k)
     py = {p: names.fresh("b_" if p[0] == "outer" else "s_", p[1]) for p in params}
     outer = {n: v for (role, n), v in py.items() if role == "outer"}
-    bufs = {n: v for (role, n), v in py.items() if role == "body"}
+    bufs = em.bufs
+    bufs.update({n: v for (role, n), v in py.items() if role == "body"})
     per_step = step_buffers(body)
     for n in per_step:
         bufs[n] = names.fresh("v_", n)
-    em = Emitter(bufs, names, indent=1)
     em.line("_tid = cuda.threadIdx.x")
     em.line("_nt = cuda.blockDim.x")
     dtypes = dict.fromkeys(b.dtype for g in body.kernels for b in g.shared)
