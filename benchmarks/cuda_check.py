@@ -1,6 +1,7 @@
 """On a machine with a GPU: the op suite on the cuda backend, matmul GFLOP/s and training-step
 times, against PyTorch (and CuPy) on the same GPU where they are installed, and the MLP step's
-compile time cold, cached in the process and from the disk cache. One table, under 4 minutes (a global time budget: what does not fit is skipped with a note).
+compile time cold, cached in the process and from the disk cache, and a small RNN scan looped
+in one launch against the host loop. One table, under 4 minutes (a global time budget: what does not fit is skipped with a note).
 
     PYTHONPATH=src python benchmarks/cuda_check.py            # full sizes
     PYTHONPATH=src python benchmarks/cuda_check.py --quick    # fewer cases, smaller sizes
@@ -103,6 +104,46 @@ def matmul_rows(sizes, budget: Budget, repeats: int, torch, cupy) -> list[tuple]
     return rows
 
 
+# -- a scan: looped in one launch vs stepped from the host ------------------------------------
+def scan_rows(steps: int, hidden: int, batch: int, budget: Budget, repeats: int) -> list[tuple]:
+    """ms per call of a small RNN scan (tanh(h @ w + x)) run as one launch that loops over the
+    steps (what small bodies get) and as the host loop launching its body every step."""
+    import dataclasses
+
+    import numpy as np
+    from numba import cuda
+
+    import nnjit
+    from nnjit.backends import cuda as backend
+    from nnjit.backends.signature import ArgSpec
+    from nnjit.codegen import lower_graph
+
+    if budget.left() < 30:
+        return [(f"RNN scan T={steps}", "skipped (time budget)", "", "")]
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((batch, hidden), np.float32),
+            rng.standard_normal((steps, batch, hidden), np.float32),
+            (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)]
+
+    def rnn(h, xs, w):
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h @ w + x), h.sum()), h, xs)
+
+    graph = nnjit.compile(rnn, *args, backend="interp").graph
+    program = lower_graph(graph).program
+    ins = [ArgSpec(f"a{i}", a.shape, a.dtype) for i, a in enumerate(args)]
+    outs = [ArgSpec(f"r{i}", t.shape, t.dtype.np) for i, t in enumerate(graph.output_types)]
+    dargs = [cuda.to_device(a) for a in args]
+    rows = []
+    for label, work in [("one launch", None), ("host loop", 0)]:
+        tgt = backend.target()
+        tgt = tgt if work is None else dataclasses.replace(tgt, scan_loop_work=work)
+        exe = backend.compile_program(program, ins, outs, tgt=tgt)
+        t = timeit(lambda: exe(dargs), cuda.synchronize, repeats, budget)
+        rows.append((f"RNN scan T={steps} h={hidden} b={batch}, {label}: ms", f"{t * 1e3:10.3f}",
+                     "-", "-"))
+    return rows
+
+
 # -- training steps -----------------------------------------------------------------------------
 def _to_device(tree):
     from numba import cuda
@@ -168,7 +209,7 @@ def compile_rows(name, model, x, y, budget: Budget) -> list[tuple]:
     import nnjit
     from nnjit.backends.cuda import kernel_cache, simulating
 
-    if budget.left() < 60:
+    if budget.left() < 20:
         return [(f"compile {name}", "skipped (time budget)", "", "")]
     params = model.init(seed=0)
 
@@ -304,6 +345,7 @@ def main(argv=None) -> int:
     for name, model, x, y in shapes:
         rows.append(step_row(name, model, x, y, budget, repeats, torch))
     rows += compile_rows(shapes[0][0].split(",")[0], *shapes[0][1:], budget)
+    rows += scan_rows(*((4, 3, 2) if a.sim else (256, 64, 8)), budget, repeats)
     head = f"{'':<52} {'nnjit':>10} {'torch':>10} {'cupy':>10}"
     print(head)
     print("-" * len(head))

@@ -554,6 +554,9 @@ def test_cuda_check_script_runs_under_the_simulator():
     assert "0 failed" in r.stdout and "matmul 64 f32 GFLOP/s" in r.stdout
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("matmul", "MLP", "LeNet"))]
     assert len(rows) == 4 and not any("skipped" in ln for ln in rows), r.stdout
+    # Then the compile times and the scan's two paths (each a row, or one "skipped" row).
+    assert any(ln.startswith("compile MLP") for ln in r.stdout.splitlines()), r.stdout
+    assert any(ln.startswith("RNN scan T=4") for ln in r.stdout.splitlines()), r.stdout
 
 
 def test_cli_bench_small_on_cuda():
