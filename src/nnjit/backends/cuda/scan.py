@@ -9,6 +9,7 @@ would be alone (they are mapped for this one block) with a barrier after each.
 """
 from __future__ import annotations
 
+from ...ir import CompileError
 from ...ir.kernel import BufKind, GpuKernel, Program, ScanKernel
 from . import gemm
 from .source import NP_NAME, comment
@@ -78,7 +79,9 @@ def render_scan(k: ScanKernel, name: str, em, sizes: dict[str, int]) -> str:
     em.line("_even = _t % 2 == 0")
     _bind_step(em, k, body, outer, bufs, per_step, sizes)
     for g in body.kernels:
-        assert isinstance(g, GpuKernel) and g.tiles is None, g.name
+        if not isinstance(g, GpuKernel) or g.tiles is not None:
+            raise CompileError(f"{k.name}: body kernel {g.name} cannot run in a looped scan "
+                               f"(only untiled GPU launches can)")
         em.line(f"# {g.name}" + (f": {comment(g.src)}" if g.src else ""))
         em.shared = {b.name: (arrays[b.dtype], b.offset // b.dtype.itemsize) for b in g.shared}
         em.vars.append({})          # each body kernel's names and cached values are its own
@@ -106,7 +109,7 @@ def carry_size(k: ScanKernel, body: Program, buf: str) -> int:
         if buf in names:
             i = names.index(buf)
             return next(b.size for b in body.buffers if b.kind == BufKind.INPUT and b.index == i)
-    raise AssertionError(f"{buf} is not a carry of {k.name}")
+    raise CompileError(f"{k.name}: {buf} is not one of its carries")
 
 
 def _copy(em, src: str, dst: str, n: int) -> None:
@@ -147,5 +150,6 @@ def _bind_step(em, k: ScanKernel, body: Program, outer: dict, bufs: dict, per_st
                 em.line(f"{bufs[b.name]} = {bufs[b.base]}[{b.offset}:{b.offset + b.size}]")
                 done.add(b.name)
         if len(left) == len(pending):
-            raise AssertionError(f"unresolved views {[b.name for b in left]}")
+            raise CompileError(f"{k.name}: views {[b.name for b in left]} of the body have no "
+                               f"base")
         pending = left
