@@ -1,7 +1,8 @@
 """On a machine with a GPU: the op suite on the cuda backend, matmul GFLOP/s and training-step
 times, against PyTorch (and CuPy) on the same GPU where they are installed, and the MLP step's
 compile time cold, cached in the process and from the disk cache, and a small RNN scan looped
-in one launch against the host loop. One table, under 4 minutes (a global time budget: what does not fit is skipped with a note).
+in one launch against the host loop. One table, under 4 minutes (a global time budget: what
+does not fit is skipped with a note).
 
     PYTHONPATH=src python benchmarks/cuda_check.py            # full sizes
     PYTHONPATH=src python benchmarks/cuda_check.py --quick    # fewer cases, smaller sizes

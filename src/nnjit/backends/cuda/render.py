@@ -1,8 +1,9 @@
 """A Program in GPU form (`nnjit.codegen.gpu.map_to_gpu`) -> the Python source of Numba
 `@cuda.jit` kernels: one function per GpuKernel (`function_name`), scan bodies' included, and
-one per scan looped on the device (`scan`); the executable launches them in program order. Scheduling is decided before this: here each
-kernel-IR construct has one rendering (GPU loops as strided `range`s, `cuda.syncthreads()`,
-`cuda.atomic.add`, a shared-memory tree for `BlockReduce`); GEMM launches expand in `gemm`.
+one per scan looped on the device (`scan`); the executable launches them in program order.
+Scheduling is decided before this: here each kernel-IR construct has one rendering (GPU loops
+as strided `range`s, `cuda.syncthreads()`, `cuda.atomic.add`, a shared-memory tree for
+`BlockReduce`); GEMM launches expand in `gemm`.
 
 Identical subexpressions are rendered once per scope into `_tN` locals; a store or an
 assignment forgets the values that depend on it (the LLVM renderer does the same).
