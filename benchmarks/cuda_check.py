@@ -1,6 +1,8 @@
 """On a machine with a GPU: the op suite on the cuda backend, matmul GFLOP/s and training-step
-times, against PyTorch (and CuPy) on the same GPU where they are installed. One table, under
-4 minutes (a global time budget: what does not fit is skipped with a note).
+times, against PyTorch (and CuPy) on the same GPU where they are installed, and the MLP step's
+compile time cold, cached in the process and from the disk cache, and a small RNN scan looped
+in one launch against the host loop. One table, under 4 minutes (a global time budget: what
+does not fit is skipped with a note).
 
     PYTHONPATH=src python benchmarks/cuda_check.py            # full sizes
     PYTHONPATH=src python benchmarks/cuda_check.py --quick    # fewer cases, smaller sizes
@@ -103,6 +105,46 @@ def matmul_rows(sizes, budget: Budget, repeats: int, torch, cupy) -> list[tuple]
     return rows
 
 
+# -- a scan: looped in one launch vs stepped from the host ------------------------------------
+def scan_rows(steps: int, hidden: int, batch: int, budget: Budget, repeats: int) -> list[tuple]:
+    """ms per call of a small RNN scan (tanh(h @ w + x)) run as one launch that loops over the
+    steps (what small bodies get) and as the host loop launching its body every step."""
+    import dataclasses
+
+    import numpy as np
+    from numba import cuda
+
+    import nnjit
+    from nnjit.backends import cuda as backend
+    from nnjit.backends.signature import ArgSpec
+    from nnjit.codegen import lower_graph
+
+    if budget.left() < 30:
+        return [(f"RNN scan T={steps}", "skipped (time budget)", "", "")]
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((batch, hidden), np.float32),
+            rng.standard_normal((steps, batch, hidden), np.float32),
+            (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)]
+
+    def rnn(h, xs, w):
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h @ w + x), h.sum()), h, xs)
+
+    graph = nnjit.compile(rnn, *args, backend="interp").graph
+    program = lower_graph(graph).program
+    ins = [ArgSpec(f"a{i}", a.shape, a.dtype) for i, a in enumerate(args)]
+    outs = [ArgSpec(f"r{i}", t.shape, t.dtype.np) for i, t in enumerate(graph.output_types)]
+    dargs = [cuda.to_device(a) for a in args]
+    rows = []
+    for label, work in [("one launch", None), ("host loop", 0)]:
+        tgt = backend.target()
+        tgt = tgt if work is None else dataclasses.replace(tgt, scan_loop_work=work)
+        exe = backend.compile_program(program, ins, outs, tgt=tgt)
+        t = timeit(lambda: exe(dargs), cuda.synchronize, repeats, budget)
+        rows.append((f"RNN scan T={steps} h={hidden} b={batch}, {label}: ms", f"{t * 1e3:10.3f}",
+                     "-", "-"))
+    return rows
+
+
 # -- training steps -----------------------------------------------------------------------------
 def _to_device(tree):
     from numba import cuda
@@ -145,23 +187,70 @@ def lenet(batch, size=32):
         rng.integers(0, 10, batch)
 
 
-def step_row(name, model, x, y, budget: Budget, repeats: int, torch) -> tuple:
-    from numba import cuda
-
+def sgd_step(model):
     import nnjit
     from nnjit import nn
-
-    if budget.left() < 30:
-        return (name, "skipped (time budget)", "", "")
+    from nnjit.frontend.pytree import tree_map
 
     def step(params, x, y):
         value, grads = nnjit.value_and_grad(
             lambda p: nn.cross_entropy(model.apply(p, x), y))(params)
-        from nnjit.frontend.pytree import tree_map
-
         return tree_map(lambda w, g: w - 0.01 * g, params, grads), value
+    return step
 
-    f = nnjit.jit(step, backend="cuda", donate_argnums=(0,))
+
+def compile_rows(name, model, x, y, budget: Budget) -> list[tuple]:
+    """Seconds from `jit` to the first step's result: cold (NNJIT_CACHE=0), again in the same
+    process (the loaded kernels reused), and from the disk cache alone (what a new process
+    sees: cubins, real GPUs only)."""
+    import tempfile
+
+    from numba import cuda
+
+    import nnjit
+    from nnjit.backends.cuda import kernel_cache, simulating
+
+    if budget.left() < 20:
+        return [(f"compile {name}", "skipped (time budget)", "", "")]
+    params = model.init(seed=0)
+
+    def first() -> float:
+        t0 = time.perf_counter()
+        nnjit.jit(sgd_step(model), backend="cuda")(params, x, y)
+        cuda.synchronize()
+        return time.perf_counter() - t0
+
+    saved = {k: os.environ.get(k) for k in ("NNJIT_CACHE", "NNJIT_CACHE_DIR")}
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            os.environ["NNJIT_CACHE_DIR"] = d
+            os.environ["NNJIT_CACHE"] = "0"
+            rows.append((f"compile {name}: cold, s", f"{first():10.2f}", "-", "-"))
+            os.environ["NNJIT_CACHE"] = "1"
+            first()                                     # fills both layers
+            rows.append((f"compile {name}: same process, s", f"{first():10.2f}", "-", "-"))
+            kernel_cache.clear()                        # a new process's view: disk only
+            disk = "simulator" if simulating() else f"{first():10.2f}"
+            rows.append((f"compile {name}: disk cache, s", disk, "-", "-"))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return rows
+
+
+def step_row(name, model, x, y, budget: Budget, repeats: int, torch) -> tuple:
+    from numba import cuda
+
+    import nnjit
+
+    if budget.left() < 30:
+        return (name, "skipped (time budget)", "", "")
+
+    f = nnjit.jit(sgd_step(model), backend="cuda", donate_argnums=(0,))
     state = {"p": _to_device(model.init(seed=0))}
     dx, dy = cuda.to_device(x), cuda.to_device(y)
 
@@ -256,6 +345,8 @@ def main(argv=None) -> int:
                   ("LeNet-5, batch 64", *lenet(64))]
     for name, model, x, y in shapes:
         rows.append(step_row(name, model, x, y, budget, repeats, torch))
+    rows += compile_rows(shapes[0][0].split(",")[0], *shapes[0][1:], budget)
+    rows += scan_rows(*((4, 3, 2) if a.sim else (256, 64, 8)), budget, repeats)
     head = f"{'':<52} {'nnjit':>10} {'torch':>10} {'cupy':>10}"
     print(head)
     print("-" * len(head))

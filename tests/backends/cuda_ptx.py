@@ -46,6 +46,7 @@ def check_program(program, tgt=None) -> int:
     from nnjit.backends.cuda import gpu_program
     from nnjit.backends.cuda.executable import load_module
     from nnjit.backends.cuda.render import function_name, render
+    from nnjit.backends.cuda.scan import scan_params
     from nnjit.codegen.gpu import Target
     from nnjit.ir.kernel import GpuKernel
 
@@ -58,10 +59,16 @@ def check_program(program, tgt=None) -> int:
         nonlocal count
         dtypes = {b.name: b.dtype.np for b in p.buffers}
         for k in p.kernels:
-            if not isinstance(k, GpuKernel):
+            if not isinstance(k, GpuKernel) and not k.block:
                 walk(k.body)
                 continue
-            sig = tuple(types.Array(from_dtype(np.dtype(dtypes[a])), 1, "C") for a in k.params)
+            if isinstance(k, GpuKernel):
+                params = [dtypes[a] for a in k.params]
+            else:                       # a scan looped on the device: one kernel
+                inner = {b.name: b.dtype.np for b in k.body.buffers}
+                params = [(dtypes if role == "outer" else inner)[a]
+                          for role, a in scan_params(k)]
+            sig = tuple(types.Array(from_dtype(np.dtype(d)), 1, "C") for d in params)
             try:
                 cuda.compile_ptx(ns[function_name(k)].py_func, sig, cc=(8, 0))
             except Exception as e:

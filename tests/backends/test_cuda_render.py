@@ -236,7 +236,7 @@ def test_column_reductions_split_columns_over_a_block():
         assert_close(g, w)
 
 
-def test_block_rows_keep_serial_argmax_and_logsumexp():
+def test_block_rows_split_argmax_and_logsumexp():
     x = _rows((4, 21))
     x[1, 5] = np.nan
     check_graph(lambda a: (nnjit.argmax(a, axis=1), nnjit.logsumexp(a, axis=1)), x,
@@ -509,6 +509,12 @@ def ptx_cases():
         return nnjit.scan(lambda h, x: (nnjit.tanh(h + x), h.sum()), h, xs, reverse=True)
     yield (rnn, (np.zeros(3, np.float32), _rows((4, 3))))
 
+    def rnn_mm(h, xs, w):       # a GEMM and an argmax in a body looped on the device
+        return nnjit.scan(lambda h, x: (nnjit.tanh(h @ w + x), nnjit.argmax(h, axis=1)), h, xs)
+    yield (rnn_mm, (_rows((2, 3)), _rows((3, 2, 3), 1), _rows((3, 3), 2)))
+    yield (nnjit.grad(lambda h, xs, w: (rnn_mm(h, xs, w)[0] ** 2).sum(), argnums=(0, 1, 2)),
+           (_rows((2, 3)), _rows((3, 2, 3), 1), _rows((3, 3), 2)))
+
 
 @pytest.mark.parametrize("target", [SIM_TARGET, BLOCKS, TILED], ids=["sim", "blocks", "tiled"])
 def test_every_strategy_case_matches_the_reference(target):
@@ -548,6 +554,9 @@ def test_cuda_check_script_runs_under_the_simulator():
     assert "0 failed" in r.stdout and "matmul 64 f32 GFLOP/s" in r.stdout
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("matmul", "MLP", "LeNet"))]
     assert len(rows) == 4 and not any("skipped" in ln for ln in rows), r.stdout
+    # Then the compile times and the scan's two paths (each a row, or one "skipped" row).
+    assert any(ln.startswith("compile MLP") for ln in r.stdout.splitlines()), r.stdout
+    assert any(ln.startswith("RNN scan T=4") for ln in r.stdout.splitlines()), r.stdout
 
 
 def test_cli_bench_small_on_cuda():

@@ -10,9 +10,13 @@ renders (see `backends/cuda/render.py`).
   sum), each row gets a block instead (`_Block`): its threads split the loops, reductions end
   in a shared-memory tree (`BlockReduce`), a store runs on thread 0 only, and barriers order
   the steps; a float sum's per-thread share is added up in cascaded partials for accuracy.
+  An argmax splits the same way: each thread keeps the first best of its share, then a max
+  tree and a min tree over positions give the first maximum (numpy's rule, NaN first).
 - A serial nest of scatter-add stores (`b[i] = b[i] + v`) runs grid-wide with atomic adds.
 - A GEMM gets its launch plan (tiled through shared memory, or one thread per element); a copy
-  becomes a grid-stride loop; scan bodies are mapped in place.
+  becomes a grid-stride loop; scan bodies are mapped in place. A scan whose body is small
+  runs as one launch of one block that loops over the steps, its body's kernels mapped for
+  that block and separated by barriers (`_scan`); a larger one is stepped from the host.
 
     >>> print(map_to_gpu(program, Target()))       # x.sum() over f32[300]
       kernel k0_sum(reads in0; writes out0) on grid (1,) x block (256,), shared 1024B:
@@ -44,6 +48,7 @@ from ..ir.kernel import (
     Call,
     Const,
     CopyKernel,
+    Expr,
     HostKernel,
     GemmKernel,
     GpuKernel,
@@ -64,6 +69,7 @@ from ..ir.kernel import (
 )
 from . import index as ix
 from .analysis import deps, facts, independent, perfect_nest
+from .loops import argmax_take
 
 #: A thread's share of a float sum is added up in CASCADE_LEVELS levels of CASCADE terms each
 #: (a running sum over a long share drifts like n * eps: 2^20 terms per thread for a 2^28-term
@@ -84,6 +90,12 @@ class Target:
     gemm_tiled_min: int = 1 << 18    # GEMMs with fewer multiply-adds use the simple kernel
     gemm_small: Tiles = Tiles(8, 8, 2, 2, 8)
     gemm_large: Tiles = Tiles(16, 16, 4, 4, 8)
+    # A scan whose body does at most this much work a step (multiply-adds and statements)
+    # runs its whole loop in one launch of one block of `threads` (0: always the host loop).
+    scan_loop_work: int = 1 << 18
+    # Every block-per-row kernel uses exactly `reduce_block` threads (kernels that share one
+    # launch, as a looped scan's body does, share its block size).
+    exact_block: bool = False
 
 
 #: What the CUDA simulator runs: a few threads per launch, since each is a Python thread there
@@ -94,8 +106,9 @@ SIM_TARGET = Target(threads=2, max_blocks=2, reduce_block=4, reduce_min=128,
 
 
 def map_to_gpu(program: Program, target: Target = Target()) -> Program:
-    """`program` with every kernel in GPU form (GpuKernels; ScanKernels keep their host loop
-    over a mapped body). Kernel names become unique identifiers across the program tree."""
+    """`program` with every kernel in GPU form (GpuKernels; ScanKernels over a mapped body,
+    looped on the device or from the host). Kernel names become unique identifiers across the
+    program tree."""
     return _map(program, target, set(), "")
 
 
@@ -112,7 +125,7 @@ def _map(p: Program, t: Target, names: set, prefix: str) -> Program:
         elif isinstance(k, CopyKernel):
             out += [_copy(k, _unique(names, prefix + k.name), t, bufs)] if k.size else []
         elif isinstance(k, ScanKernel):
-            out.append(replace(k, body=_map(k.body, t, names, f"{prefix}{k.name}__")))
+            out.append(_scan(k, t, names, prefix, bufs))
         elif isinstance(k, GpuKernel):
             out.append(replace(k, name=_unique(names, k.name)))
         elif isinstance(k, HostKernel):
@@ -121,6 +134,59 @@ def _map(p: Program, t: Target, names: set, prefix: str) -> Program:
         else:
             raise CompileError(f"{p.name}: cannot map kernel {k!r} to the GPU")
     return replace(p, kernels=tuple(out))
+
+
+# -- scans ----------------------------------------------------------------------------------------
+def _scan(k: ScanKernel, t: Target, names: set, prefix: str, outer: dict) -> ScanKernel:
+    """A scan whose body is small enough runs its whole loop in one launch of one block (its
+    kernels mapped for that block: no tiled GEMMs, blocks of exactly `t.threads`); any other
+    keeps the host loop over a body mapped for `t`."""
+    inner = f"{prefix}{k.name}__"
+    if _loopable(k, t, outer):
+        one = replace(t, max_blocks=1, reduce_block=t.threads, gemm_tiled_min=1 << 62,
+                      exact_block=True)
+        trial = set(names)
+        name = _unique(trial, prefix + k.name)
+        body = _map(k.body, one, trial, inner)
+        if all(isinstance(g, GpuKernel) and g.tiles is None for g in body.kernels):
+            names |= trial
+            return replace(k, name=name, body=body, block=t.threads)
+    return replace(k, body=_map(k.body, t, names, inner))
+
+
+def _loopable(k: ScanKernel, t: Target, outer: dict) -> bool:
+    """A scan that can loop on the device: at least one step, a body of loop, GEMM and copy
+    kernels only, doing at most `t.scan_loop_work` a step, whose per-step buffers are the
+    scan's own (same element type; views of them too)."""
+    body = k.body
+    if not (t.scan_loop_work and k.length >= 1 and t.threads & (t.threads - 1) == 0
+            and all(isinstance(b, (LoopKernel, GemmKernel, CopyKernel)) for b in body.kernels)):
+        return False
+    if sum(_work(b) for b in body.kernels) > t.scan_loop_work:
+        return False
+    ins = list(k.carry_bufs) + list(k.xs_bufs) + list(k.const_bufs)
+    outs = list(k.next_bufs) + list(k.ys_bufs)
+    own = {b.name: b for b in body.buffers}
+    for b in body.buffers:
+        if b.kind in (BufKind.INPUT, BufKind.OUTPUT):
+            names = ins if b.kind == BufKind.INPUT else outs
+            if not 0 <= b.index < len(names) or outer[names[b.index]].dtype != b.dtype:
+                return False
+        elif b.kind == BufKind.ALIAS:
+            root = b
+            while root.kind == BufKind.ALIAS and root.base in own:
+                root = own[root.base]
+            if root.kind in (BufKind.INPUT, BufKind.OUTPUT) and root.dtype != b.dtype:
+                return False
+    return True
+
+
+def _work(k) -> int:
+    if isinstance(k, GemmKernel):
+        return max(1, _prod(k.batch)) * k.m * k.n * k.k
+    if isinstance(k, CopyKernel):
+        return k.size
+    return facts(k.body).cost
 
 
 def _unique(used: set, name: str) -> str:
@@ -189,7 +255,7 @@ def _segment(k: LoopKernel, seg: tuple, name: str, t: Target) -> GpuKernel | Non
         grid, block = _grid(t, total)
     elif blk is not None and (par is None or blk >= t.reduce_min
                               or rows < t.threads <= blk):
-        nt = min(t.reduce_block, _pow2(blk))
+        nt = t.reduce_block if t.exact_block else min(t.reduce_block, _pow2(blk))
         b = _Block(nt, fresh)
         stmts = _split(LoopKind.BLOCKS, loops, b.row(body), fresh, "row")
         grid, block, shared = (min(t.max_blocks, rows),), (nt,), tuple(b.shared)
@@ -283,14 +349,43 @@ def _tree_accs(inner) -> dict[str, Var] | None:
     return accs
 
 
+def _arg_tree(nest, inner) -> tuple[Var, Var, Expr, Var] | None:
+    """(best, its index, the term, the take flag) if `inner` is an argmax step over a single
+    loop, as `codegen.loops` lowers it: lets, `let take = argmax_take(term, best)`,
+    `best = where(take, term, best)`, `best_i = where(take, i, best_i)` with i the loop's
+    variable and the term independent of the accumulators."""
+    if len(nest) != 1 or len(inner) < 3:
+        return None
+    *lets, let_t, set_v, set_i = inner
+    if not (all(isinstance(s, Let) for s in lets) and isinstance(let_t, Let)
+            and isinstance(set_v, Assign) and isinstance(set_i, Assign)):
+        return None
+    t, best, best_i = let_t.var, set_v.var, set_i.var
+    v, vi = set_v.value, set_i.value
+    if not (isinstance(v, Call) and v.op == KOp.WHERE and v.args[0] == t and v.args[2] == best
+            and isinstance(vi, Call) and vi.op == KOp.WHERE and vi.args[0] == t
+            and vi.args[1] == Var(nest[0].var) and vi.args[2] == best_i
+            and best_i.dtype == DType.I64 and best.name != best_i.name):
+        return None
+    term = v.args[1]
+    if let_t.value != argmax_take(term, best):
+        return None
+    memo: dict = {}
+    keys = {("v", best.name), ("v", best_i.name)}
+    if any(deps(s.value, memo) & keys for s in lets) or deps(term, memo) & keys:
+        return None
+    return best, best_i, term, t
+
+
 def _tree_op(inner, name: str) -> KOp:
     return next(s.value.op for s in inner if isinstance(s, Assign) and s.var.name == name)
 
 
 def _classify(s) -> str | None:
     """How a row statement runs in a block: every thread ("let", "pure": identical values),
-    thread 0 ("store"), split over the threads ("dist"), split then combined ("tree"), or a
-    serial loop whose body is such split loops ("serial": a column reduction's rows)."""
+    thread 0 ("store"), split over the threads ("dist"), split then combined ("tree", and
+    "argtree" for an argmax), or a serial loop whose body is such split loops ("serial": a
+    column reduction's rows)."""
     if isinstance(s, (Let, Assign)):
         return "let"
     if isinstance(s, Store):
@@ -310,6 +405,8 @@ def _classify(s) -> str | None:
     accs = _tree_accs(inner)
     if accs is not None and not (set(accs) & {lp.var for lp in nest}):
         return "tree"
+    if _arg_tree(nest, inner) is not None:
+        return "argtree"
     return "pure"
 
 
@@ -320,7 +417,7 @@ def _block_plan(body) -> int | None:
         kind = _classify(s)
         if kind is None:
             return None
-        if kind == "tree":
+        if kind in ("tree", "argtree"):
             longest = max(longest, _prod(lp.extent for lp in perfect_nest(s)[0]))
         elif kind == "dist":
             longest = max(longest, _prod(lp.extent for lp in _flatten(s)[0]))
@@ -362,6 +459,8 @@ class _Block:
             elif kind == "serial":
                 out.append(self.serial(s))
                 sync = True
+            elif kind == "argtree":
+                out += self.arg_tree(s)
             else:
                 out += self.tree(s)
         return tuple(out)
@@ -393,12 +492,47 @@ class _Block:
         else:
             out += _split(LoopKind.THREADS, nest, _rename(inner, partial), self.fresh)
         for n, acc in accs.items():
-            scratch = Buffer(f"sh{len(self.shared)}", acc.dtype, self.nt, BufKind.SHARED,
-                             offset=len(self.shared) * self.nt * 8)
-            self.shared.append(scratch)
-            out.append(BlockReduce(partial[n], ops[n], scratch.name))
+            out.append(BlockReduce(partial[n], ops[n], self.scratch(acc.dtype)))
             out.append(Assign(acc, Call(ops[n], (acc, partial[n]), acc.dtype)))
         return out
+
+    def arg_tree(self, s: Loop) -> list[Stmt]:
+        """An argmax split over the threads: each thread runs the step over its strided share
+        (in increasing index order, so it keeps its share's first best), then a max tree gives
+        the row's best value M to all, and a min tree over each thread's index where its best
+        is M (the largest index elsewhere) the first position of M. A thread whose share is
+        empty or all at the identity keeps index 0, which wins only where M is the identity,
+        and then 0 is the answer."""
+        nest, inner = perfect_nest(s)
+        best, best_i, term, t = _arg_tree(nest, inner)
+        dt = best.dtype
+        p, p_i = Var(self.fresh("p"), dt), Var(self.fresh("p"), DType.I64)
+        out: list[Stmt] = [Let(p, Const(identity(KOp.MAX, dt), dt)), Let(p_i, ix.c64(0))]
+        step = tuple(inner[:-3]) + (
+            Let(t, argmax_take(term, p)),
+            Assign(p, ix.select(t, term, p)),
+            Assign(p_i, ix.select(t, Var(nest[0].var), p_i)))
+        out += _split(LoopKind.THREADS, nest, step, self.fresh)
+        m, c = Var(self.fresh("m"), dt), Var(self.fresh("c"), DType.I64)
+        same = Call(KOp.EQ, (p, m), DType.BOOL)
+        if dt.is_float:
+            both_nan = Call(KOp.AND, (Call(KOp.ISNAN, (p,), DType.BOOL),
+                                      Call(KOp.ISNAN, (m,), DType.BOOL)), DType.BOOL)
+            same = Call(KOp.OR, (same, both_nan), DType.BOOL)
+        last = ix.c64(2 ** 63 - 1)
+        out += [Let(m, p), BlockReduce(m, KOp.MAX, self.scratch(dt)),
+                Let(c, ix.select(same, p_i, last)), BlockReduce(c, KOp.MIN,
+                                                                self.scratch(DType.I64))]
+        fold = Var(self.fresh("take"), DType.BOOL)
+        return out + [Let(fold, argmax_take(m, best)), Assign(best, ix.select(fold, m, best)),
+                      Assign(best_i, ix.select(fold, c, best_i))]
+
+    def scratch(self, dt: DType) -> str:
+        """A new shared slot of `nt` 8-byte elements for one BlockReduce of `dt` values."""
+        buf = Buffer(f"sh{len(self.shared)}", dt, self.nt, BufKind.SHARED,
+                     offset=len(self.shared) * self.nt * 8)
+        self.shared.append(buf)
+        return buf.name
 
     def cascaded(self, nest, inner, partial: dict, sums: list) -> list[Stmt]:
         """The split loop with each float sum added up in CASCADE_LEVELS levels of CASCADE

@@ -289,19 +289,25 @@ class GroupLowering:
             self.accs[r] = acc
             return [init] + _nest(inner, extents, [Assign(acc, Call(how.op, (acc, val), dt))],
                                   kind=LoopKind.REDUCE)
-        # argmax: the first maximum; a NaN counts as larger than everything (numpy).
         best_i = Var(f"acc{k}_i", I64)
-        take = Call(KOp.GT, (val, acc), DType.BOOL)
-        if dt.is_float:
-            first_nan = Call(KOp.AND, (Call(KOp.ISNAN, (val,), DType.BOOL),
-                                       Call(KOp.NOT, (Call(KOp.ISNAN, (acc,), DType.BOOL),),
-                                            DType.BOOL)), DType.BOOL)
-            take = Call(KOp.OR, (take, first_nan), DType.BOOL)
         t = Var(f"take{k}", DType.BOOL)
         self.accs[r] = best_i
-        loop_body = [Let(t, take), Assign(acc, select(t, val, acc)),
+        loop_body = [Let(t, argmax_take(val, acc)), Assign(acc, select(t, val, acc)),
                      Assign(best_i, select(t, inner[0], best_i))]
         return [init, Let(best_i, c64(0))] + _nest(inner, extents, loop_body, kind=LoopKind.SERIAL)
+
+
+def argmax_take(val: Expr, best: Expr) -> Expr:
+    """Whether a later term `val` replaces the best so far in an argmax (numpy's rule: the
+    first maximum; a NaN counts as larger than everything, so the first NaN wins). The GPU
+    mapping recognizes argmax loops by this exact expression (`codegen.gpu`)."""
+    take = Call(KOp.GT, (val, best), DType.BOOL)
+    if val.dtype.is_float:
+        first_nan = Call(KOp.AND, (Call(KOp.ISNAN, (val,), DType.BOOL),
+                                   Call(KOp.NOT, (Call(KOp.ISNAN, (best,), DType.BOOL),),
+                                        DType.BOOL)), DType.BOOL)
+        take = Call(KOp.OR, (take, first_nan), DType.BOOL)
+    return take
 
 
 # -- coordinate rules: the element of each source, view and injective op at given coordinates ----

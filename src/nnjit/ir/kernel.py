@@ -398,7 +398,11 @@ class ScanKernel:
     each step reads the carries from one of (`carry_bufs`, `next_bufs`) and writes them to the
     other (a renderer swaps the two pointer sets instead of copying), and after the loop the
     last carries are copied to `final_bufs`. xs and ys are sliced in place: step t reads
-    xs[t * slice] and writes ys[t * slice]. The body's own temporaries live in `arena_buf`."""
+    xs[t * slice] and writes ys[t * slice]. The body's own temporaries live in `arena_buf`.
+
+    GPU form (`codegen.gpu`): `block` 0, the host launches the body's kernels step by step;
+    `block` n > 0, the whole loop is one launch of one block of n threads, running the body's
+    kernels (each mapped for that single block) in order with a barrier after each."""
 
     name: str
     length: int
@@ -415,6 +419,7 @@ class ScanKernel:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     src: str = ""
+    block: int = 0
 
 
 @dataclass(frozen=True)
@@ -606,7 +611,8 @@ def print_kernel(k: Kernel, indent: str = "") -> str:
         return "\n".join(lines + _stmts(k.body, indent + "  "))
     if isinstance(k, ScanKernel):
         order = "reversed " if k.reverse else ""
-        lines = [head + ":" + src,
+        launch = f" in one launch, block ({k.block},)" if k.block else ""
+        lines = [head + launch + ":" + src,
                  f"{indent}  scan {order}t in [0, {k.length}): carry ({', '.join(k.carry_bufs)} "
                  f"<-> {', '.join(k.next_bufs)}) "
                  f"from ({', '.join(k.init_bufs)}) to ({', '.join(k.final_bufs)}); "

@@ -1,5 +1,7 @@
-"""The CUDA backend's executable: the rendered kernels loaded into a module, one device arena per
-executable, and the host loop that launches the GPU-form program's kernels in order.
+"""The CUDA backend's executable: the rendered kernels loaded into a module (shared by every
+executable of the same source, see `kernel_cache`), one device arena per executable, and the
+host loop that launches the GPU-form program's kernels in order: a scan looped on the device
+is one launch, any other scan launches its body's kernels step by step.
 
     >>> exe = CudaExecutable(rendered, inputs=[ArgSpec("x", (4, 3), np.float32)], ...)
     >>> [y] = exe([x])              # numpy in -> staged through the arena, numpy out
@@ -24,7 +26,10 @@ import numpy as np
 from ...ir import DType, IndexOutOfRange
 from ...ir.kernel import STATUS_BYTES, BufKind, GpuKernel, Program, ScanKernel
 from ..signature import ArgSpec
+from . import kernel_cache
 from .render import Rendered, function_name
+from .scan import scan_params
+from .scan import shared_bytes as scan_shared_bytes
 
 ALIGN = 256
 # The simulator runs one kernel at a time in the whole process.
@@ -83,7 +88,7 @@ class CudaExecutable:
         self.inputs = inputs
         self.outputs = outputs
         self.simulator = simulator
-        self.ns = load_module(rendered.source, program.name)
+        self.ns = kernel_cache.module_for(rendered.source, program.name, load_module, simulator)
         self._lock = _SIM_LOCK if simulator else threading.Lock()
         self._consts: list = []
         _collect_consts(rendered.program, self._consts)
@@ -122,6 +127,7 @@ class CudaExecutable:
                                    self.arena[:_align(program.arena_bytes) or 1])
         self._scan_frames: dict[int, dict] = {}
         self._timings: list | None = None
+        self.launch_count = 0               # kernel launches made so far (all calls)
         self._staged: set[int] = set()      # ids of this call's staging views
 
     # -- buffers -------------------------------------------------------------------------------
@@ -232,10 +238,13 @@ class CudaExecutable:
             if isinstance(k, GpuKernel):
                 args = [env[b] for b in k.params]
                 fn = ns[function_name(k)]
+                self.launch_count += 1
                 if k.shared:
                     fn[k.grid, k.block, 0, k.shared_bytes](*args)
                 else:
                     fn[k.grid, k.block](*args)
+            elif k.block:
+                self._looped_scan(k, env)
             else:
                 self._scan(k, env)
             if timings is not None:      # a profile: wait for each launch to finish
@@ -244,15 +253,33 @@ class CudaExecutable:
 
     def _copy(self, src, dst, n: int) -> None:
         if n:
+            self.launch_count += 1
             block = min(256, n)
             self.ns["_copy"][(min(64, -(-n // block)),), (block,)](src, dst, n)
 
-    def _scan(self, k: ScanKernel, env: dict) -> None:
-        body = k.body
+    def _body_frame(self, k: ScanKernel, env: dict) -> dict:
+        """The views of scan `k`'s body buffers that are the same at every step."""
         static = self._scan_frames.get(id(k))
         if static is None:
-            static = self._scan_frames[id(k)] = self._frame(body, env[k.arena_buf].view(
+            static = self._scan_frames[id(k)] = self._frame(k.body, env[k.arena_buf].view(
                 np.uint8))
+        return static
+
+    def _looped_scan(self, k: ScanKernel, env: dict) -> None:
+        """The whole scan in one launch of one block (`backends/cuda/scan.py`)."""
+        static = self._body_frame(k, env)
+        args = [env[n] if role == "outer" else static[n] for role, n in scan_params(k)]
+        fn = self.ns[function_name(k)]
+        shared = scan_shared_bytes(k)
+        self.launch_count += 1
+        if shared:
+            fn[(1,), (k.block,), 0, shared](*args)
+        else:
+            fn[(1,), (k.block,)](*args)
+
+    def _scan(self, k: ScanKernel, env: dict) -> None:
+        body = k.body
+        static = self._body_frame(k, env)
         for src, dst in zip(k.init_bufs, k.carry_bufs):
             self._copy(env[src], env[dst], env[dst].size)
         cur, nxt = [env[c] for c in k.carry_bufs], [env[c] for c in k.next_bufs]
@@ -297,9 +324,20 @@ class CudaExecutable:
         return str(self.rendered.program)
 
     def launches(self) -> list[str]:
-        """One line per top-level launch: kernel, grid, block (scans as one line)."""
-        return [f"{function_name(k)}[{k.grid}, {k.block}]" if isinstance(k, GpuKernel) else
-                f"scan {k.name} x{k.length}" for k in self.rendered.program.kernels]
+        """One line per top-level kernel: a launch's kernel, grid and block; a scan's length
+        and how it runs, as one launch that loops over the steps or as a host loop launching
+        its body's kernels every step."""
+        out = []
+        for k in self.rendered.program.kernels:
+            if isinstance(k, GpuKernel):
+                out.append(f"{function_name(k)}[{k.grid}, {k.block}]")
+            elif k.block:
+                out.append(f"{function_name(k)}[(1,), ({k.block},)] scan x{k.length} "
+                           f"in one launch")
+            else:
+                out.append(f"scan {k.name} x{k.length}: host loop, {_launches(k.body)} "
+                           f"launches a step")
+        return out
 
 
 @contextlib.contextmanager
@@ -316,6 +354,12 @@ def _sim_switching(simulator: bool):
         yield
     finally:
         sys.setswitchinterval(old)
+
+
+def _launches(p: Program) -> int:
+    """Launches one run of `p` makes (a host-looped scan's body run once per step)."""
+    return sum(1 if isinstance(k, GpuKernel) or k.block else k.length * _launches(k.body)
+               for k in p.kernels)
 
 
 def _collect_consts(p: Program, out: list) -> None:

@@ -1,8 +1,9 @@
 """A Program in GPU form (`nnjit.codegen.gpu.map_to_gpu`) -> the Python source of Numba
-`@cuda.jit` kernels: one function per GpuKernel (`function_name`), scan bodies' included; the
-executable launches them in program order. Scheduling is decided before this: here each
-kernel-IR construct has one rendering (GPU loops as strided `range`s, `cuda.syncthreads()`,
-`cuda.atomic.add`, a shared-memory tree for `BlockReduce`); GEMM launches expand in `gemm`.
+`@cuda.jit` kernels: one function per GpuKernel (`function_name`), scan bodies' included, and
+one per scan looped on the device (`scan`); the executable launches them in program order.
+Scheduling is decided before this: here each kernel-IR construct has one rendering (GPU loops
+as strided `range`s, `cuda.syncthreads()`, `cuda.atomic.add`, a shared-memory tree for
+`BlockReduce`); GEMM launches expand in `gemm`.
 
 Identical subexpressions are rendered once per scope into `_tN` locals; a store or an
 assignment forgets the values that depend on it (the LLVM renderer does the same).
@@ -39,6 +40,8 @@ from ...ir.kernel import (
     Var,
 )
 from . import gemm
+from .scan import RESERVED as SCAN_RESERVED
+from .scan import render_scan
 from .source import NP_NAME, PREAMBLE, Namer, comment, literal, template
 
 
@@ -48,8 +51,9 @@ class Rendered:
     program: Program        # the GPU-form program whose GpuKernels the source defines
 
 
-def function_name(k: GpuKernel) -> str:
-    """The Python name of GpuKernel `k` (names are unique identifiers in GPU form)."""
+def function_name(k: GpuKernel | ScanKernel) -> str:
+    """The Python name of GpuKernel `k`, or of a scan looped on the device (names are unique
+    identifiers in GPU form)."""
     return "k_" + k.name
 
 
@@ -64,6 +68,10 @@ def _collect(p: Program, chunks: list[str]) -> None:
     for k in p.kernels:
         if isinstance(k, GpuKernel):
             chunks.append(_kernel(k))
+        elif isinstance(k, ScanKernel) and k.block:
+            em = Emitter({}, Namer(_RESERVED + list(SCAN_RESERVED)), indent=1)
+            chunks.append(render_scan(k, function_name(k), em,
+                                      {b.name: b.size for b in p.buffers}))
         elif isinstance(k, ScanKernel):
             _collect(k.body, chunks)
         else:
