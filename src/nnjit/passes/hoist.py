@@ -58,15 +58,22 @@ def _invariants(body: Graph, first_const: int) -> set[Value]:
     return inv
 
 
-def _candidate(m: Node, slices: set[Value], inv: set[Value]):
+def _slice_of(v: Value, slices: dict[Value, int]) -> Value | None:
+    """The sequence slice `v` is (through reshapes), or None."""
+    while v not in slices and v.node.op == Op.RESHAPE:
+        v = v.node.srcs[0]
+    return v if v in slices else None
+
+
+def _candidate(m: Node, slices: dict[Value, int], inv: set[Value]):
     """(sequence-slice operand position, invariant operand) when `m` is a matmul of a slice
-    with an invariant whose batch dims broadcast over the slice's (so that the stacked slice's
-    leading step axis stays a batch axis of its own)."""
+    (or a reshape of one) with an invariant whose batch dims broadcast over the slice's (so
+    that the stacked slice's leading step axis stays a batch axis of its own)."""
     if m.op != Op.MATMUL:
         return None
     for pos in (0, 1):
         x, w = m.srcs[pos], m.srcs[1 - pos]
-        if x in slices and w in inv and w.type.ndim <= x.type.ndim:
+        if _slice_of(x, slices) is not None and w in inv and w.type.ndim <= x.type.ndim:
             return pos, w
     return None
 
@@ -91,7 +98,7 @@ def _hoist_scan(n: Node) -> tuple[list[Node], Node]:
     first_const = len(body.inputs) - nc
     slices = {v: i for i, v in enumerate(body.inputs[nk:first_const])}
     inv = _invariants(body, first_const)
-    found = [(m, c) for m in body.nodes if (c := _candidate(m, set(slices), inv)) is not None]
+    found = [(m, c) for m in body.nodes if (c := _candidate(m, slices, inv)) is not None]
     if not found:
         return [], (n if body is n.attrs["body"] else n.replace(attrs={**n.attrs, "body": body}))
     # Invariant values in the outer graph: the consts, then copies of the nodes computing the
@@ -111,7 +118,13 @@ def _hoist_scan(n: Node) -> tuple[list[Node], Node]:
             outer.update(zip(m.outs, copy.outs))
     hoisted: dict[Node, Value] = {}
     for m, (pos, w) in found:
-        seq = n.srcs[nk + slices[m.srcs[pos]]]
+        x = m.srcs[pos]
+        seq = n.srcs[nk + slices[_slice_of(x, slices)]]
+        if seq.type.shape[1:] != x.type.shape:       # the slice was reshaped: so is the stack
+            reshape = _node(Op.RESHAPE, (seq,), {"shape": seq.type.shape[:1] + x.type.shape},
+                            x.node.loc)
+            pre.append(reshape)
+            seq = reshape.out
         made = _stacked_matmul(seq, outer[w], pos, m.loc)
         pre.extend(made)
         hoisted[m] = made[-1].out
