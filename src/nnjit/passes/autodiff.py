@@ -22,7 +22,6 @@ import numpy as np
 from ..ir import Builder, CompileError, Graph, Node, Op, Sym, Value, opdef
 from ..ir import prims as P
 from ..ir.groups import CONTRACTION, EXPENSIVE
-from .dce import eliminate_dead_code
 from .hoist import hoist_loop_invariants
 
 
@@ -42,8 +41,7 @@ def grad(g: Graph, wrt: Sequence[int], name: str | None = None,
         # Input projections out of scans first: their gradients are then one GEMM each outside
         # the loop, and the scans' VJPs see only the recurrence. (Checkpointed blocks name g's
         # nodes, which the rewrite would replace; the pipeline hoists those scans later.)
-        hoisted = hoist_loop_invariants(g)
-        g = g if hoisted is g else eliminate_dead_code(hoisted)  # drop the slices now unread
+        g = hoist_loop_invariants(g)
     b = Builder(name or f"{g.name}_grad")
     ins = [b.input(v.type, v.node.attrs["name"], v.node.loc) for v in g.inputs]
     with b.at(loss.node.loc):  # the seed cotangent belongs to the loss's line

@@ -13,18 +13,25 @@ body is hoisted inside it, and then its hoisted matmul may move out of the enclo
 
 Guarantees afterwards: no scan body (at any depth) contains a matmul of one of its own sequence
 slices with a loop-invariant value (other than one whose batch dims would not broadcast over
-the steps); results are unchanged (each element is the same dot product). The body inputs
-and the invariant nodes left unused are dropped by dead-code elimination.
+the steps); results are unchanged (each element is the same dot product); when anything was
+hoisted, the body inputs and invariant nodes left unread are gone (dead-code elimination runs
+on the result), so the pass can follow the cleanup stages.
 """
 from __future__ import annotations
 
 import math
 
 from ..ir import Graph, Node, Op, Value, make_input, opdef
+from .dce import eliminate_dead_code
 
 
 def hoist_loop_invariants(graph: Graph) -> Graph:
     """`graph` with every scan's invariant matmuls of sequence slices hoisted (see above)."""
+    hoisted = _hoist(graph)
+    return graph if hoisted is graph else eliminate_dead_code(hoisted)
+
+
+def _hoist(graph: Graph) -> Graph:
     if not any(n.op == Op.SCAN for n in graph.nodes):
         return graph
     env: dict[Value, Value] = {v: v for v in graph.inputs}
@@ -93,7 +100,7 @@ def _stacked_matmul(xs: Value, w: Value, pos: int, loc) -> list[Node]:
 
 def _hoist_scan(n: Node) -> tuple[list[Node], Node]:
     """(nodes to emit before the scan, the scan reading their results as new sequences)."""
-    body = hoist_loop_invariants(n.attrs["body"])
+    body = _hoist(n.attrs["body"])
     nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
     first_const = len(body.inputs) - nc
     slices = {v: i for i, v in enumerate(body.inputs[nk:first_const])}

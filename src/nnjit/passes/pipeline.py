@@ -15,10 +15,10 @@ def default_pipeline(fuse: bool = True) -> list[tuple[str, Pass]]:
     """The passes `nnjit.jit` runs, in order. `fuse=False` gives the one-kernel-per-op baseline."""
     stages: list[tuple[str, Pass]] = [
         ("simplify", simplify),
-        ("hoist_loop_invariants", hoist_loop_invariants),
         ("fold_constants", fold_constants),
         ("cse", eliminate_common_subexpressions),
         ("dce", eliminate_dead_code),
+        ("hoist_loop_invariants", hoist_loop_invariants),
         ("bucket_all_reduces", bucket_all_reduces),
     ]
     if fuse:
