@@ -6,8 +6,12 @@ applies each op's `OpDef.vjp` (written with ordinary builder ops), and sums cota
 used several times, so the backward graph is plain IR that is fused and planned like any other.
 
 `scan` is differentiated as a reverse scan (backpropagation through time): the forward scan also
-stacks the carries it saw; the backward body recomputes one step of the forward body from the
-saved carry and applies its VJP, accumulating the cotangents of the scan's consts in its carry.
+stacks the carries it saw and its per-step contraction and transcendental results; the backward
+body recomputes only the cheap rest of one forward step from those and applies its VJP. A
+const's cotangent that is a sum of per-step matmuls (a weight gradient) is one matmul over the
+stacked steps after the loop; the rest accumulates in the backward scan's carry. Scans' input
+projections are hoisted out of their loops first (`hoist.py`), so they are differentiated as
+one GEMM each outside.
 
 Guarantees: the result verifies; the forward outputs are computed exactly as before; integer and
 bool values never get cotangents; an input that does not affect the loss gets a zero gradient.
