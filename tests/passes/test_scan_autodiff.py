@@ -177,3 +177,21 @@ def test_empty_batch_gradient_is_zero_sized(backend):
     assert grads[1].shape == (4, 0, 3)
     for k, v in grads[0].items():
         assert v.shape == p[k].shape and not v.any(), k
+
+
+def test_gru_bias_inside_the_loop_is_one_sum_after_it(backend):
+    """GRU keeps b_hh inside the loop (r * (h W_hn^T + b_hn)): its gradient, the per-step row
+    sums of the gate cotangents, is one sum over the stacked steps; the backward carry holds
+    only dh."""
+    gru = nn.GRU(3, 4)
+    p = gru.init(seed=4, dtype=np.float64)
+
+    def loss(p, x):
+        out, h = gru.apply(p, x)
+        return (out * out).sum() + h.sum()
+    x = randn(5, 2, 3)
+    check_grads(loss, (p, x), (0, 1), backend=backend, scalar=True)
+    g = optimized_grad_graph(loss, (p, x), 0)
+    _, bwd = scans(g)
+    assert bwd.attrs["num_carry"] == 1
+    assert not any(n.op == Op.SUM for n in bwd.attrs["body"].nodes)

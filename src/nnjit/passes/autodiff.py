@@ -183,8 +183,9 @@ def _active_values(g: Graph, sources: set[Value]) -> set[Value]:
 # A const's cotangent that is a sum over steps of matmul(P_t, Q_t) of two per-step values (a
 # weight gradient such as h_t^T @ dz_t) is not accumulated in the backward scan's carry: the
 # scan stacks P_t and Q_t (or reuses stacks it already has, such as the saved carries) and one
-# matmul over the (length * k) stacked rows after the loop computes the sum. The rest of a
-# const's cotangent (a bias's row sums, say) accumulates in the carry.
+# matmul over the (length * k) stacked rows after the loop computes the sum. Likewise a sum of
+# a per-step value (a bias's row sums of dz_t) is one sum over the stacked steps. The rest of a
+# const's cotangent (terms with a loop-invariant factor, say) accumulates in the carry.
 
 @dataclasses.dataclass(frozen=True)
 class _Saved:
@@ -271,20 +272,31 @@ def _terms(ct: Sym) -> list[Sym]:
     return [ct]
 
 
-def _step_product(term: Sym, varying: set[Value]):
-    """(movement nodes from the top down, P, Q) when `term` is transposes/reshapes of a 2-d
-    matmul(P, Q) of two per-step values; otherwise None."""
+def _movements(term: Sym) -> tuple[list[Node], Value]:
+    """The transposes and reshapes on top of `term` (from the top down), and what is below."""
     chain: list[Node] = []
     v = term.value
     while v.node.op in (Op.TRANSPOSE, Op.RESHAPE):
         chain.append(v.node)
         v = v.node.srcs[0]
-    if v.node.op != Op.MATMUL or v.type.ndim != 2:
-        return None
-    p, q = v.node.srcs
-    if p not in varying or q not in varying:
-        return None
-    return chain, term.builder.wrap(p), term.builder.wrap(q)
+    return chain, v
+
+
+def _after_loop(term: Sym, varying: set[Value], stacks: "_Stacks"):
+    """When `term` (one summand of a const's per-step cotangent) is movements of a 2-d
+    matmul(P, Q) of two per-step values, or of a sum of one per-step value: a function from
+    the backward scan's stacked results to the sum of `term` over the steps (one matmul or one
+    sum over the stacks). Otherwise None: the term accumulates in the carry."""
+    chain, v = _movements(term)
+    node, wrap = v.node, term.builder.wrap
+    if node.op == Op.MATMUL and v.type.ndim == 2 and all(s in varying for s in node.srcs):
+        a, q = stacks.want(_rows(wrap(node.srcs[0]))), stacks.want(wrap(node.srcs[1]))
+        return lambda ys: _moved(_sum_of_products(a(ys), q(ys)), chain)
+    if node.op == Op.SUM and node.srcs[0] in varying:
+        x = stacks.want(wrap(node.srcs[0]))
+        axes = (0,) + tuple(a + 1 for a in node.attrs["axes"])
+        return lambda ys: _moved(P.reshape(P.reduce_sum(x(ys), axes), v.type.shape), chain)
+    return None
 
 
 def _rows(p: Sym) -> Sym:
@@ -296,12 +308,15 @@ def _rows(p: Sym) -> Sym:
     return P.transpose(p, (1, 0))
 
 
-def _sum_of_products(a_stack: Sym, q_stack: Sym, chain: list[Node]) -> Sym:
-    """sum_t a_t^T @ q_t as one matmul over the stacked rows: (T*k, m)^T @ (T*k, n), then the
-    term's movement nodes."""
+def _sum_of_products(a_stack: Sym, q_stack: Sym) -> Sym:
+    """sum_t a_t^T @ q_t as one matmul over the stacked rows: (T*k, m)^T @ (T*k, n)."""
     t, k, m = a_stack.shape
-    out = P.matmul(P.transpose(P.reshape(a_stack, (t * k, m)), (1, 0)),
-                   P.reshape(q_stack, (t * k, q_stack.shape[-1])))
+    return P.matmul(P.transpose(P.reshape(a_stack, (t * k, m)), (1, 0)),
+                    P.reshape(q_stack, (t * k, q_stack.shape[-1])))
+
+
+def _moved(out: Sym, chain: list[Node]) -> Sym:
+    """`out` with a term's movement nodes applied again (bottom up)."""
     for node in reversed(chain):
         out = (P.transpose(out, tuple(node.attrs["perm"])) if node.op == Op.TRANSPOSE
                else P.reshape(out, tuple(node.attrs["shape"])))
@@ -353,17 +368,16 @@ def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], saved: _Saved,
         new_acc, carried, after = [], [], []
         for acc, i in zip(in_acc, fk):
             ct = body_in_cts[nk + nx + i]
-            products, rest = [], []
+            sums, rest = [], []
             for term in _terms(ct) if ct is not None else []:
-                found = _step_product(term, varying)
-                if found is None:
+                total = _after_loop(term, varying, stacks)
+                if total is None:
                     rest.append(term)
                 else:
-                    chain, p, q = found
-                    products.append((stacks.want(_rows(p)), stacks.want(q), chain))
+                    sums.append(total)
             new_acc.append(sum(rest[1:], acc + rest[0]) if rest else acc)
             carried.append(bool(rest))
-            after.append(products)
+            after.append(sums)
         # Inputs are (carry, xs, consts) in scan order; values the body captured from the outer
         # graph were appended after the consts while tracing, so they simply extend the consts.
         bgraph = bb.build(new_ct + new_acc + stacks.ys)
@@ -377,7 +391,7 @@ def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], saved: _Saved,
         grads[i] = res[j]
     for j, i in enumerate(fk):
         parts = [res[len(fc) + j]] if carried[j] else []
-        parts += [_sum_of_products(a(ys), q(ys), chain) for a, q, chain in after[j]]
+        parts += [total(ys) for total in after[j]]
         grads[nk + nx + i] = sum(parts[1:], parts[0]) if parts else None
     for j, i in enumerate(fx):
         grads[nk + i] = ys[j]
