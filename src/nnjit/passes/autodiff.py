@@ -178,7 +178,8 @@ def _active_values(g: Graph, sources: set[Value]) -> set[Value]:
 # per-step sequences, so it never runs a forward contraction again; dead-code elimination then
 # drops whatever the VJP does not read (a matmul whose every user is saved, say), from the
 # backward body and from the forward scan's stacked results alike. Memory: `length` times each
-# saved value.
+# saved value. A scan nested in the body is not a residual: the backward body runs it again,
+# and its own VJP saves its residuals.
 #
 # A const's cotangent that is a sum over steps of matmul(P_t, Q_t) of two per-step values (a
 # weight gradient such as h_t^T @ dz_t) is not accumulated in the backward scan's carry: the
@@ -233,7 +234,8 @@ def _scan_forward_saving(n: Node, srcs: list[Sym]) -> tuple[list[Sym], _Saved]:
     n_out = len(n.types)
     results = list(res[:n_out])
     stacks = dict(zip(fresh, res[n_out + nk:]))
-    stacks.update((v, results[nk + i]) for v, i in as_ys.items() if v in set(residuals))
+    wanted = set(residuals)
+    stacks.update((v, results[nk + i]) for v, i in as_ys.items() if v in wanted)
     return results, _Saved(list(res[n_out:n_out + nk]), stacks)
 
 
