@@ -13,8 +13,9 @@ stacked steps after the loop; the rest accumulates in the backward scan's carry.
 projections are hoisted out of their loops first (`hoist.py`), so they are differentiated as
 one GEMM each outside.
 
-Guarantees: the result verifies; the forward outputs are computed exactly as before; integer and
-bool values never get cotangents; an input that does not affect the loss gets a zero gradient.
+Guarantees: the result verifies; the forward outputs are computed as before (the same dot
+products, with scans' input projections moved before their loops); integer and bool values
+never get cotangents; an input that does not affect the loss gets a zero gradient.
 """
 from __future__ import annotations
 
