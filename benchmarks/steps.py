@@ -44,6 +44,29 @@ def _lenet():
                          nn.Linear(84, 10))
 
 
+def _char_lstm_step(rng, steps, batch):
+    """A char-LSTM training step (vocab 96, embedding 64, hidden 256, BPTT over `steps`, Adam)
+    on embedded inputs: (jit factory, arguments)."""
+    lstm = nn.LSTM(64, 256)
+    head = nn.Linear(256, 96)
+    params = {"lstm": lstm.init(seed=0), "head": head.init(seed=1)}
+    opt = optim.Adam(lr=1e-3)
+    xs = rng.standard_normal((steps, batch, 64)).astype(np.float32)      # T, B, E
+    ys = rng.integers(0, 96, (steps, batch)).astype(np.int64)
+
+    def lstm_loss(p, xs, ys):
+        hs, _ = lstm.apply(p["lstm"], xs)
+        return nn.cross_entropy(head.apply(p["head"], hs).reshape(-1, 96), ys.reshape(-1))
+
+    def lstm_step(b):
+        def step(p, s, xs, ys):
+            value, grads = nnjit.value_and_grad(lambda q: lstm_loss(q, xs, ys))(p)
+            p, s = opt.update(p, grads, s)
+            return p, s, value
+        return nnjit.jit(step, backend=b)
+    return lstm_step, (params, opt.init(params), xs, ys)
+
+
 def workloads(rng):
     """name -> (jit function factory taking a backend, argument tuple)."""
     out = {}
@@ -58,24 +81,8 @@ def workloads(rng):
         out[name.replace("step", "forward")] = (
             lambda b, m=model: nnjit.jit(lambda p, x: m.apply(p, x), backend=b), (params, x))
 
-    lstm = nn.LSTM(64, 256)
-    head = nn.Linear(256, 96)
-    params = {"lstm": lstm.init(seed=0), "head": head.init(seed=1)}
-    opt = optim.Adam(lr=1e-3)
-    xs = rng.standard_normal((32, 16, 64)).astype(np.float32)          # T, B, E
-    ys = rng.integers(0, 96, (32, 16)).astype(np.int64)
-
-    def lstm_loss(p, xs, ys):
-        hs, _ = lstm.apply(p["lstm"], xs)
-        return nn.cross_entropy(head.apply(p["head"], hs).reshape(-1, 96), ys.reshape(-1))
-
-    def lstm_step(b):
-        def step(p, s, xs, ys):
-            value, grads = nnjit.value_and_grad(lambda q: lstm_loss(q, xs, ys))(p)
-            p, s = opt.update(p, grads, s)
-            return p, s, value
-        return nnjit.jit(step, backend=b)
-    out["lstm_step_t32_b16"] = (lstm_step, (params, opt.init(params), xs, ys))
+    for t, b in ((32, 16), (64, 32)):     # (64, 32): issue 14's char-LSTM size
+        out[f"lstm_step_t{t}_b{b}"] = _char_lstm_step(rng, t, b)
 
     logits = rng.standard_normal((4096, 1000)).astype(np.float32)
     labels = rng.integers(0, 1000, 4096).astype(np.int64)

@@ -15,6 +15,7 @@ import pytest
 
 #: Test modules whose `backend`-parametrized tests also run on cuda under the simulator.
 CUDA_MODULES = (
+    "tests/passes/test_scan_autodiff.py", "tests/passes/test_hoist.py",
     "tests/ir/test_ops_", "tests/ir/test_scan.py", "tests/ir/test_dropout.py",
     "tests/passes/test_vjp_rules.py", "tests/passes/test_autodiff.py",
     "tests/frontend/test_layers_backends.py",

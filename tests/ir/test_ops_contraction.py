@@ -68,6 +68,23 @@ def test_matmul_operator_and_1d_operands(backend):
     assert got[2].shape == ()
 
 
+def test_a_stack_times_one_matrix_is_one_gemm_over_all_rows(backend):
+    """(T, B, K) @ (K, N) is traced as a 2-d matmul of the (T*B, K) rows (one GEMM, not T
+    small ones), and so is each operand's gradient: the weight's is one (K, T*B) @ (T*B, N)
+    GEMM, with no batched product summed over T. Values against numpy loops, 1-d right
+    operand included."""
+    rng = np.random.default_rng(2)
+    x, w, v = (rng.standard_normal(s) for s in [(4, 3, 5), (5, 2), (5,)])
+    g = nnjit.trace(nnjit.grad(lambda x, w: ((x @ w) ** 2).sum(), (0, 1)), x, w)
+    shapes = sorted(tuple(s.type.shape for s in n.srcs) for n in g.nodes
+                    if n.op == nnjit.ir.Op.MATMUL)
+    assert shapes == [((5, 12), (12, 2)), ((12, 2), (2, 5)), ((12, 5), (5, 2))]
+    assert not any(t.shape == (4, 5, 2) for n in g.nodes for t in n.types)   # per-T products
+    got = run(lambda x, w, v: (x @ w, x @ v), x, w, v, backend=backend)
+    compare(got, (naive_matmul(x, w), naive_matmul(x, v)))
+    assert got[1].shape == (4, 3)
+
+
 # -- conv2d and its gradients ------------------------------------------------------------------
 
 @HYPOTHESIS

@@ -7,6 +7,7 @@ numpy arrays; Python scalars take the tensor's dtype, and mixed dtypes are promo
 from __future__ import annotations
 
 import builtins
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -305,6 +306,14 @@ def matmul(a, b) -> Sym:
         a = reshape(a, (1, a.shape[0]))
     if squeeze_b:
         b = reshape(b, (b.shape[0], 1))
+    if a.ndim > 2 and b.ndim == 2:
+        # A stack of matrices times one matrix is one GEMM over all the rows (a contiguous
+        # reshape), not a batch of small ones; its VJP is then one GEMM per operand too (the
+        # weight gradient contracts over every row instead of summing per-matrix products).
+        lead = a.shape[:-1]
+        out = matmul(reshape(a, (math.prod(lead), a.shape[-1])), b)
+        out = reshape(out, lead + (b.shape[-1],))
+        return reshape(out, out.shape[:-1]) if squeeze_b else out
     try:
         out = bd.emit(Op.MATMUL, (a, b))
     except ShapeError as e:

@@ -6,20 +6,28 @@ applies each op's `OpDef.vjp` (written with ordinary builder ops), and sums cota
 used several times, so the backward graph is plain IR that is fused and planned like any other.
 
 `scan` is differentiated as a reverse scan (backpropagation through time): the forward scan also
-stacks the carries it saw; the backward body recomputes one step of the forward body from the
-saved carry and applies its VJP, accumulating the cotangents of the scan's consts in its carry.
+stacks the carries it saw and its per-step contraction and transcendental results; the backward
+body recomputes only the cheap rest of one forward step from those and applies its VJP. A
+const's cotangent that is a sum of per-step matmuls (a weight gradient) is one matmul over the
+stacked steps after the loop; the rest accumulates in the backward scan's carry. Scans' input
+projections are hoisted out of their loops first (`hoist.py`), so they are differentiated as
+one GEMM each outside.
 
-Guarantees: the result verifies; the forward outputs are computed exactly as before; integer and
-bool values never get cotangents; an input that does not affect the loss gets a zero gradient.
+Guarantees: the result verifies; the forward outputs are computed as before (the same dot
+products, with scans' input projections moved before their loops); integer and bool values
+never get cotangents; an input that does not affect the loss gets a zero gradient.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
 from ..ir import Builder, CompileError, Graph, Node, Op, Sym, Value, opdef
 from ..ir import prims as P
+from ..ir.groups import CONTRACTION, EXPENSIVE
+from .hoist import hoist_loop_invariants
 
 
 def grad(g: Graph, wrt: Sequence[int], name: str | None = None,
@@ -34,6 +42,11 @@ def grad(g: Graph, wrt: Sequence[int], name: str | None = None,
         if not g.inputs[i].type.dtype.is_float:
             raise CompileError(f"grad: cannot differentiate with respect to input "
                                f"'{g.input_names[i]}' of type {g.inputs[i].type} (not float)")
+    if not remat:
+        # Input projections out of scans first: their gradients are then one GEMM each outside
+        # the loop, and the scans' VJPs see only the recurrence. (Checkpointed blocks name g's
+        # nodes, which the rewrite would replace; the pipeline hoists those scans later.)
+        g = hoist_loop_invariants(g)
     b = Builder(name or f"{g.name}_grad")
     ins = [b.input(v.type, v.node.attrs["name"], v.node.loc) for v in g.inputs]
     with b.at(loss.node.loc):  # the seed cotangent belongs to the loss's line
@@ -53,22 +66,26 @@ def _differentiable(v: Value) -> bool:
 
 
 def backprop(b: Builder, g: Graph, ins: Sequence[Sym], out_cts: dict[int, Sym],
-             needed: set[int] | None = None,
-             remat: Sequence[frozenset[Node]] = ()) -> tuple[list[Sym], list[Sym | None]]:
+             needed: set[int] | None = None, remat: Sequence[frozenset[Node]] = (),
+             given: dict[Value, Sym] | None = None) -> tuple[list[Sym], list[Sym | None]]:
     """Emit `g` applied to `ins` into `b`, then its VJP for the given output cotangents.
 
     Returns (forward outputs, cotangent of each input or None). Only inputs in `needed` (all when
-    None) are differentiated; nodes that cannot reach them are not visited.
+    None) are differentiated; nodes that cannot reach them are not visited. `given`: values of
+    g already computed elsewhere (a scan's saved residuals); their nodes are not emitted again.
     """
+    given = given or {}
     needed = set(range(len(g.inputs))) if needed is None else needed
     active = _active_values(g, {g.inputs[i] for i in needed if _differentiable(g.inputs[i])})
     env: dict[Value, Sym] = {v: s for v, s in zip(g.inputs, ins)}
-    saved: dict[Node, list[Sym]] = {}
+    saved: dict[Node, _Saved] = {}
     for n in g.nodes:
         srcs = [env[s] for s in n.srcs]
         with b.at(n.loc):
-            if n.op == Op.SCAN and any(o in active for o in n.outs):
-                outs, saved[n] = _scan_forward_saving_carries(n, srcs)
+            if n.outs and all(o in given for o in n.outs):
+                outs = [given[o] for o in n.outs]
+            elif n.op == Op.SCAN and any(o in active for o in n.outs):
+                outs, saved[n] = _scan_forward_saving(n, srcs)
             else:
                 new = b.add_node(n.replace(srcs=tuple(s.value for s in srcs)))
                 outs = [b.wrap(v) for v in new.outs]
@@ -155,26 +172,161 @@ def _active_values(g: Graph, sources: set[Value]) -> set[Value]:
 
 
 # -- scan -----------------------------------------------------------------------------------------
+# The forward scan stacks, besides its results, the carries each step started from and the
+# residuals: the per-step results of contractions and transcendentals (the rule: a value is
+# saved when recomputing it would cost a matmul, a convolution or an exp/tanh/...; cheap
+# elementwise values are recomputed from the saved ones). The backward body takes them as
+# per-step sequences, so it never runs a forward contraction again; dead-code elimination then
+# drops whatever the VJP does not read (a matmul whose every user is saved, say), from the
+# backward body and from the forward scan's stacked results alike. Memory: `length` times each
+# saved value. A scan nested in the body is not a residual: the backward body runs it again,
+# and its own VJP saves its residuals.
+#
+# A const's cotangent that is a sum over steps of matmul(P_t, Q_t) of two per-step values (a
+# weight gradient such as h_t^T @ dz_t) is not accumulated in the backward scan's carry: the
+# scan stacks P_t and Q_t (or reuses stacks it already has, such as the saved carries) and one
+# matmul over the (length * k) stacked rows after the loop computes the sum. Likewise a sum of
+# a per-step value (a bias's row sums of dz_t) is one sum over the stacked steps. The rest of a
+# const's cotangent (terms with a loop-invariant factor, say) accumulates in the carry.
+
+@dataclasses.dataclass(frozen=True)
+class _Saved:
+    """What the forward scan kept for its VJP: the stacked carries each step started from, and
+    the stacked residuals (body value -> its stack)."""
+    carries: list[Sym]
+    residuals: dict[Value, Sym]
+
 
 def _scan_parts(n: Node, srcs: Sequence):
     nk, nc = n.attrs["num_carry"], n.attrs["num_consts"]
     return list(srcs[:nk]), list(srcs[nk:len(srcs) - nc]), list(srcs[len(srcs) - nc:])
 
 
-def _scan_forward_saving_carries(n: Node, srcs: list[Sym]) -> tuple[list[Sym], list[Sym]]:
-    """Emit the scan with its body also returning its input carries, so the stacked carries of
-    every step are available to the backward pass. Returns (original results, stacked carries)."""
+def _per_step(body: Graph, n_varying_inputs: int) -> set[Value]:
+    """The body values that change from step to step: those depending on a carry or a
+    sequence slice (the first `n_varying_inputs` inputs), not on consts alone."""
+    varying = set(body.inputs[:n_varying_inputs])
+    for m in body.nodes:
+        if any(s in varying for s in m.srcs):
+            varying.update(m.outs)
+    return varying
+
+
+def _residuals(body: Graph, nk: int, nx: int) -> list[Value]:
+    """The body values worth saving for the backward pass (see the rule above)."""
+    varying = _per_step(body, nk + nx)
+    return [o for m in body.nodes if m.op in CONTRACTION or m.op in EXPENSIVE
+            for o in m.outs if o in varying]
+
+
+def _scan_forward_saving(n: Node, srcs: list[Sym]) -> tuple[list[Sym], _Saved]:
+    """Emit the scan with its body also returning its input carries and its residuals (a
+    residual that already is a stacked result is not stacked twice). Returns (the original
+    results, what was saved)."""
     body: Graph = n.attrs["body"]
     nk = n.attrs["num_carry"]
-    carry_in = list(body.inputs[:nk])
-    aug = Graph(body.name, body.inputs, body.nodes, body.outputs + tuple(carry_in))
     carry, xs, consts = _scan_parts(n, srcs)
+    residuals = _residuals(body, nk, len(xs))
+    as_ys = {v: i for i, v in reversed(list(enumerate(body.outputs[nk:])))}
+    fresh = [v for v in residuals if v not in as_ys]
+    aug = Graph(body.name, body.inputs, body.nodes,
+                body.outputs + tuple(body.inputs[:nk]) + tuple(fresh))
     res = P.scan(aug, carry, xs, consts, n.attrs["length"], n.attrs["reverse"])
     n_out = len(n.types)
-    return list(res[:n_out]), list(res[n_out:])
+    results = list(res[:n_out])
+    stacks = dict(zip(fresh, res[n_out + nk:]))
+    wanted = set(residuals)
+    stacks.update((v, results[nk + i]) for v, i in as_ys.items() if v in wanted)
+    return results, _Saved(list(res[n_out:n_out + nk]), stacks)
 
 
-def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], stacked_carries: list[Sym],
+class _Stacks:
+    """Per-step values of a backward body wanted stacked over the steps after its loop: an
+    outer sequence whose slice the body reads is used as it is; any other value becomes an
+    extra stacked result of the backward scan (each value once)."""
+
+    def __init__(self, outer: dict[Value, Sym], ys: Sequence[Sym]):
+        self.outer = outer
+        self.ys: list[Sym] = list(ys)    # the backward body's stacked outputs, in order
+        self._index: dict[Value, int] = {}
+        for k, y in enumerate(ys):
+            self._index.setdefault(y.value, k)
+
+    def _add(self, v: Sym) -> int:
+        if v.value not in self._index:
+            self._index[v.value] = len(self.ys)
+            self.ys.append(v)
+        return self._index[v.value]
+
+    def want(self, v: Sym):
+        """A function from the backward scan's stacked results to the stack of `v`."""
+        if v.value in self.outer:
+            stack = self.outer[v.value]
+            return lambda ys: stack
+        k = self._add(v)
+        return lambda ys: ys[k]
+
+
+def _terms(ct: Sym) -> list[Sym]:
+    """`ct` as a list of summands (its same-shaped adds taken apart)."""
+    v = ct.value
+    if v.node.op == Op.ADD and all(s.type == v.type for s in v.node.srcs):
+        return [t for s in v.node.srcs for t in _terms(ct.builder.wrap(s))]
+    return [ct]
+
+
+def _movements(term: Sym) -> tuple[list[Node], Value]:
+    """The transposes and reshapes on top of `term` (from the top down), and what is below."""
+    chain: list[Node] = []
+    v = term.value
+    while v.node.op in (Op.TRANSPOSE, Op.RESHAPE):
+        chain.append(v.node)
+        v = v.node.srcs[0]
+    return chain, v
+
+
+def _after_loop(term: Sym, varying: set[Value], stacks: "_Stacks"):
+    """When `term` (one summand of a const's per-step cotangent) is movements of a 2-d
+    matmul(P, Q) of two per-step values, or of a sum of one per-step value: a function from
+    the backward scan's stacked results to the sum of `term` over the steps (one matmul or one
+    sum over the stacks). Otherwise None: the term accumulates in the carry."""
+    chain, v = _movements(term)
+    node, wrap = v.node, term.builder.wrap
+    if node.op == Op.MATMUL and v.type.ndim == 2 and all(s in varying for s in node.srcs):
+        a, q = stacks.want(_rows(wrap(node.srcs[0]))), stacks.want(wrap(node.srcs[1]))
+        return lambda ys: _moved(_sum_of_products(a(ys), q(ys)), chain)
+    if node.op == Op.SUM and node.srcs[0] in varying:
+        x = stacks.want(wrap(node.srcs[0]))
+        axes = (0,) + tuple(a + 1 for a in node.attrs["axes"])
+        return lambda ys: _moved(P.reshape(P.reduce_sum(x(ys), axes), v.type.shape), chain)
+    return None
+
+
+def _rows(p: Sym) -> Sym:
+    """p^T, taking an existing transpose apart instead of transposing it back (the stack of
+    the untransposed value is then often one the scan already has, such as a saved carry)."""
+    n = p.value.node
+    if n.op == Op.TRANSPOSE and tuple(n.attrs["perm"]) == (1, 0):
+        return p.builder.wrap(n.srcs[0])
+    return P.transpose(p, (1, 0))
+
+
+def _sum_of_products(a_stack: Sym, q_stack: Sym) -> Sym:
+    """sum_t a_t^T @ q_t as one matmul over the stacked rows: (T*k, m)^T @ (T*k, n)."""
+    t, k, m = a_stack.shape
+    return P.matmul(P.transpose(P.reshape(a_stack, (t * k, m)), (1, 0)),
+                    P.reshape(q_stack, (t * k, q_stack.shape[-1])))
+
+
+def _moved(out: Sym, chain: list[Node]) -> Sym:
+    """`out` with a term's movement nodes applied again (bottom up)."""
+    for node in reversed(chain):
+        out = (P.transpose(out, tuple(node.attrs["perm"])) if node.op == Op.TRANSPOSE
+               else P.reshape(out, tuple(node.attrs["shape"])))
+    return out
+
+
+def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], saved: _Saved,
               cts: list[Sym | None]) -> list[Sym | None]:
     body: Graph = n.attrs["body"]
     nk, nc, length = n.attrs["num_carry"], n.attrs["num_consts"], n.attrs["length"]
@@ -186,13 +338,16 @@ def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], stacked_carries: list[Sym],
     fk = [i for i in range(nc) if consts[i].dtype.is_float]        # differentiable consts
     fx = [i for i in range(nx) if xs[i].dtype.is_float]            # differentiable sequences
     n_y = len(ct_ys)
+    residuals = list(saved.residuals)
 
-    # Backward body: carry (ct_carry[fc], acc_consts[fk]), xs (saved carry, x, ct_y), consts.
+    # Backward body: carry (ct_carry[fc], acc_consts[fk]),
+    # xs (saved carries, saved residuals, x, ct_y), consts.
     bb = Builder(f"{body.name}_vjp", parent=b)
     with bb.at(n.loc):   # the backward body's own nodes keep the scan's line too
         in_ct = [bb.input(carry[i].type, f"ct_carry{i}") for i in fc]
         in_acc = [bb.input(consts[i].type, f"ct_const{i}") for i in fk]
         in_c = [bb.input(c.type, f"carry{i}") for i, c in enumerate(carry)]
+        in_r = [bb.input(v.type, f"saved{j}") for j, v in enumerate(residuals)]
         in_x = [bb.input(x.type.with_shape(x.shape[1:]), f"x{i}") for i, x in enumerate(xs)]
         in_cty = [bb.input(t.with_shape(t.shape[1:]), f"ct_y{i}")
                   for i, t in enumerate(n.types[nk:])]
@@ -200,25 +355,47 @@ def _scan_vjp(b: Builder, n: Node, srcs: list[Sym], stacked_carries: list[Sym],
         step_cts = {i: ct for i, ct in zip(fc, in_ct)}
         step_cts.update({nk + j: in_cty[j] for j in range(n_y)})
         needed = set(fc) | {nk + i for i in fx} | {nk + nx + i for i in fk}
-        _, body_in_cts = backprop(bb, body, in_c + in_x + in_k, step_cts, needed=needed)
+        _, body_in_cts = backprop(bb, body, in_c + in_x + in_k, step_cts, needed=needed,
+                                  given={v: s for v, s in zip(residuals, in_r)})
         new_ct = [body_in_cts[i] if body_in_cts[i] is not None else zeros(bb, carry[i].type)
                   for i in fc]
-        new_acc = [acc + body_in_cts[nk + nx + i] if body_in_cts[nk + nx + i] is not None
-                   else acc for acc, i in zip(in_acc, fk)]
         ct_x = [body_in_cts[nk + i] if body_in_cts[nk + i] is not None else
                 zeros(bb, xs[i].type.with_shape(xs[i].shape[1:])) for i in fx]
+        seqs = in_c + in_r + in_x + in_cty
+        stacks = _Stacks({s.value: o for s, o in zip(seqs, saved.carries + [
+            saved.residuals[v] for v in residuals] + xs + ct_ys)}, ct_x)
+        varying = {s.value for s in in_ct + in_acc + seqs}
+        for m in bb.nodes:
+            if any(s in varying for s in m.srcs):
+                varying.update(m.outs)
+        new_acc, carried, after = [], [], []
+        for acc, i in zip(in_acc, fk):
+            ct = body_in_cts[nk + nx + i]
+            sums, rest = [], []
+            for term in _terms(ct) if ct is not None else []:
+                total = _after_loop(term, varying, stacks)
+                if total is None:
+                    rest.append(term)
+                else:
+                    sums.append(total)
+            new_acc.append(sum(rest[1:], acc + rest[0]) if rest else acc)
+            carried.append(bool(rest))
+            after.append(sums)
         # Inputs are (carry, xs, consts) in scan order; values the body captured from the outer
         # graph were appended after the consts while tracing, so they simply extend the consts.
-        bgraph = bb.build(new_ct + new_acc + ct_x)
+        bgraph = bb.build(new_ct + new_acc + stacks.ys)
     extra = [outer for outer, _ in bb.captures]
     res = P.scan(bgraph, [ct_carry[i] for i in fc] + [zeros(b, consts[i].type) for i in fk],
-                 stacked_carries + xs + ct_ys, consts + extra, length,
-                 reverse=not n.attrs["reverse"])
+                 saved.carries + [saved.residuals[v] for v in residuals] + xs + ct_ys,
+                 consts + extra, length, reverse=not n.attrs["reverse"])
+    ys = res[len(fc) + len(fk):]
     grads: list[Sym | None] = [None] * len(srcs)
     for j, i in enumerate(fc):
         grads[i] = res[j]
     for j, i in enumerate(fk):
-        grads[nk + nx + i] = res[len(fc) + j]
+        parts = [res[len(fc) + j]] if carried[j] else []
+        parts += [total(ys) for total in after[j]]
+        grads[nk + nx + i] = sum(parts[1:], parts[0]) if parts else None
     for j, i in enumerate(fx):
-        grads[nk + i] = res[len(fc) + len(fk) + j]
+        grads[nk + i] = ys[j]
     return grads

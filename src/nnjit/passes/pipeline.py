@@ -6,6 +6,7 @@ from .cse import eliminate_common_subexpressions
 from .dce import eliminate_dead_code
 from .fold import fold_constants
 from .fusion import fuse as fuse_kernels
+from .hoist import hoist_loop_invariants
 from .manager import Pass
 from .simplify import simplify
 
@@ -17,6 +18,7 @@ def default_pipeline(fuse: bool = True) -> list[tuple[str, Pass]]:
         ("fold_constants", fold_constants),
         ("cse", eliminate_common_subexpressions),
         ("dce", eliminate_dead_code),
+        ("hoist_loop_invariants", hoist_loop_invariants),
         ("bucket_all_reduces", bucket_all_reduces),
     ]
     if fuse:
