@@ -12,6 +12,7 @@ from ...codegen.accumulate import block_sums
 from ...codegen.collective import overlap_collectives
 from ..signature import Signature
 from .executable import LLVMExecutable, compile_program
+from .prepack import prepack_constants
 
 
 class LLVMBackend:
@@ -20,8 +21,10 @@ class LLVMBackend:
 
     def schedule(self, options) -> list:
         """Float sums become trees of bounded partials (leaf loops vectorize into lanes);
-        all-reduce waits move down to the first use (the transfer overlaps what is between)."""
-        return [("block_sums", block_sums), ("overlap_collectives", overlap_collectives)]
+        all-reduce waits move down to the first use (the transfer overlaps what is between);
+        constant GEMM operands are packed once, here, instead of on every call."""
+        return [("block_sums", block_sums), ("overlap_collectives", overlap_collectives),
+                ("prepack_constants", prepack_constants)]
 
     def mapping(self, options) -> list:
         return []
