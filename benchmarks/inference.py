@@ -4,9 +4,11 @@ batch 128 and LeNet-5 at batch 64), nnjit with the params as an argument, nnjit 
 time), next to onnxruntime on the same model (exported with nnjit.onnx.export). One process,
 contenders taking turns, median of the rounds; every result checked against the interpreter.
 
-    NNJIT_NUM_THREADS=1 python benchmarks/inference.py [--rounds 15] [--calls 20]
+    NNJIT_NUM_THREADS=1 python benchmarks/inference.py [--rounds 15] [--calls 20] [--cpu]
 
 onnxruntime (intra_op_num_threads = NNJIT_NUM_THREADS, default 2) is skipped if not installed.
+`--cpu` times the process's CPU time instead of the wall clock: on a loaded machine, with one
+thread, a steadier figure (with two threads it also counts time spent waiting in spin loops).
 """
 from __future__ import annotations
 
@@ -63,12 +65,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--cpu", action="store_true", help="process CPU time, not wall time")
     a = p.parse_args(argv)
+    clock = time.process_time if a.cpu else time.perf_counter
     threads = int(os.environ.get("NNJIT_NUM_THREADS", "2"))
     rng = np.random.default_rng(0)
     work = {"mlp_fwd_b128": (_mlp(), rng.standard_normal((128, 784)).astype(np.float32)),
             "lenet_fwd_b64": (_lenet(), rng.standard_normal((64, 1, 28, 28)).astype(np.float32))}
-    print(f"threads {threads}; median of {a.rounds} rounds of {a.calls} calls, ms per call")
+    print(f"threads {threads}; median of {a.rounds} rounds of {a.calls} calls, ms per call "
+          f"({'CPU' if a.cpu else 'wall'} time)")
     with tempfile.TemporaryDirectory() as d:
         for name, (model, x) in work.items():
             cs = contenders(model, x, threads, d, name)
@@ -76,10 +81,10 @@ def main(argv=None) -> int:
             for _ in range(a.rounds):
                 for k, fn in cs.items():
                     fn()
-                    t = time.perf_counter()
+                    t = clock()
                     for _ in range(a.calls):
                         fn()
-                    times[k].append((time.perf_counter() - t) / a.calls)
+                    times[k].append((clock() - t) / a.calls)
             med = {k: statistics.median(v) for k, v in times.items()}
             ort = med.get("onnxruntime")
             for k, t in med.items():
