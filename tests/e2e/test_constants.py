@@ -29,7 +29,15 @@ def lenet():
                          nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 5))
 
 
-MODELS = {"mlp": (mlp, (6, 20)), "lenet": (lenet, (3, 1, 8, 8))}
+def conv_pool():
+    """A conv whose output is no fused consumer's but a pooling kernel's input: the images-
+    folded conv copies its [O, N*HW] result to NCHW, which must not be a flat copy."""
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+
+
+MODELS = {"mlp": (mlp, (6, 20)), "lenet": (lenet, (3, 1, 8, 8)),
+          "conv_pool": (conv_pool, (5, 1, 8, 8))}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
