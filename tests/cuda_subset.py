@@ -18,7 +18,7 @@ CUDA_MODULES = (
     "tests/passes/test_scan_autodiff.py", "tests/passes/test_hoist.py",
     "tests/ir/test_ops_", "tests/ir/test_scan.py", "tests/ir/test_dropout.py",
     "tests/passes/test_vjp_rules.py", "tests/passes/test_autodiff.py",
-    "tests/frontend/test_layers_backends.py",
+    "tests/frontend/test_layers_backends.py", "tests/e2e/test_constants.py",
 )
 #: ... minus these (node id prefixes): statistics over a large array (the Philox stream itself
 #: is checked bit for bit on cuda), and a second-order gradient through a scan (~35 s there).

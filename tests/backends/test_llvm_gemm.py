@@ -41,7 +41,8 @@ def test_runtime_ir_is_valid_and_exports_stable_symbols():
     mod = target.prepare_module(text)  # parse + verify
     exported = {f.name for f in mod.functions if not f.is_declaration
                 and f.linkage.name == "external"}
-    assert exported == {"nnjit_gemm_f32", "nnjit_gemm_f64"}
+    assert exported == {"nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
+                        "nnjit_gemm_f64_prepacked"}
 
 
 def test_workspace_size_contract():

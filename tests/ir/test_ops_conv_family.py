@@ -146,9 +146,14 @@ def test_depthwise_conv_and_its_gradients_are_direct_loops():
     assert not [k for k in ks if "im2col" in k.name or "col2im" in k.name]
 
 
-def test_ungrouped_conv_keeps_the_image_batched_gemm():
+def test_ungrouped_conv_folds_small_images_into_one_gemm():
+    """Small per-image GEMMs (4 x 27 @ 27 x 16 here) become one over every image's columns;
+    large ones (32 x 144 @ 144 x 256) keep the image batch."""
     (fwd,) = _gemms(lambda x, w: nnjit.conv2d(x, w, padding=1), randn(2, 3, 4, 4),
                     randn(4, 3, 3, 3))
+    assert fwd.batch == () and (fwd.m, fwd.n, fwd.k) == (4, 2 * 16, 27)
+    (fwd,) = _gemms(lambda x, w: nnjit.conv2d(x, w, padding=1), randn(2, 16, 16, 16),
+                    randn(32, 16, 3, 3))
     assert fwd.batch == (2,) and not fwd.accumulate_batches
 
 

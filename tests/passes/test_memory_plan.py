@@ -219,6 +219,9 @@ def _plan_cases():
     return {
         "gemm": (lambda x, w: nnjit.relu(x @ w), (np.ones((64, 96), np.float32),
                                                  np.ones((96, 80), np.float32))),
+        # constant weights: llvm packs them at compile time (module constants, no arena)
+        "constant gemm": (lambda x: nnjit.relu(x @ np.full((96, 80), 0.5, np.float32)),
+                          (np.ones((64, 96), np.float32),)),
         "checked step": (step, (p, np.zeros((5, 3), np.int64), np.zeros(5, np.int64))),
         "scan": (rnn, (np.ones((4, 3), np.float32), np.zeros(3, np.float32))),
         "elementwise": (lambda x: x * 2.0 + 1.0, (np.ones(1000, np.float32),)),

@@ -195,17 +195,22 @@ def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name, images_inner=
     col = lw.temp(TensorType(shape, x.type.dtype), "col")
     glow = GroupLowering(prologue, lw.views, name)
     vn, vc, vkh, vkw, vho, vwo = loop_vars("i", 6)
+    if images_inner:
+        # One loop over the (c, kh, kw) rows, outermost and parallel (LeNet's first conv has
+        # one channel: a loop over channels would leave nothing to split).
+        vrow = vc
+        vc, vkh, vkw = idiv(vrow, kh * kw), imod(idiv(vrow, kw), kh), imod(vrow, kw)
     (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
     (pt, _), (pl, _) = attrs["padding"]
     hh = iadd(imul(vho, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
     ww = iadd(imul(vwo, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
-    row = iadd(imul(iadd(imul(vc, c64(kh)), vkh), c64(kw)), vkw)
+    row = vrow if images_inner else iadd(imul(iadd(imul(vc, c64(kh)), vkh), c64(kw)), vkw)
     pix = iadd(imul(vho, c64(wo)), vwo)
     idx = [row, iadd(imul(vn, c64(ho * wo)), pix)] if images_inner else [vn, row, pix]
     body = [Store(col.buf, col.index(idx), _tap_value(glow, x, vn, vc, hh, ww, h, w,
                                                      attrs["padding"], x.type.dtype))]
-    loops = [vc, vkh, vkw, vn, vho, vwo] if images_inner else [vn, vc, vkh, vkw, vho, vwo]
-    extents = [ch, kh, kw, n, ho, wo] if images_inner else [n, ch, kh, kw, ho, wo]
+    loops = [vrow, vn, vho, vwo] if images_inner else [vn, vc, vkh, vkw, vho, vwo]
+    extents = [ch * kh * kw, n, ho, wo] if images_inner else [n, ch, kh, kw, ho, wo]
     stmts = _nest(loops, extents, body, parallel=True)   # stores in row-major loop order
     return col, make_loop_kernel(f"{name}_im2col", stmts, "im2col", lw.buffers)
 
@@ -232,7 +237,10 @@ def _conv2d(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     kernels = list(kws)
     pointwise = (kh == kw == 1 and tuple(c.attrs["stride"]) == (1, 1)
                  and c.attrs["padding"] == ((0, 0), (0, 0)) and x in lw.views)
-    if pointwise and lw.views[x].strides == View.contiguous("x", x.shape).strides:
+    direct_input = pointwise and lw.views[x].strides == View.contiguous("x", x.shape).strides
+    if not direct_input and _fold_images(c, n, o, ho * wo, ch * kh * kw, epilogue, roots):
+        return kernels + _images_folded_conv2d(lw, c, wv, prologue, epilogue, roots, name, src)
+    if direct_input:
         xv = lw.views[x]   # a 1x1 convolution reads the input itself as the GEMM's B
         bmat = MatView(xv.buf, xv.offset, _per_group(ch * h * wd, cg * h * wd, batch), h * wd, 1)
     else:
@@ -246,6 +254,41 @@ def _conv2d(lw, c: Node, prologue, epilogue, roots, name, src) -> list:
     kernels.append(_gemm(lw, c, name, src, batch, og, ho * wo, cg * kh * kw, amat, bmat, c_home,
                          epi))
     return kernels
+
+
+# Per-image GEMMs (O x CKK @ CKK x HoWo) below this many multiply-adds are folded into one
+# GEMM over every image. LeNet-5's are 6 x 25 @ 25 x 784 and 16 x 150 @ 150 x 100: each below
+# the GEMM's threading threshold, so the batch of 64 ran one small GEMM after another on one
+# thread, each re-packing its operands; as one 6 x 25 @ 25 x 50176 GEMM they take a fraction
+# of that, on every thread, and one pass puts the result in NCHW order.
+FOLD_IMAGES_MAX_WORK = 1 << 20
+
+
+def _fold_images(c: Node, n: int, o: int, npix: int, ckk: int, epilogue, roots) -> bool:
+    return (c.attrs.get("groups", 1) == 1 and n > 1 and o * npix * ckk < FOLD_IMAGES_MAX_WORK
+            and all(r.shape == c.out.shape for r in roots))
+
+
+def _images_folded_conv2d(lw, c: Node, wv: View, prologue, epilogue, roots, name, src) -> list:
+    """One GEMM for every image: C[o, (n, ho, wo)] = W[o, (c, kh, kw)] @ col[(c, kh, kw),
+    (n, ho, wo)], then one loop kernel reads C in NCHW order and stores every root (the
+    fused consumers computed there, vectorized along wo)."""
+    x, w = c.srcs
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
+    npix, ckk = ho * wo, ch * kh * kw
+    col, k_col = _im2col(lw, x, w.shape, c.type.shape, c.attrs, prologue, name,
+                         images_inner=True)
+    ct = lw.temp(TensorType((o, n * npix), c.type.dtype), "convt")
+    amat = MatView(wv.buf, wv.offset, (), ckk, 1)
+    bmat = MatView(col.buf, 0, (), n * npix, 1)
+    cmat = MatView(ct.buf, 0, (), n * npix, 1)
+    gemm = GemmKernel(name, c.type.dtype, (), o, n * npix, ckk, amat, bmat, cmat, False, (),
+                      (amat.buf, bmat.buf), (ct.buf,), src)
+    nchw = View(ct.buf, c.type.shape, (npix, n * npix, wo, 1))
+    glow = GroupLowering(epilogue, {**lw.views, c.out: nchw}, name)
+    stores = [(r, lw.home(r)) for r in roots if r.type.size > 0]
+    body = glow.map_loops(c.type.shape, stores)
+    return [k_col, gemm, make_loop_kernel(f"{name}_nchw", body, src, lw.buffers)]
 
 
 def _conv_coords(n, o, ho, wo, og=None):

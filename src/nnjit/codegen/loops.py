@@ -148,7 +148,10 @@ class GroupLowering:
                     return False
                 if s in self.views and not _is_contiguous(self.views[s], s.shape):
                     return False
-        return all(_is_contiguous(dst, shape) for _, dst in stores)
+        # A stored value read straight from memory (a copy) must be contiguous too.
+        return all(_is_contiguous(dst, shape) and (v not in self.views or
+                                                   _is_contiguous(self.views[v], v.shape))
+                   for v, dst in stores)
 
     def _flat_at(self, v: Value, i: Var, size: int) -> Expr:
         if v in self.views:

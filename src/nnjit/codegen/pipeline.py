@@ -22,8 +22,8 @@ from .memory_plan import MemoryPlan, plan_program
 Stage = tuple[str, Callable]
 
 #: Every codegen stage name some backend runs (what NNJIT_DUMP may name).
-STAGE_NAMES = ("lower", "split_full_reductions", "block_sums", "overlap_collectives", "plan_memory", "inline_operands",
-               "map_to_gpu")
+STAGE_NAMES = ("lower", "split_full_reductions", "block_sums", "overlap_collectives",
+               "prepack_constants", "plan_memory", "inline_operands", "map_to_gpu")
 
 
 def program_stages(schedule: Sequence[Stage] = (), donate: tuple[int, ...] = (),

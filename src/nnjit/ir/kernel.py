@@ -347,6 +347,53 @@ class InlinedOperand:
 
 
 @dataclass(frozen=True)
+class Panels:
+    """A GEMM operand stored pre-packed (a constant packed once at compile time, so no call
+    re-packs it). The operand is seen as a K x W matrix X (B itself; A transposed, W = M) and
+    stored as consecutive blocks of `kc` rows of K (the last may be shorter), each block as
+    ceil(W / width) panels of its rows x `width` columns, k-major within a panel and
+    zero-padded to `width`: the layout the CPU GEMM packs into its workspace.
+
+        >>> Panels(kc=2, width=2).pack(np.arange(6.0).reshape(3, 2))   # K = 3, W = 2
+        array([0., 1., 2., 3., 4., 5.])
+    """
+
+    kc: int
+    width: int
+
+    def padded(self, w: int) -> int:
+        """W rounded up to whole panels: the pitch of one packed row of K."""
+        return -(-w // self.width) * self.width
+
+    def size(self, k: int, w: int) -> int:
+        """Elements of a packed K x W operand."""
+        return k * self.padded(w)
+
+    def pack(self, x: np.ndarray) -> np.ndarray:
+        """The flat packed form of the K x W matrix `x`."""
+        k, w = x.shape
+        wp = self.padded(w)
+        full = np.zeros((k, wp), x.dtype)
+        full[:, :w] = x
+        blocks = [full[k0:k0 + self.kc].reshape(-1, wp // self.width, self.width)
+                  .transpose(1, 0, 2).reshape(-1) for k0 in range(0, k, self.kc)]
+        return np.concatenate(blocks) if blocks else np.zeros(0, x.dtype)
+
+    def unpack(self, flat: np.ndarray, k: int, w: int) -> np.ndarray:
+        """The K x W matrix whose packed form starts `flat` (the inverse of `pack`)."""
+        wp = self.padded(w)
+        rows = []
+        for k0 in range(0, k, self.kc):
+            kb = min(self.kc, k - k0)
+            blk = flat[k0 * wp:(k0 + kb) * wp].reshape(wp // self.width, kb, self.width)
+            rows.append(blk.transpose(1, 0, 2).reshape(kb, wp)[:, :w])
+        return np.concatenate(rows) if rows else np.zeros((0, w), flat.dtype)
+
+    def __str__(self) -> str:
+        return f"packed(kc={self.kc}, width={self.width})"
+
+
+@dataclass(frozen=True)
 class GemmKernel:
     """C[b] (=|+=) A[b] @ B[b] for each batch index b (row-major C with leading dim `ldc`).
 
@@ -357,7 +404,10 @@ class GemmKernel:
     store the fused result (e.g. relu(acc + bias[col]) into the output). When present, C is
     scratch space and only the epilogue's stores are results.
     `inlined`: operands that are not materialized (see `InlinedOperand`); `reads` then names
-    what their expressions load instead."""
+    what their expressions load instead.
+    `a_packed` / `b_packed`: that operand is a constant stored pre-packed (see `Panels`) in
+    its view's buffer, shared by every batch; the view's offset and strides are then unused
+    (all 0)."""
 
     name: str
     dtype: DType
@@ -374,6 +424,8 @@ class GemmKernel:
     writes: tuple[str, ...] = ()
     src: str = ""
     inlined: tuple["InlinedOperand", ...] = ()
+    a_packed: Panels | None = None
+    b_packed: Panels | None = None
 
     def inlined_operand(self, buf: str) -> "InlinedOperand | None":
         for op in self.inlined:
@@ -583,6 +635,10 @@ def print_program(p: Program, indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def _operand(v: MatView, packed: Panels | None) -> str:
+    return str(v) if packed is None else f"{v.buf} {packed}"
+
+
 def print_kernel(k: Kernel, indent: str = "") -> str:
     src = f"  // {k.src}" if k.src else ""
     head = f"{indent}kernel {k.name}(reads {', '.join(k.reads)}; writes {', '.join(k.writes)})"
@@ -593,7 +649,8 @@ def print_kernel(k: Kernel, indent: str = "") -> str:
         lines = [head + ":" + src,
                  f"{indent}  gemm {k.dtype.value} batch={list(k.batch)} m={k.m} n={k.n} "
                  f"k={k.k}{acc}",
-                 f"{indent}    A = {k.a}", f"{indent}    B = {k.b}", f"{indent}    C = {k.c}"]
+                 f"{indent}    A = {_operand(k.a, k.a_packed)}",
+                 f"{indent}    B = {_operand(k.b, k.b_packed)}", f"{indent}    C = {k.c}"]
         for op in k.inlined:
             at = ", ".join(f"{v} < {n}" for v, n in op.loops)
             lines.append(f"{indent}    inlined {op.buf}[ravel({at})] = {op.value}")

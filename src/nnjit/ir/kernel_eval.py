@@ -204,11 +204,18 @@ def _gemm(k: GemmKernel, mem, m: _Machine) -> None:
         base = v.offset + sum(i * s for i, s in zip(b_index, v.batch_strides))
         return base
 
+    # Pre-packed constant operands (the same for every batch), unpacked once.
+    a_packed = None if k.a_packed is None else \
+        k.a_packed.unpack(mem[k.a.buf], k.k, k.m).T.astype(np.float64)
+    b_packed = None if k.b_packed is None else \
+        k.b_packed.unpack(mem[k.b.buf], k.k, k.n).astype(np.float64)
     for bi, b_index in enumerate(np.ndindex(*k.batch) if k.batch else [()]):
-        a = np.array([[mem[k.a.buf][mat(k.a, b_index) + r * k.a.row_stride + c * k.a.col_stride]
-                       for c in range(k.k)] for r in range(k.m)], np.float64).reshape(k.m, k.k)
-        b = np.array([[mem[k.b.buf][mat(k.b, b_index) + r * k.b.row_stride + c * k.b.col_stride]
-                       for c in range(k.n)] for r in range(k.k)], np.float64).reshape(k.k, k.n)
+        a = a_packed if a_packed is not None else np.array(
+            [[mem[k.a.buf][mat(k.a, b_index) + r * k.a.row_stride + c * k.a.col_stride]
+              for c in range(k.k)] for r in range(k.m)], np.float64).reshape(k.m, k.k)
+        b = b_packed if b_packed is not None else np.array(
+            [[mem[k.b.buf][mat(k.b, b_index) + r * k.b.row_stride + c * k.b.col_stride]
+              for c in range(k.n)] for r in range(k.k)], np.float64).reshape(k.k, k.n)
         c0 = mat(k.c, b_index)
         cbuf = mem[k.c.buf]
         prod = a @ b

@@ -50,6 +50,8 @@ def verify_program(p: Program) -> Program:
         for name in k.writes:
             if bufs[name].kind in (BufKind.INPUT, BufKind.CONST):
                 _fail(p, k, f"writes {bufs[name].kind.value} buffer {name}")
+        if isinstance(k, GemmKernel):
+            _verify_packed(p, k, bufs)
         if isinstance(k, LoopKernel):
             _Scope(p, k, bufs).stmts(k.body, set(), set())
         elif isinstance(k, GemmKernel) and k.epilogue:
@@ -64,6 +66,19 @@ def verify_program(p: Program) -> Program:
         elif isinstance(k, HostKernel):
             _verify_host(p, k, bufs)
     return p
+
+
+def _verify_packed(p: Program, k: GemmKernel, bufs) -> None:
+    """A pre-packed operand is a whole constant buffer of exactly its packed size."""
+    for which, view, packed, width in (("A", k.a, k.a_packed, k.m), ("B", k.b, k.b_packed, k.n)):
+        if packed is None:
+            continue
+        buf = bufs.get(view.buf)
+        if buf is None or buf.kind != BufKind.CONST:
+            _fail(p, k, f"packed operand {which} must be a constant buffer, got {view.buf}")
+        if buf.size != packed.size(k.k, width):
+            _fail(p, k, f"packed operand {which} ({view.buf}, {buf.size} elements) must hold "
+                        f"{packed.size(k.k, width)} for k={k.k} x {width}")
 
 
 def _verify_host(p: Program, k: HostKernel, bufs) -> None:

@@ -13,6 +13,7 @@ from ...codegen.collective import overlap_collectives
 from ...codegen.split_reductions import split_full_reductions
 from ..signature import Signature
 from .executable import LLVMExecutable, compile_program
+from .prepack import prepack_constants
 
 
 class LLVMBackend:
@@ -22,9 +23,11 @@ class LLVMBackend:
     def schedule(self, options) -> list:
         """Large reductions to one value get a parallel pass over chunks first; float sums
         become trees of bounded partials (leaf loops vectorize into lanes); all-reduce waits
-        move down to the first use (the transfer overlaps what is between)."""
+        move down to the first use (the transfer overlaps what is between); constant GEMM
+        operands are packed once, here, instead of on every call."""
         return [("split_full_reductions", split_full_reductions), ("block_sums", block_sums),
-                ("overlap_collectives", overlap_collectives)]
+                ("overlap_collectives", overlap_collectives),
+                ("prepack_constants", prepack_constants)]
 
     def mapping(self, options) -> list:
         return []

@@ -21,6 +21,17 @@ packing) into one contiguous range of micro-panels per thread (GOMP_parallel, no
 it up to 64 bytes itself; the size includes that slack); one workspace may not be shared by two
 concurrent calls, otherwise calls are reentrant.
 
+Pre-packed operands (constant weights packed once, at compile time)::
+
+    void nnjit_gemm_f32_prepacked(<the same arguments as nnjit_gemm_f32>, int32 packed)
+
+is `nnjit_gemm_f32` where bit 0 of `packed` says A, bit 1 that B, is already in panel form
+(`ir.kernel.Panels(kc=KC, width=MR)` of A transposed, `Panels(kc=KC, width=NR)` of B; see
+`panels(dtype, operand)`): such an operand's pointer is the packed data, its row-stride
+argument the packed pitch (M or N rounded up to whole panels) and its column stride is ignored.
+The call packs only the other operand, and splits the work so that no thread repacks a
+duplicate of what is left to pack.
+
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
 with `c_block = &C[row0*ldc + col0]` and the block's extent (rows x cols, each >= 1). The blocks
@@ -42,6 +53,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
 
+from ...ir.kernel import Panels
 from . import target
 from .helpers import (
     F32,
@@ -155,6 +167,30 @@ def gemm_type(dtype) -> ir.FunctionType:
     """The LLVM function type of `nnjit_gemm_<dtype>` (all pointers opaque)."""
     return ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I32,
                                   PTR, PTR, PTR, I32])
+
+
+def prepacked_symbol(dtype) -> str:
+    """The entry taking pre-packed operands: 'nnjit_gemm_f32_prepacked' (or _f64_)."""
+    return f"{gemm_symbol(dtype)}_prepacked"
+
+
+def prepacked_type(dtype) -> ir.FunctionType:
+    """`gemm_type` with the trailing i32 `packed` flags (bit 0: A, bit 1: B)."""
+    return ir.FunctionType(VOID, [*gemm_type(dtype).args, I32])
+
+
+def declare_prepacked(module: ir.Module, dtype) -> ir.Function:
+    """Declare `nnjit_gemm_<dtype>_prepacked` in a caller's module (idempotent)."""
+    name = prepacked_symbol(dtype)
+    existing = module.globals.get(name)
+    return existing if existing is not None else ir.Function(module, prepacked_type(dtype), name)
+
+
+def panels(dtype, operand: str) -> Panels:
+    """The panel layout the GEMM packs operand "a" (A transposed: MR-wide panels) or "b" (B:
+    NR-wide) into: pack a constant with it once, and call the prepacked entry."""
+    cfg = _config(dtype)
+    return Panels(cfg.kc, cfg.mr if operand == "a" else cfg.nr)
 
 
 #: void epilogue(ptr ctx, ptr c_block, i64 row0, i64 col0, i64 rows, i64 cols, i64 ldc)
@@ -377,15 +413,22 @@ def _pack_generic(b, cfg, psrc, s_row, s_k, pdst, kc, width, count, kstart=None)
 
 
 # --- drivers ----------------------------------------------------------------------------------
-def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b) -> ir.Function:
+def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
+                 prepacked: bool = False) -> ir.Function:
     """The five GotoBLAS loops on one thread over a sub-problem; (row0, col0) is the
-    sub-problem's position in the caller's C, reported to the epilogue."""
+    sub-problem's position in the caller's C, reported to the epilogue. `prepacked`: the
+    variant taking the `packed` flags last, whose packed operands are the whole operand's
+    panels (found from the global position row0 + ic, col0 + jc) instead of a sub-matrix."""
     fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I64, PTR, I64, I64, PTR, I64, I32,
-                                  PTR, PTR, PTR, I64, I64])
-    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.serial")
+                                  PTR, PTR, PTR, I64, I64] + [I32] * prepacked)
+    fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.serial{'.prepacked' * prepacked}")
     fn.linkage = "internal"
-    m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, row0, col0 = fn.args
+    m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, row0, col0 = \
+        fn.args[:17]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    if prepacked:
+        a_packed = b.icmp_signed("!=", b.and_(fn.args[17], const_i32(1)), const_i32(0))
+        b_packed = b.icmp_signed("!=", b.and_(fn.args[17], const_i32(2)), const_i32(0))
     ap = ws
     bp = gep(b, ws, ir.IntType(8), _round64(cfg.mc * cfg.kc * cfg.size))
     has_epi = b.icmp_unsigned("!=", epi, ir.Constant(PTR, None))
@@ -399,21 +442,27 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b) -
             load_c = b.or_(accumulate, b.icmp_signed(">", pb, const_i64(0)))
             last = b.icmp_signed("==", pb, b.sub(kblocks, const_i64(1)))
             bsrc = gep(b, bm, cfg.ty, b.add(b.mul(pc, rsb), b.mul(jc, csb)), inbounds=False)
-            b.call(pack_b, [nc, kc, bsrc, csb, rsb, bp])
+            bblock = _packed_block(b, cfg, b_packed, bm, pc, rsb, b.add(col0, jc), kc, bp) \
+                if prepacked else bp
+            _unless(b, b_packed if prepacked else None,
+                    lambda: b.call(pack_b, [nc, kc, bsrc, csb, rsb, bp]))
             with for_range(b, 0, m, step=cfg.mc, name="ic") as ic:
                 mc = imin(b, const_i64(cfg.mc), b.sub(m, ic))
                 asrc = gep(b, a, cfg.ty, b.add(b.mul(ic, rsa), b.mul(pc, csa)), inbounds=False)
-                b.call(pack_a, [mc, kc, asrc, rsa, csa, ap])
+                ablock = _packed_block(b, cfg, a_packed, a, pc, rsa, b.add(row0, ic), kc, ap) \
+                    if prepacked else ap
+                _unless(b, a_packed if prepacked else None,
+                        lambda: b.call(pack_a, [mc, kc, asrc, rsa, csa, ap]))
                 with for_range(b, 0, nc, step=cfg.nr, name="jr") as jr:
                     nr = imin(b, const_i64(cfg.nr), b.sub(nc, jr))
-                    bpanel = gep(b, bp, cfg.ty, b.mul(jr, kc))
+                    bpanel = gep(b, bblock, cfg.ty, b.mul(jr, kc))
                     vectors = ceil_div(b, nr, cfg.lanes)
                     with for_range(b, 0, mc, step=cfg.mr, name="ir") as ir_:
                         mr = imin(b, const_i64(cfg.mr), b.sub(mc, ir_))
                         row, col = b.add(ic, ir_), b.add(jc, jr)
                         ctile = gep(b, c, cfg.ty, b.add(b.mul(row, ldc), col), inbounds=False)
                         _call_ukernel(b, ukernels, vectors,
-                                      [kc, gep(b, ap, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
+                                      [kc, gep(b, ablock, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
                                        ldc, load_c, mr, nr])
                         with b.if_then(b.and_(last, has_epi)):
                             call_indirect(b, EPILOGUE_TYPE, epi,
@@ -421,6 +470,24 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b) -
                                            mr, nr, ldc])
     b.ret_void()
     return fn
+
+
+def _unless(b: ir.IRBuilder, packed, emit) -> None:
+    """`emit()` (a packing call) where the operand is not pre-packed (`packed` None: never)."""
+    if packed is None:
+        emit()
+        return
+    with b.if_then(b.not_(packed)):
+        emit()
+
+
+def _packed_block(b: ir.IRBuilder, cfg: GemmConfig, packed, base, pc, pitch, first, kc,
+                  workspace_block):
+    """Where the micro-panels of K-block `pc` (kc deep) start, from panel row/column `first`
+    on: in the pre-packed operand `base` (pitch: its padded width) if `packed`, else in the
+    workspace, where this call packs them."""
+    at = gep(b, base, cfg.ty, b.add(b.mul(pc, pitch), b.mul(first, kc)), inbounds=False)
+    return b.select(packed, at, workspace_block)
 
 
 def _call_ukernel(b: ir.IRBuilder, ukernels: dict, vectors, args) -> None:
@@ -444,6 +511,66 @@ def _call_ukernel(b: ir.IRBuilder, ukernels: dict, vectors, args) -> None:
     b.position_at_end(done)
 
 
+def _emit_prepacked(module: ir.Module, cfg: GemmConfig, serial: ir.Function) -> ir.Function:
+    """`nnjit_gemm_<dtype>_prepacked`: the entry for calls with pre-packed operands (see the
+    module docstring). As `nnjit_gemm_<dtype>`, it splits M or N in micro-panel units, one
+    contiguous range per thread, but it weighs only what is still to pack: with B packed,
+    splitting M duplicates nothing."""
+    fn = ir.Function(module, prepacked_type(cfg.name), prepacked_symbol(cfg.name))
+    m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, nthreads, flags = \
+        fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    empty = b.or_(b.icmp_signed("<=", m, const_i64(0)), b.icmp_signed("<=", n, const_i64(0)))
+    with b.if_then(empty, likely=False):
+        b.ret_void()
+    misalign = b.and_(b.sub(const_i64(0), b.ptrtoint(ws, I64)), const_i64(63))
+    ws = gep(b, ws, ir.IntType(8), misalign)
+    work = b.mul(b.mul(m, n), imax(b, k, const_i64(1)))
+    nt = imax(b, b.sext(nthreads, I64), const_i64(1))
+    nt = b.select(b.icmp_signed("<", work, const_i64(SERIAL_WORK)), const_i64(1), nt)
+    a_packed = b.icmp_signed("!=", b.and_(flags, const_i32(1)), const_i32(0))
+    b_packed = b.icmp_signed("!=", b.and_(flags, const_i32(2)), const_i32(0))
+    # What each split makes every thread pack in full: splitting N, all of A; splitting M, B.
+    dup_if_n = b.select(a_packed, const_i64(0), m)
+    dup_if_m = b.select(b_packed, const_i64(0), n)
+    mpanels, npanels = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
+    n_ok, m_ok = b.icmp_signed(">=", npanels, nt), b.icmp_signed(">=", mpanels, nt)
+    split_n = b.select(b.icmp_signed("<=", dup_if_n, dup_if_m), b.or_(n_ok, b.not_(m_ok)),
+                       b.and_(b.not_(m_ok), b.icmp_signed(">", npanels, mpanels)))
+    units = b.select(split_n, npanels, mpanels)
+    nt = b.trunc(imin(b, nt, units), I32)
+
+    def body(bld: ir.IRBuilder, lo, hi, cap) -> None:
+        (m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, split_n,
+         flags, a_packed, b_packed) = cap
+        tid = bld.sext(thread_index(bld), I64)
+        tws = gep(bld, ws, ir.IntType(8), bld.mul(tid, const_i64(cfg.thread_bytes())))
+        zero = const_i64(0)
+        with bld.if_else(split_n) as (by_cols, by_rows):
+            with by_cols:
+                n0 = bld.mul(lo, const_i64(cfg.nr))
+                n1 = imin(bld, bld.mul(hi, const_i64(cfg.nr)), n)
+                bsub = bld.select(b_packed, bm,
+                                  gep(bld, bm, cfg.ty, bld.mul(n0, csb), inbounds=False))
+                csub = gep(bld, c, cfg.ty, n0, inbounds=False)
+                bld.call(serial, [m, bld.sub(n1, n0), k, a, rsa, csa, bsub, rsb, csb, csub, ldc,
+                                  accumulate, tws, epi, ctx, zero, n0, flags])
+            with by_rows:
+                m0 = bld.mul(lo, const_i64(cfg.mr))
+                m1 = imin(bld, bld.mul(hi, const_i64(cfg.mr)), m)
+                asub = bld.select(a_packed, a,
+                                  gep(bld, a, cfg.ty, bld.mul(m0, rsa), inbounds=False))
+                csub = gep(bld, c, cfg.ty, bld.mul(m0, ldc), inbounds=False)
+                bld.call(serial, [bld.sub(m1, m0), n, k, asub, rsa, csa, bm, rsb, csb, csub,
+                                  ldc, accumulate, tws, epi, ctx, m0, zero, flags])
+
+    captures = [m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, split_n,
+                flags, a_packed, b_packed]
+    parallel_for(module, b, f"{prepacked_symbol(cfg.name)}.worker", units, captures, body, nt)
+    b.ret_void()
+    return fn
+
+
 def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     """The exported entry: picks a thread count, splits M or N (in micro-panel units) into one
     contiguous range per thread, and runs the serial driver on each range with that thread's
@@ -452,6 +579,7 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     pack_a = _emit_pack(module, cfg, "a")
     pack_b = _emit_pack(module, cfg, "b")
     serial = _emit_serial(module, cfg, ukernels, pack_a, pack_b)
+    _emit_prepacked(module, cfg, _emit_serial(module, cfg, ukernels, pack_a, pack_b, True))
     fn = ir.Function(module, gemm_type(cfg.name), f"nnjit_gemm_{cfg.name}")
     args = list(fn.args)
     m, n, k, a, rsa, csa, bm, rsb, csb, c, ldc, accumulate, ws, epi, ctx, nthreads = args
@@ -513,7 +641,8 @@ def runtime_module_ir() -> str:
     return str(module)
 
 
-RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64")
+RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
+                   "nnjit_gemm_f64_prepacked")
 _lock = threading.Lock()
 
 

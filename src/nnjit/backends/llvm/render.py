@@ -360,10 +360,19 @@ class _ModuleRenderer:
             raise CompileError(f"GEMM needs float32/float64 operands, got {k.dtype}")
         if k.c.col_stride != 1 and k.n > 1 and k.m > 0:
             raise CompileError(f"GEMM output C must have unit column stride, got {k.c}")
-        for view, rows, cols in ((k.a, k.m, k.k), (k.b, k.k, k.n), (k.c, k.m, k.n)):
-            _check_view(frame, view, k.batch, rows, cols, k.dtype)
+        for view, rows, cols, packed in ((k.a, k.m, k.k, k.a_packed),
+                                         (k.b, k.k, k.n, k.b_packed), (k.c, k.m, k.n, None)):
+            if packed is None:
+                _check_view(frame, view, k.batch, rows, cols, k.dtype)
+        _check_packed(frame, k.a, k.a_packed, "a", k, k.m)
+        _check_packed(frame, k.b, k.b_packed, "b", k, k.n)
         self.gemm_dtypes.add(k.dtype)
-        callee = gemm.declare_gemm(self.module, k.dtype.np)
+        flags = (k.a_packed is not None) | (k.b_packed is not None) << 1
+        callee = (gemm.declare_prepacked if flags else gemm.declare_gemm)(self.module, k.dtype.np)
+        # A packed operand's row-stride argument is its pitch (see backends/llvm/gemm.py).
+        a_rs = k.a.row_stride if k.a_packed is None else k.a_packed.padded(k.m)
+        b_rs = k.b.row_stride if k.b_packed is None else k.b_packed.padded(k.n)
+        tail = [ir.Constant(I32, flags)] if flags else []
         nbatch = int(np.prod(k.batch, dtype=np.int64)) if k.batch else 1
         null = ir.Constant(PTR, None)
         epi, ctx, set_coords = (self._epilogue(b, frame, k) if k.epilogue
@@ -379,10 +388,10 @@ class _ModuleRenderer:
             else:
                 acc, fn_ptr = ir.Constant(I32, 0), epi
             i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
-            b.call(callee, [i64(k.m), i64(k.n), i64(kdim), ptrs[0], i64(k.a.row_stride),
-                            i64(k.a.col_stride), ptrs[1], i64(k.b.row_stride),
+            b.call(callee, [i64(k.m), i64(k.n), i64(kdim), ptrs[0], i64(a_rs),
+                            i64(k.a.col_stride), ptrs[1], i64(b_rs),
                             i64(k.b.col_stride), ptrs[2], i64(k.c.row_stride), acc, frame.ws,
-                            fn_ptr, ctx, ir.Constant(I32, self.nthreads)])
+                            fn_ptr, ctx, ir.Constant(I32, self.nthreads), *tail])
 
         if nbatch == 0:
             if k.accumulate_batches:  # an empty sum: K = 0 writes C = 0 (and runs the epilogue)
@@ -532,6 +541,22 @@ def _check_view(frame: _Frame, v: MatView, batch, rows: int, cols: int, dtype: D
     if lo < 0 or hi >= buf.size:
         raise CompileError(f"GEMM view {v} spans elements [{lo}, {hi}] of {v.buf}"
                            f"[{buf.size}]")
+
+
+def _check_packed(frame: _Frame, v: MatView, packed, operand: str, k: GemmKernel,
+                  width: int) -> None:
+    """A pre-packed operand: a whole constant buffer of its packed size, the same for every
+    batch, in this GEMM's own panel layout."""
+    if packed is None:
+        return
+    buf = frame.buffer(v.buf)
+    want = gemm.panels(k.dtype.np, operand)
+    if packed != want:
+        raise CompileError(f"GEMM operand {v.buf} is {packed}, this GEMM packs {want}")
+    if (buf.kind != BufKind.CONST or buf.dtype != k.dtype or v.offset
+            or any(v.batch_strides) or buf.size != packed.size(k.k, width)):
+        raise CompileError(f"GEMM packed operand {v} must be a whole {k.dtype.value} constant "
+                           f"of {packed.size(k.k, width)} elements, shared by the batch")
 
 
 def _check_slices(frame: _Frame, names, elems, length: int) -> None:
