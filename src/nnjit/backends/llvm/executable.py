@@ -28,9 +28,9 @@ from .render import Rendered, render
 #: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
 HUGE_ARENA_BYTES = 4 << 20
 
-#: LLVM compilations done in this process (a test hook: cache hits do not count).
-compile_stats = {"model": 0, "runtime": 0}
-_runtime_lock = threading.Lock()
+#: LLVM compilations of models done in this process (a test hook: cache hits do not count;
+#: the GEMM runtime's are `gemm.compile_stats`).
+compile_stats = {"model": 0}
 
 
 def debug_bounds() -> bool:
@@ -58,29 +58,6 @@ def object_for(text: str) -> bytes:
     return obj
 
 
-def runtime_object() -> bytes:
-    """The GEMM runtime library's object code, from the disk cache or compiled once."""
-    key = cache.cache_key("gemm-runtime", gemm.runtime_cache_key(), _nnjit_version())
-    obj = cache.load(key)
-    if obj is None:
-        obj = gemm.runtime_object()
-        compile_stats["runtime"] += 1
-        cache.store(key, obj)
-    return obj
-
-
-_runtime_ready: list[bool] = []
-
-
-def load_runtime() -> None:
-    """Make `nnjit_gemm_*` resolvable for JIT modules (once per process; the object comes from
-    the disk cache when it can)."""
-    with _runtime_lock:
-        if not _runtime_ready:
-            gemm.ensure_runtime_loaded(runtime_object())
-            _runtime_ready.append(True)
-
-
 def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
                     outputs: Sequence[ArgSpec] | None = None,
                     nthreads: int | None = None, profile: bool = False) -> "LLVMExecutable":
@@ -91,8 +68,8 @@ def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
     if target.debug_level() >= 2:
         print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit LLVM IR ---\n{rendered.text}",
               file=sys.stderr)
-    if rendered.uses_gemm:
-        load_runtime()
+    if rendered.gemm_dtypes:
+        gemm.ensure_runtime_loaded(rendered.gemm_dtypes)
     library = target.load_object(object_for(rendered.text))
     flat = lambda names: [ArgSpec(n, (program.buffer(n).size,),  # noqa: E731
                                   program.buffer(n).dtype.np) for n in names]

@@ -49,10 +49,14 @@ class Rendered:
     temp_bytes: int         # TEMP region: arena[0 : temp_bytes]
     workspace_bytes: int    # GEMM workspace, after the status word
     nthreads: int           # the thread count compiled in (parallel loops and GEMMs)
-    uses_gemm: bool         # the module calls the GEMM runtime library
+    gemm_dtypes: tuple[str, ...]  # the GEMM runtime libraries it calls ('f32', 'f64')
     status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
     profile_bytes: int = 0  # profiling builds: one i64 timestamp (ns) per kernel boundary
     host_bytes: int = 0     # programs with host steps: the runtime's callback pointer
+
+    @property
+    def uses_gemm(self) -> bool:
+        return bool(self.gemm_dtypes)
 
     @property
     def arena_bytes(self) -> int:
@@ -106,7 +110,8 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
                        profile_offset=temp + host if profile else None,
                        host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
-    return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
+    return Rendered(str(r.module), name, temp, round64(ws), nthreads,
+                    tuple(sorted(dt.value for dt in r.gemm_dtypes)),
                     status, stamps, host)
 
 
