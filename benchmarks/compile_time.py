@@ -78,13 +78,13 @@ def _instrument(phases: _Phases) -> None:
     import llvmlite.binding as llvm  # noqa: PLC0415
 
     import nnjit.api  # noqa: PLC0415
-    from nnjit.backends.llvm import executable, target  # noqa: PLC0415
+    from nnjit.backends.llvm import executable, gemm, target  # noqa: PLC0415
     from nnjit.passes import manager  # noqa: PLC0415
 
     phases.wrap(nnjit.api, "trace_flat", "trace")
     phases.wrap(manager.PassManager, "run", "passes")
     phases.wrap(executable, "render", "codegen")
-    phases.wrap(executable, "load_runtime", "gemm_runtime", group=True)
+    phases.wrap(gemm, "ensure_runtime_loaded", "gemm_runtime", group=True)
     phases.wrap(target, "prepare_module", "llvm_parse")
     phases.wrap(target, "optimize", "llvm_opt")
     phases.wrap(llvm.TargetMachine, "emit_object", "llvm_emit")
@@ -96,8 +96,8 @@ def child(step: str, prime_runtime: bool) -> None:
     import nnjit  # noqa: F401, PLC0415
     t_import = time.perf_counter() - t0
     if prime_runtime:
-        from nnjit.backends.llvm import executable  # noqa: PLC0415
-        executable.load_runtime()
+        from nnjit.backends.llvm import gemm  # noqa: PLC0415
+        gemm.ensure_runtime_loaded()
         print(json.dumps({}))
         return
     sys.path.insert(0, str(HERE))

@@ -255,7 +255,7 @@ class CompiledFunction:
         return self._text("kernel_ir")
 
     def llvm_ir(self, optimized: bool = False) -> str:
-        """The LLVM module, as rendered or after the O3 pipeline (llvm backend)."""
+        """The LLVM module, as rendered or after the optimization pipeline (llvm backend)."""
         return self._text("llvm_ir_optimized" if optimized else "llvm_ir")
 
     def asm(self) -> str:

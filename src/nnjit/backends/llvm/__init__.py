@@ -1,5 +1,5 @@
 """The LLVM CPU backend: kernel IR rendered to one LLVM module (`render`), compiled for the host
-with the O3 pipeline, cached on disk, JIT-loaded and called with one native call per invocation
+with the O2 pipeline, cached on disk, JIT-loaded and called with one native call per invocation
 (`executable`); `aot.export` writes the same code as a .o/.so with a C header.
 
     >>> f = nnjit.jit(fn, backend="llvm")

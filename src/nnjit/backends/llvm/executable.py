@@ -45,8 +45,8 @@ def _nnjit_version() -> str:
 
 def object_for(text: str) -> bytes:
     """Object code for LLVM IR `text`, from the disk cache or compiled (and then cached)."""
-    key = cache.cache_key("model", text, target.target_id(), _nnjit_version(),
-                          llvmlite.__version__)
+    key = cache.cache_key("model", text, target.target_id(), target.pipeline_id(),
+                          _nnjit_version(), llvmlite.__version__)
     obj = cache.load(key)
     if obj is None:
         t0 = time.perf_counter()
@@ -166,7 +166,7 @@ class LLVMExecutable:
         return str(self.program)
 
     def llvm_ir(self, optimized: bool = False) -> str:
-        """The module's LLVM IR, as rendered or after the O3 pipeline."""
+        """The module's LLVM IR, as rendered or after the optimization pipeline."""
         if not optimized:
             return self.rendered.text
         return str(target.optimize(target.prepare_module(self.rendered.text)))

@@ -571,7 +571,7 @@ def compile_library(name: str | None = None) -> bytes:
     if target.debug_level() >= 2:
         print(text, file=sys.stderr)
     start = time.perf_counter()
-    obj, _ = target.compile_object(text)
+    obj, _ = target.compile_object(text, target.RUNTIME_OPT_LEVEL)
     compile_stats["runtime"] += 1
     if target.debug_level() >= 1:
         print(f"nnjit: runtime library {name or 'all'} compiled in "
