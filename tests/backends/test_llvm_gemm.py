@@ -259,6 +259,9 @@ def test_runtime_object_bytes_reload():
     lib = target.load_object(obj)
     assert lib.address("nnjit_gemm_f32") and lib.address("nnjit_gemm_f64")
     assert len(gemm.runtime_cache_key()) == 64
+    for name in ("f32", "f64"):
+        lib = target.load_object(gemm.compile_library(name))
+        assert lib.address(f"nnjit_gemm_{name}")
 
 
 def test_microkernel_keeps_accumulators_in_zmm_registers():

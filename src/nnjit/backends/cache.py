@@ -17,6 +17,7 @@ No pickle: payloads are opaque bytes (object files).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -53,6 +54,22 @@ def cache_key(*parts: str) -> str:
         data = p.encode() if isinstance(p, str) else bytes(p)
         h.update(struct.pack("<Q", len(data)))
         h.update(data)
+    return h.hexdigest()
+
+
+@functools.cache
+def package_digest() -> str:
+    """sha256 over every nnjit source file's path, size and modification time: part of keys
+    computed from what the compiler is given rather than what it made (a warm-start key), so
+    that any edit to the compiler, or another checkout of it, misses instead of hitting."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for where, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            st = os.stat(os.path.join(where, name))
+            rel = os.path.relpath(os.path.join(where, name), root)
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()
 
 

@@ -9,12 +9,13 @@ Graphs, and `cf.ir(stage)` shows any of them.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import cache, get_backend
 from ..backends.signature import Signature, signature
 from ..codegen import lower_graph, program_stages
 from ..codegen.pipeline import STAGE_NAMES
@@ -22,6 +23,7 @@ from ..codegen.memory_plan import MemoryPlan
 from ..frontend.pytree import flatten_with_paths, leaf_labels, structure_change, unflatten
 from ..frontend.tracing import Traced, leaf_type, nested_number_lists, to_array
 from ..ir import ArgumentError, Graph, NnjitError, Op
+from ..ir.text import print_graph
 from ..ir.kernel import Program
 from ..passes.manager import PassManager, Stage
 from ..passes.pipeline import default_pipeline
@@ -55,13 +57,52 @@ def pipeline(graph: Graph, options: Options, graph_passes: bool = True) -> list:
 
 
 def compile_graph(graph: Graph, options: Options, graph_passes: bool = True,
-                  input_names: Sequence[str] | None = None):
-    """(executable, stages, signature) for `graph`: the one path from a graph to native code."""
+                  input_names: Sequence[str] | None = None, warm_key: str | None = None):
+    """(executable, stages, signature) for `graph`: the one path from a graph to native code.
+    `warm_key` (from `warm_key`): the backend also stores what `load_warm` needs under it."""
+    final, stages = run_stages(graph, options, graph_passes)
+    sig = signature(graph, input_names)
+    backend = get_backend(options.backend)
+    if warm_key is None:
+        return backend.compile_program(final, sig), stages, sig
+    return backend.compile_program(final, sig, warm_key=warm_key), stages, sig
+
+
+def run_stages(graph: Graph, options: Options, graph_passes: bool = True) -> tuple[Any, list]:
+    """(the final graph or Program, every stage) for `graph` under `options`."""
     pm = PassManager(pipeline(graph, options, graph_passes), verify_each=options.verify,
                      known=[n for n, _ in default_pipeline(True)] + list(STAGE_NAMES))
-    final, stages = pm.run(graph)
-    sig = signature(graph, input_names)
-    return get_backend(options.backend).compile_program(final, sig), stages, sig
+    return pm.run(graph)
+
+
+#: Variables that only say where the cache lives or what to log: left out of the warm key.
+_UNKEYED_ENV = frozenset({"NNJIT_CACHE", "NNJIT_CACHE_DIR", "NNJIT_LOG"})
+#: Asking to watch a compile (dumps, per-pass verification, debug output) means compiling.
+_WATCH_ENV = ("NNJIT_DUMP", "NNJIT_DUMP_DIR", "NNJIT_VERIFY", "NNJIT_DEBUG")
+
+
+def warm_key(graph: Graph, options: Options, input_names: Sequence[str]) -> str | None:
+    """The disk-cache key of the executable for `graph` under `options`, computed before any
+    pass runs, so a warm start (a new process, the cache populated) skips passes, codegen and
+    LLVM alike; None where there is none (a backend without warm starts, a watched compile).
+
+    It covers everything the executable depends on: the traced graph's text (types, shapes,
+    attributes and constants exactly, source lines too, which error messages quote), the
+    options (fusion, donated inputs), the argument names, nnjit's source files (`cache.
+    package_digest`), every NNJIT_* variable but the cache's own and NNJIT_LOG, and what the
+    backend names (`warm_key_parts`: for llvm the host target, pipeline, threads, libgomp)."""
+    backend = get_backend(options.backend)
+    parts = getattr(backend, "warm_key_parts", None)
+    if parts is None or options.verify or graph.meta or not cache.enabled():
+        return None
+    if any(os.environ.get(v, "").strip() not in ("", "0") for v in _WATCH_ENV):
+        return None
+    env = sorted((k, v) for k, v in os.environ.items()
+                 if k.startswith("NNJIT_") and k not in _UNKEYED_ENV)
+    return cache.cache_key("warm-v1", print_graph(graph),
+                           repr((options.backend, options.fuse, tuple(options.donate))),
+                           repr(tuple(input_names)), repr(env), cache.package_digest(),
+                           *parts())
 
 
 @dataclass
@@ -76,9 +117,10 @@ class CompiledFunction:
 
     traced: Traced
     options: Options
-    stages_: list[Stage]
+    _stage_list: list[Stage] | None     # None: loaded warm, the stages run when first asked for
     executable: Any
     signature: Signature
+    _lazy: "Callable[[], tuple[Any, list[Stage]]] | None" = None
     _in_types: tuple = field(init=False)
     _labels: list = field(init=False)
     _donated: frozenset = field(init=False)
@@ -90,6 +132,13 @@ class CompiledFunction:
         # What a leaf must be to skip the full check: (shape, dtype, must be writable).
         self._fast = [(t.shape, np.dtype(t.dtype.np), k in self._donated)
                       for k, t in enumerate(self._in_types)]
+
+    @property
+    def stages_(self) -> list[Stage]:
+        """Every stage the graph went through (run now if this function was loaded warm)."""
+        if self._stage_list is None:
+            self._stage_list = self._lazy()[1]
+        return self._stage_list
 
     @property
     def graph(self) -> Graph:
@@ -255,7 +304,7 @@ class CompiledFunction:
         return self._text("kernel_ir")
 
     def llvm_ir(self, optimized: bool = False) -> str:
-        """The LLVM module, as rendered or after the O3 pipeline (llvm backend)."""
+        """The LLVM module, as rendered or after the optimization pipeline (llvm backend)."""
         return self._text("llvm_ir_optimized" if optimized else "llvm_ir")
 
     def asm(self) -> str:
@@ -356,7 +405,28 @@ class FusionReport:
 
 
 def compile_traced(traced: Traced, options: Options) -> CompiledFunction:
-    executable, stages, sig = compile_graph(traced.graph, options,
-                                            input_names=leaf_labels(traced.in_tree,
-                                                                    traced.arg_names))
+    """`traced` compiled for `options`: from a warm-start cache entry when there is one (see
+    `warm_key`), else through every stage (and then stored for the next process)."""
+    names = leaf_labels(traced.in_tree, traced.arg_names)
+    key = warm_key(traced.graph, options, names)
+    if key is not None:
+        sig = signature(traced.graph, names)
+        lazy = _Once(lambda: run_stages(traced.graph, options))
+        exe = get_backend(options.backend).load_warm(key, sig, lambda: lazy()[0])
+        if exe is not None:
+            return CompiledFunction(traced, options, None, exe, sig, lazy)
+    executable, stages, sig = compile_graph(traced.graph, options, input_names=names,
+                                            warm_key=key)
     return CompiledFunction(traced, options, stages, executable, sig)
+
+
+class _Once:
+    """`fn()` computed on the first call and remembered."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn, self.done, self.value = fn, False, None
+
+    def __call__(self) -> Any:
+        if not self.done:
+            self.value, self.done = self.fn(), True
+        return self.value

@@ -1,5 +1,5 @@
 """The LLVM CPU backend: kernel IR rendered to one LLVM module (`render`), compiled for the host
-with the O3 pipeline, cached on disk, JIT-loaded and called with one native call per invocation
+with the O2 pipeline, cached on disk, JIT-loaded and called with one native call per invocation
 (`executable`); `aot.export` writes the same code as a .o/.so with a C header.
 
     >>> f = nnjit.jit(fn, backend="llvm")
@@ -8,11 +8,14 @@ with the O3 pipeline, cached on disk, JIT-loaded and called with one native call
 """
 from __future__ import annotations
 
+import llvmlite
+
 from ...codegen.accumulate import block_sums
 from ...codegen.collective import overlap_collectives
 from ...codegen.split_reductions import split_full_reductions
 from ..signature import Signature
-from .executable import LLVMExecutable, compile_program
+from . import parallel, target
+from .executable import LLVMExecutable, compile_program, debug_bounds, load_warm
 from .prepack import prepack_constants
 
 
@@ -32,8 +35,20 @@ class LLVMBackend:
     def mapping(self, options) -> list:
         return []
 
-    def compile_program(self, program, signature: Signature) -> LLVMExecutable:
-        return compile_program(program, signature.inputs, signature.outputs)
+    def compile_program(self, program, signature: Signature,
+                        warm_key: str | None = None) -> LLVMExecutable:
+        return compile_program(program, signature.inputs, signature.outputs, warm_key=warm_key)
+
+    # -- warm starts (see runtime.compiled.warm_key) ---------------------------------------------
+    def warm_key_parts(self) -> list[str]:
+        """What this backend's code depends on besides the graph, options and nnjit's source:
+        the host target, the pipeline, the thread count compiled in, libgomp, bounds traps."""
+        return [target.target_id(), target.pipeline_id(), f"llvmlite-{llvmlite.__version__}",
+                f"threads={parallel.num_threads()}", f"gomp={parallel.gomp_available()}",
+                f"bounds={debug_bounds()}"]
+
+    def load_warm(self, key: str, signature: Signature, rebuild) -> LLVMExecutable | None:
+        return load_warm(key, signature.inputs, signature.outputs, rebuild)
 
 
 BACKEND = LLVMBackend()

@@ -47,7 +47,8 @@ def export(exe, path: str | os.PathLike) -> list[str]:
 
 def combined_object(rendered) -> bytes:
     """Object code of the program with the GEMM runtime linked in (runtime symbols internal)."""
-    key = cache.cache_key("aot", rendered.text, target.target_id(), llvmlite.__version__,
+    key = cache.cache_key("aot", rendered.text, target.target_id(), target.pipeline_id(),
+                          llvmlite.__version__,
                           gemm.runtime_cache_key() if rendered.uses_gemm else "")
     obj = cache.load(key)
     if obj is not None:

@@ -7,17 +7,22 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import json
 import mmap
 import os
+import struct
 import sys
 import threading
 import time
-from typing import Sequence
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import llvmlite
 import numpy as np
 
-from ...ir import DType, IndexOutOfRange
+from ...ir import CompileError, DType, IndexOutOfRange
 from ...ir.kernel import BufKind, HostKernel, Program
 from .. import cache
 from ..collective import HostSteps
@@ -28,9 +33,9 @@ from .render import Rendered, render
 #: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
 HUGE_ARENA_BYTES = 4 << 20
 
-#: LLVM compilations done in this process (a test hook: cache hits do not count).
-compile_stats = {"model": 0, "runtime": 0}
-_runtime_lock = threading.Lock()
+#: LLVM compilations of models done in this process (a test hook: cache hits do not count;
+#: the GEMM runtime's are `gemm.compile_stats`).
+compile_stats = {"model": 0}
 
 
 def debug_bounds() -> bool:
@@ -45,8 +50,8 @@ def _nnjit_version() -> str:
 
 def object_for(text: str) -> bytes:
     """Object code for LLVM IR `text`, from the disk cache or compiled (and then cached)."""
-    key = cache.cache_key("model", text, target.target_id(), _nnjit_version(),
-                          llvmlite.__version__)
+    key = cache.cache_key("model", text, target.target_id(), target.pipeline_id(),
+                          _nnjit_version(), llvmlite.__version__)
     obj = cache.load(key)
     if obj is None:
         t0 = time.perf_counter()
@@ -58,93 +63,174 @@ def object_for(text: str) -> bytes:
     return obj
 
 
-def runtime_object() -> bytes:
-    """The GEMM runtime library's object code, from the disk cache or compiled once."""
-    key = cache.cache_key("gemm-runtime", gemm.runtime_cache_key(), _nnjit_version())
-    obj = cache.load(key)
-    if obj is None:
-        obj = gemm.runtime_object()
-        compile_stats["runtime"] += 1
-        cache.store(key, obj)
-    return obj
-
-
-_runtime_ready: list[bool] = []
-
-
-def load_runtime() -> None:
-    """Make `nnjit_gemm_*` resolvable for JIT modules (once per process; the object comes from
-    the disk cache when it can)."""
-    with _runtime_lock:
-        if not _runtime_ready:
-            gemm.ensure_runtime_loaded(runtime_object())
-            _runtime_ready.append(True)
-
-
 def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
                     outputs: Sequence[ArgSpec] | None = None,
-                    nthreads: int | None = None, profile: bool = False) -> "LLVMExecutable":
+                    nthreads: int | None = None, profile: bool = False,
+                    warm_key: str | None = None) -> "LLVMExecutable":
     """Render, compile (or fetch from the cache) and load `program`. Without `inputs`/`outputs`
     every argument is the flat buffer (shape `(size,)`). `profile`: the instrumented build
-    that `timed` runs (timestamps at kernel boundaries)."""
-    rendered = render(program, nthreads, bounds=debug_bounds(), profile=profile)
+    that `timed` runs (timestamps at kernel boundaries). `warm_key`: also store the object
+    with its `Layout` under this key, for `load_warm` (see `runtime.compiled.warm_key`)."""
+    bounds = debug_bounds()
+    rendered = render(program, nthreads, bounds=bounds, profile=profile)
     if target.debug_level() >= 2:
         print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit LLVM IR ---\n{rendered.text}",
               file=sys.stderr)
-    if rendered.uses_gemm:
-        load_runtime()
-    library = target.load_object(object_for(rendered.text))
+    if rendered.gemm_dtypes:
+        gemm.ensure_runtime_loaded(rendered.gemm_dtypes)
+    obj = object_for(rendered.text)
+    library = target.load_object(obj)
     flat = lambda names: [ArgSpec(n, (program.buffer(n).size,),  # noqa: E731
                                   program.buffer(n).dtype.np) for n in names]
-    return LLVMExecutable(program, rendered, library,
-                          list(inputs) if inputs is not None else flat(program.inputs),
-                          list(outputs) if outputs is not None else flat(program.outputs))
+    inputs = list(inputs) if inputs is not None else flat(program.inputs)
+    outputs = list(outputs) if outputs is not None else flat(program.outputs)
+    layout = Layout.of(program, rendered, bounds)
+    # NOTE: programs with host steps (collectives) need their Program to run: not stored.
+    if warm_key is not None and not profile and layout.host_offset is None:
+        cache.store(warm_key, layout.pack(obj))
+    return LLVMExecutable(layout, library, inputs, outputs, program=program, rendered=rendered)
+
+
+def load_warm(warm_key: str, inputs: Sequence[ArgSpec], outputs: Sequence[ArgSpec],
+              rebuild: Callable[[], Program]) -> "LLVMExecutable | None":
+    """The executable stored under `warm_key` by `compile_program`, loaded without its Program
+    or LLVM text (`rebuild` makes the Program when inspection or an error message needs it),
+    or None: no entry, or one that does not fit this signature."""
+    payload = cache.load(warm_key)
+    if payload is None:
+        return None
+    try:
+        layout, obj = Layout.unpack(payload)
+    except ValueError as e:
+        warnings.warn(f"nnjit: warm-start cache entry {warm_key[:16]}... is unreadable ({e}); "
+                      "recompiling", RuntimeWarning, stacklevel=2)
+        return None
+    if layout.nargs != len(inputs) + len(outputs) or layout.host_offset is not None:
+        return None
+    if layout.gemm_dtypes:
+        gemm.ensure_runtime_loaded(layout.gemm_dtypes)
+    return LLVMExecutable(layout, target.load_object(obj), list(inputs), list(outputs),
+                          rebuild=rebuild)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What running a compiled program needs besides its machine code. Stored beside the object
+    under a warm-start key, so a warm start needs neither the Program nor its LLVM text."""
+
+    name: str                           # the program's
+    entry: str                          # the exported symbol
+    nargs: int                          # inputs + outputs
+    arena_bytes: int
+    status_offset: int | None
+    profile_offset: int | None
+    host_offset: int | None
+    kernels: int                        # top-level kernels (profile builds: one stamp each)
+    donated: tuple[tuple[int, int], ...]  # (output index, input index) computed in place
+    extras: tuple[tuple[str, int], ...]   # what the arena holds besides the temporaries
+    gemm_dtypes: tuple[str, ...]
+    nthreads: int
+    bounds: bool                        # rendered with NNJIT_DEBUG_BOUNDS traps
+
+    @staticmethod
+    def of(program: Program, rendered: Rendered, bounds: bool) -> "Layout":
+        donated = tuple((program.outputs.index(b.name), program.inputs.index(b.base))
+                        for b in program.buffers if b.kind == BufKind.OUTPUT and b.base)
+        extras = (("status word (run-time index checks)", rendered.status_bytes),
+                  (f"GEMM packing workspace ({rendered.nthreads} thread(s))",
+                   rendered.workspace_bytes),
+                  ("alignment", rendered.temp_bytes - program.arena_bytes))
+        return Layout(program.name, rendered.entry, len(program.inputs) + len(program.outputs),
+                      rendered.arena_bytes, rendered.status_offset, rendered.profile_offset,
+                      rendered.host_offset, len(program.kernels), donated, extras,
+                      tuple(rendered.gemm_dtypes), rendered.nthreads, bounds)
+
+    _HEAD = struct.Struct("<Q")   # the JSON's length, then the JSON, then the object file
+
+    def pack(self, obj: bytes) -> bytes:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return self._HEAD.pack(len(text)) + text + obj
+
+    @staticmethod
+    def unpack(payload: bytes) -> tuple["Layout", bytes]:
+        """(layout, object bytes); ValueError for anything malformed."""
+        head = Layout._HEAD
+        if len(payload) < head.size:
+            raise ValueError("too short")
+        (n,) = head.unpack_from(payload)
+        try:
+            fields = json.loads(payload[head.size:head.size + n])
+            layout = Layout(**{**fields,
+                               "donated": tuple(tuple(p) for p in fields["donated"]),
+                               "extras": tuple(tuple(e) for e in fields["extras"]),
+                               "gemm_dtypes": tuple(fields["gemm_dtypes"])})
+        except (TypeError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"bad layout: {e}") from None
+        obj = payload[head.size + n:]
+        if not obj:
+            raise ValueError("no object code")
+        return layout, obj
 
 
 class LLVMExecutable:
-    """A compiled program. Calls are serialized (the arena is shared by all calls)."""
+    """A compiled program. Calls are serialized (the arena is shared by all calls). Loaded from
+    a warm-start entry it has no `program`/`rendered` until asked: `rebuild` makes the Program
+    again (the same passes on the same graph), and it is rendered again from that."""
 
-    def __init__(self, program: Program, rendered: Rendered, library: target.JitLibrary,
-                 inputs: list[ArgSpec], outputs: list[ArgSpec]):
-        self.program = program
-        self.rendered = rendered
-        # What the arena holds besides the planned temporaries (the memory plan lists them).
-        self.extras = (("status word (run-time index checks)", rendered.status_bytes),
-                       (f"GEMM packing workspace ({rendered.nthreads} thread(s))",
-                        rendered.workspace_bytes),
-                       ("alignment", rendered.temp_bytes - program.arena_bytes))
+    def __init__(self, layout: Layout, library: target.JitLibrary,
+                 inputs: list[ArgSpec], outputs: list[ArgSpec], program: Program | None = None,
+                 rendered: Rendered | None = None,
+                 rebuild: Callable[[], Program] | None = None):
+        if program is None and rebuild is None:
+            raise ValueError("LLVMExecutable needs its program or a way to rebuild it")
+        self.layout = layout
+        self._program, self._rendered, self._rebuild = program, rendered, rebuild
+        self.extras = layout.extras
         self.library = library
         self.inputs = inputs
         self.outputs = outputs
-        for specs, names in ((inputs, program.inputs), (outputs, program.outputs)):
-            for spec, name in zip(specs, names, strict=True):
-                buf = program.buffer(name)
-                # NOTE: the lowering gives empty tensors one-element buffers.
-                if max(spec.size, 1) != max(buf.size, 1) or \
-                        DType.from_numpy(spec.dtype) != buf.dtype:
-                    raise ValueError(f"argument {spec.name} ({spec}) does not match buffer {buf}")
-        # Outputs computed in place over a donated input: (output index, input index).
-        self.donated = [(program.outputs.index(b.name), program.inputs.index(b.base))
-                        for b in program.buffers if b.kind == BufKind.OUTPUT and b.base]
+        if program is not None:
+            _check_specs(program, inputs, outputs)
+        self.donated = [tuple(p) for p in layout.donated]
         into = dict(self.donated)
         self._results = [(into.get(j), s.shape, np.dtype(s.dtype))
                          for j, s in enumerate(outputs)]
         nargs = len(inputs) + len(outputs) + 1
-        self._entry = library.function(rendered.entry, None, *[ctypes.c_void_p] * nargs)
-        self._arena, self._arena_keep = _alloc_arena(rendered.arena_bytes, program.name)
+        self._entry = library.function(layout.entry, None, *[ctypes.c_void_p] * nargs)
+        self._arena, self._arena_keep = _alloc_arena(layout.arena_bytes, layout.name)
         self._arena_ptr = self._arena.ctypes.data
-        at = rendered.status_offset
+        at = layout.status_offset
         self._status = None if at is None else self._arena[at:at + 16].view(np.int64)
-        at = rendered.profile_offset
+        at = layout.profile_offset
         self._stamps = None if at is None else \
-            self._arena[at:at + 8 * (len(program.kernels) + 1)].view(np.int64)
+            self._arena[at:at + 8 * (layout.kernels + 1)].view(np.int64)
         self._instrumented: LLVMExecutable | None = None
         self._lock = threading.Lock()
-        self._host = _HostCallback(program, self._arena, rendered.host_offset)
+        self._host = _HostCallback(self.program if layout.host_offset is not None else None,
+                                   self._arena, layout.host_offset)
+
+    @property
+    def program(self) -> Program:
+        if self._program is None:
+            program = self._rebuild()
+            _check_specs(program, self.inputs, self.outputs)
+            self._program = program
+        return self._program
+
+    @property
+    def rendered(self) -> Rendered:
+        if self._rendered is None:
+            rendered = render(self.program, self.layout.nthreads, bounds=self.layout.bounds)
+            if Layout.of(self.program, rendered, self.layout.bounds) != self.layout:
+                raise CompileError(f"@{self.layout.name}: the program rebuilt for inspection "
+                                   "differs from the cached one it should reproduce (a "
+                                   "nondeterministic pass?); clear the nnjit cache")
+            self._rendered = rendered
+        return self._rendered
 
     @property
     def name(self) -> str:
-        return self.program.name
+        return self.layout.name
 
     def __call__(self, args: Sequence[np.ndarray],
                  outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
@@ -173,7 +259,7 @@ class LLVMExecutable:
         timing code) and return the results and each top-level kernel's seconds."""
         if self._instrumented is None:
             self._instrumented = compile_program(self.program, self.inputs, self.outputs,
-                                                 self.rendered.nthreads, profile=True)
+                                                 self.layout.nthreads, profile=True)
         exe = self._instrumented
         outs = exe([np.array(a) if i in {i for _, i in self.donated} else a
                     for i, a in enumerate(args)])
@@ -189,7 +275,7 @@ class LLVMExecutable:
         return str(self.program)
 
     def llvm_ir(self, optimized: bool = False) -> str:
-        """The module's LLVM IR, as rendered or after the O3 pipeline."""
+        """The module's LLVM IR, as rendered or after the optimization pipeline."""
         if not optimized:
             return self.rendered.text
         return str(target.optimize(target.prepare_module(self.rendered.text)))
@@ -200,13 +286,23 @@ class LLVMExecutable:
 
     @property
     def arena_bytes(self) -> int:
-        return self.rendered.arena_bytes
+        return self.layout.arena_bytes
 
     def export(self, path: str | os.PathLike) -> list[str]:
         """Write `path` (.o object or .so shared library) and `<stem>.h`; see `aot.export`."""
         from . import aot  # noqa: PLC0415
 
         return aot.export(self, path)
+
+
+def _check_specs(program: Program, inputs: list[ArgSpec], outputs: list[ArgSpec]) -> None:
+    for specs, names in ((inputs, program.inputs), (outputs, program.outputs)):
+        for spec, name in zip(specs, names, strict=True):
+            buf = program.buffer(name)
+            # NOTE: the lowering gives empty tensors one-element buffers.
+            if max(spec.size, 1) != max(buf.size, 1) or \
+                    DType.from_numpy(spec.dtype) != buf.dtype:
+                raise ValueError(f"argument {spec.name} ({spec}) does not match buffer {buf}")
 
 
 def _address(a: np.ndarray) -> int:
@@ -227,8 +323,8 @@ class _HostCallback:
     `HostSteps` between kernels through a pointer stored in the arena. An exception there is
     kept, the native entry returns, and `call` raises it."""
 
-    def __init__(self, program: Program, arena: np.ndarray, offset: int | None):
-        hosts = [k for k in program.kernels if isinstance(k, HostKernel)]
+    def __init__(self, program: Program | None, arena: np.ndarray, offset: int | None):
+        hosts = [k for k in program.kernels if isinstance(k, HostKernel)] if program else []
         self.steps = None
         if not hosts:
             return

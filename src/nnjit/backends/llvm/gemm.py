@@ -630,61 +630,121 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     return fn
 
 
-# --- the runtime library ----------------------------------------------------------------------
+# --- the runtime library ---------------------------------------------------------------------
+#: One library per dtype, so a float32 model never compiles (or loads) the float64 GEMM.
+RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
+                   "nnjit_gemm_f64_prepacked")
+#: The modules whose source decides the generated IR and its compilation: the cache key hashes
+#: them instead of generating the IR, so a warm start neither generates nor renders it.
+_GENERATOR_MODULES = ("gemm", "helpers", "parallel", "target")
+
+
+def _names(dtypes) -> tuple[str, ...]:
+    """Config names ('f32', 'f64') for `dtypes` (None: all of them), in CONFIGS order."""
+    if dtypes is None:
+        return tuple(CONFIGS)
+    wanted = {_config(d).name for d in dtypes}
+    return tuple(n for n in CONFIGS if n in wanted)
+
+
+@functools.cache
+def library_ir(name: str) -> str:
+    """LLVM IR text of one dtype's library (`nnjit_gemm_<name>` and its internal helpers:
+    packing, micro-kernels, thread workers)."""
+    module = ir.Module(name=f"nnjit_runtime_{name}")
+    _emit_gemm(module, CONFIGS[name])
+    return str(module)
+
+
 @functools.cache
 def runtime_module_ir() -> str:
-    """LLVM IR text of the runtime library: `nnjit_gemm_f32` and `nnjit_gemm_f64` and their
-    internal helpers (packing, micro-kernels, thread workers)."""
+    """LLVM IR text of the whole runtime (every dtype in one module: what AOT links in)."""
     module = ir.Module(name="nnjit_runtime")
     for cfg in CONFIGS.values():
         _emit_gemm(module, cfg)
     return str(module)
 
 
-RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
-                   "nnjit_gemm_f64_prepacked")
-_lock = threading.Lock()
+@functools.cache
+def generator_digest() -> str:
+    """sha256 over the source files that generate and compile the runtime library."""
+    from pathlib import Path  # noqa: PLC0415
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for mod in _GENERATOR_MODULES:
+        data = (here / f"{mod}.py").read_bytes()
+        h.update(f"{mod}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
-def runtime_cache_key() -> str:
-    """What the runtime object depends on (host target, libgomp presence, generated IR):
-    a disk cache may store `runtime_object()` under this key."""
-    text = f"{target.target_id()}|gomp={gomp_available()}|{runtime_module_ir()}"
+def runtime_cache_key(name: str | None = None) -> str:
+    """What one dtype's runtime object (`name`; None: the whole runtime) depends on: the host
+    target (triple, CPU, features, llvmlite), libgomp's presence, the generator's source and
+    the blocking config. Computed without generating any IR."""
+    names = _names(None) if name is None else (name,)
+    text = "|".join([target.target_id(), f"gomp={gomp_available()}", generator_digest(),
+                     *(repr(CONFIGS[n]) for n in names)])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: Runtime libraries compiled by this process (a test hook: disk cache hits do not count).
+compile_stats = {"runtime": 0}
+
+
+def compile_library(name: str | None = None) -> bytes:
+    """Host object code of one dtype's library (None: the whole runtime, for AOT links and
+    tests), compiled now. NNJIT_DEBUG >= 1 logs the compile time, >= 2 prints the LLVM IR."""
+    text = runtime_module_ir() if name is None else library_ir(name)
+    if target.debug_level() >= 2:
+        print(text, file=sys.stderr)
+    start = time.perf_counter()
+    obj, _ = target.compile_object(text, target.RUNTIME_OPT_LEVEL)
+    compile_stats["runtime"] += 1
+    if target.debug_level() >= 1:
+        print(f"nnjit: runtime library {name or 'all'} compiled in "
+              f"{time.perf_counter() - start:.2f} s ({len(obj)} bytes)", file=sys.stderr)
+    return obj
 
 
 @functools.cache
 def runtime_object() -> bytes:
-    """Host object code of the runtime library (compiled once per process; link it into AOT
-    shared objects together with `parallel.link_flags()`). NNJIT_DEBUG >= 1 logs the compile
-    time, >= 2 also prints the LLVM IR."""
-    text = runtime_module_ir()
-    if target.debug_level() >= 2:
-        print(text, file=sys.stderr)
-    start = time.perf_counter()
-    obj, _ = target.compile_object(text)
-    if target.debug_level() >= 1:
-        print(f"nnjit: runtime library compiled in {time.perf_counter() - start:.2f} s "
-              f"({len(obj)} bytes)", file=sys.stderr)
+    """Host object code of the whole runtime (compiled once per process)."""
+    return compile_library(None)
+
+
+def cached_library(name: str) -> bytes:
+    """One dtype's object code from the disk cache (`backends.cache`), else compiled and
+    stored. A corrupt entry is warned about, deleted and rebuilt by `cache.load`."""
+    import nnjit  # noqa: PLC0415  (fully imported by the time anything compiles)
+
+    from .. import cache  # noqa: PLC0415
+
+    key = cache.cache_key("gemm-runtime", runtime_cache_key(name), nnjit.__version__)
+    obj = cache.load(key)
+    if obj is None:
+        obj = compile_library(name)
+        cache.store(key, obj)
     return obj
 
 
-_loaded: target.JitLibrary | None = None
+_loaded: dict[str, target.JitLibrary] = {}
+_lock = threading.Lock()
 
 
-def ensure_runtime_loaded(obj: bytes | None = None) -> target.JitLibrary:
-    """Load the runtime library once per process and register its symbols with
-    `llvm.add_symbol`, so JIT modules that `declare_gemm` resolve against it. Pass `obj`
-    (from a disk cache) to skip compilation. Call before loading any module that uses it."""
-    global _loaded
+def ensure_runtime_loaded(dtypes=None) -> None:
+    """Load the libraries for `dtypes` (None: all) once per process, their object code from
+    the disk cache when it can, and register their symbols with `llvm.add_symbol`, so JIT
+    modules that `declare_gemm` resolve against them. Call before loading such a module."""
     with _lock:
-        if _loaded is None:
-            gomp_available()  # the object may call GOMP_parallel: load libgomp first
-            lib = target.load_object(obj if obj is not None else runtime_object())
-            for name in RUNTIME_SYMBOLS:
-                llvm.add_symbol(name, lib.address(name))
-            _loaded = lib
-        return _loaded
+        for name in _names(dtypes):
+            if name not in _loaded:
+                gomp_available()  # the object may call GOMP_parallel: load libgomp first
+                lib = target.load_object(cached_library(name))
+                for symbol in (f"nnjit_gemm_{name}", prepacked_symbol(name)):
+                    llvm.add_symbol(symbol, lib.address(symbol))
+                _loaded[name] = lib
 
 
 # --- a numpy entry point (tests, benchmarks, eager fallbacks) ---------------------------------
@@ -698,7 +758,8 @@ def gemm_cfunc(dtype):
         i64, p, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
         proto = ctypes.CFUNCTYPE(None, i64, i64, i64, p, i64, i64, p, i64, i64, p, i64, i32,
                                  p, p, p, i32)
-        _C_GEMM[cfg.name] = proto(ensure_runtime_loaded().address(gemm_symbol(dtype)))
+        ensure_runtime_loaded([cfg.name])
+        _C_GEMM[cfg.name] = proto(_loaded[cfg.name].address(gemm_symbol(dtype)))
     return _C_GEMM[cfg.name]
 
 

@@ -49,10 +49,14 @@ class Rendered:
     temp_bytes: int         # TEMP region: arena[0 : temp_bytes]
     workspace_bytes: int    # GEMM workspace, after the status word
     nthreads: int           # the thread count compiled in (parallel loops and GEMMs)
-    uses_gemm: bool         # the module calls the GEMM runtime library
+    gemm_dtypes: tuple[str, ...]  # the GEMM runtime libraries it calls ('f32', 'f64')
     status_bytes: int = 0   # the status word at arena[temp_bytes:], if indices are checked
     profile_bytes: int = 0  # profiling builds: one i64 timestamp (ns) per kernel boundary
     host_bytes: int = 0     # programs with host steps: the runtime's callback pointer
+
+    @property
+    def uses_gemm(self) -> bool:
+        return bool(self.gemm_dtypes)
 
     @property
     def arena_bytes(self) -> int:
@@ -106,7 +110,8 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
                        profile_offset=temp + host if profile else None,
                        host_offset=temp if host else None)
     ws = max((gemm.gemm_workspace_bytes(dt.np, nthreads) for dt in r.gemm_dtypes), default=0)
-    return Rendered(str(r.module), name, temp, round64(ws), nthreads, bool(r.gemm_dtypes),
+    return Rendered(str(r.module), name, temp, round64(ws), nthreads,
+                    tuple(sorted(dt.value for dt in r.gemm_dtypes)),
                     status, stamps, host)
 
 
@@ -225,6 +230,7 @@ class _ModuleRenderer:
         fn.attributes.add("nounwind")
         if not top:
             fn.linkage = "internal"
+            fn.attributes.add("noinline")    # a scan body: see loop_kernel
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ws = gep(b, fn.args[nargs], I8, workspace_offset) if top else fn.args[nargs + 1]
         frame = _Frame(prog, fn, b, lambda buf: self.const_global(fn.name, buf), ws, entry=top)
@@ -320,6 +326,10 @@ class _ModuleRenderer:
         fn = ir.Function(self.module, fnty, self.unique(f"{frame.fn.name}.{k.name}"))
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
+        # NOTE: each kernel stays its own function. Inlined (each is called once), they made one
+        # huge entry whose optimization grew superlinearly (LeNet's step: O3 1.12 -> 0.66 s CPU)
+        # and ran slower (LeNet 12.5 -> 9.3 ms, MLP and LSTM within noise), side by side.
+        fn.attributes.add("noinline")
         self._mark_noalias(frame, fn, params, written)
         bufs = {n: frame.ref(n) for n in used}
         arg_of = {id(frame.ptrs[n]): fn.args[i] for i, n in enumerate(params)}
