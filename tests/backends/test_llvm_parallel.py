@@ -13,12 +13,13 @@ from nnjit.backends.llvm.helpers import (F32, I32, I64, PTR, VOID, alloca_once, 
                                          transpose_vectors)
 
 
-def cover_module(nthreads):
-    """`cover(i32* counts, i32* tids, i64 n, i32 nt)`: counts[i] += 1, tids[i] = thread index,
-    for i in [0, n), through parallel_for (compile-time `nthreads`, or the runtime `nt` if None)."""
+def cover_module(nthreads, grain=None):
+    """`cover(i32* counts, i32* tids, i64 n, i32 nt, i64 grain)`: counts[i] += 1, tids[i] =
+    thread index, for i in [0, n), through parallel_for (compile-time `nthreads`, or the runtime
+    `nt` if None; a compile-time `grain`, the runtime argument if "runtime", or the default)."""
     mod = ir.Module(name="cover")
-    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, PTR, I64, I32]), "cover")
-    counts, tids, n, nt = fn.args
+    fn = ir.Function(mod, ir.FunctionType(VOID, [PTR, PTR, I64, I32, I64]), "cover")
+    counts, tids, n, nt, grain_arg = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     def body(bld, lo, hi, captured):
@@ -29,42 +30,93 @@ def cover_module(nthreads):
             bld.store(parallel.thread_index(bld), gep(bld, tid_out, I32, i))
 
     parallel.parallel_for(mod, b, "cover_worker", n, [counts, tids], body,
-                          nt if nthreads is None else nthreads)
+                          nt if nthreads is None else nthreads,
+                          grain=grain_arg if grain == "runtime" else grain)
     b.ret_void()
     return str(mod)
 
 
+COVER_ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int64)
+
+
 @pytest.fixture(scope="module")
 def cover():
+    lib = target.jit(cover_module(None, grain="runtime"))
+    return lib, lib.function("cover", None, *COVER_ARGS)
+
+
+@pytest.fixture(scope="module")
+def cover_default_grain():
     lib = target.jit(cover_module(None))
-    fn = lib.function("cover", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                      ctypes.c_int32)
-    return lib, fn
+    return lib, lib.function("cover", None, *COVER_ARGS)
+
+
+def _run_cover(fn, n, nthreads, grain=0):
+    counts = np.zeros(n + 8, np.int32)
+    tids = np.full(n + 8, -1, np.int32)
+    fn(counts.ctypes.data, tids.ctypes.data, n, nthreads, grain)
+    return counts, tids
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 1001])
+@pytest.mark.parametrize("grain", [1, 3, 64, 5000])
+def test_dynamic_chunks_cover_range_exactly_once(cover, nthreads, n, grain):
+    """Chunks claimed from the shared counter: n not divisible by the grain, n below the team
+    size, n = 0, a grain above n: every index exactly once, nothing past n."""
+    _, fn = cover
+    counts, tids = _run_cover(fn, n, nthreads, grain)
+    assert np.all(counts[:n] == 1) and np.all(counts[n:] == 0)
+    assert np.all(tids[n:] == -1)
+    if parallel.gomp_available():
+        assert set(tids[:n].tolist()) <= set(range(nthreads))
+        # A chunk runs on one thread: within a chunk the thread index is the same.
+        for lo in range(0, n, grain):
+            assert len(set(tids[lo:min(lo + grain, n)].tolist())) == 1
 
 
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 @pytest.mark.parametrize("n", [0, 1, 7, 1000])
-def test_covers_range_exactly_once(cover, nthreads, n):
-    _, fn = cover
-    counts = np.zeros(n + 8, np.int32)
-    tids = np.full(n + 8, -1, np.int32)
-    fn(counts.ctypes.data, tids.ctypes.data, n, nthreads)
+def test_default_grain_is_one_chunk_per_thread(cover_default_grain, nthreads, n):
+    _, fn = cover_default_grain
+    counts, tids = _run_cover(fn, n, nthreads)
     assert np.all(counts[:n] == 1) and np.all(counts[n:] == 0)
-    if parallel.gomp_available():
-        # Contiguous chunks: thread indices are non-decreasing along the range.
-        assert np.all(np.diff(tids[:n]) >= 0) and set(tids[:n]) <= set(range(nthreads))
-        if n >= nthreads:
-            assert len(set(tids[:n])) == nthreads
+    if parallel.gomp_available() and n:
+        # ceil(n / nthreads) iterations per chunk: at most nthreads runs of one thread index.
+        runs = 1 + int(np.count_nonzero(np.diff(tids[:n])))
+        assert runs <= min(n, nthreads)
+
+
+def test_nonpositive_runtime_grain_is_clamped_to_one(cover):
+    _, fn = cover
+    for grain in (0, -5):
+        counts, _ = _run_cover(fn, 50, 2, grain)
+        assert np.all(counts[:50] == 1) and np.all(counts[50:] == 0)
+
+
+def test_grain_for_is_a_pure_function_of_the_work():
+    g = parallel.grain_for
+    assert g(0, 0, 2) == 1 and g(1, 10, 4) == 1
+    # Plenty of work per iteration: about CHUNKS_PER_THREAD chunks per thread.
+    assert g(1000, 1 << 30, 2, chunks_per_thread=8) == 63
+    assert g(1024, 1 << 30, 4, chunks_per_thread=1) == 256
+    # Cheap iterations: chunks grow to min_chunk_work, never past n.
+    assert g(1 << 20, 1 << 20, 2, chunks_per_thread=1024, min_chunk_work=1 << 14) == 1 << 14
+    assert g(100, 100, 2, min_chunk_work=1 << 14) == 100
+    # A default chunk is never cheaper than MIN_CHUNK_WORK unless it is the whole loop.
+    for n, work in [(37, 1 << 20), (1 << 16, 1 << 18), (4096, 1 << 26)]:
+        grain = g(n, work, 2)
+        assert 1 <= grain <= n
+        assert grain == n or grain * work / n >= parallel.MIN_CHUNK_WORK
 
 
 def test_compile_time_single_thread_emits_plain_loop():
     text = cover_module(1)
     assert "GOMP_parallel" not in text and "omp_get" not in text
     lib = target.jit(text)
-    fn = lib.function("cover", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                      ctypes.c_int32)
+    fn = lib.function("cover", None, *COVER_ARGS)
     counts, tids = np.zeros(10, np.int32), np.full(10, -1, np.int32)
-    fn(counts.ctypes.data, tids.ctypes.data, 10, 4)
+    fn(counts.ctypes.data, tids.ctypes.data, 10, 4, 0)
     assert np.all(counts == 1) and np.all(tids == 0)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
-import mmap
 import os
 import struct
 import sys
@@ -25,12 +24,14 @@ import numpy as np
 from ...ir import CompileError, DType, IndexOutOfRange
 from ...ir.kernel import BufKind, HostKernel, Program
 from .. import cache
+from ..buffers import OUTPUTS, huge_mapping
 from ..collective import HostSteps
 from ..signature import ArgSpec
 from . import gemm, target
 from .render import Rendered, render
 
-#: Arenas at least this large are mmap-ed and advised to use transparent huge pages.
+#: Arenas at least this large are mmap-ed (2 MiB aligned) and advised onto transparent huge
+#: pages. An executable allocates its arena once and reuses it for every call.
 HUGE_ARENA_BYTES = 4 << 20
 
 #: LLVM compilations of models done in this process (a test hook: cache hits do not count;
@@ -235,12 +236,14 @@ class LLVMExecutable:
     def __call__(self, args: Sequence[np.ndarray],
                  outs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Run on `args` (C-contiguous, aligned arrays of the signature: the runtime checks);
-        results go to fresh arrays, or to `outs` (writable, not overlapping any argument)."""
+        results go to fresh arrays, or to `outs` (writable, not overlapping any argument).
+        Large fresh results come from `buffers.OUTPUTS`: memory of earlier results that the
+        caller has dropped, so they do not pay page faults again."""
         if outs is None:
             # A donated input is consumed: its result is written into it and it is returned
             # (itself, or a view with the result's own shape: the planner only donates equal
             # byte sizes of one dtype); the other results get fresh arrays.
-            outs = [np.empty(shape, dt) if i is None else
+            outs = [OUTPUTS.empty(shape, dt) if i is None else
                     args[i] if args[i].shape == shape else args[i].reshape(shape)
                     for i, shape, dt in self._results]
         ptrs = [_address(a) for a in args] + [_address(o) for o in outs]
@@ -361,7 +364,7 @@ class _HostCallback:
 
 
 def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:
-    """A 64-byte aligned uint8 buffer (mmap-ed, with MADV_HUGEPAGE where available, if large);
+    """A 64-byte aligned uint8 buffer (if large, a 2 MiB aligned mapping with MADV_HUGEPAGE);
     returns it and the object owning the memory. MemoryError names program `name` and the size
     if the machine cannot give that much (mmap: OSError/OverflowError; numpy: MemoryError or
     ValueError)."""
@@ -375,13 +378,8 @@ def _alloc_arena(nbytes: int, name: str) -> tuple[np.ndarray, object]:
 
 def _map_arena(nbytes: int) -> tuple[np.ndarray, object]:
     if nbytes >= HUGE_ARENA_BYTES:
-        mm = mmap.mmap(-1, nbytes)
-        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
-            try:
-                mm.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:
-                pass
-        return np.frombuffer(mm, np.uint8, count=nbytes), mm
+        mm, offset = huge_mapping(nbytes)
+        return np.frombuffer(mm, np.uint8, count=nbytes, offset=offset), mm
     raw = np.empty(max(nbytes, 1) + 64, np.uint8)
     off = (-raw.ctypes.data) % 64
     return raw[off:off + nbytes], raw

@@ -1,6 +1,9 @@
 """The thread runtime of the LLVM CPU backend: libgomp's `GOMP_parallel` driving outlined loop
-bodies. Generated code forks a team, each thread runs one contiguous chunk of `[0, n)`, and the
-call returns when all chunks are done (GOMP_parallel joins), so no other synchronisation exists.
+bodies. Generated code forks a team whose threads claim chunks of `[0, n)` from a shared atomic
+counter until none is left, and the call returns when all chunks are done (GOMP_parallel joins),
+so no other synchronisation exists. Claiming rather than a static split is what keeps a machine
+shared with other processes fast: a thread descheduled for milliseconds finds its share taken
+by the threads still running instead of the whole team waiting for it to do that share.
 """
 from __future__ import annotations
 
@@ -20,16 +23,27 @@ from .helpers import (
     VOID,
     alloca_once,
     as_i64,
+    ceil_div,
     const_i32,
+    const_i64,
     for_range,
     gep,
     get_or_declare,
+    imax,
+    imin,
     load,
 )
 
 #: Below this many "work items" (e.g. flops / 2, or elements x cost) one thread is faster than
 #: forking a team: a GOMP_parallel round trip costs a few microseconds.
 MIN_PARALLEL_WORK = 1 << 16
+
+#: A parallel loop is cut into about this many chunks per thread (see `grain_for`).
+CHUNKS_PER_THREAD = 8
+
+#: ... but no chunk smaller than this much work: a claim and a chunk's loop set-up cost tens of
+#: nanoseconds, so a chunk should run for microseconds.
+MIN_CHUNK_WORK = MIN_PARALLEL_WORK // 4
 
 Body = Callable[[ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]], None]
 
@@ -110,71 +124,103 @@ def thread_index(builder: ir.IRBuilder) -> ir.Value:
     return getattr(builder.function, "_nnjit_thread_index", const_i32(0))
 
 
+def grain_for(n: int, work: int, nthreads: int,
+              chunks_per_thread: int = CHUNKS_PER_THREAD,
+              min_chunk_work: int = MIN_CHUNK_WORK) -> int:
+    """Iterations per claimed chunk of a parallel loop of `n` iterations costing `work` in all:
+    about `chunks_per_thread` chunks per thread, so a thread that runs late (descheduled by
+    another process) leaves its share to the others, but no chunk under `min_chunk_work` (a
+    claim is one atomic add, a chunk boundary a vector remainder loop). At least 1 when n > 0."""
+    if n <= 0:
+        return 1
+    per_iteration = max(1, work) / n
+    by_count = -(-n // max(1, nthreads * chunks_per_thread))
+    by_work = int(-(-min_chunk_work // per_iteration))
+    return max(1, min(n, max(by_count, by_work)))
+
+
 def parallel_for(module: ir.Module, builder: ir.IRBuilder, name: str, n: ir.Value | int,
-                 captures: Sequence[ir.Value], body: Body, nthreads: ir.Value | int) -> None:
-    """Run `body` over `[0, n)` split into one contiguous chunk per thread.
+                 captures: Sequence[ir.Value], body: Body, nthreads: ir.Value | int,
+                 grain: ir.Value | int | None = None) -> None:
+    """Run `body` over `[0, n)` in chunks of `grain` iterations that the team's threads claim
+    from a shared counter until none is left (dynamic scheduling).
 
     `body(builder, lo, hi, captured)` emits the loop over the chunk `[lo, hi)` (i64 values);
     `captured` are the values of `captures` as seen inside the outlined worker (only those and
     constants may be used there). `nthreads` is a Python int (compile-time; 1 emits the plain
-    inline loop with no runtime call) or an i32 value (runtime; <= 1 calls the chunk function
-    directly, without forking). Emitted code for `nthreads` = 2::
+    inline loop with no runtime call) or an i32 value (runtime; <= 1 runs the whole range on the
+    calling thread, without forking). `grain` (i64 or int, >= 1) defaults to one chunk per
+    thread, `ceil(n / nthreads)`: uncontended, that is the static split; with a thread
+    descheduled, the running ones take its chunk instead of waiting for it at the join.
+    Emitted code for `nthreads` = 2::
 
-        %data = alloca {i64, <captures>}        ; n and the captured values
+        %data = alloca {i64 n, i64 grain, i64 next, <captures>}
         call void @GOMP_parallel(ptr @name, ptr %data, i32 2, i32 0)
 
-    `@name` (`void (ptr)`, internal) reads `omp_get_thread_num/num_threads` and calls
-    `@name.chunk(ptr data, i32 tid, i32 nt)`, which runs `body` on its balanced share.
+    `@name` (`void (ptr)`, internal) reads `omp_get_thread_num` and calls
+    `@name.claim(ptr data, i32 tid)`, which loops `lo = atomic next += grain` while `lo < n`,
+    running `body` on `[lo, min(lo + grain, n))`. Which thread runs which chunk varies from run
+    to run: a body must not make its results depend on `thread_index` (scratch slices only).
     """
     n = as_i64(builder, n)
     if (isinstance(nthreads, int) and nthreads <= 1) or not gomp_available():
         body(builder, ir.Constant(I64, 0), n, list(captures))
         return
-    ctx_ty = ir.LiteralStructType([I64] + [v.type for v in captures])
-    chunk = _emit_chunk(module, name, ctx_ty, body)
-    worker = _emit_worker(module, name, chunk)
+    ctx_ty = ir.LiteralStructType([I64, I64, I64] + [v.type for v in captures])
+    claim = _emit_claim(module, name, ctx_ty, body)
+    worker = _emit_worker(module, name, claim)
 
-    data = alloca_once(builder, ctx_ty, name=f"{name}.data")
-    for i, value in enumerate([n, *captures]):
-        builder.store(value, gep(builder, data, ctx_ty, 0, const_i32(i)))
     nt = const_i32(nthreads) if isinstance(nthreads, int) else nthreads
-    gomp = get_or_declare(module, "GOMP_parallel", ir.FunctionType(VOID, [PTR, PTR, I32, I32]))
     fork = builder.icmp_signed(">", nt, const_i32(1))
+    if grain is None:
+        grain = ceil_div(builder, imax(builder, n, const_i64(1)), builder.sext(
+            builder.select(fork, nt, const_i32(1)), I64))
+    grain = imax(builder, as_i64(builder, grain), const_i64(1))
+    data = alloca_once(builder, ctx_ty, name=f"{name}.data")
+    for i, value in enumerate([n, grain, const_i64(0), *captures]):
+        builder.store(value, gep(builder, data, ctx_ty, 0, const_i32(i)))
+    gomp = get_or_declare(module, "GOMP_parallel", ir.FunctionType(VOID, [PTR, PTR, I32, I32]))
     with builder.if_else(fork) as (parallel, serial):
         with parallel:
             builder.call(gomp, [worker, data, nt, const_i32(0)])
         with serial:
-            builder.call(chunk, [data, const_i32(0), const_i32(1)])
+            builder.call(claim, [data, const_i32(0)])
 
 
-def _emit_chunk(module: ir.Module, name: str, ctx_ty: ir.LiteralStructType,
+def _emit_claim(module: ir.Module, name: str, ctx_ty: ir.LiteralStructType,
                 body: Body) -> ir.Function:
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I32, I32]), f"{name}.chunk")
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), f"{name}.claim")
     fn.linkage = "internal"
-    fn.args[0].add_attribute("noalias")
-    data, tid, nt = fn.args
+    data, tid = fn.args
     fn._nnjit_thread_index = tid  # read by thread_index()
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     fields = [load(b, gep(b, data, ctx_ty, 0, const_i32(i)), ty)
-              for i, ty in enumerate(ctx_ty.elements)]
-    n, captured = fields[0], fields[1:]
-    # Balanced split: chunk t is [n*t/nt, n*(t+1)/nt), sizes differ by at most one.
-    tid64, nt64 = b.sext(tid, I64), b.sext(nt, I64)
-    lo = b.sdiv(b.mul(n, tid64), nt64, name="lo")
-    hi = b.sdiv(b.mul(n, b.add(tid64, ir.Constant(I64, 1))), nt64, name="hi")
-    with b.if_then(b.icmp_signed("<", lo, hi)):
-        body(b, lo, hi, captured)
+              for i, ty in enumerate(ctx_ty.elements) if i != 2]
+    n, grain, captured = fields[0], fields[1], fields[2:]
+    next_ptr = gep(b, data, ctx_ty, 0, const_i32(2))
+    head = b.append_basic_block("claim")
+    run = b.append_basic_block("chunk")
+    done = b.append_basic_block("done")
+    b.branch(head)
+    b.position_at_end(head)
+    # Monotonic is enough: chunks share nothing, and GOMP_parallel's join orders the results
+    # before the caller reads them.
+    lo = b.atomic_rmw("add", next_ptr, grain, "monotonic", name="lo")
+    b.cbranch(b.icmp_signed("<", lo, n), run, done)
+    b.position_at_end(run)
+    body(b, lo, imin(b, b.add(lo, grain), n), captured)
+    b.branch(head)
+    b.position_at_end(done)
     b.ret_void()
     return fn
 
 
-def _emit_worker(module: ir.Module, name: str, chunk: ir.Function) -> ir.Function:
+def _emit_worker(module: ir.Module, name: str, claim: ir.Function) -> ir.Function:
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     tid = b.call(get_or_declare(module, "omp_get_thread_num", ir.FunctionType(I32, [])), [])
-    nt = b.call(get_or_declare(module, "omp_get_num_threads", ir.FunctionType(I32, [])), [])
-    b.call(chunk, [fn.args[0], tid, nt])
+    b.call(claim, [fn.args[0], tid])
     b.ret_void()
     return fn
 

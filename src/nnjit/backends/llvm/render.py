@@ -351,7 +351,8 @@ class _ModuleRenderer:
         def chunk(bld: ir.IRBuilder, lo, hi, captured) -> None:
             bld.call(fn, [*captured, lo, hi])
 
-        parallel.parallel_for(self.module, b, f"{fn.name}.par", top.extent, ptrs, chunk, nt)
+        parallel.parallel_for(self.module, b, f"{fn.name}.par", top.extent, ptrs, chunk, nt,
+                              grain=parallel.grain_for(top.extent, work, nt))
 
     def _mark_noalias(self, frame: _Frame, fn: ir.Function, params: list[str],
                       written: set[str]) -> None:
