@@ -227,7 +227,8 @@ def test_llvm_alloc_arena_wraps_mmap_and_numpy_failures(monkeypatch):
 
     def refuse_map(*a, **k):
         raise OSError(12, "Cannot allocate memory")
-    monkeypatch.setattr(executable.mmap, "mmap", refuse_map)    # the large-arena path
+    from nnjit.backends import buffers                         # large arenas map through it
+    monkeypatch.setattr(buffers.mmap, "mmap", refuse_map)      # the large-arena path
     with pytest.raises(MemoryError, match=r"^@h: .* 8388608 bytes .*\[Errno 12\] Cannot"):
         executable._alloc_arena(8 << 20, "h")
 
