@@ -1,5 +1,5 @@
-"""nnjit (llvm backend) contenders: jit steps with donated params, the forward with params as
-arguments (as benchmarks/steps.py), value_and_grad of nn.cross_entropy, the chains (fresh,
+"""nnjit (llvm backend) contenders: jit steps with donated params, the forward with its params
+as `constants=` (weights fixed at compile time, as onnxruntime's initializers), value_and_grad of nn.cross_entropy, the chains (fresh,
 `out=`, donated) and a @ b."""
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def contenders(w, data) -> dict[str, Contender]:
         return {"nnjit": Contender(call, lambda r: {"loss": np.float64(r[1]), "params": r[0]})}
     if w.kind == "forward":
         m = model(w.model)
-        fn = nnjit.jit(lambda p, x: m.apply(p, x), backend="llvm")
-        p, x = data["params"], data["x"]
-        return {"nnjit": Contender(lambda: fn(p, x))}
+        fn = nnjit.jit(lambda p, x: m.apply(p, x), backend="llvm", constants=data["params"])
+        x = data["x"]
+        return {"nnjit": Contender(lambda: fn(x))}
     if w.kind == "loss":
         fn = nnjit.jit(nnjit.value_and_grad(lambda z, y: nn.cross_entropy(z, y)), backend="llvm")
         z, y = data["logits"], data["labels"]
