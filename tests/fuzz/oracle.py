@@ -211,9 +211,10 @@ def _summing_ref(n, srcs: list[np.ndarray], mode: str):
         (x,), axes = srcs, n.attrs["axes"]
         moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
         lead = moved.shape[:x.ndim - len(axes)]
-        t = moved.reshape(lead + (-1,))
-        if t.shape[-1] == 0:
+        count = int(np.prod(moved.shape[len(lead):], dtype=np.int64))
+        if count == 0 or moved.size == 0:     # empty products, or nothing to multiply: plain
             return ref(srcs, n.attrs)
+        t = moved.reshape(lead + (count,))
         t = np.take_along_axis(t, np.argsort(np.abs(t), axis=-1), axis=-1)
         with np.errstate(all="ignore"):
             out = np.multiply.accumulate(t[..., ::-1] if mode == "up" else t, axis=-1)[..., -1]

@@ -184,3 +184,18 @@ def test_a_product_whose_partials_overflow_before_a_zero_is_not_a_failure():
     v = b.input(TensorType((3, 2, 64), DType.F32), "x")
     case = Case(3805, b.build([prims.reduce_prod(v, (0, 2), False)]), [x], {}, "special")
     assert not check_case(case).failures
+
+
+def test_the_oracle_takes_a_product_over_a_non_empty_axis_of_an_empty_tensor():
+    """Found by the fuzzer (seed 8040): prod over axis 0 of a (3, 0) tensor. The oracle's
+    ordered runs reshaped the empty moved array to (0, -1), which numpy cannot infer; the
+    result is simply empty."""
+    from nnjit.ir import Builder, DType, TensorType, prims
+    from tests.fuzz.generate import Case
+    from tests.fuzz.oracle import check_case
+
+    b = Builder("prod_empty")
+    v = b.input(TensorType((3, 0), DType.F64), "x")
+    case = Case(8040, b.build([prims.reduce_prod(v, (0,), False)]), [np.zeros((3, 0))], {},
+                "smooth")
+    assert not check_case(case).failures
