@@ -1,6 +1,6 @@
 """nnjit (llvm backend) contenders: jit steps with donated params, the forward with its params
-as `constants=` (weights fixed at compile time, as onnxruntime's initializers), value_and_grad of nn.cross_entropy, the chains (fresh,
-`out=`, donated) and a @ b."""
+as `constants=` (weights fixed at compile time, as onnxruntime's initializers), value_and_grad
+of nn.cross_entropy, the chains (fresh, `out=`, donated) and a @ b."""
 from __future__ import annotations
 
 import numpy as np

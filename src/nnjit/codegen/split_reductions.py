@@ -14,7 +14,7 @@ reduction to a scalar has none: its whole domain ran on one thread. Here
                                            kernel k:
                                              let acc = 0.0
                                              reduce for c in [0, 61): acc = acc + part[c]
-                                             reduce for t in [0, 27): acc = acc + f(1000000 - 27 + t)
+                                             reduce for t in [0, 27): acc = acc + f(999973 + t)
                                              out[0] = g(acc)
 
 The chunks are fixed by the domain alone, never by the thread count, so the result is the same
