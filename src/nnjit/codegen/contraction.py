@@ -393,12 +393,7 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
     (pt, _), (pl, _) = c.attrs["padding"]
     acc = Var("acc0", c.type.dtype)
-    hn = isub(iadd(vh, c64(pt)), imul(rkh, c64(dh)))
-    wn = isub(iadd(vw, c64(pl)), imul(rkw, c64(dw)))
-    valid = land(land(in_range(hn, 0, sh * (ho - 1) + 1), _divisible(hn, sh)),
-                 land(in_range(wn, 0, sw * (wo - 1) + 1), _divisible(wn, sw)))
-    hi = clamp(idiv(clamp(hn, 0, sh * (ho - 1)), sh), 0, ho - 1)
-    wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
+    valid, hi, wi = _output_pixel(vh, vw, rkh, rkw, (pt, pl), (sh, sw), (dh, dw), ho, wo)
     col_idx = colg.index([vn, iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw),
                           iadd(imul(hi, c64(wo)), wi)])
     term = select(valid, Load(colg.buf, col_idx, c.type.dtype), Const(0.0, c.type.dtype))
@@ -413,6 +408,20 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     body = [Let(acc, Const(0.0, acc.dtype))] + red + store_all(stores)
     stmts = _nest([vn, vc, vh, vw], [n, ch, h, wd], body, parallel=True)
     return kd + kw_ + [gemm, make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
+
+
+def _output_pixel(vh, vw, rkh, rkw, pad, stride, dilation, ho: int, wo: int):
+    """The output pixel (hi, wi) that input pixel (vh, vw) meets at kernel offset (rkh, rkw) in
+    a strided, dilated, padded window, and whether it exists (a gradient's gather: each input
+    pixel sums over the outputs that read it). hi and wi are clamped, so loads stay in bounds."""
+    (pt, pl), (sh, sw), (dh, dw) = pad, stride, dilation
+    hn = isub(iadd(vh, c64(pt)), imul(rkh, c64(dh)))
+    wn = isub(iadd(vw, c64(pl)), imul(rkw, c64(dw)))
+    valid = land(land(in_range(hn, 0, sh * (ho - 1) + 1), _divisible(hn, sh)),
+                 land(in_range(wn, 0, sw * (wo - 1) + 1), _divisible(wn, sw)))
+    hi = clamp(idiv(clamp(hn, 0, sh * (ho - 1)), sh), 0, ho - 1)
+    wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
+    return valid, hi, wi
 
 
 def _divisible(e, s: int):
@@ -485,12 +494,7 @@ def _direct_conv2d_grad_input(lw, c: Node, others, roots, name, src) -> list:
     ro, rkh, rkw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
     glow = GroupLowering(others, lw.views, name, overrides={c.out: acc})
-    hn = isub(iadd(vh, c64(pt)), imul(rkh, c64(dh)))
-    wn = isub(iadd(vw, c64(pl)), imul(rkw, c64(dw)))
-    valid = land(land(in_range(hn, 0, sh * (ho - 1) + 1), _divisible(hn, sh)),
-                 land(in_range(wn, 0, sw * (wo - 1) + 1), _divisible(wn, sw)))
-    hi = clamp(idiv(clamp(hn, 0, sh * (ho - 1)), sh), 0, ho - 1)
-    wi = clamp(idiv(clamp(wn, 0, sw * (wo - 1)), sw), 0, wo - 1)
+    valid, hi, wi = _output_pixel(vh, vw, rkh, rkw, (pt, pl), (sh, sw), (dh, dw), ho, wo)
     oc = iadd(imul(idiv(vc, cg), c64(og)), ro)
     prod = Call(KOp.MUL, (glow.value_at(dy, [vn, oc, hi, wi]),
                           glow.value_at(w, [oc, imod(vc, cg), rkh, rkw])), acc.dtype)
