@@ -42,7 +42,9 @@ def test_runtime_ir_is_valid_and_exports_stable_symbols():
     exported = {f.name for f in mod.functions if not f.is_declaration
                 and f.linkage.name == "external"}
     assert exported == {"nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
-                        "nnjit_gemm_f64_prepacked"}
+                        "nnjit_gemm_f64_prepacked", "nnjit_parallel", "nnjit_pool_set_spin",
+                        "nnjit_pool_shutdown", "nnjit_pool_after_fork"}
+    assert exported == set(gemm.RUNTIME_SYMBOLS)
 
 
 def test_workspace_size_contract():

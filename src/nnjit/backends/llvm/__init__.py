@@ -42,9 +42,9 @@ class LLVMBackend:
     # -- warm starts (see runtime.compiled.warm_key) ---------------------------------------------
     def warm_key_parts(self) -> list[str]:
         """What this backend's code depends on besides the graph, options and nnjit's source:
-        the host target, the pipeline, the thread count compiled in, libgomp, bounds traps."""
+        the host target, the pipeline, the thread count compiled in, the thread pool, bounds traps."""
         return [target.target_id(), target.pipeline_id(), f"llvmlite-{llvmlite.__version__}",
-                f"threads={parallel.num_threads()}", f"gomp={parallel.gomp_available()}",
+                f"threads={parallel.num_threads()}", f"pool={parallel.threads_available()}",
                 f"bounds={debug_bounds()}"]
 
     def load_warm(self, key: str, signature: Signature, rebuild) -> LLVMExecutable | None:

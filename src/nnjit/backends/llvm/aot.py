@@ -4,9 +4,11 @@ plus a C header, runnable from C without Python.
     >>> exe.export("mlp.so")     # writes mlp.so and mlp.h
     $ cc main.c ./mlp.so -o main
 
-The object holds the program and, when it multiplies matrices, the GEMM runtime linked in with
-internal linkage, so only the entry point is exported and two exported models link together.
-It needs libgomp (parallel loops) and libm at link time (`parallel.link_flags()`).
+The object holds the program and, when it multiplies matrices or runs loops on threads, the
+runtime (GEMM and thread pool) linked in with internal linkage, so only the entry point is
+exported and two exported models link together (each with its own pool). It needs pthreads and
+libm at link time (`parallel.link_flags()`). A process that forks after calling a model must
+not call it in the child (the pool's workers do not survive a fork; Python processes reset it).
 """
 from __future__ import annotations
 
@@ -46,15 +48,15 @@ def export(exe, path: str | os.PathLike) -> list[str]:
 
 
 def combined_object(rendered) -> bytes:
-    """Object code of the program with the GEMM runtime linked in (runtime symbols internal)."""
+    """Object code of the program with the runtime linked in (runtime symbols internal)."""
     key = cache.cache_key("aot", rendered.text, target.target_id(), target.pipeline_id(),
                           llvmlite.__version__,
-                          gemm.runtime_cache_key() if rendered.uses_gemm else "")
+                          gemm.runtime_cache_key() if rendered.uses_runtime else "")
     obj = cache.load(key)
     if obj is not None:
         return obj
     mod = target.prepare_module(rendered.text)
-    if rendered.uses_gemm:
+    if rendered.uses_runtime:
         mod.link_in(target.prepare_module(gemm.runtime_module_ir()))
         for fn in mod.functions:
             if fn.name in gemm.RUNTIME_SYMBOLS:
@@ -112,7 +114,7 @@ def header_text(exe) -> str:
  * the code keeps nothing in it between calls, but two concurrent calls need two arenas.
  * Outputs must not overlap any other argument; an output of one call may be passed as an
  * input of the next (e.g. weights updated by a training step, ping-ponged between buffers).
- * Compiled for {r.nthreads} thread(s) (libgomp); link with: {' '.join(parallel.link_flags())}
+ * Compiled for {r.nthreads} thread(s) (nnjit's pthread pool); link with: {' '.join(parallel.link_flags())}
  *
  * Arguments (name, dtype, shape):
 {chr(10).join(lines)}

@@ -77,8 +77,7 @@ def compile_program(program: Program, inputs: Sequence[ArgSpec] | None = None,
     if target.debug_level() >= 2:
         print(f"--- nnjit kernel IR ---\n{program}\n--- nnjit LLVM IR ---\n{rendered.text}",
               file=sys.stderr)
-    if rendered.gemm_dtypes:
-        gemm.ensure_runtime_loaded(rendered.gemm_dtypes)
+    gemm.ensure_runtime_loaded(rendered.gemm_dtypes)
     obj = object_for(rendered.text)
     library = target.load_object(obj)
     flat = lambda names: [ArgSpec(n, (program.buffer(n).size,),  # noqa: E731
@@ -108,8 +107,7 @@ def load_warm(warm_key: str, inputs: Sequence[ArgSpec], outputs: Sequence[ArgSpe
         return None
     if layout.nargs != len(inputs) + len(outputs) or layout.host_offset is not None:
         return None
-    if layout.gemm_dtypes:
-        gemm.ensure_runtime_loaded(layout.gemm_dtypes)
+    gemm.ensure_runtime_loaded(layout.gemm_dtypes)
     return LLVMExecutable(layout, target.load_object(obj), list(inputs), list(outputs),
                           rebuild=rebuild)
 

@@ -16,7 +16,7 @@ computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_
 strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
 `accumulate == 0` never reads C. `nthreads` is an upper bound (< 1 means 1): small problems
 (M*N*K < 64^3) run on the calling thread, larger ones split M or N (whichever duplicates less
-packing) into one contiguous range of micro-panels per thread (GOMP_parallel, no barriers).
+packing) into one contiguous range of micro-panels per thread (the thread pool, no barriers).
 `workspace` holds `gemm_workspace_bytes(dtype, nthreads)` bytes at any alignment (the GEMM aligns
 it up to 64 bytes itself; the size includes that slack); one workspace may not be shared by two
 concurrent calls, otherwise calls are reentrant.
@@ -54,7 +54,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...ir.kernel import Panels
-from . import target
+from . import target, threadpool
 from .helpers import (
     F32,
     F64,
@@ -82,7 +82,7 @@ from .helpers import (
     store_vec,
     transpose_vectors,
 )
-from .parallel import gomp_available, num_threads, parallel_for, thread_index
+from .parallel import num_threads, parallel_for, start_pool, thread_index, threads_available
 
 #: Problems with M*N*max(K,1) below this run on one thread (a fork costs a few microseconds).
 SERIAL_WORK = 64 ** 3
@@ -631,12 +631,15 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
 
 
 # --- the runtime library ---------------------------------------------------------------------
-#: One library per dtype, so a float32 model never compiles (or loads) the float64 GEMM.
+#: The libraries of the runtime: the thread pool (`threadpool`, which every parallel loop and
+#: GEMM calls, loaded first) and one GEMM library per dtype, so a float32 model never compiles
+#: (or loads) the float64 GEMM.
+POOL = "pool"
 RUNTIME_SYMBOLS = ("nnjit_gemm_f32", "nnjit_gemm_f64", "nnjit_gemm_f32_prepacked",
-                   "nnjit_gemm_f64_prepacked")
+                   "nnjit_gemm_f64_prepacked", *threadpool.SYMBOLS)
 #: The modules whose source decides the generated IR and its compilation: the cache key hashes
 #: them instead of generating the IR, so a warm start neither generates nor renders it.
-_GENERATOR_MODULES = ("gemm", "helpers", "parallel", "target")
+_GENERATOR_MODULES = ("gemm", "helpers", "parallel", "target", "threadpool")
 
 
 def _names(dtypes) -> tuple[str, ...]:
@@ -647,19 +650,30 @@ def _names(dtypes) -> tuple[str, ...]:
     return tuple(n for n in CONFIGS if n in wanted)
 
 
+def _exports(name: str) -> tuple[str, ...]:
+    if name == POOL:
+        return threadpool.SYMBOLS
+    return f"nnjit_gemm_{name}", prepacked_symbol(name)
+
+
 @functools.cache
 def library_ir(name: str) -> str:
-    """LLVM IR text of one dtype's library (`nnjit_gemm_<name>` and its internal helpers:
-    packing, micro-kernels, thread workers)."""
+    """LLVM IR text of one library: `POOL`, or a dtype's (`nnjit_gemm_<name>` and its
+    internal helpers: packing, micro-kernels, thread workers)."""
     module = ir.Module(name=f"nnjit_runtime_{name}")
-    _emit_gemm(module, CONFIGS[name])
+    if name == POOL:
+        threadpool.emit(module)
+    else:
+        _emit_gemm(module, CONFIGS[name])
     return str(module)
 
 
 @functools.cache
 def runtime_module_ir() -> str:
-    """LLVM IR text of the whole runtime (every dtype in one module: what AOT links in)."""
+    """LLVM IR text of the whole runtime (the pool and every dtype in one module: what AOT
+    links in)."""
     module = ir.Module(name="nnjit_runtime")
+    threadpool.emit(module)
     for cfg in CONFIGS.values():
         _emit_gemm(module, cfg)
     return str(module)
@@ -680,12 +694,12 @@ def generator_digest() -> str:
 
 
 def runtime_cache_key(name: str | None = None) -> str:
-    """What one dtype's runtime object (`name`; None: the whole runtime) depends on: the host
-    target (triple, CPU, features, llvmlite), libgomp's presence, the generator's source and
+    """What one library's object (`name`; None: the whole runtime) depends on: the host target
+    (triple, CPU, features, llvmlite), the thread pool's presence, the generator's source and
     the blocking config. Computed without generating any IR."""
-    names = _names(None) if name is None else (name,)
-    text = "|".join([target.target_id(), f"gomp={gomp_available()}", generator_digest(),
-                     *(repr(CONFIGS[n]) for n in names)])
+    names = (POOL, *_names(None)) if name is None else (name,)
+    text = "|".join([target.target_id(), f"pool={threads_available()}", generator_digest(),
+                     *(repr(CONFIGS.get(n, n)) for n in names)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -694,8 +708,8 @@ compile_stats = {"runtime": 0}
 
 
 def compile_library(name: str | None = None) -> bytes:
-    """Host object code of one dtype's library (None: the whole runtime, for AOT links and
-    tests), compiled now. NNJIT_DEBUG >= 1 logs the compile time, >= 2 prints the LLVM IR."""
+    """Host object code of one library (None: the whole runtime, for AOT links and tests),
+    compiled now. NNJIT_DEBUG >= 1 logs the compile time, >= 2 prints the LLVM IR."""
     text = runtime_module_ir() if name is None else library_ir(name)
     if target.debug_level() >= 2:
         print(text, file=sys.stderr)
@@ -715,7 +729,7 @@ def runtime_object() -> bytes:
 
 
 def cached_library(name: str) -> bytes:
-    """One dtype's object code from the disk cache (`backends.cache`), else compiled and
+    """One library's object code from the disk cache (`backends.cache`), else compiled and
     stored. A corrupt entry is warned about, deleted and rebuilt by `cache.load`."""
     import nnjit  # noqa: PLC0415  (fully imported by the time anything compiles)
 
@@ -733,17 +747,20 @@ _loaded: dict[str, target.JitLibrary] = {}
 _lock = threading.Lock()
 
 
-def ensure_runtime_loaded(dtypes=None) -> None:
-    """Load the libraries for `dtypes` (None: all) once per process, their object code from
-    the disk cache when it can, and register their symbols with `llvm.add_symbol`, so JIT
-    modules that `declare_gemm` resolve against them. Call before loading such a module."""
+def ensure_runtime_loaded(dtypes=()) -> None:
+    """Load the thread pool and the GEMM libraries for `dtypes` (None: all) once per process,
+    their object code from the disk cache when it can, and register their symbols with
+    `llvm.add_symbol`, so JIT modules that call `nnjit_parallel` or `declare_gemm` resolve
+    against them. Call before loading such a module."""
     with _lock:
-        for name in _names(dtypes):
+        pool = (POOL,) if threads_available() else ()
+        for name in (*pool, *_names(dtypes)):
             if name not in _loaded:
-                gomp_available()  # the object may call GOMP_parallel: load libgomp first
                 lib = target.load_object(cached_library(name))
-                for symbol in (f"nnjit_gemm_{name}", prepacked_symbol(name)):
+                for symbol in _exports(name):
                     llvm.add_symbol(symbol, lib.address(symbol))
+                if name == POOL:
+                    start_pool(lib)
                 _loaded[name] = lib
 
 

@@ -1,20 +1,23 @@
-"""The thread runtime of the LLVM CPU backend: libgomp's `GOMP_parallel` driving outlined loop
-bodies. Generated code forks a team whose threads claim chunks of `[0, n)` from a shared atomic
-counter until none is left, and the call returns when all chunks are done (GOMP_parallel joins),
-so no other synchronisation exists. Claiming rather than a static split is what keeps a machine
-shared with other processes fast: a thread descheduled for milliseconds finds its share taken
-by the threads still running instead of the whole team waiting for it to do that share.
+"""The thread runtime of the LLVM CPU backend: `threadpool`'s `nnjit_parallel` driving outlined
+loop bodies. Generated code hands the pool a body whose threads claim chunks of `[0, n)` from a
+shared atomic counter until none is left, and the call returns when all chunks are done (the
+pool joins), so no other synchronisation exists. Claiming rather than a static split is what
+keeps a machine shared with other processes fast: a thread descheduled for milliseconds finds
+its share taken by the threads still running instead of the whole team waiting for it to do
+that share.
 """
 from __future__ import annotations
 
-import ctypes.util
+import atexit
+import ctypes
 import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
+
+from . import threadpool
 
 from .helpers import (
     I32,
@@ -35,7 +38,8 @@ from .helpers import (
 )
 
 #: Below this many "work items" (e.g. flops / 2, or elements x cost) one thread is faster than
-#: forking a team: a GOMP_parallel round trip costs a few microseconds.
+#: waking the team: a pool round trip costs about a microsecond with the workers spinning,
+#: tens with them asleep.
 MIN_PARALLEL_WORK = 1 << 16
 
 #: A parallel loop is cut into about this many chunks per thread (see `grain_for`).
@@ -48,31 +52,46 @@ MIN_CHUNK_WORK = MIN_PARALLEL_WORK // 4
 Body = Callable[[ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]], None]
 
 
-#: libgomp's idle policy unless the user chose one. Its default spins for ~300k iterations
-#: after each parallel region; on a machine whose cores are shared (CI, a laptop running
-#: anything else) the spinning worker and a descheduled team member stall every fork: LeNet's
-#: step went from 14 ms to 216 ms at 2 threads beside other jobs, while sleeping workers cost a
-#: futex wake (microseconds) per kernel. libgomp reads this once, when it is loaded.
-DEFAULT_WAIT_POLICY = "passive"
-
-
 @functools.cache
-def gomp_available() -> bool:
-    """Load libgomp into the process once; False (with a warning) when it cannot be found."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
-    reasons = []
-    for path in dict.fromkeys([ctypes.util.find_library("gomp"), "libgomp.so.1"]):
-        if not path:
-            continue
-        try:
-            llvm.load_library_permanently(path)
-            return True
-        except RuntimeError as exc:  # llvmlite reports dlopen failures as RuntimeError
-            reasons.append(str(exc))
-    warnings.warn(f"nnjit: libgomp unavailable ({'; '.join(reasons) or 'not found'}); "
-                  "native code runs on one thread", RuntimeWarning, stacklevel=2)
+def threads_available() -> bool:
+    """Whether native code may use more than one thread (False, with a warning, where the
+    thread pool cannot run: see `threadpool.available`)."""
+    if threadpool.available():
+        return True
+    warnings.warn("nnjit: no thread pool for this platform; native code runs on one thread",
+                  RuntimeWarning, stacklevel=2)
     return False
+
+
+def spin_ns() -> int:
+    """How long an idle pool thread spins before it sleeps: NNJIT_SPIN_US (microseconds, >= 0;
+    0 sleeps at once), else `threadpool.DEFAULT_SPIN_US`."""
+    env = os.environ.get("NNJIT_SPIN_US", "").strip()
+    if env:
+        try:
+            value = float(env)
+            if value >= 0:
+                return int(value * 1000)
+        except ValueError:
+            pass
+        warnings.warn(f"nnjit: ignoring NNJIT_SPIN_US={env!r} (want a number >= 0)",
+                      RuntimeWarning, stacklevel=2)
+    return threadpool.DEFAULT_SPIN_US * 1000
+
+
+def start_pool(library) -> None:
+    """Configure a just-loaded pool library (`library.function` gives ctypes callables): its
+    spin time, a shutdown at interpreter exit (its workers must be stopped before the code
+    they run is unloaded) and a reset in children forked from this process."""
+    library.function("nnjit_pool_set_spin", None, ctypes.c_int64)(spin_ns())
+    shutdown = library.function("nnjit_pool_shutdown", None)
+    after_fork = library.function("nnjit_pool_after_fork", None)
+    atexit.register(shutdown)
+    os.register_at_fork(after_in_child=after_fork)
+    _keep.extend([shutdown, after_fork, library])
+
+
+_keep: list = []   # the pool's library and callables stay alive as long as the process
 
 
 def num_threads() -> int:
@@ -98,7 +117,7 @@ def choose_threads(work: int, nthreads: int | None = None,
     """Compile-time thread count: 1 when `work` is too small to pay for a fork, else `nthreads`
     (default `num_threads()`), never more than one thread per `min_work` items."""
     nthreads = num_threads() if nthreads is None else max(1, nthreads)
-    if not gomp_available():
+    if not threads_available():
         return 1
     return max(1, min(nthreads, work // max(1, min_work)))
 
@@ -115,7 +134,7 @@ def runtime_threads(builder: ir.IRBuilder, work: ir.Value, nthreads: ir.Value | 
 
 def link_flags() -> list[str]:
     """Libraries a shared object built from our generated objects must link against."""
-    return ["-lgomp", "-lm"] if gomp_available() else ["-lm"]
+    return ["-lpthread", "-lm"]
 
 
 def thread_index(builder: ir.IRBuilder) -> ir.Value:
@@ -155,20 +174,19 @@ def parallel_for(module: ir.Module, builder: ir.IRBuilder, name: str, n: ir.Valu
     Emitted code for `nthreads` = 2::
 
         %data = alloca {i64 n, i64 grain, i64 next, <captures>}
-        call void @GOMP_parallel(ptr @name, ptr %data, i32 2, i32 0)
+        call void @nnjit_parallel(ptr @name.claim, ptr %data, i32 2)
 
-    `@name` (`void (ptr)`, internal) reads `omp_get_thread_num` and calls
-    `@name.claim(ptr data, i32 tid)`, which loops `lo = atomic next += grain` while `lo < n`,
+    where each thread runs `@name.claim(ptr data, i32 tid)` (internal), which loops
+    `lo = atomic next += grain` while `lo < n`,
     running `body` on `[lo, min(lo + grain, n))`. Which thread runs which chunk varies from run
     to run: a body must not make its results depend on `thread_index` (scratch slices only).
     """
     n = as_i64(builder, n)
-    if (isinstance(nthreads, int) and nthreads <= 1) or not gomp_available():
+    if (isinstance(nthreads, int) and nthreads <= 1) or not threads_available():
         body(builder, ir.Constant(I64, 0), n, list(captures))
         return
     ctx_ty = ir.LiteralStructType([I64, I64, I64] + [v.type for v in captures])
     claim = _emit_claim(module, name, ctx_ty, body)
-    worker = _emit_worker(module, name, claim)
 
     nt = const_i32(nthreads) if isinstance(nthreads, int) else nthreads
     fork = builder.icmp_signed(">", nt, const_i32(1))
@@ -179,10 +197,9 @@ def parallel_for(module: ir.Module, builder: ir.IRBuilder, name: str, n: ir.Valu
     data = alloca_once(builder, ctx_ty, name=f"{name}.data")
     for i, value in enumerate([n, grain, const_i64(0), *captures]):
         builder.store(value, gep(builder, data, ctx_ty, 0, const_i32(i)))
-    gomp = get_or_declare(module, "GOMP_parallel", ir.FunctionType(VOID, [PTR, PTR, I32, I32]))
     with builder.if_else(fork) as (parallel, serial):
         with parallel:
-            builder.call(gomp, [worker, data, nt, const_i32(0)])
+            builder.call(threadpool.declare(module), [claim, data, nt])
         with serial:
             builder.call(claim, [data, const_i32(0)])
 
@@ -203,24 +220,14 @@ def _emit_claim(module: ir.Module, name: str, ctx_ty: ir.LiteralStructType,
     done = b.append_basic_block("done")
     b.branch(head)
     b.position_at_end(head)
-    # Monotonic is enough: chunks share nothing, and GOMP_parallel's join orders the results
-    # before the caller reads them.
+    # Monotonic is enough: chunks share nothing, and the pool's join orders the results before
+    # the caller reads them.
     lo = b.atomic_rmw("add", next_ptr, grain, "monotonic", name="lo")
     b.cbranch(b.icmp_signed("<", lo, n), run, done)
     b.position_at_end(run)
     body(b, lo, imin(b, b.add(lo, grain), n), captured)
     b.branch(head)
     b.position_at_end(done)
-    b.ret_void()
-    return fn
-
-
-def _emit_worker(module: ir.Module, name: str, claim: ir.Function) -> ir.Function:
-    fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), name)
-    fn.linkage = "internal"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    tid = b.call(get_or_declare(module, "omp_get_thread_num", ir.FunctionType(I32, [])), [])
-    b.call(claim, [fn.args[0], tid])
     b.ret_void()
     return fn
 

@@ -35,7 +35,7 @@ from ...ir.kernel import (
     Program,
     ScanKernel,
 )
-from . import gemm, parallel
+from . import gemm, parallel, threadpool
 from .helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, intrinsic, load
 from .render_loops import MEM_TYPE, BufRef, StmtRenderer
 
@@ -57,6 +57,11 @@ class Rendered:
     @property
     def uses_gemm(self) -> bool:
         return bool(self.gemm_dtypes)
+
+    @property
+    def uses_runtime(self) -> bool:
+        """Whether the code calls the runtime library: a GEMM or the thread pool."""
+        return self.uses_gemm or threadpool.called_in(self.text)
 
     @property
     def arena_bytes(self) -> int:
@@ -99,7 +104,7 @@ def render(program: Program, nthreads: int | None = None, bounds: bool = False,
     before the first kernel and after each one (a separate build: the normal one has none)."""
     if nthreads is None:
         nthreads = parallel.num_threads()
-    nthreads = max(1, nthreads) if parallel.gomp_available() else 1
+    nthreads = max(1, nthreads) if parallel.threads_available() else 1
     r = _ModuleRenderer(program.name, nthreads, bounds)
     name = entry_name(program)
     temp = round64(program.arena_bytes)
