@@ -57,7 +57,7 @@ def median_time(fn, repeats: int) -> float:
 
 def time_exported(d: str, names: list[str], repeats: int) -> None:
     """nnjit and onnxruntime on the models exported to `d`, in a process without torch (torch's
-    OpenMP pool and nnjit's libgomp workers in one process slow each other down: the GRU LM
+    OpenMP pool and nnjit's (then libgomp) workers in one process slow each other down: the GRU LM
     took 9 ms alone and 38-1250 ms beside torch's threads on 2 cores)."""
     import onnxruntime as ort
 

@@ -90,7 +90,7 @@ def warm_key(graph: Graph, options: Options, input_names: Sequence[str]) -> str 
     attributes and constants exactly, source lines too, which error messages quote), the
     options (fusion, donated inputs), the argument names, nnjit's source files (`cache.
     package_digest`), every NNJIT_* variable but the cache's own and NNJIT_LOG, and what the
-    backend names (`warm_key_parts`: for llvm the host target, pipeline, threads, libgomp)."""
+    backend names (`warm_key_parts`: for llvm the host target, pipeline, threads, the thread pool)."""
     backend = get_backend(options.backend)
     parts = getattr(backend, "warm_key_parts", None)
     if parts is None or options.verify or graph.meta or not cache.enabled():

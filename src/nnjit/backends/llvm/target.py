@@ -134,7 +134,7 @@ class JitLibrary:
 
 def load_object(obj: bytes) -> JitLibrary:
     """Link object code into the process and return its symbols. Undefined symbols resolve
-    against the process (libm, libgomp once loaded, and anything given to `llvm.add_symbol`)."""
+    against the process (libc, libm, and anything given to `llvm.add_symbol`: the runtime library)."""
     _init()
     with _lock:
         # An empty module anchors the engine; the object file carries all the code.
