@@ -32,8 +32,10 @@ pairs, load about 2). Separate worker processes taking turns cost the method not
 interference out for every peer (OpenBLAS, torch's libgomp, XLA's pool), and keep a crashing
 peer from taking the run down.
 
-Compile rows run in fresh subprocesses: cold (NNJIT_CACHE=0; jax without its persistent cache)
-and warm start (nnjit's disk cache populated in a fresh directory; jax's persistent compilation
+Compile rows run in fresh subprocesses: cold (NNJIT_CACHE=0; jax without its persistent cache),
+cold with nnjit's runtime libraries cached (the pool and GEMM, built once per machine by any
+earlier use; jaxlib ships its runtime compiled, so jax's cold figure stands against both) and
+warm start (nnjit's disk cache populated in a fresh directory; jax's persistent compilation
 cache likewise): the time from building the jit function to the first step's result, imports
 excluded. torch.compile's compile time is not measured (PERF_NOTES: 4-26 s plus ~9 s start-up).
 """
@@ -217,18 +219,43 @@ def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _runtime_cache(threads: int) -> str:
+    """A cache directory holding nnjit's runtime libraries (thread pool, GEMMs) and nothing
+    else: what any earlier use of nnjit on the machine leaves, as jaxlib ships XLA's runtime
+    compiled."""
+    cache = tempfile.mkdtemp(prefix="peers-nnjit-runtime-")
+    env = dict(thread_env(threads), NNJIT_CACHE="1", NNJIT_CACHE_DIR=cache)
+    subprocess.run([sys.executable, "-c", "from nnjit.backends.llvm import gemm; "
+                    "gemm.ensure_runtime_loaded(None)"], env=env, check=True, timeout=600)
+    return cache
+
+
+def _cold_model_probe(family: str, name: str, path: str, threads: int, runtime: str) -> dict:
+    """A cold compile of the model with the runtime libraries already cached (a fresh copy of
+    `runtime` each time, so no model code from an earlier probe is found)."""
+    with tempfile.TemporaryDirectory(prefix="peers-nnjit-model-") as tmp:
+        cache = os.path.join(tmp, "cache")
+        shutil.copytree(runtime, cache)
+        return _probe(family, name, path, threads, cache)
+
+
 def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
                   families: list[str]) -> dict:
     out: dict = {}
+    runtime = _runtime_cache(threads) if "nnjit" in families else None
     for name in names:
         path, _ = _data_file(WORKLOADS[name], data_dir)
         for fam in families:
             cache = tempfile.mkdtemp(prefix=f"peers-{fam}-cache-")
             cold = [_probe(fam, name, path, threads, None) for _ in range(repeats)]
+            cold_model = [_cold_model_probe(fam, name, path, threads, runtime)
+                          for _ in range(repeats)] if fam == "nnjit" else []
             populate = _probe(fam, name, path, threads, cache)
             warm = [_probe(fam, name, path, threads, cache) for _ in range(repeats)]
             cell = {}
-            for kind, runs in (("cold", cold), ("warm", warm)):
+            for kind, runs in (("cold", cold), ("cold_model", cold_model), ("warm", warm)):
+                if not runs:
+                    continue
                 ok = [r["s"] for r in runs if "s" in r]
                 cell[kind] = statistics.median(ok) if ok else None
                 errs = [r["error"] for r in runs + [populate] if "error" in r]
@@ -239,7 +266,20 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
             cell["cache_files"] = sum(len(f) for _, _, f in os.walk(cache))
             shutil.rmtree(cache, ignore_errors=True)
             out.setdefault(name, {})[fam] = cell
+    if runtime:
+        shutil.rmtree(runtime, ignore_errors=True)
     return out
+
+
+#: The compile rows: kind -> label. jax has no runtime of its own to build, so its cold figure
+#: stands against both of nnjit's.
+COMPILE_KINDS = {"cold": "cold compile (nothing cached)",
+                 "cold_model": "cold compile (runtime libraries cached)",
+                 "warm": "warm start (disk cache)"}
+
+
+def _jax_kind(kind: str) -> str:
+    return "cold" if kind == "cold_model" else kind
 
 
 # -- one thread count ----------------------------------------------------------------------------
@@ -303,10 +343,9 @@ def table(res: dict) -> str:
                      + f" | {peer or ''} | {ratio} |")
         problems += [f"{n} / {c}: {r['status']}" for c, r in row.items() if r["status"] != "ok"]
     for n, fams in res["compile"].items():
-        for kind in ("cold", "warm"):
-            label = {"cold": "cold compile", "warm": "warm start (disk cache)"}[kind]
+        for kind, label in COMPILE_KINDS.items():
             nn = fams.get("nnjit", {}).get(kind)
-            jx = fams.get("jax", {}).get(kind)
+            jx = fams.get("jax", {}).get(_jax_kind(kind))
             cells = {"nnjit": f"{nn:.2f} s" if nn else "", "jax.jit": f"{jx:.2f} s" if jx else ""}
             ratio = f"{nn / jx:.2f}" if nn and jx else ""
             lines.append(f"| {label}, {COMPILE_STEPS.get(n, n)} | "
@@ -331,13 +370,13 @@ def summary(results: list[dict]) -> str:
             cells.append(f"{nn / ms:.2f} ({peer})" if nn and ms else "")
         lines.append(f"| {WORKLOADS[n].label} | " + " | ".join(cells) + " |")
     for n in results[0]["compile"]:
-        for kind in ("cold", "warm"):
+        for kind, what in COMPILE_KINDS.items():
             cells = []
             for r in results:
                 c = r["compile"].get(n, {})
-                nn, jx = c.get("nnjit", {}).get(kind), c.get("jax", {}).get(kind)
+                nn = c.get("nnjit", {}).get(kind)
+                jx = c.get("jax", {}).get(_jax_kind(kind))
                 cells.append(f"{nn:.2f} s" * bool(nn) + f" (jax.jit {jx:.2f} s)" * bool(jx))
-            what = "cold compile" if kind == "cold" else "warm start"
             lines.append(f"| {what}, {COMPILE_STEPS.get(n, n)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
