@@ -1,0 +1,234 @@
+"""`pack_scan_operands`: a scan's loop-invariant GEMM operands (an RNN's recurrent weight:
+a parameter, so `prepack_constants` cannot pack it at compile time) packed once per call,
+before the loop, instead of by every step's GEMM call.
+
+Guarantees afterwards: every GEMM at the top of a scan body (length >= 2) whose A or B is a
+view, the same for every batch, of one of the scan's consts reads it from a new const input
+of the body holding `gemm.panels(dtype, operand)` of that view (`a_packed` / `b_packed` set,
+the view's offset and strides zeroed), and is rendered as a call to
+`nnjit_gemm_<dtype>_prepacked`. The panels live in a new temporary of the enclosing program
+(placed by `plan_memory`, sized for the padded panels), written by a pack loop kernel just
+before the scan. Results are unchanged: packing copies elements, and the GEMM adds the same
+products in the same order either way. NNJIT_PREPACK=0 turns this stage off too.
+
+    kernel k5_scan_pack_b0(reads t6; writes k5_scan_packed0):
+      parallel for k in [0, 256):
+        for p in [0, 16):
+          for r in [0, 64):
+            k5_scan_packed0[k*64 + p*16384 + r] = t6[k*1024 + p*64 + r]
+    kernel k5_scan(reads ..., t6, k5_scan_packed0; ...):
+      scan ... consts (t6, k5_scan_packed0)
+        kernel k0_matmul: gemm f32 m=16 n=1024 k=256
+          B = in4 packed(kc=256, width=64)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ...codegen.index import c64, iadd, idiv, imod, imul
+from ...ir import DType
+from ...ir.kernel import (
+    Buffer,
+    BufKind,
+    Const,
+    GemmKernel,
+    Load,
+    Loop,
+    LoopKernel,
+    LoopKind,
+    MatView,
+    Panels,
+    Program,
+    ScanKernel,
+    Store,
+    Var,
+)
+from . import gemm
+from .prepack import prepack_enabled
+
+_FLOATS = (DType.F32, DType.F64)
+
+
+def pack_scan_operands(program: Program) -> Program:
+    """`program` with its scans' loop-invariant GEMM operands packed once per call (see the
+    module docstring); nested scans are handled inside their enclosing body."""
+    if not prepack_enabled():
+        return program
+    kernels: list = []
+    buffers = list(program.buffers)
+    taken = {b.name for b in buffers}
+    for k in program.kernels:
+        if isinstance(k, ScanKernel):
+            k = dataclasses.replace(k, body=pack_scan_operands(k.body))
+            packs, k, added = _ScanPacker(program, k, taken).run()
+            kernels += packs
+            buffers += added
+        kernels.append(k)
+    if tuple(kernels) == program.kernels:
+        return program
+    return dataclasses.replace(program, buffers=tuple(buffers), kernels=tuple(kernels))
+
+
+@dataclass(frozen=True)
+class _Operand:
+    """A GEMM operand seen as the K x W matrix X the panels hold (B itself; A transposed):
+    X[k, w] = buf[offset + k * k_stride + w * w_stride], in the enclosing program's `buf`."""
+
+    buf: str
+    dtype: DType
+    offset: int
+    k_stride: int
+    w_stride: int
+    k: int
+    w: int
+    panels: Panels
+
+
+class _ScanPacker:
+    """The packs one scan needs: which body GEMM operands are loop-invariant, one packed
+    temporary (and body input) per distinct operand view, the rewritten scan."""
+
+    def __init__(self, outer: Program, scan: ScanKernel, taken: set[str]):
+        self.outer = {b.name: b for b in outer.buffers}
+        self.scan = scan
+        self.body = scan.body
+        self.body_bufs = {b.name: b for b in scan.body.buffers}
+        self.taken = taken
+        first = len(scan.carry_bufs) + len(scan.xs_bufs)
+        # Body input -> the enclosing buffer it is, for the scan's consts (the same memory on
+        # every step; no body kernel may write an input, `verify_program` checks that).
+        self.consts = {name: scan.const_bufs[i]
+                       for i, name in enumerate(scan.body.inputs[first:])}
+        self.packed: dict[_Operand, str] = {}       # operand -> its packed body input
+
+    def run(self) -> tuple[list[LoopKernel], ScanKernel, list[Buffer]]:
+        if self.scan.length < 2:
+            return [], self.scan, []
+        kernels = tuple(self.gemm(k) if isinstance(k, GemmKernel) else k
+                        for k in self.body.kernels)
+        if not self.packed:
+            return [], self.scan, []
+        outer_names, body_bufs, packs, added = [], [], [], []
+        for i, (op, body_name) in enumerate(self.packed.items()):
+            name = self._fresh(f"{self.scan.name}_packed{i}")
+            size = op.panels.size(op.k, op.w)
+            added.append(Buffer(name, op.dtype, size, BufKind.TEMP))
+            body_bufs.append(Buffer(body_name, op.dtype, size, BufKind.INPUT,
+                                    index=len(self.body.inputs) + i))
+            packs += pack_kernels(f"{self.scan.name}_pack{i}", op, name, self.scan.src)
+            outer_names.append(name)
+        body = dataclasses.replace(self.body, buffers=self.body.buffers + tuple(body_bufs),
+                                   inputs=self.body.inputs + tuple(b.name for b in body_bufs),
+                                   kernels=kernels)
+        scan = dataclasses.replace(self.scan, body=body,
+                                   const_bufs=self.scan.const_bufs + tuple(outer_names),
+                                   reads=self.scan.reads + tuple(outer_names))
+        return packs, scan, added
+
+    def gemm(self, k: GemmKernel) -> GemmKernel:
+        if k.dtype not in _FLOATS or k.inlined or min(k.m, k.n, k.k) <= 0:
+            return k
+        a, a_packed = self.operand(k, k.a, k.a_packed, "a")
+        b, b_packed = self.operand(k, k.b, k.b_packed, "b")
+        if a_packed is k.a_packed and b_packed is k.b_packed:
+            return k
+        epi_reads = [n for n in k.reads if n not in (k.a.buf, k.b.buf)]
+        reads = tuple(dict.fromkeys((a.buf, b.buf, *epi_reads)))
+        return dataclasses.replace(k, a=a, b=b, a_packed=a_packed, b_packed=b_packed,
+                                   reads=reads)
+
+    def operand(self, k: GemmKernel, v: MatView, packed: Panels | None, which: str
+                ) -> tuple[MatView, Panels | None]:
+        """The view of operand `which` and its packing: a packed body input if the view lies
+        in one of the scan's consts and is shared by every batch, else as it was."""
+        if packed is not None or any(v.batch_strides):
+            return v, packed
+        name, offset = v.buf, v.offset
+        while name in self.body_bufs and self.body_bufs[name].kind == BufKind.ALIAS:
+            offset += self.body_bufs[name].offset
+            name = self.body_bufs[name].base
+        outer = self.outer.get(self.consts.get(name, ""))
+        if outer is None or outer.dtype != k.dtype:
+            return v, packed
+        panels = gemm.panels(k.dtype.np, which)
+        op = (_Operand(outer.name, k.dtype, offset, v.row_stride, v.col_stride, k.k, k.n, panels)
+              if which == "b" else
+              _Operand(outer.name, k.dtype, offset, v.col_stride, v.row_stride, k.k, k.m, panels))
+        if not _inside(op, outer.size):
+            return v, packed            # not a view inside the buffer: left to the checks
+        if op not in self.packed:
+            self.packed[op] = self._fresh_body(f"{name}p")
+        return MatView(self.packed[op], 0, (0,) * len(v.batch_strides), 0, 0), panels
+
+    def _fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+    def _fresh_body(self, base: str) -> str:
+        taken = set(self.body_bufs) | set(self.packed.values())
+        name, i = base, 1
+        while name in taken:
+            name, i = f"{base}{i}", i + 1
+        return name
+
+
+def _inside(op: _Operand, size: int) -> bool:
+    """Every element of X lies in [0, size) of its buffer."""
+    dims = ((op.k, op.k_stride), (op.w, op.w_stride))
+    lo = op.offset + sum(min(0, (d - 1) * s) for d, s in dims)
+    hi = op.offset + sum(max(0, (d - 1) * s) for d, s in dims)
+    return lo >= 0 and hi < size
+
+
+def pack_kernels(name: str, op: _Operand, dst: str, src: str = "") -> list[LoopKernel]:
+    """Loop kernels writing `op.panels.pack(X)` into `dst`: the rows of X's full K-blocks
+    (split over threads), then those of a shorter last block. Row k of X goes, in each panel,
+    to the k-th `width`-long row; the last panel's columns past W are zeros."""
+    kc, kfull = op.panels.kc, op.k // op.panels.kc * op.panels.kc
+    out = []
+    if kfull:
+        out.append(_rows_kernel(f"{name}_b0", op, dst, 0, kfull, kc, src))
+    if op.k > kfull:
+        out.append(_rows_kernel(f"{name}_b{len(out)}", op, dst, kfull, op.k - kfull,
+                                op.k - kfull, src))
+    return out
+
+
+def _rows_kernel(name: str, op: _Operand, dst: str, k0: int, rows: int, kb: int,
+                 src: str) -> LoopKernel:
+    """Rows [k0, k0 + rows) of X, in K-blocks of `kb` rows starting at k0."""
+    width, wp = op.panels.width, op.panels.padded(op.w)
+    k, p, r = Var("k"), Var("p"), Var("r")
+    row = iadd(c64(k0), k)
+    blk, kk = (c64(0), k) if rows == kb else (idiv(k, kb), imod(k, kb))
+    # dst[k0 * Wp + blk * kb * Wp + panel * kb * width + kk * width + lane]
+    base = iadd(iadd(c64(k0 * wp), imul(blk, c64(kb * wp))), imul(kk, c64(width)))
+    panel_step = kb * width
+
+    def copy(panel: int | Var, lane: Var) -> Store:
+        col = iadd(imul(panel if isinstance(panel, Var) else c64(panel), c64(width)), lane)
+        at = iadd(c64(op.offset), iadd(imul(row, c64(op.k_stride)), imul(col, c64(op.w_stride))))
+        return Store(dst, _panel_at(base, panel, panel_step, lane),
+                     Load(op.buf, at, op.dtype))
+
+    full, rest = divmod(op.w, width)
+    body: list = []
+    if full:
+        body.append(Loop("p", full, (Loop("r", width, (copy(p, r),)),)))
+    if rest:
+        body.append(Loop("r", rest, (copy(full, r),)))
+        zero = Store(dst, _panel_at(base, full, panel_step, iadd(Var("z"), c64(rest))),
+                     Const(0.0, op.dtype))
+        body.append(Loop("z", width - rest, (zero,)))
+    nest = Loop("k", rows, tuple(body), LoopKind.PARALLEL)
+    return LoopKernel(name, (nest,), (op.buf,), (dst,), cost=rows * wp, src=src)
+
+
+def _panel_at(base, panel, panel_step: int, lane):
+    at = imul(panel if isinstance(panel, Var) else c64(panel), c64(panel_step))
+    return iadd(iadd(base, at), lane)
+
