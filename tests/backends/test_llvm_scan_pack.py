@@ -16,7 +16,7 @@ import nnjit
 from nnjit import nn
 from nnjit.backends.llvm import gemm
 from nnjit.backends.llvm.executable import compile_program
-from nnjit.backends.llvm.scan_pack import _Operand, pack_kernels
+from nnjit.backends.llvm.scan_pack import PackOperand, pack_kernels
 from nnjit.ir import DType
 from nnjit.ir.kernel import Buffer, BufKind, GemmKernel, Program, ScanKernel
 from nnjit.ir.kernel_eval import run_program
@@ -29,7 +29,7 @@ DTYPES = {"f32": (np.float32, DType.F32), "f64": (np.float64, DType.F64)}
 
 
 # --- the pack kernels -------------------------------------------------------------------------
-def _pack_program(op: _Operand, size: int) -> Program:
+def _pack_program(op: PackOperand, size: int) -> Program:
     bufs = (Buffer("x", op.dtype, size, BufKind.INPUT, index=0),
             Buffer("dst", op.dtype, op.panels.size(op.k, op.w), BufKind.OUTPUT, index=0))
     return verify_program(Program("pack", bufs, tuple(pack_kernels("pack", op, "dst")),
@@ -48,7 +48,7 @@ def test_pack_kernels_write_the_panels(dt, which, k, w, transposed):
     ks, ws = (1, k) if transposed else (w, 1)
     x = RNG.standard_normal(offset + k * w + 3).astype(np_dt)
     panels = gemm.panels(np_dt, which)
-    op = _Operand("x", dtype, offset, ks, ws, k, w, panels)
+    op = PackOperand("x", dtype, offset, ks, ws, k, w, panels)
     matrix = x[offset + np.arange(k)[:, None] * ks + np.arange(w)[None, :] * ws]
     want = panels.pack(matrix)
     p = _pack_program(op, x.size)

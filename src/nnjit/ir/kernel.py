@@ -354,7 +354,8 @@ class InlinedOperand:
 @dataclass(frozen=True)
 class Panels:
     """A GEMM operand stored pre-packed (a constant packed once at compile time, so no call
-    re-packs it). The operand is seen as a K x W matrix X (B itself; A transposed, W = M) and
+    re-packs it; a scan's loop-invariant operand packed once per call, so no step does).
+    The operand is seen as a K x W matrix X (B itself; A transposed, W = M) and
     stored as consecutive blocks of `kc` rows of K (the last may be shorter), each block as
     ceil(W / width) panels of its rows x `width` columns, k-major within a panel and
     zero-padded to `width`: the layout the CPU GEMM packs into its workspace.

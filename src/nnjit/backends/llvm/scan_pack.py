@@ -8,7 +8,7 @@ of the body holding `gemm.panels(dtype, operand)` of that view (`a_packed` / `b_
 the view's offset and strides zeroed), and is rendered as a call to
 `nnjit_gemm_<dtype>_prepacked`. The panels live in a new temporary of the enclosing program
 (placed by `plan_memory`, sized for the padded panels), written by a pack loop kernel just
-before the scan. Results are unchanged: packing copies elements, and the GEMM adds the same
+before the scan; where the const is a compiled-in constant, in a new constant packed now. Results are unchanged: packing copies elements, and the GEMM adds the same
 products in the same order either way. NNJIT_PREPACK=0 turns this stage off too.
 
     kernel k5_scan_pack_b0(reads t6; writes k5_scan_packed0):
@@ -26,6 +26,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
+from ...codegen.analysis import accesses
 from ...codegen.index import c64, iadd, idiv, imod, imul
 from ...ir import DType
 from ...ir.kernel import (
@@ -45,7 +48,7 @@ from ...ir.kernel import (
     Var,
 )
 from . import gemm
-from .prepack import prepack_enabled
+from .prepack import _used_buffers, prepack_enabled
 
 _FLOATS = (DType.F32, DType.F64)
 
@@ -67,12 +70,14 @@ def pack_scan_operands(program: Program) -> Program:
         kernels.append(k)
     if tuple(kernels) == program.kernels:
         return program
+    used = _used_buffers(program, kernels)
+    buffers = [b for b in buffers if b.kind != BufKind.CONST or b.name in used]
     return dataclasses.replace(program, buffers=tuple(buffers), kernels=tuple(kernels))
 
 
 @dataclass(frozen=True)
-class _Operand:
-    """A GEMM operand seen as the K x W matrix X the panels hold (B itself; A transposed):
+class PackOperand:
+    """What a pack kernel reads: a GEMM operand seen as the K x W matrix X the panels hold (B itself; A transposed):
     X[k, w] = buf[offset + k * k_stride + w * w_stride], in the enclosing program's `buf`."""
 
     buf: str
@@ -100,7 +105,7 @@ class _ScanPacker:
         # every step; no body kernel may write an input, `verify_program` checks that).
         self.consts = {name: scan.const_bufs[i]
                        for i, name in enumerate(scan.body.inputs[first:])}
-        self.packed: dict[_Operand, str] = {}       # operand -> its packed body input
+        self.packed: dict[PackOperand, str] = {}       # operand -> its packed body input
 
     def run(self) -> tuple[list[LoopKernel], ScanKernel, list[Buffer]]:
         if self.scan.length < 2:
@@ -113,10 +118,16 @@ class _ScanPacker:
         for i, (op, body_name) in enumerate(self.packed.items()):
             name = self._fresh(f"{self.scan.name}_packed{i}")
             size = op.panels.size(op.k, op.w)
-            added.append(Buffer(name, op.dtype, size, BufKind.TEMP))
+            source = self.outer[op.buf]
+            if source.kind == BufKind.CONST and source.value is not None:
+                # A compiled-in constant (`jit(..., constants=)`): packed now, once.
+                added.append(Buffer(name, op.dtype, size, BufKind.CONST,
+                                    value=op.panels.pack(_matrix(op, source.value))))
+            else:
+                added.append(Buffer(name, op.dtype, size, BufKind.TEMP))
+                packs += pack_kernels(f"{self.scan.name}_pack{i}", op, name, self.scan.src)
             body_bufs.append(Buffer(body_name, op.dtype, size, BufKind.INPUT,
                                     index=len(self.body.inputs) + i))
-            packs += pack_kernels(f"{self.scan.name}_pack{i}", op, name, self.scan.src)
             outer_names.append(name)
         body = dataclasses.replace(self.body, buffers=self.body.buffers + tuple(body_bufs),
                                    inputs=self.body.inputs + tuple(b.name for b in body_bufs),
@@ -124,7 +135,7 @@ class _ScanPacker:
         scan = dataclasses.replace(self.scan, body=body,
                                    const_bufs=self.scan.const_bufs + tuple(outer_names),
                                    reads=self.scan.reads + tuple(outer_names))
-        return packs, scan, added
+        return packs, _without_unused_consts(scan), added
 
     def gemm(self, k: GemmKernel) -> GemmKernel:
         if k.dtype not in _FLOATS or k.inlined or min(k.m, k.n, k.k) <= 0:
@@ -133,8 +144,8 @@ class _ScanPacker:
         b, b_packed = self.operand(k, k.b, k.b_packed, "b")
         if a_packed is k.a_packed and b_packed is k.b_packed:
             return k
-        epi_reads = [n for n in k.reads if n not in (k.a.buf, k.b.buf)]
-        reads = tuple(dict.fromkeys((a.buf, b.buf, *epi_reads)))
+        epi_reads = accesses(k.epilogue)[0] if k.epilogue else ()
+        reads = tuple(dict.fromkeys((a.buf, b.buf) + tuple(epi_reads)))
         return dataclasses.replace(k, a=a, b=b, a_packed=a_packed, b_packed=b_packed,
                                    reads=reads)
 
@@ -152,9 +163,10 @@ class _ScanPacker:
         if outer is None or outer.dtype != k.dtype:
             return v, packed
         panels = gemm.panels(k.dtype.np, which)
-        op = (_Operand(outer.name, k.dtype, offset, v.row_stride, v.col_stride, k.k, k.n, panels)
-              if which == "b" else
-              _Operand(outer.name, k.dtype, offset, v.col_stride, v.row_stride, k.k, k.m, panels))
+        # X is B itself, or A transposed (its k runs along A's columns).
+        k_stride, w_stride, w = ((v.row_stride, v.col_stride, k.n) if which == "b" else
+                                 (v.col_stride, v.row_stride, k.m))
+        op = PackOperand(outer.name, k.dtype, offset, k_stride, w_stride, k.k, w, panels)
         if not _inside(op, outer.size):
             return v, packed            # not a view inside the buffer: left to the checks
         if op not in self.packed:
@@ -176,7 +188,37 @@ class _ScanPacker:
         return name
 
 
-def _inside(op: _Operand, size: int) -> bool:
+def _without_unused_consts(scan: ScanKernel) -> ScanKernel:
+    """`scan` without the consts its body no longer reads (an operand now read packed only):
+    the unpacked buffer need not live across the loop, nor a constant be compiled in twice."""
+    body = scan.body
+    first = len(scan.carry_bufs) + len(scan.xs_bufs)
+    used = _used_buffers(dataclasses.replace(body, inputs=body.inputs[:first]), body.kernels)
+    keep = [i for i, n in enumerate(body.inputs[first:]) if n in used]
+    if len(keep) == len(scan.const_bufs):
+        return scan
+    drop = {n for i, n in enumerate(body.inputs[first:]) if i not in keep}
+    inputs = tuple(n for n in body.inputs if n not in drop)
+    position = {n: i for i, n in enumerate(inputs)}
+    buffers = tuple(dataclasses.replace(b, index=position[b.name]) if b.kind == BufKind.INPUT
+                    else b for b in body.buffers if b.name not in drop)
+    consts = tuple(scan.const_bufs[i] for i in keep)
+    still = set(scan.init_bufs + scan.carry_bufs + scan.next_bufs + scan.xs_bufs + consts)
+    gone = set(scan.const_bufs) - still
+    return dataclasses.replace(scan, const_bufs=consts,
+                               body=dataclasses.replace(body, inputs=inputs, buffers=buffers),
+                               reads=tuple(n for n in scan.reads if n not in gone))
+
+
+def _matrix(op: PackOperand, value) -> np.ndarray:
+    """X (K x W) read from a constant's value."""
+    flat = np.ascontiguousarray(value, op.dtype.np).reshape(-1)
+    at = op.offset + np.arange(op.k)[:, None] * op.k_stride + np.arange(op.w)[None, :] * \
+        op.w_stride
+    return flat[at]
+
+
+def _inside(op: PackOperand, size: int) -> bool:
     """Every element of X lies in [0, size) of its buffer."""
     dims = ((op.k, op.k_stride), (op.w, op.w_stride))
     lo = op.offset + sum(min(0, (d - 1) * s) for d, s in dims)
@@ -184,7 +226,7 @@ def _inside(op: _Operand, size: int) -> bool:
     return lo >= 0 and hi < size
 
 
-def pack_kernels(name: str, op: _Operand, dst: str, src: str = "") -> list[LoopKernel]:
+def pack_kernels(name: str, op: PackOperand, dst: str, src: str = "") -> list[LoopKernel]:
     """Loop kernels writing `op.panels.pack(X)` into `dst`: the rows of X's full K-blocks
     (split over threads), then those of a shorter last block. Row k of X goes, in each panel,
     to the k-th `width`-long row; the last panel's columns past W are zeros."""
@@ -203,7 +245,7 @@ def pack_kernels(name: str, op: _Operand, dst: str, src: str = "") -> list[LoopK
 _TILE = 16
 
 
-def _rows_kernel(name: str, op: _Operand, dst: str, k0: int, rows: int, kb: int,
+def _rows_kernel(name: str, op: PackOperand, dst: str, k0: int, rows: int, kb: int,
                  src: str) -> LoopKernel:
     """Rows [k0, k0 + rows) of X, in K-blocks of `kb` rows starting at k0: for each row,
     for each column, one element (a tile of `_TILE` rows per column where X is stored
