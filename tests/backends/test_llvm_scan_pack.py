@@ -206,8 +206,31 @@ def test_packed_scratch_comes_from_the_memory_plan():
     cf = nnjit.jit(_rnn, backend="llvm").lower(*args)
     p = cf.program
     (scan,) = [k for k in p.kernels if isinstance(k, ScanKernel)]
-    packed = p.buffer(scan.const_bufs[-1])
+    (name,) = scan.const_bufs          # w itself is no longer read by the body: not a const
+    packed = p.buffer(name)
     assert packed.kind == BufKind.TEMP
     assert packed.size == gemm.panels(np.float32, "b").size(70, 70) == 70 * 128
     assert packed.name in scan.reads
     assert packed.name in {b.name for b in p.plan.buffers}
+
+
+def test_compiled_in_constant_weight_is_packed_at_compile_time():
+    """`jit(..., constants=)`: the recurrent weight is a constant of the enclosing program,
+    so its panels are a constant too (no pack kernel runs), and the unpacked copy is gone."""
+    lstm = nn.LSTM(8, 40)
+    params = lstm.init(seed=3)
+    xs = RNG.standard_normal((6, 4, 8)).astype(np.float32)
+    cf = nnjit.jit(lstm.apply, constants=params, backend="llvm").lower(xs)
+    p = cf.program
+    (scan,) = [k for k in p.kernels if isinstance(k, ScanKernel)]
+    (name,) = scan.const_bufs
+    assert p.buffer(name).kind == BufKind.CONST
+    assert [b for a, b in _packed_gemms(p)] == [scan.body.inputs[-1]]
+    assert not [k for k in p.kernels if "_pack" in k.name]
+    assert len([b for b in p.buffers if b.kind == BufKind.CONST and b.size >= 160 * 40]) == 1
+    want = nnjit.jit(lambda q, x: lstm.apply(q, x), backend="interp")(params, xs)
+    as_arg = nnjit.jit(lambda q, x: lstm.apply(q, x), backend="llvm")(params, xs)
+    for g, w, a in zip(nnjit.tree_leaves(cf(xs)), nnjit.tree_leaves(want),
+                       nnjit.tree_leaves(as_arg)):
+        assert_close(g, w)
+        np.testing.assert_array_equal(g, a)

@@ -7,19 +7,22 @@ view, the same for every batch, of one of the scan's consts reads it from a new 
 of the body holding `gemm.panels(dtype, operand)` of that view (`a_packed` / `b_packed` set,
 the view's offset and strides zeroed), and is rendered as a call to
 `nnjit_gemm_<dtype>_prepacked`. The panels live in a new temporary of the enclosing program
-(placed by `plan_memory`, sized for the padded panels), written by a pack loop kernel just
-before the scan; where the const is a compiled-in constant, in a new constant packed now. Results are unchanged: packing copies elements, and the GEMM adds the same
-products in the same order either way. NNJIT_PREPACK=0 turns this stage off too.
+(placed by `plan_memory`, sized for the padded panels), written by pack loop kernels just
+before the scan; where the const is a compiled-in constant, in a new constant packed now.
+A const the body no longer reads leaves the scan. Results are unchanged: packing copies
+elements, and the GEMM adds the same products in the same order either way.
+NNJIT_PREPACK=0 turns this stage off too. The char-LSTM's forward scan (h @ W_hh^T):
 
-    kernel k5_scan_pack_b0(reads t6; writes k5_scan_packed0):
+    kernel k5_scan_pack0_b0(reads t6; writes k5_scan_packed0):
       parallel for k in [0, 256):
         for p in [0, 16):
           for r in [0, 64):
-            k5_scan_packed0[k*64 + p*16384 + r] = t6[k*1024 + p*64 + r]
-    kernel k5_scan(reads ..., t6, k5_scan_packed0; ...):
-      scan ... consts (t6, k5_scan_packed0)
-        kernel k0_matmul: gemm f32 m=16 n=1024 k=256
-          B = in4 packed(kc=256, width=64)
+            k5_scan_packed0[(((k * 64) + (p * 16384)) + r)] = t6[((k * 1024) + ((p * 64) + r))]
+    kernel k5_scan(...): scan t in [0, 32): ... consts (k5_scan_packed0)
+      program ...
+        kernel k0_matmul(reads in0, in3p; writes t0):
+          gemm f32 batch=[] m=16 n=1024 k=256
+            B = in3p packed(kc=256, width=64)
 """
 from __future__ import annotations
 
@@ -77,8 +80,9 @@ def pack_scan_operands(program: Program) -> Program:
 
 @dataclass(frozen=True)
 class PackOperand:
-    """What a pack kernel reads: a GEMM operand seen as the K x W matrix X the panels hold (B itself; A transposed):
-    X[k, w] = buf[offset + k * k_stride + w * w_stride], in the enclosing program's `buf`."""
+    """What a pack kernel reads: a GEMM operand seen as the K x W matrix X the panels hold
+    (B itself; A transposed): X[k, w] = buf[offset + k * k_stride + w * w_stride], in the
+    enclosing program's `buf`."""
 
     buf: str
     dtype: DType
