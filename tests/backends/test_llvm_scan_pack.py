@@ -234,3 +234,34 @@ def test_compiled_in_constant_weight_is_packed_at_compile_time():
                        nnjit.tree_leaves(as_arg)):
         assert_close(g, w)
         np.testing.assert_array_equal(g, a)
+
+
+def _rnn_transposed(h0, xs, w):
+    return _rnn(h0, xs, w.T)
+
+
+def _rnn_transposed_kept(h0, xs, w):
+    """w.T is materialized for the scan by a kernel that also computes other values (fused
+    with a reduction over w): not a plain copy, so the pack reads the materialized w.T."""
+    wt = w.T
+    hT, hs = _rnn(h0, xs, wt)
+    return hT, hs, (wt * wt).sum(axis=0) @ wt
+
+
+@pytest.mark.parametrize("fn", [_rnn_transposed, _rnn_transposed_kept])
+def test_pack_reads_through_a_materialized_transpose(monkeypatch, fn):
+    """`h @ w.T` with w.T computed outside the scan by a transposing copy: the pack reads w
+    itself and the copy is gone; the values equal the unpacked build either way."""
+    args = _rnn_args("f32", h=70)
+    cf = nnjit.jit(fn, backend="llvm").lower(*args)
+    p = cf.program
+    (pack,) = [k for k in p.kernels if "_scan_pack" in k.name]
+    through = fn is _rnn_transposed
+    assert (pack.reads == (p.inputs[2],)) == through    # w itself, not its copy
+    if through:
+        assert not [k for k in p.kernels if "transpose" in k.name]
+    got = cf(*args)
+    for g, u in zip(got, _unpacked(monkeypatch, fn, args)):
+        np.testing.assert_array_equal(g, u)
+    for g, want in zip(got, nnjit.jit(fn, backend="interp")(*args)):
+        assert_close(g, want)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...codegen.analysis import accesses
+from ...codegen.analysis import accesses, affine, perfect_nest
 from ...codegen.index import c64, iadd, idiv, imod, imul
 from ...ir import DType
 from ...ir.kernel import (
@@ -64,17 +64,20 @@ def pack_scan_operands(program: Program) -> Program:
     kernels: list = []
     buffers = list(program.buffers)
     taken = {b.name for b in buffers}
+    copies: set[str] = set()           # kernels some pack reads through (_through_permutation)
     for k in program.kernels:
         if isinstance(k, ScanKernel):
             k = dataclasses.replace(k, body=pack_scan_operands(k.body))
-            packs, k, added = _ScanPacker(program, k, taken).run()
+            packs, k, added = _ScanPacker(program, k, taken, kernels, copies).run()
             kernels += packs
             buffers += added
         kernels.append(k)
     if tuple(kernels) == program.kernels:
         return program
+    kernels = [k for k in kernels if not _dead_copy(k, program, kernels, copies)]
     used = _used_buffers(program, kernels)
-    buffers = [b for b in buffers if b.kind != BufKind.CONST or b.name in used]
+    buffers = [b for b in buffers if b.kind not in (BufKind.CONST, BufKind.TEMP)
+               or b.name in used]
     return dataclasses.replace(program, buffers=tuple(buffers), kernels=tuple(kernels))
 
 
@@ -98,8 +101,11 @@ class _ScanPacker:
     """The packs one scan needs: which body GEMM operands are loop-invariant, one packed
     temporary (and body input) per distinct operand view, the rewritten scan."""
 
-    def __init__(self, outer: Program, scan: ScanKernel, taken: set[str]):
+    def __init__(self, outer: Program, scan: ScanKernel, taken: set[str], before: list,
+                 copies: set[str]):
         self.outer = {b.name: b for b in outer.buffers}
+        self.before = before                    # the enclosing program's kernels so far
+        self.copies = copies
         self.scan = scan
         self.body = scan.body
         self.body_bufs = {b.name: b for b in scan.body.buffers}
@@ -173,6 +179,10 @@ class _ScanPacker:
         op = PackOperand(outer.name, k.dtype, offset, k_stride, w_stride, k.k, w, panels)
         if not _inside(op, outer.size):
             return v, packed            # not a view inside the buffer: left to the checks
+        moved = _through_permutation(op, self.before, self.outer)
+        if moved is not None:
+            self.copies.add(next(k.name for k in self.before if op.buf in k.writes))
+            op = moved
         if op not in self.packed:
             self.packed[op] = self._fresh_body(f"{name}p")
         return MatView(self.packed[op], 0, (0,) * len(v.batch_strides), 0, 0), panels
@@ -190,6 +200,68 @@ class _ScanPacker:
         while name in taken:
             name, i = f"{base}{i}", i + 1
         return name
+
+
+def _through_permutation(op: PackOperand, before: list, bufs: dict) -> PackOperand | None:
+    """`op` read from where its buffer was copied from, if that buffer is a temporary whose
+    one writer (among the kernels `before`) is a 2-D permuting copy of an input or constant
+    no kernel writes after it (an RNN's `W_hh.T`, materialized for the scan):
+
+        t6[i0 * 1024 + i1] = in4[i1 * 256 + i0]    and X[k, w] = t6[k * 1024 + w]
+        ->  X[k, w] = in4[w * 256 + k]
+
+    The pack then reads the weight itself (the copy may become dead: see `_dead_copy`)."""
+    writers = [i for i, k in enumerate(before) if op.buf in k.writes]
+    aliased = any(b.base == op.buf for b in bufs.values())    # written under another name?
+    if bufs[op.buf].kind != BufKind.TEMP or len(writers) != 1 or op.offset or aliased:
+        return None
+    copy = _permuting_copy(before[writers[0]], op.buf, bufs[op.buf].size)
+    if copy is None:
+        return None
+    (axes, strides), (src, src_terms) = copy
+    if bufs[src].kind not in (BufKind.INPUT, BufKind.CONST) or any(
+            src in k.writes for k in before[writers[0] + 1:]):
+        return None
+    dims = {(stride, extent): var for (var, extent), stride in zip(axes, strides)}
+    k_var, w_var = dims.get((op.k_stride, op.k)), dims.get((op.w_stride, op.w))
+    if k_var is None or w_var is None or k_var == w_var:
+        return None
+    moved = dataclasses.replace(op, buf=src, offset=src_terms.get(1, 0),
+                                k_stride=src_terms.get(k_var, 0),
+                                w_stride=src_terms.get(w_var, 0))
+    return moved if _inside(moved, bufs[src].size) else None
+
+
+def _permuting_copy(k, dst: str, size: int):
+    """((((var, extent), ...), strides), (src, src index terms)) of a kernel that is exactly
+    `for v0: for v1: dst[v0 * e1 + v1] = src[affine(v0, v1)]` over all of `dst`, else None."""
+    if not (isinstance(k, LoopKernel) and k.writes == (dst,) and len(k.body) == 1
+            and isinstance(k.body[0], Loop)):
+        return None
+    loops, inner = perfect_nest(k.body[0])
+    if len(loops) != 2 or len(inner) != 1 or not isinstance(inner[0], Store):
+        return None
+    store = inner[0]
+    if store.buf != dst or not isinstance(store.value, Load) or store.value.buf == dst:
+        return None
+    (v0, e0), (v1, e1) = ((lp.var, lp.extent) for lp in loops)
+    terms, src_terms = affine(store.index), affine(store.value.index)
+    if terms != {v0: e1, v1: 1} or e0 * e1 != size or src_terms is None \
+            or set(src_terms) - {v0, v1, 1}:
+        return None
+    return (((v0, e0), (v1, e1)), (e1, 1)), (store.value.buf, src_terms)
+
+
+def _dead_copy(k, program: Program, kernels: list, copies: set[str]) -> bool:
+    """Whether `k` is one of the `copies` packs read through, and no kernel, result or alias
+    needs what it wrote any more."""
+    if k.name not in copies:
+        return False
+    needed = set(program.outputs) | {b.base for b in program.buffers if b.base}
+    for other in kernels:
+        if other is not k:
+            needed |= set(other.reads)
+    return not needed & set(k.writes)
 
 
 def _without_unused_consts(scan: ScanKernel) -> ScanKernel:
