@@ -74,9 +74,10 @@ def test_a_call_like_the_last_one_skips_binding_and_anything_else_does_not(backe
     assert len(calls) == 4 and c.traces == 2       # only the new shape retraced
     with pytest.raises(TypeError, match="positional"):
         jf(x, np.float32(2), np.float32(1))                        # too many arguments
+    assert c.traces == 3                           # the failed trace
     jf.clear_cache()
     assert_close(jf(x, np.float32(3)), x * 3)
-    assert c.traces == 3
+    assert c.traces == 4
 
 
 def test_new_shape_or_dtype_retraces(backend):
