@@ -42,6 +42,8 @@ excluded. torch.compile's compile time is not measured (PERF_NOTES: 4-26 s plus 
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -207,6 +209,10 @@ def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -
     """One fresh process; cold (cache None: nnjit's cache off and pointed at an empty
     directory, jax's off) or warm from the cache directory `cache`."""
     env = thread_env(threads)
+    # Bytecode cached as for any installed package (a sandbox may set PYTHONDONTWRITEBYTECODE,
+    # which made every probe compile nnjit's sources, but not site-packages', again).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = _pycache()
     cmd = [sys.executable, os.path.abspath(__file__), "--probe", family, name, path,
            "--cache", cache or ""]
     with tempfile.TemporaryDirectory(prefix="nnjit-cold-") as empty:
@@ -217,6 +223,14 @@ def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@functools.cache
+def _pycache() -> str:
+    """One bytecode cache for every probe of this run (removed at exit)."""
+    path = tempfile.mkdtemp(prefix="peers-pycache-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _runtime_cache(threads: int) -> str:
@@ -246,6 +260,7 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
     for name in names:
         path, _ = _data_file(WORKLOADS[name], data_dir)
         for fam in families:
+            _probe(fam, name, path, threads, None)       # fills the bytecode cache: not timed
             cache = tempfile.mkdtemp(prefix=f"peers-{fam}-cache-")
             cold = [_probe(fam, name, path, threads, None) for _ in range(repeats)]
             cold_model = [_cold_model_probe(fam, name, path, threads, runtime)
