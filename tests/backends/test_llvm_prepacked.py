@@ -29,7 +29,7 @@ def aligned(a: np.ndarray) -> np.ndarray:
 
 
 def prepacked_call(dtype):
-    gemm.ensure_runtime_loaded()
+    gemm.ensure_runtime_loaded([dtype])
     i64, p, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
     proto = ctypes.CFUNCTYPE(None, i64, i64, i64, p, i64, i64, p, i64, i64, p, i64, i32,
                              p, p, p, i32, i32)

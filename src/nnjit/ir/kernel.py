@@ -274,6 +274,11 @@ class BufKind(enum.Enum):
     SHARED = "shared"    # GPU form: a block's scratch in its shared memory, at byte `offset`
 
 
+#: The kinds of buffer a GEMM's pre-packed operand may be: a whole one, never an alias (a
+#: view into packed panels would not be panels of a matrix).
+PACKED_KINDS = frozenset({BufKind.CONST, BufKind.INPUT, BufKind.TEMP})
+
+
 @dataclass(frozen=True)
 class Buffer:
     name: str
@@ -349,7 +354,8 @@ class InlinedOperand:
 @dataclass(frozen=True)
 class Panels:
     """A GEMM operand stored pre-packed (a constant packed once at compile time, so no call
-    re-packs it). The operand is seen as a K x W matrix X (B itself; A transposed, W = M) and
+    re-packs it; a scan's loop-invariant operand packed once per call, so no step does).
+    The operand is seen as a K x W matrix X (B itself; A transposed, W = M) and
     stored as consecutive blocks of `kc` rows of K (the last may be shorter), each block as
     ceil(W / width) panels of its rows x `width` columns, k-major within a panel and
     zero-padded to `width`: the layout the CPU GEMM packs into its workspace.
@@ -405,9 +411,10 @@ class GemmKernel:
     scratch space and only the epilogue's stores are results.
     `inlined`: operands that are not materialized (see `InlinedOperand`); `reads` then names
     what their expressions load instead.
-    `a_packed` / `b_packed`: that operand is a constant stored pre-packed (see `Panels`) in
-    its view's buffer, shared by every batch; the view's offset and strides are then unused
-    (all 0)."""
+    `a_packed` / `b_packed`: that operand is stored pre-packed (see `Panels`) in its view's
+    whole buffer, shared by every batch: a constant packed at compile time, or a scan body's
+    input that its enclosing program packs before the loop (one of `PACKED_KINDS`); the
+    view's offset and strides are then unused (all 0)."""
 
     name: str
     dtype: DType

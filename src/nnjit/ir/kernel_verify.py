@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .errors import VerifyError
 from .kernel import (
+    PACKED_KINDS,
     Assign,
     BufKind,
     Const,
@@ -69,13 +70,15 @@ def verify_program(p: Program) -> Program:
 
 
 def _verify_packed(p: Program, k: GemmKernel, bufs) -> None:
-    """A pre-packed operand is a whole constant buffer of exactly its packed size."""
+    """A pre-packed operand is a whole buffer (a constant, or an input or temporary some
+    kernel packs: see `PACKED_KINDS`) of exactly its packed size."""
     for which, view, packed, width in (("A", k.a, k.a_packed, k.m), ("B", k.b, k.b_packed, k.n)):
         if packed is None:
             continue
         buf = bufs.get(view.buf)
-        if buf is None or buf.kind != BufKind.CONST:
-            _fail(p, k, f"packed operand {which} must be a constant buffer, got {view.buf}")
+        if buf is None or buf.kind not in PACKED_KINDS:
+            _fail(p, k, f"packed operand {which} must be a constant, input or temporary "
+                        f"buffer, got {view.buf}")
         if buf.size != packed.size(k.k, width):
             _fail(p, k, f"packed operand {which} ({view.buf}, {buf.size} elements) must hold "
                         f"{packed.size(k.k, width)} for k={k.k} x {width}")

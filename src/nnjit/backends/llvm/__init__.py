@@ -17,6 +17,7 @@ from ..signature import Signature
 from . import parallel, target
 from .executable import LLVMExecutable, compile_program, debug_bounds, load_warm
 from .prepack import prepack_constants
+from .scan_pack import pack_scan_operands
 
 
 class LLVMBackend:
@@ -27,10 +28,12 @@ class LLVMBackend:
         """Large reductions to one value get a parallel pass over chunks first; float sums
         become trees of bounded partials (leaf loops vectorize into lanes); all-reduce waits
         move down to the first use (the transfer overlaps what is between); constant GEMM
-        operands are packed once, here, instead of on every call."""
+        operands are packed once, here, instead of on every call, and a scan's loop-invariant
+        ones once per call, before its loop, instead of on every step."""
         return [("split_full_reductions", split_full_reductions), ("block_sums", block_sums),
                 ("overlap_collectives", overlap_collectives),
-                ("prepack_constants", prepack_constants)]
+                ("prepack_constants", prepack_constants),
+                ("pack_scan_operands", pack_scan_operands)]
 
     def mapping(self, options) -> list:
         return []

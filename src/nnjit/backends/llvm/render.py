@@ -22,6 +22,7 @@ import numpy as np
 from ...codegen.analysis import facts, may_overlap, memory_region, trip_count
 from ...ir import CompileError, DType
 from ...ir.kernel import (
+    PACKED_KINDS,
     STATUS_BUFFER,
     STATUS_BYTES,
     BufKind,
@@ -561,18 +562,20 @@ def _check_view(frame: _Frame, v: MatView, batch, rows: int, cols: int, dtype: D
 
 def _check_packed(frame: _Frame, v: MatView, packed, operand: str, k: GemmKernel,
                   width: int) -> None:
-    """A pre-packed operand: a whole constant buffer of its packed size, the same for every
-    batch, in this GEMM's own panel layout."""
+    """A pre-packed operand: a whole buffer of its packed size (a constant packed at compile
+    time, or a scan body's input its enclosing program packs before the loop), the same for
+    every batch, in this GEMM's own panel layout."""
     if packed is None:
         return
     buf = frame.buffer(v.buf)
     want = gemm.panels(k.dtype.np, operand)
     if packed != want:
         raise CompileError(f"GEMM operand {v.buf} is {packed}, this GEMM packs {want}")
-    if (buf.kind != BufKind.CONST or buf.dtype != k.dtype or v.offset
+    if (buf.kind not in PACKED_KINDS or buf.dtype != k.dtype or v.offset
             or any(v.batch_strides) or buf.size != packed.size(k.k, width)):
-        raise CompileError(f"GEMM packed operand {v} must be a whole {k.dtype.value} constant "
-                           f"of {packed.size(k.k, width)} elements, shared by the batch")
+        raise CompileError(f"GEMM packed operand {v} must be a whole {k.dtype.value} constant, "
+                           f"input or temporary of {packed.size(k.k, width)} elements, shared "
+                           "by the batch")
 
 
 def _check_slices(frame: _Frame, names, elems, length: int) -> None:
