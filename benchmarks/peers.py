@@ -15,7 +15,8 @@ contender family (nnjit, numpy, torch, jax, onnxruntime) with NNJIT_NUM_THREADS,
 OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, XLA_FLAGS
 (intra_op_parallelism_threads=N, and --xla_cpu_multi_thread_eigen=false at one thread only:
 at two it left jax's GEMM on one core) and
-onnxruntime's intra_op_num_threads set to N. Each worker builds its contenders and runs each
+onnxruntime's intra_op_num_threads set to N, and pinned to N CPUs when N is fewer than the
+machine has (`pin_to`: thread settings alone left jax.jit on two cores). Each worker builds its contenders and runs each
 once from the initial data; the result is checked against the reference (the loss and, for a
 training step, the update of every parameter leaf; see peerlib/common.py) and a contender that
 disagrees is reported as WRONG and not timed. Then the contenders take turns: each round asks
@@ -42,6 +43,8 @@ excluded. torch.compile's compile time is not measured (PERF_NOTES: 4-26 s plus 
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -76,6 +79,18 @@ def thread_env(threads: int) -> dict:
     return env
 
 
+def pin_to(threads: int):
+    """A `preexec_fn` restricting a child to the first `threads` CPUs this process may use
+    (None when that is all of them): N threads means N cores for every contender, whatever
+    its library does with its thread settings (at one thread, jax.jit ran GEMM 1024 at 230
+    GFLOP/s, two cores' worth, with XLA told to use one)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads >= len(allowed):
+        return None
+    cpus = set(allowed[:threads])
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 # -- workers -------------------------------------------------------------------------------------
 class Worker:
     """One family's process; `ask` sends a command and returns its JSON reply."""
@@ -87,7 +102,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--worker", family, "--threads",
                  str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                text=True, env=thread_env(threads))
+                text=True, env=thread_env(threads), preexec_fn=pin_to(threads))
         hello = self._read()
         self.version, self.missing = hello.get("version"), hello.get("missing")
 
@@ -207,16 +222,29 @@ def _probe(family: str, name: str, path: str, threads: int, cache: str | None) -
     """One fresh process; cold (cache None: nnjit's cache off and pointed at an empty
     directory, jax's off) or warm from the cache directory `cache`."""
     env = thread_env(threads)
+    # Bytecode cached as for any installed package (a sandbox may set PYTHONDONTWRITEBYTECODE,
+    # which made every probe compile nnjit's sources, but not site-packages', again).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = _pycache()
     cmd = [sys.executable, os.path.abspath(__file__), "--probe", family, name, path,
            "--cache", cache or ""]
     with tempfile.TemporaryDirectory(prefix="nnjit-cold-") as empty:
         if family == "nnjit":
             env["NNJIT_CACHE"] = "1" if cache else "0"
             env["NNJIT_CACHE_DIR"] = cache or empty
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                           preexec_fn=pin_to(threads))
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@functools.cache
+def _pycache() -> str:
+    """One bytecode cache for every probe of this run (removed at exit)."""
+    path = tempfile.mkdtemp(prefix="peers-pycache-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _runtime_cache(threads: int) -> str:
@@ -246,6 +274,7 @@ def compile_times(names: list[str], data_dir: str, threads: int, repeats: int,
     for name in names:
         path, _ = _data_file(WORKLOADS[name], data_dir)
         for fam in families:
+            _probe(fam, name, path, threads, None)       # fills the bytecode cache: not timed
             cache = tempfile.mkdtemp(prefix=f"peers-{fam}-cache-")
             cold = [_probe(fam, name, path, threads, None) for _ in range(repeats)]
             cold_model = [_cold_model_probe(fam, name, path, threads, runtime)

@@ -107,16 +107,28 @@ class JitFunction:
                                     "donated; a static argument has no buffer to donate")
         self.name = name
         self._cache: dict[tuple, CompiledFunction] = {}
+        self._last: CompiledFunction | None = None   # see __call__
         self.recompiles: list[str] = []
         # updated=(): copying fn.__dict__ would clobber our own fields (jit(jit(f)) shared
         # the inner cache and backend; a callable object with a `fn` attribute replaced fn).
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args, out=None, **kwargs):
+        last = self._last
+        if last is not None and not kwargs:
+            # The usual loop: arguments exactly like the last call's (structure, plain arrays
+            # of its shapes and dtypes), so the same compiled function, found without binding,
+            # flattening twice or hashing the signature. Anything else (tracers included, which
+            # are not arrays) takes the path below.
+            flat = last.fast_leaves(args)
+            if flat is not None:
+                return last.run_flat(flat, out)
         if _is_tracing((args, kwargs)):
             return self.fn(*args, **kwargs)
         call = self.static.split(args, kwargs)
-        return self._compiled(call)(*call.dynamic, out=out)
+        cf = self._compiled(call)
+        self._last = cf if not (kwargs or self.static.nums or self.static.names) else None
+        return cf(*call.dynamic, out=out)
 
     def _compiled(self, call: BoundCall) -> CompiledFunction:
         sig = _signature(call.dynamic)
@@ -197,6 +209,7 @@ class JitFunction:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._last = None
 
 
 def _fn_label(fn: Callable) -> str:

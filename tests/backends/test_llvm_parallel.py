@@ -43,14 +43,14 @@ COVER_ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, 
 
 @pytest.fixture(scope="module")
 def cover():
-    gemm.ensure_runtime_loaded()     # the pool: modules that call nnjit_parallel link against it
+    gemm.ensure_runtime_loaded(())   # the pool only: modules that call nnjit_parallel need it
     lib = target.jit(cover_module(None, grain="runtime"))
     return lib, lib.function("cover", None, *COVER_ARGS)
 
 
 @pytest.fixture(scope="module")
 def cover_default_grain():
-    gemm.ensure_runtime_loaded()
+    gemm.ensure_runtime_loaded(())
     lib = target.jit(cover_module(None))
     return lib, lib.function("cover", None, *COVER_ARGS)
 
@@ -210,7 +210,7 @@ _COVER_PRELUDE = f"""
 import ctypes, numpy as np
 from nnjit.backends.llvm import gemm, target
 from tests.backends.test_llvm_parallel import cover_module, COVER_ARGS
-gemm.ensure_runtime_loaded()
+gemm.ensure_runtime_loaded(())
 lib = target.jit(cover_module(None, grain="runtime"))   # keeps the code loaded
 fn = lib.function("cover", None, *COVER_ARGS)
 def check(n, nt, grain):
@@ -247,7 +247,7 @@ def test_concurrent_and_nested_callers_each_get_every_chunk():
     if not parallel.threads_available():
         pytest.skip("no thread pool on this platform")
     import threading
-    gemm.ensure_runtime_loaded()
+    gemm.ensure_runtime_loaded(())
     lib = target.jit(cover_module(None, grain="runtime"))
     fn = lib.function("cover", None, *COVER_ARGS)
     errors = []
@@ -293,7 +293,7 @@ def test_nested_parallel_loop_runs_on_the_worker_alone():
 
     parallel.parallel_for(mod, b, "outer", rows, [counts, cols], outer, 2, grain=1)
     b.ret_void()
-    gemm.ensure_runtime_loaded()
+    gemm.ensure_runtime_loaded(())
     lib = target.jit(str(mod))
     f = lib.function("nested", None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
     for r, c in [(1, 1), (5, 17), (64, 100)]:

@@ -53,6 +53,33 @@ def test_same_signature_reuses_the_compiled_function(backend):
     assert c.traces == 1 and jf.recompiles == []
 
 
+def test_a_call_like_the_last_one_skips_binding_and_anything_else_does_not(backend,
+                                                                          monkeypatch):
+    """Arguments exactly like the previous call's go straight to its compiled function (no
+    binding, no signature hashing); a new shape, a non-contiguous array, a Python scalar or
+    a keyword argument takes the full path, and so gets the right function or error."""
+    c, jf = counted_jit(lambda x, s: x * s, backend)
+    x = f32(2, 3, fill=2.0)
+    assert_close(jf(x, np.float32(3)), x * 3)
+    from nnjit.frontend.binding import StaticArgs
+    split = StaticArgs.split
+    calls = []
+    monkeypatch.setattr(StaticArgs, "split", lambda *a: calls.append(1) or split(*a))
+    assert_close(jf(x + 1, np.float32(2)), (x + 1) * 2)           # the fast path
+    assert calls == []
+    assert_close(jf(f32(4), np.float32(2)), f32(4) * 2)            # a new shape: retraced
+    assert_close(jf(np.ones((3, 2), np.float32).T, np.float32(5)), f32(2, 3, fill=5.0))
+    assert_close(jf(x, 2.0), x * 2)                                # Python float
+    assert_close(jf(x, s=np.float32(4)), x * 4)                    # keyword
+    assert len(calls) == 4 and c.traces == 2       # only the new shape retraced
+    with pytest.raises(TypeError, match="positional"):
+        jf(x, np.float32(2), np.float32(1))                        # too many arguments
+    assert c.traces == 3                           # the failed trace
+    jf.clear_cache()
+    assert_close(jf(x, np.float32(3)), x * 3)
+    assert c.traces == 4
+
+
 def test_new_shape_or_dtype_retraces(backend):
     c, jf = counted_jit(lambda x: x * 2, backend)
     jf(f32(2))

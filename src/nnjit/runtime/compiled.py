@@ -157,18 +157,25 @@ class CompiledFunction:
         that native code can use) and return the leaves as arrays: the one argument check.
         Arguments exactly like the compiled ones (the usual training loop) take a fast path
         of a few microseconds; anything else gets the full check and its error messages."""
+        leaves = self.fast_leaves(args)
+        return leaves if leaves is not None else self._checked_args(args)
+
+    def fast_leaves(self, args: Sequence[Any]) -> list | None:
+        """The leaves of `args` if they are exactly like the compiled arguments: the same
+        structure, and numpy arrays (or numpy scalars) of the compiled shapes and dtypes whose
+        memory native code can use as it is; else None (`flat_args` then checks in full)."""
         leaves: list = []
-        if _match(self.traced.in_tree, tuple(args), leaves) and len(leaves) == len(self._fast):
-            for k, (x, (shape, dt, writable)) in enumerate(zip(leaves, self._fast)):
-                if isinstance(x, np.generic) and x.dtype is dt and not shape and not writable:
-                    leaves[k] = np.asarray(x)            # a numpy scalar: seed, step, lr
-                elif not (type(x) is np.ndarray and x.dtype is dt and x.shape == shape
-                          and x.flags.c_contiguous and x.flags.aligned
-                          and (not writable or x.flags.writeable)):
-                    break
-            else:
-                return leaves
-        return self._checked_args(args)
+        if not (_match(self.traced.in_tree, tuple(args), leaves)
+                and len(leaves) == len(self._fast)):
+            return None
+        for k, (x, (shape, dt, writable)) in enumerate(zip(leaves, self._fast)):
+            if isinstance(x, np.generic) and x.dtype is dt and not shape and not writable:
+                leaves[k] = np.asarray(x)            # a numpy scalar: seed, step, lr
+            elif not (type(x) is np.ndarray and x.dtype is dt and x.shape == shape
+                      and x.flags.c_contiguous and x.flags.aligned
+                      and (not writable or x.flags.writeable)):
+                return None
+        return leaves
 
     def _checked_args(self, args: Sequence[Any]) -> list:
         leaves, tree = flatten_with_paths(tuple(args))
@@ -226,7 +233,10 @@ class CompiledFunction:
         """Run on `args`. `out` (a pytree shaped like the results, of preallocated arrays)
         receives the results instead of fresh arrays: reusing memory avoids the page faults
         of a fresh large allocation on every call."""
-        flat = self.flat_args(args)
+        return self.run_flat(self.flat_args(args), out)
+
+    def run_flat(self, flat: list, out=None):
+        """Run on leaves `flat_args` (or `fast_leaves`) returned; `out` as for a call."""
         outs = None if out is None else self._flat_outs(out, flat)
         return unflatten(self.traced.out_tree, self.executable(flat, outs))
 

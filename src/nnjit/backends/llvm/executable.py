@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import math
 import os
 import struct
 import sys
@@ -192,7 +193,9 @@ class LLVMExecutable:
             _check_specs(program, inputs, outputs)
         self.donated = [tuple(p) for p in layout.donated]
         into = dict(self.donated)
-        self._results = [(into.get(j), s.shape, np.dtype(s.dtype))
+        # (donated input or None, shape, dtype, bytes): small fresh results skip the pool
+        self._results = [(into.get(j), s.shape, np.dtype(s.dtype),
+                          math.prod(s.shape) * np.dtype(s.dtype).itemsize)
                          for j, s in enumerate(outputs)]
         nargs = len(inputs) + len(outputs) + 1
         self._entry = library.function(layout.entry, None, *[ctypes.c_void_p] * nargs)
@@ -241,9 +244,10 @@ class LLVMExecutable:
             # A donated input is consumed: its result is written into it and it is returned
             # (itself, or a view with the result's own shape: the planner only donates equal
             # byte sizes of one dtype); the other results get fresh arrays.
-            outs = [OUTPUTS.empty(shape, dt) if i is None else
+            outs = [(np.empty(shape, dt) if nbytes < OUTPUTS.min_bytes else
+                     OUTPUTS.empty(shape, dt)) if i is None else
                     args[i] if args[i].shape == shape else args[i].reshape(shape)
-                    for i, shape, dt in self._results]
+                    for i, shape, dt, nbytes in self._results]
         ptrs = [_address(a) for a in args] + [_address(o) for o in outs]
         with self._lock:
             if self._host.steps is None:

@@ -747,7 +747,7 @@ _loaded: dict[str, target.JitLibrary] = {}
 _lock = threading.Lock()
 
 
-def ensure_runtime_loaded(dtypes=()) -> None:
+def ensure_runtime_loaded(dtypes=None) -> None:
     """Load the thread pool and the GEMM libraries for `dtypes` (None: all) once per process,
     their object code from the disk cache when it can, and register their symbols with
     `llvm.add_symbol`, so JIT modules that call `nnjit_parallel` or `declare_gemm` resolve
