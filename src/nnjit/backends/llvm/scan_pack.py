@@ -9,15 +9,19 @@ the view's offset and strides zeroed), and is rendered as a call to
 `nnjit_gemm_<dtype>_prepacked`. The panels live in a new temporary of the enclosing program
 (placed by `plan_memory`, sized for the padded panels), written by pack loop kernels just
 before the scan; where the const is a compiled-in constant, in a new constant packed now.
-A const the body no longer reads leaves the scan. Results are unchanged: packing copies
-elements, and the GEMM adds the same products in the same order either way.
-NNJIT_PREPACK=0 turns this stage off too. The char-LSTM's forward scan (h @ W_hh^T):
+A const the body no longer reads leaves the scan; a const that is a plain transposing copy
+of an input (`W_hh.T`) is packed from the input itself, and the copy goes if nothing else
+reads it. Results are unchanged: packing copies elements, and the GEMM adds the same
+products in the same order either way. NNJIT_PREPACK=0 turns this stage off too. The
+char-LSTM's forward scan (h @ W_hh^T, W_hh = in4):
 
-    kernel k5_scan_pack0_b0(reads t6; writes k5_scan_packed0):
-      parallel for k in [0, 256):
+    kernel k5_scan_pack0_b0(reads in4; writes k5_scan_packed0):
+      parallel for k in [0, 16):
         for p in [0, 16):
-          for r in [0, 64):
-            k5_scan_packed0[(((k * 64) + (p * 16384)) + r)] = t6[((k * 1024) + ((p * 64) + r))]
+          for kk in [0, 16):
+            for r in [0, 64):
+              k5_scan_packed0[(((((k * 16) + kk) * 64) + (p * 16384)) + r)] =
+                  in4[(((k * 16) + kk) + (((p * 64) + r) * 256))]
     kernel k5_scan(...): scan t in [0, 32): ... consts (k5_scan_packed0)
       program ...
         kernel k0_matmul(reads in0, in3p; writes t0):
@@ -74,10 +78,12 @@ def pack_scan_operands(program: Program) -> Program:
         kernels.append(k)
     if tuple(kernels) == program.kernels:
         return program
-    kernels = [k for k in kernels if not _dead_copy(k, program, kernels, copies)]
+    dead = [k for k in kernels if _dead_copy(k, program, kernels, copies)]
+    kernels = [k for k in kernels if k not in dead]
+    gone = {n for k in dead for n in k.writes}
     used = _used_buffers(program, kernels)
-    buffers = [b for b in buffers if b.kind not in (BufKind.CONST, BufKind.TEMP)
-               or b.name in used]
+    buffers = [b for b in buffers if b.name not in gone
+               and (b.kind != BufKind.CONST or b.name in used)]
     return dataclasses.replace(program, buffers=tuple(buffers), kernels=tuple(kernels))
 
 
