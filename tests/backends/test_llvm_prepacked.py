@@ -16,7 +16,9 @@ RNG = np.random.default_rng(7)
 DTYPES = [np.float32, np.float64]
 # K past one and two KC blocks (256), M past MC (f32 192, f64 120), N past NC (f64 1024).
 SHAPES = [(1, 1, 1), (6, 64, 256), (7, 65, 257), (5, 10, 600), (300, 33, 129), (128, 512, 784),
-          (16, 100, 150), (2, 1100, 20), (193, 3, 513)]
+          (16, 100, 150), (2, 1100, 20), (193, 3, 513),
+          # few panels on one side, enough on the other (the split takes the other side)
+          (16, 1024, 256), (5, 300, 600), (200, 70, 300)]
 
 
 def aligned(a: np.ndarray) -> np.ndarray:
