@@ -38,7 +38,7 @@ from ...ir.kernel import (
 )
 from . import gemm, parallel, threadpool
 from .helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, intrinsic, load
-from .render_loops import MEM_TYPE, BufRef, StmtRenderer
+from .render_loops import MEM_TYPE, BufRef, StmtRenderer, streaming_plan
 
 
 @dataclass(frozen=True)
@@ -199,11 +199,15 @@ class _Frame:
         buf = self.buffer(name)
         return BufRef(self.ptrs[name], buf.dtype, buf.size, name)
 
-    def is_const(self, name: str) -> bool:
+    def root_kind(self, name: str) -> BufKind:
+        """The kind of the memory `name` lives in (through aliases)."""
         buf = self.buffer(name)
         while buf.kind == BufKind.ALIAS:
             buf = self.buffer(buf.base)
-        return buf.kind == BufKind.CONST
+        return buf.kind
+
+    def is_const(self, name: str) -> bool:
+        return self.root_kind(name) == BufKind.CONST
 
 
 class _ModuleRenderer:
@@ -344,7 +348,12 @@ class _ModuleRenderer:
                 bufs[n].ptr = arg_of[id(frame.ptrs[n])]
         kb = ir.IRBuilder(fn.append_basic_block("entry"))
         renderer = StmtRenderer(kb, bufs, bounds=self.bounds, where=f"kernel {k.name}")
-        renderer.stmts(k.body, loop_range=tuple(fn.args[-2:]) if split else None)
+        stream = None
+        if split:
+            callers = {n for n in used if frame.root_kind(n) in (BufKind.INPUT, BufKind.OUTPUT)}
+            stream = streaming_plan(top, {n: bufs[n].dtype for n in used if not frame.is_const(n)},
+                                    callers)
+        renderer.stmts(k.body, loop_range=tuple(fn.args[-2:]) if split else None, stream=stream)
         kb.ret_void()
 
         ptrs = [frame.ptrs[n] for n in params]
