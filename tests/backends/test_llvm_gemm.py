@@ -180,6 +180,51 @@ def test_epilogue_covers_each_element_once_after_last_k_block(epilogues, dtype, 
         check(c, 2 * full + 1, 2 * k + 2, dtype)
 
 
+@pytest.fixture(scope="module")
+def copy_out_epilogues():
+    """Per dtype, an epilogue `out = 2*c + 1` into another matrix: ctx is int64 [N, &out]."""
+    mod = ir.Module(name="copy_out_epilogue_test")
+    for name, ty in (("f32", ir.FloatType()), ("f64", ir.DoubleType())):
+        fn = ir.Function(mod, gemm.EPILOGUE_TYPE, f"epi_{name}")
+        ctx, cblk, row0, col0, rows, cols, ldc = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ncols = load(b, ctx, I64)
+        out = b.inttoptr(load(b, gep(b, ctx, I64, 1), I64), ir.PointerType())
+        with for_range(b, 0, rows) as i:
+            with for_range(b, 0, cols) as j:
+                val = load(b, gep(b, cblk, ty, b.add(b.mul(i, ldc), j)), ty)
+                at = b.add(b.mul(b.add(row0, i), ncols), b.add(col0, j))
+                b.store(b.fadd(b.fmul(val, ir.Constant(ty, 2.0)), ir.Constant(ty, 1.0)),
+                        gep(b, out, ty, at))
+        b.ret_void()
+    lib = target.jit(str(mod))
+    return lib, {"f32": lib.address("epi_f32"), "f64": lib.address("epi_f64")}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_c_scratch_leaves_c_alone_where_one_k_slice_covers_k(copy_out_epilogues, dtype,
+                                                              nthreads, accumulate):
+    _, addr = copy_out_epilogues
+    name = "f32" if dtype == np.float32 else "f64"
+    kc = gemm.CONFIGS[name].kc
+    for m, n, k in [(1, 1, 1), (7, 5, 0), (16, 784, 16), (65, 129, kc), (300, 33, kc + 1)]:
+        a, b = operands(m, n, k, dtype)
+        c0 = RNG.standard_normal((m, n)).astype(dtype)
+        c = c0.copy() if accumulate else np.full((m, n), np.nan, dtype)
+        out = np.full((m, n), np.nan, dtype)
+        ctx = np.array([n, out.ctypes.data], np.int64)
+        gemm.matmul(a, b, out=c, accumulate=accumulate, nthreads=nthreads, c_scratch=True,
+                    epilogue=addr[name], epilogue_ctx=ctx.ctypes.data)
+        full = reference(a, b) + (c0 if accumulate else 0)
+        check(out, 2 * full + 1, 2 * k + 2, dtype)
+        if accumulate or k > kc:   # C holds the sum: it is read, or K needs two slices
+            check(c, full, k + 1, dtype)
+        else:
+            assert np.all(np.isnan(c)), f"C was written for {(m, n, k)}"
+
+
 # --- memory safety ----------------------------------------------------------------------------
 class GuardedArena:
     """Pages followed by a PROT_NONE guard page: `tail(shape, strides)` places an operand so that

@@ -14,7 +14,10 @@ C ABI (f64: double instead of float)::
 
 computes C[M,N] (= or +=) A[M,K] @ B[K,N]; A(i,k) is A[i*a_row_stride + k*a_col_stride] (any
 strides, so transposed operands need no copy), C is row-major with leading dimension ldc.
-`accumulate == 0` never reads C. `nthreads` is an upper bound (< 1 means 1): small problems
+`accumulate` is a bit set: bit 0 (ACCUMULATE) adds to C, else C is never read; bit 1
+(C_SCRATCH) says C is only the epilogue's input, so where one K-slice covers K and an epilogue
+is given, blocks are computed into a per-thread tile in the workspace (with the tile's leading
+dimension) and C is not touched at all. `nthreads` is an upper bound (< 1 means 1): small problems
 (M*N*K < 64^3) run on the calling thread, larger ones split M or N (whichever duplicates less
 packing) into one contiguous range of micro-panels per thread (the thread pool, no barriers).
 `workspace` holds `gemm_workspace_bytes(dtype, nthreads)` bytes at any alignment (the GEMM aligns
@@ -34,7 +37,8 @@ duplicate of what is left to pack.
 
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
-with `c_block = &C[row0*ldc + col0]` and the block's extent (rows x cols, each >= 1). The blocks
+with `c_block` holding the block's values (at `&C[row0*ldc + col0]`, or in the scratch tile
+under C_SCRATCH), `ldc` their leading dimension and the block's extent (rows x cols, each >= 1). The blocks
 are disjoint and tile C[0:M, 0:N] exactly; their size is at most MR x NR (an implementation detail
 callers must not rely on). Blocks may be visited in any order and concurrently on different
 threads, so an epilogue may only touch its own block (and read shared, read-only data).
@@ -87,6 +91,9 @@ from .parallel import num_threads, parallel_for, start_pool, thread_index, threa
 #: Problems with M*N*max(K,1) below this run on one thread (a fork costs a few microseconds).
 SERIAL_WORK = 64 ** 3
 
+#: The bits of the `accumulate` argument (see the module docstring).
+ACCUMULATE, C_SCRATCH = 1, 2
+
 
 @dataclass(frozen=True)
 class GemmConfig:
@@ -121,7 +128,11 @@ class GemmConfig:
         return ir.VectorType(self.ty, self.lanes)
 
     def thread_bytes(self) -> int:
-        """Per-thread workspace: packed A block, then packed B block (both 64-byte multiples)."""
+        """Per-thread workspace: packed A block, packed B block, then one MR x NR tile of C
+        (for C_SCRATCH), each a 64-byte multiple."""
+        return self.tile_offset() + _round64(self.mr * self.nr * self.size)
+
+    def tile_offset(self) -> int:
         return _round64(self.mc * self.kc * self.size) + _round64(self.kc * self.nc * self.size)
 
 
@@ -432,8 +443,16 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
     ap = ws
     bp = gep(b, ws, ir.IntType(8), _round64(cfg.mc * cfg.kc * cfg.size))
     has_epi = b.icmp_unsigned("!=", epi, ir.Constant(PTR, None))
-    accumulate = b.icmp_signed("!=", accumulate, const_i32(0))
+    bits = accumulate
+    accumulate = b.icmp_signed("!=", b.and_(bits, const_i32(ACCUMULATE)), const_i32(0))
     kblocks = imax(b, ceil_div(b, k, cfg.kc), const_i64(1))  # K == 0 still stores C (= 0)
+    # A weight gradient's GEMM (K = the batch) fused with the optimizer's update writes no C:
+    # the epilogue reads each tile from L1 instead of a C that is written, then read back.
+    scratch = b.and_(b.and_(b.icmp_signed("!=", b.and_(bits, const_i32(C_SCRATCH)),
+                                          const_i32(0)), has_epi),
+                     b.and_(b.not_(accumulate), b.icmp_signed("==", kblocks, const_i64(1))))
+    tile = gep(b, ws, ir.IntType(8), cfg.tile_offset())
+    tile_ld = b.select(scratch, const_i64(cfg.nr), ldc)
     with for_range(b, 0, n, step=cfg.nc, name="jc") as jc:
         nc = imin(b, const_i64(cfg.nc), b.sub(n, jc))
         with for_range(b, 0, kblocks, name="pb") as pb:
@@ -460,14 +479,15 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
                     with for_range(b, 0, mc, step=cfg.mr, name="ir") as ir_:
                         mr = imin(b, const_i64(cfg.mr), b.sub(mc, ir_))
                         row, col = b.add(ic, ir_), b.add(jc, jr)
-                        ctile = gep(b, c, cfg.ty, b.add(b.mul(row, ldc), col), inbounds=False)
+                        ctile = b.select(scratch, tile, gep(b, c, cfg.ty, b.add(
+                            b.mul(row, ldc), col), inbounds=False))
                         _call_ukernel(b, ukernels, vectors,
                                       [kc, gep(b, ablock, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
-                                       ldc, load_c, mr, nr])
+                                       tile_ld, load_c, mr, nr])
                         with b.if_then(b.and_(last, has_epi)):
                             call_indirect(b, EPILOGUE_TYPE, epi,
                                           [ctx, ctile, b.add(row0, row), b.add(col0, col),
-                                           mr, nr, ldc])
+                                           mr, nr, tile_ld])
     b.ret_void()
     return fn
 
@@ -800,9 +820,12 @@ def workspace(dtype, nthreads: int) -> np.ndarray:
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
            accumulate: bool = False, nthreads: int | None = None,
-           ws: np.ndarray | None = None, epilogue: int = 0, epilogue_ctx: int = 0) -> np.ndarray:
+           ws: np.ndarray | None = None, epilogue: int = 0, epilogue_ctx: int = 0,
+           c_scratch: bool = False) -> np.ndarray:
     """`out (+)= a @ b` with our GEMM, for 2-D float32/float64 arrays of any strides (`out`
-    must have unit column stride). Example: `matmul(x, w.T)` packs `w.T` without a copy."""
+    must have unit column stride). Example: `matmul(x, w.T)` packs `w.T` without a copy.
+    `c_scratch` sets C_SCRATCH (`out` may then be left unwritten: the epilogue's results are
+    elsewhere)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
         raise ValueError(f"matmul: bad operands {a.shape} {a.dtype} @ {b.shape} {b.dtype}")
     m, k = a.shape
@@ -820,6 +843,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
     ldc = out.strides[0] // item if m > 1 else n
     gemm_cfunc(a.dtype)(m, n, k, a.ctypes.data, a.strides[0] // item, a.strides[1] // item,
                         b.ctypes.data, b.strides[0] // item, b.strides[1] // item,
-                        out.ctypes.data, ldc, int(accumulate), ws.ctypes.data,
+                        out.ctypes.data, ldc,
+                        (ACCUMULATE if accumulate else 0) | (C_SCRATCH if c_scratch else 0),
+                        ws.ctypes.data,
                         epilogue or None, epilogue_ctx or None, nthreads)
     return out

@@ -411,8 +411,8 @@ class _ModuleRenderer:
                 acc = b.zext(b.icmp_signed("!=", flat, ir.Constant(I64, 0)), I32)
                 last = b.icmp_signed("==", flat, ir.Constant(I64, max(nbatch - 1, 0)))
                 fn_ptr = b.select(last, epi, null) if k.epilogue else null
-            else:
-                acc, fn_ptr = ir.Constant(I32, 0), epi
+            else:   # with an epilogue, C is its scratch (see GemmKernel)
+                acc, fn_ptr = ir.Constant(I32, gemm.C_SCRATCH if k.epilogue else 0), epi
             i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
             b.call(callee, [i64(k.m), i64(k.n), i64(kdim), ptrs[0], i64(a_rs),
                             i64(k.a.col_stride), ptrs[1], i64(b_rs),
