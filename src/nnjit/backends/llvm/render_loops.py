@@ -39,13 +39,13 @@ from .helpers import (
     I8,
     I32,
     I64,
-    PTR,
     alloca_once,
     as_i64,
     for_range,
     gep,
     imin,
     intrinsic,
+    prefetch_range,
 )
 from .random import emit_philox_uniform
 
@@ -394,16 +394,12 @@ class StmtRenderer:
         return b.udiv(b.add(gap, ir.Constant(I64, size - 1)), ir.Constant(I64, size))
 
     def _prefetch(self, buf: str, offset: int, lo: ir.Value, hi: ir.Value) -> None:
-        """Prefetch (for reading, into all cache levels) the lines of `buf[i + offset]` for i in
-        [lo, hi): addresses inside the chunk's own range only, so none past the array."""
+        """Prefetch the lines of `buf[i + offset]` for i in [lo, hi): addresses inside the
+        chunk's own range only, so none past the array."""
         b = self.b
-        start = self._element_address(buf, b.add(lo, ir.Constant(I64, offset)))
-        end = self._element_address(buf, b.add(hi, ir.Constant(I64, offset)))
-        fn = intrinsic(b.module, "llvm.prefetch", ir.VoidType(), [PTR, I32, I32, I32], [PTR])
-        with for_range(b, start, end, step=VECTOR_ALIGN, vectorize=False, unroll=False,
-                       name=f"{buf}.prefetch") as line:
-            b.call(fn, [b.inttoptr(line, PTR), ir.Constant(I32, 0), ir.Constant(I32, 3),
-                        ir.Constant(I32, 1)])
+        prefetch_range(b, self._element_address(buf, b.add(lo, ir.Constant(I64, offset))),
+                       self._element_address(buf, b.add(hi, ir.Constant(I64, offset))),
+                       VECTOR_ALIGN)
 
     def store(self, s: Store) -> None:
         ref = self._buf(s.buf)

@@ -1,7 +1,9 @@
-"""Long elementwise loops peel scalar iterations so that their vector loop reads one of the
-caller's arrays at 64-byte aligned addresses (`render_loops.alignment_anchor`). The peel must
-never change a result: every start offset, chunk boundaries of either alignment, arrays shorter
-than one peel, out= and donated buffers, each dtype."""
+"""Streams and prefetches. Long elementwise loops peel scalar iterations so that their vector
+loop reads one of the caller's arrays at 64-byte aligned addresses, then run in blocks that
+prefetch their inputs ahead (`render_loops.StreamPlan`); a GEMM epilogue reading a weight row
+by row prefetches the next block's rows. None of it may change a result: every start offset,
+chunk boundaries of either alignment, arrays shorter than one peel, out= and donated buffers,
+each dtype."""
 from __future__ import annotations
 
 import numpy as np
@@ -88,3 +90,18 @@ def test_only_long_loops_reading_arrays_front_to_back_are_streams():
     assert blocks(lambda v: v.sum(axis=1), long.reshape(64, -1)) == set()
     # Reading x at two offsets, x is no stream to align to or prefetch (nothing else is read).
     assert blocks(lambda v: v[1:] - v[:-1], long) == set()
+
+
+def test_a_fused_weight_update_prefetches_the_next_block_of_the_weight():
+    # SGD on x @ w fuses the update into the weight gradient's GEMM epilogue, which reads w.
+    x, w = values(16 * 300, np.float32).reshape(16, 300), values(300 * 200, np.float32)
+    w = w.reshape(300, 200)
+
+    def step(w, x):
+        return w - 0.1 * nnjit.grad(lambda w: (x @ w).sum())(w)
+
+    cf = nnjit.jit(step, backend="llvm").lower(w, x)
+    epilogue = cf.llvm_ir().split(".epilogue\"(")[1].split("\n}\n")[0]
+    assert "llvm.prefetch" in epilogue
+    want = nnjit.jit(step, backend="interp")(w, x)
+    np.testing.assert_allclose(cf(w, x), want, rtol=1e-5, atol=1e-5)
