@@ -38,9 +38,9 @@ duplicate of what is left to pack.
 Epilogue contract: if `epilogue` is non-null it is called exactly once per finished block of C,
 after the block's last K-slice has been accumulated, from the thread that computed the block,
 with `c_block` holding the block's values (at `&C[row0*ldc + col0]`, or in the scratch tile
-under C_SCRATCH), `ldc` their leading dimension and the block's extent (rows x cols, each >= 1). The blocks
-are disjoint and tile C[0:M, 0:N] exactly; their size is at most MR x NR (an implementation detail
-callers must not rely on). Blocks may be visited in any order and concurrently on different
+under C_SCRATCH), `ldc` their leading dimension and the block's extent (rows x cols, each
+>= 1). The blocks are disjoint and tile C[0:M, 0:N] exactly; their size is at most MR x NR (an
+implementation detail callers must not rely on). Blocks may be visited in any order and concurrently on different
 threads, so an epilogue may only touch its own block (and read shared, read-only data).
 """
 from __future__ import annotations
