@@ -547,9 +547,12 @@ def _sim_env() -> dict:
 
 
 def test_cuda_check_script_runs_under_the_simulator():
+    # The budget is a ceiling, not a target (about 20 s here): it is generous because every row
+    # must run, and a slow or loaded CI machine (about 35 s for the op suite and matmuls alone on
+    # 2 busy cores) made a 60 s budget skip the step rows.
     r = subprocess.run([sys.executable, "benchmarks/cuda_check.py", "--quick", "--sim",
-                        "--budget", "60"], env=_sim_env(), capture_output=True, text=True,
-                       cwd=_root(), timeout=240)
+                        "--budget", "200"], env=_sim_env(), capture_output=True, text=True,
+                       cwd=_root(), timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "0 failed" in r.stdout and "matmul 64 f32 GFLOP/s" in r.stdout
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(("matmul", "MLP", "LeNet"))]
