@@ -101,6 +101,63 @@ def test_sgd_update_fuses_into_the_weight_gradient_gemm():
     assert kinds(g) == ["gemm"]
 
 
+def test_a_reshape_between_matmul_and_its_bias_stays_in_the_gemm_epilogue():
+    """An RNN's input projection [T*B, 4H] is viewed as [T, B, 4H] before its bias: a reshape
+    keeps each element's flat index, so the bias add is still the GEMM's epilogue."""
+    g = fused(lambda x, w, b: nnjit.tanh((x @ w).reshape(4, 3, 5) + b),
+              f32(12, 6), f32(6, 5), f32(5))
+    assert kinds(g) == ["gemm"]
+
+    def two(x, w, b):
+        y = x @ w
+        return y.reshape(4, 3, 5) + b, y * 2.0
+    g = fused(two, f32(12, 6), f32(6, 5), f32(5))
+    assert kinds(g) == ["gemm"] and len(g.nodes[-1].types) == 2
+
+
+def test_a_reshape_that_broadcasts_the_matmul_is_not_an_epilogue():
+    def f(x, w, y):
+        return (x @ w).reshape(12) + y       # y is [2, 12]: two values per element of C
+    g = fused(f, f32(4, 6), f32(6, 3), f32(2, 12))
+    assert kinds(g) == ["matmul", "loop"]
+
+
+def test_a_reshape_that_would_only_be_copied_out_of_a_kernel_stays_a_view():
+    """`r = x.reshape(...)` read by a reduction and by a GEMM: storing r from the reduction's
+    kernel would copy x (the LSTM's stacked gates, 8 MB a step); outside it, r aliases x."""
+    def f(x, w):
+        r = nnjit.exp(x).reshape(12, 8)
+        return r.sum(axis=0), r.T @ w
+    g = fused(f, f32(4, 3, 8), f32(12, 5))
+    reshapes = [n for n in g.nodes if n.op == Op.RESHAPE]
+    assert len(reshapes) == 1 and reshapes[0].srcs[0].node.op == Op.EXP
+    for n in g.nodes:
+        if n.op == Op.FUSION:
+            assert all(t.shape != (12, 8) for t in n.types), n
+    cf = nnjit.jit(f).lower(f32(4, 3, 8), f32(12, 5))
+    temps = [b for b in cf.lowered().program.buffers if b.kind.name == "TEMP"]
+    assert sum(b.size == 96 for b in temps) == 1, [str(b) for b in temps]   # exp(x) alone
+
+
+@pytest.mark.parametrize("shapes", [((12, 6), (6, 5), (4, 3, 5)), ((1, 6), (6, 8), (1, 1, 8)),
+                                    ((6, 4), (4, 1), (2, 3, 1)), ((8, 3), (3, 6), (48,))])
+def test_gemm_epilogues_through_reshapes_match_the_interpreter(backend, shapes):
+    xs, ws, view = shapes
+
+    def f(x, w, b, c):
+        y = x @ w
+        z = y.reshape(view)
+        return nnjit.relu(z + b) * c, z, y - 1.0
+
+    args = (rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(view[-1:]),
+            rng.standard_normal(view))
+    want = nnjit.jit(f, fuse=False, backend="interp")(*args)
+    got = nnjit.jit(f, backend=backend)(*args)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_mlp_training_step_kernel_count():
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
 

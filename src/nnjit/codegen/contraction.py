@@ -35,6 +35,7 @@ from .index import (
     c64,
     clamp,
     cmp,
+    contiguous_strides,
     iadd,
     idiv,
     imod,
@@ -117,19 +118,32 @@ def _epilogue(lw, c: Node, epilogue: list[Node], roots: list[Value], name: str,
     stmts: list[Stmt] = []
     c_home = None
     for r in roots:
-        if r.shape != out.shape:
+        if r.type.size != out.type.size or r.shape != out.shape and c.op != Op.MATMUL:
             raise CompileError(f"{name}: epilogue result {r.type} does not match the "
                                f"contraction's {out.type}")
         dst = lw.home(r)
+        at = coords if r.shape == out.shape else reshape_coords(coords, out.shape, r.shape)
         # The first same-typed temporary result doubles as C (read, then overwritten). A
         # graph result does not: it may be written in place over a donated input (an
         # optimizer update w - lr * grad) that the epilogue still has to read.
-        if c_home is None and r.type.dtype == out.type.dtype and dst.buf not in lw.outputs:
-            c_home = dst
-        stmts.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
+        as_c = dst if r.shape == out.shape else _as_shape(dst, out.shape)
+        if c_home is None and r.type.dtype == out.type.dtype and dst.buf not in lw.outputs \
+                and as_c is not None:
+            c_home = as_c
+        # Stored through C's shape where the layout allows: row * n + col, no division.
+        where = as_c.index(coords) if as_c is not None else dst.index(at)
+        stmts.append(Store(dst.buf, where, glow.value_at(r, at)))
     if c_home is None:
         c_home = lw.temp(out.type, "acc")
     return store_all(stmts), c_home
+
+
+def _as_shape(view: View, shape) -> View | None:
+    """`view` reshaped, in canonical strides when it is contiguous (size-1 dims' strides are
+    arbitrary in a reshaped view, and C's contiguity is checked stride by stride)."""
+    if view.strides == contiguous_strides(view.shape):
+        return View.contiguous(view.buf, shape, view.offset)
+    return view.reshape(shape)
 
 
 def _gemm(lw, c: Node, name, src, batch, m, n, k, a: MatView, b: MatView, c_view: View,

@@ -292,9 +292,19 @@ def _rebuild(g: Graph, ctx: _Context, groups: list[_Group],
             env.update(zip(n.outs, new.outs))
             continue
         roots = ctx.roots(grp.nodes)
+        for r in [r for r in roots if _is_view_of_outside(r, grp.nodes)]:
+            # Stored as a result, a reshape of an operand would be a copy; outside the kernel
+            # it aliases the operand's memory.
+            new = r.node.replace(srcs=(value(r.node.srcs[0]),))
+            nodes.append(new)
+            env[r] = new.out
+            roots.remove(r)
+            if not any(r in m.srcs for m in members):
+                members.remove(r.node)
+        position[grp.id] = len(nodes)
         if not roots:
             continue  # dead code: nothing outside reads the group
-        template, _ = classify(grp.nodes, roots)
+        template, _ = classify(set(members), roots)
         body, ext = _body(g.name, grp, members, roots)
         anchor = next((m for m in members if m.op not in (Op.RESHAPE,)), members[-1])
         loc = next((m.loc for m in reversed(members) if m.loc), anchor.loc)
@@ -304,6 +314,10 @@ def _rebuild(g: Graph, ctx: _Context, groups: list[_Group],
         env.update(zip(roots, fused.outs))
     outputs = tuple(value(v) for v in g.outputs)
     return Graph(g.name, g.inputs, tuple(nodes), outputs, g.meta), position
+
+
+def _is_view_of_outside(r: Value, members: set[Node]) -> bool:
+    return r.node.op == Op.RESHAPE and r.node.srcs[0].node not in members
 
 
 def _body(name: str, grp: _Group, members: list[Node], roots: list[Value]):

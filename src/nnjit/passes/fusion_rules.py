@@ -6,7 +6,8 @@ lower it as one kernel (see nnjit.codegen) or says why none can:
   loop     elementwise and movement ops over one output shape
   reduce   reductions over one domain with their elementwise producers and consumers (softmax)
   gemm     one matmul, view-only operand producers (transposes fold into strides), and an
-           elementwise epilogue of the matmul's shape (bias, activation, residual add)
+           elementwise epilogue of the matmul's size (bias, activation, residual add; through
+           reshapes)
   conv     one convolution with elementwise producers of its input (read by im2col) and, for
            the forward and input-gradient convolutions, an elementwise epilogue
   window   one pooling op with cheap elementwise producers and (forward only) an epilogue
@@ -98,11 +99,19 @@ def _split(a: Node, nodes: set[Node]):
 
 def _contraction(a: Node, nodes, roots):
     before, after = _split(a, nodes)
-    if moved := [n for n in after if n.op not in POINTWISE]:
+    # A reshape keeps each element's flat index, so a matmul's epilogue may run through one
+    # (the LSTM's input projection [T*B, 4H] viewed as [T, B, 4H] before its bias) as long as
+    # every value after the GEMM still has one element per element of C.
+    follow = POINTWISE | {Op.RESHAPE} if a.op == Op.MATMUL else POINTWISE
+    if moved := [n for n in after if n.op not in follow]:
         return None, (f"{moved[0].op.value} would rearrange the {a.op.value} result: only "
                       "elementwise ops can follow it in its kernel")
+    if grown := [n for n in after if n.type.size != a.type.size]:
+        return None, (f"{grown[0].op.value} {grown[0].type} broadcasts the {a.op.value} "
+                      f"result {a.type}")
     for r in roots:
-        if r.node is not a and (r.node not in after or r.shape != a.type.shape):
+        if r.node is not a and (r.node not in after or r.shape != a.type.shape and
+                                a.op != Op.MATMUL):
             return None, (f"result {r.node.op.value} {r.type} is not an epilogue of "
                           f"{a.op.value} (shape {a.type})")
     if a.op == Op.CONV2D_GRAD_WEIGHT and after:
