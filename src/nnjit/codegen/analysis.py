@@ -219,6 +219,21 @@ def deps(e: Expr, memo: dict) -> frozenset:
     return d
 
 
+def expressions(stmts) -> Iterator[Expr]:
+    """The root expression of every statement in `stmts`, nested bodies included (an If's
+    condition, a store's index and value, a let's value)."""
+    for s in stmts:
+        if isinstance(s, If):
+            yield s.cond
+        if isinstance(s, (Loop, If)):
+            yield from expressions(s.body)
+            continue
+        if isinstance(s, (Store, AtomicAdd)):
+            yield s.index
+        if not isinstance(s, (Barrier, BlockReduce)):
+            yield s.value
+
+
 def loads_of(stmts, buf: str) -> list[Expr]:
     """The index of every load and store of `buf` in `stmts` (stores included)."""
     out: list[Expr] = []
@@ -235,21 +250,16 @@ def loads_of(stmts, buf: str) -> list[Expr]:
         for c in children(e):
             expr(c)
 
-    def walk(body):
+    def stores(body):
         for s in body:
             if isinstance(s, (Loop, If)):
-                if isinstance(s, If):
-                    expr(s.cond)
-                walk(s.body)
-                continue
-            if isinstance(s, (Store, AtomicAdd)):
-                if s.buf == buf:
-                    out.append(s.index)
-                expr(s.index)
-            if not isinstance(s, (Barrier, BlockReduce)):
-                expr(s.value)
+                stores(s.body)
+            elif isinstance(s, (Store, AtomicAdd)) and s.buf == buf:
+                out.append(s.index)
 
-    walk(stmts)
+    stores(stmts)
+    for e in expressions(stmts):
+        expr(e)
     return out
 
 

@@ -2,9 +2,9 @@
 after the graph passes (so NNJIT_DUMP and NNJIT_VERIFY see each Program too):
 
     lower          the fused Graph as a kernel-IR Program (nnjit.codegen.lower)
-    <schedule>     the target's transforms (CPU: split_full_reductions, block_sums,
-                   overlap_collectives, prepack_constants, pack_scan_operands; GPU:
-                   column block_sums)
+    <schedule>     the target's transforms (CPU: split_loop_ranges, split_full_reductions,
+                   block_sums, overlap_collectives, prepack_constants, pack_scan_operands;
+                   GPU: column block_sums)
     plan_memory    every temporary placed in one arena (scan bodies first)
     <mapping>      the target's mapping of the placed program (GPU: inline_operands,
                    map_to_gpu: grid/block loops, barriers, shared memory)
@@ -23,9 +23,9 @@ from .memory_plan import MemoryPlan, plan_program
 Stage = tuple[str, Callable]
 
 #: Every codegen stage name some backend runs (what NNJIT_DUMP may name).
-STAGE_NAMES = ("lower", "split_full_reductions", "block_sums", "overlap_collectives",
-               "prepack_constants", "pack_scan_operands", "plan_memory", "inline_operands",
-               "map_to_gpu")
+STAGE_NAMES = ("lower", "split_loop_ranges", "split_full_reductions", "block_sums",
+               "overlap_collectives", "prepack_constants", "pack_scan_operands", "plan_memory",
+               "inline_operands", "map_to_gpu")
 
 
 def program_stages(schedule: Sequence[Stage] = (), donate: tuple[int, ...] = (),

@@ -12,6 +12,7 @@ import llvmlite
 
 from ...codegen.accumulate import block_sums
 from ...codegen.collective import overlap_collectives
+from ...codegen.split_ranges import split_loop_ranges
 from ...codegen.split_reductions import split_full_reductions
 from ..signature import Signature
 from . import parallel, target
@@ -25,12 +26,15 @@ class LLVMBackend:
     lowers = True
 
     def schedule(self, options) -> list:
-        """Large reductions to one value get a parallel pass over chunks first; float sums
+        """Serial loops that test their index against constants (pads, concatenations) run as
+        one loop per range those tests agree on; large reductions to one value get a parallel
+        pass over chunks first; float sums
         become trees of bounded partials (leaf loops vectorize into lanes); all-reduce waits
         move down to the first use (the transfer overlaps what is between); constant GEMM
         operands are packed once, here, instead of on every call, and a scan's loop-invariant
         ones once per call, before its loop, instead of on every step."""
-        return [("split_full_reductions", split_full_reductions), ("block_sums", block_sums),
+        return [("split_loop_ranges", split_loop_ranges),
+                ("split_full_reductions", split_full_reductions), ("block_sums", block_sums),
                 ("overlap_collectives", overlap_collectives),
                 ("prepack_constants", prepack_constants),
                 ("pack_scan_operands", pack_scan_operands)]
