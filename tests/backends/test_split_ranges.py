@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import nnjit
-from nnjit.codegen.analysis import loops_in
-from nnjit.codegen.index import c64, clamp, cmp, iadd, in_range, select
+from nnjit.codegen.analysis import interval, loops_in
+from nnjit.codegen.index import c64, clamp, cmp, iadd, imul, in_range, isub, select
 from nnjit.codegen import split_ranges
 from nnjit.codegen.split_ranges import MAX_PIECES
 from nnjit.codegen.subst import substitute, substitute_expr
@@ -26,8 +26,9 @@ def lowered_kernels(fn, *args):
 @pytest.fixture
 def same_as_unsplit(monkeypatch):
     """check(fn, *args): the interpreter's results (to the backend's tolerance), and the same
-    bits as the program compiled without splitting."""
-    def check(fn, *args):
+    bits as the program compiled without splitting (`bitwise=False` where a REDUCE loop may
+    reassociate differently in the split code)."""
+    def check(fn, *args, bitwise=True):
         got = nnjit.tree_leaves(nnjit.jit(fn, backend="llvm")(*args))
         want = nnjit.tree_leaves(nnjit.jit(fn, backend="interp")(*args))
         with monkeypatch.context() as m:
@@ -36,7 +37,10 @@ def same_as_unsplit(monkeypatch):
             unsplit = nnjit.tree_leaves(nnjit.jit(fn, backend="llvm")(*args))
         for g, w, u in zip(got, want, unsplit):
             assert_close(g, w)
-            np.testing.assert_array_equal(g, u)
+            if bitwise:
+                np.testing.assert_array_equal(g, u)
+            else:
+                assert_close(g, u)
     return check
 
 
@@ -136,14 +140,68 @@ def test_parallel_and_reduction_loops_are_left_whole():
     assert split_loop_ranges_of((par, red)) == (par, red)
 
 
-def test_tests_of_two_variables_or_nonlinear_ones_do_not_cut():
-    j = Var("j")
-    two = cmp(KOp.LT, iadd(i, j), c64(4))
+def test_unbounded_offsets_and_nonlinear_tests_do_not_cut():
+    n = Load("n", c64(0), DType.I64)    # an offset no loop bounds
+    unbounded = cmp(KOp.LT, iadd(i, n), c64(4))
     nonlinear = cmp(KOp.LT, Call(KOp.MOD, (i, c64(3)), DType.I64), c64(1))
-    for test in (two, nonlinear):
+    for test in (unbounded, nonlinear):
         body = (Store("y", i, select(test, Const(1.0, DType.F32), Const(2.0, DType.F32))),)
         loop = Loop("j", 4, (Loop("i", 8, body),), LoopKind.PARALLEL)
         assert split_loop_ranges_of((loop,)) == (loop,)
+
+
+def test_an_offset_bounded_by_another_loop_cuts_where_the_test_starts_and_stops_depending_on_it():
+    # i + j < 4 with j in [0, 4): true for every j while i < 1, false for every j from i = 4.
+    j = Var("j")
+    one, two = Const(1.0, DType.F32), Const(2.0, DType.F32)
+    test = cmp(KOp.LT, iadd(i, j), c64(4))
+    body = (Store("y", iadd(imul(j, c64(8)), i), select(test, one, two)),)
+    (outer,) = split_loop_ranges_of((Loop("j", 4, (Loop("i", 8, body),), LoopKind.PARALLEL),))
+    first, middle, last = outer.body
+    assert (first.extent, middle.extent, last.extent) == (1, 3, 4)
+    assert "where" not in str(first.body) and "where" not in str(last.body)
+    assert "where" in str(middle.body)
+    # An inner loop's variable bounds the offset too: an im2col row's taps.
+    tap = Loop("k", 3, (Store("y", iadd(imul(i, c64(3)), Var("k")),
+                              select(cmp(KOp.GE, iadd(i, isub(Var("k"), c64(1))), c64(0)),
+                                     one, two)),), LoopKind.SERIAL)
+    pieces = split_loop_ranges_of((Loop("i", 8, (tap,)),))
+    assert [p.extent for p in pieces] == [1, 7]
+    assert "where" not in str(pieces[1].body)
+
+
+def test_divisions_and_remainders_of_bounded_indices_are_bounded():
+    ext = {"i": 25}
+    row, tap = Call(KOp.DIV, (i, c64(5)), DType.I64), Call(KOp.MOD, (i, c64(5)), DType.I64)
+    assert interval(row, ext) == (0, 4) and interval(tap, ext) == (0, 4)
+    assert interval(Call(KOp.MOD, (iadd(i, c64(50)), c64(100)), DType.I64), ext) == (50, 74)
+    negative = Call(KOp.DIV, (iadd(i, c64(-3)), c64(5)), DType.I64)
+    assert interval(negative, ext) == (-float("inf"), float("inf"))
+    assert substitute_expr(cmp(KOp.LT, iadd(tap, c64(23)), c64(28)), {}, ext) == \
+        Const(True, DType.BOOL)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, ((2, 0), (1, 3))])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_padded_convolutions_and_pools_split_their_borders_from_the_interior(
+        padding, stride, same_as_unsplit):
+    x = rng.standard_normal((3, 2, 11, 9)).astype(np.float32)
+    w = (0.2 * rng.standard_normal((4, 2, 5, 3))).astype(np.float32)
+
+    def f(x, w):
+        y = nnjit.relu(nnjit.nn.conv2d(x, w, stride=stride, padding=padding))
+        return nnjit.nn.max_pool2d(y, 3, stride=2, padding=1), \
+            nnjit.nn.avg_pool2d(x, 2, padding=1)
+    same_as_unsplit(f, x, w, bitwise=False)     # the pools' windows are REDUCE loops
+    same_as_unsplit(nnjit.grad(lambda x, w: nnjit.tanh(f(x, w)[0]).sum(), argnums=(0, 1)), x, w,
+                    bitwise=False)
+    if padding == 2 and stride == 1:
+        _, kernels = lowered_kernels(f, x, w)
+        im2col = [k for k in kernels if k.name.endswith("im2col")]
+        assert im2col
+        # The interior of every row (taps inside the image for every kernel offset) is a copy.
+        assert any("where" not in str(lp.body) for k in im2col for lp in loops_in(k.body)
+                   if lp.kind == LoopKind.SERIAL and not any(loops_in(lp.body)))
 
 
 def test_a_decreasing_test_cuts_where_it_turns():

@@ -320,6 +320,17 @@ def interval(e: Expr, ranges: dict[str, int]) -> tuple[float, float]:
     if isinstance(e, Call) and e.op == KOp.WHERE:
         (a, b), (c, d) = interval(e.args[1], ranges), interval(e.args[2], ranges)
         return min(a, c), max(b, d)
+    if isinstance(e, Call) and e.op in (KOp.DIV, KOp.MOD) and isinstance(e.args[1], Const) \
+            and int(e.args[1].value) > 0:
+        # Index arithmetic divides non-negative values only (ix.idiv / ix.imod); a range
+        # reaching below 0 is left unbounded rather than guessing the rounding.
+        a, b = interval(e.args[0], ranges)
+        n = int(e.args[1].value)
+        if a < 0:
+            return -inf, inf
+        if e.op == KOp.DIV:
+            return a // n, b // n if b != inf else inf
+        return (a % n, b % n) if b != inf and a // n == b // n else (0, n - 1)
     return -inf, inf
 
 

@@ -6,9 +6,13 @@ A pad, a concatenation or the VJP of slices (an LSTM's four gate gradients summe
 every element evaluates every operand's branch, with clamped loads, and keeps one. Split at
 i = 256, 512, 768, each of the four loops computes only its own operand, with plain loads.
 
-Only tests of the form `a * i + b  <op>  0` (i the loop's variable, nothing else varying) cut
-the loop; anything else the new ranges decide is folded too (see subst.substitute). Parallel
-loops are left whole: each piece would be a fork and join of its own.
+Tests of the form `a * i + b  <op>  0` cut the loop, `i` its variable and `b` anything the
+enclosing and inner loops bound: a constant `b` changes the test at one index; a bounded one
+(an im2col's `ho + kh - pad >= 0`, kh an outer loop's) at two, the indices where the test
+starts to depend on `b` and where it stops. The loop between is left with the test, the rest
+without (the padding's border and interior). Anything else the new ranges decide is folded
+too (see subst.substitute). Parallel loops are left whole: each piece would be a fork and join
+of its own.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ..ir.kernel import (
     COMPARE,
     Call,
     Expr,
+    If,
     KOp,
     Load,
     Loop,
@@ -29,12 +34,18 @@ from ..ir.kernel import (
     Var,
     children,
 )
-from .analysis import accesses, affine, expressions
+from .analysis import accesses, affine_terms, expressions, interval, loops_in
 from .index import I64, c64, iadd
+from .index import isub as ix_sub
 from .subst import substitute
 
 #: At most this many loops replace one: past it, the code grows more than the selects cost.
 MAX_PIECES = 8
+#: Nor may a loop nest grow past this many times its statements (pieces of pieces multiply).
+MAX_GROWTH = 16
+#: Loops shorter than this are not cut by bounded offsets: their tests stay in the middle band,
+#: so a pooling window's taps would only multiply the code around a few selects.
+MIN_BOUNDED_EXTENT = 8
 
 
 def split_loop_ranges(program: Program) -> Program:
@@ -64,8 +75,10 @@ def _stmts(stmts: tuple[Stmt, ...], extents: dict[str, int]) -> tuple[Stmt, ...]
             continue
         inner = {**extents, s.var: s.extent}
         body = _stmts(s.body, inner)
-        cuts = _cuts(body, s.var, s.extent) if s.kind == LoopKind.SERIAL else []
-        if not cuts or len(cuts) + 1 > MAX_PIECES:
+        cuts = _cuts(body, s.var, s.extent, {**_inner_extents(body), **inner}) \
+            if s.kind == LoopKind.SERIAL else []
+        if not cuts or len(cuts) + 1 > MAX_PIECES or \
+                (len(cuts) + 1) * _size(body) > MAX_GROWTH * _size(s.body):
             out.append(dataclasses.replace(s, body=body))
             continue
         v = Var(s.var)
@@ -75,8 +88,18 @@ def _stmts(stmts: tuple[Stmt, ...], extents: dict[str, int]) -> tuple[Stmt, ...]
     return tuple(out)
 
 
-def _cuts(body: tuple[Stmt, ...], var: str, extent: int) -> list[int]:
-    """The indices in (0, extent) at which some test of `var` against constants changes."""
+def _inner_extents(body: tuple[Stmt, ...]) -> dict[str, int]:
+    """The loops inside `body` by variable, each its largest extent (split pieces reuse their
+    loop's name with smaller ones): over-wide ranges only cut more conservatively."""
+    ext: dict[str, int] = {}
+    for loop in loops_in(body):
+        ext[loop.var] = max(ext.get(loop.var, 0), loop.extent)
+    return ext
+
+
+def _cuts(body: tuple[Stmt, ...], var: str, extent: int, ranges: dict[str, int]) -> list[int]:
+    """The indices in (0, extent) at which some test of `var` changes for some or for every
+    value of its offset over `ranges`."""
     cuts: set[int] = set()
     seen: set[int] = set()
     stack: list[Expr] = list(expressions(body))
@@ -92,28 +115,40 @@ def _cuts(body: tuple[Stmt, ...], var: str, extent: int) -> list[int]:
             continue
         if e.op in COMPARE and e.op not in (KOp.EQ, KOp.NE) and \
                 all(a.dtype == I64 for a in e.args):
-            cut = _change_point(e, var, extent)
-            if cut is not None:
-                cuts.add(cut)
+            cuts.update(_change_points(e, var, extent, ranges))
         stack.extend(children(e))
     return sorted(cuts)
 
 
-def _change_point(test: Call, var: str, extent: int) -> int | None:
-    """The first i in (0, extent) where `test` (a * i + b <op> 0, a linear test of `var` alone)
-    differs from its value at i = 0, or None."""
-    a_terms, b_terms = affine(test.args[0]), affine(test.args[1])
-    if a_terms is None or b_terms is None:
-        return None
-    terms = dict(a_terms)
-    for key, k in b_terms.items():
-        terms[key] = terms.get(key, 0) - k
+def _change_points(test: Call, var: str, extent: int, ranges: dict[str, int]) -> set[int]:
+    """For `test` = (a * i + b <op> 0) with b over [lo, hi]: the first i in (0, extent) where
+    the test differs from its value at i = 0, for b = lo and for b = hi (between the two, the
+    outcome depends on b; outside them every b agrees)."""
+    terms = affine_terms(ix_sub(test.args[0], test.args[1]))
+    if terms is None:
+        return set()
     coef = terms.pop(var, 0)
-    const = terms.pop(1, 0)
-    if coef == 0 or any(terms.values()):
-        return None
+    if coef == 0:
+        return set()
+    lo = hi = terms.pop(1, 0)
+    for key, k in terms.items():
+        if isinstance(key, str):
+            t_lo, t_hi = (0, ranges[key] - 1) if key in ranges else (-_INF, _INF)
+        elif var in _var_names(key):
+            return set()        # not linear in i
+        else:
+            t_lo, t_hi = interval(key, ranges)
+        lo, hi = lo + min(k * t_lo, k * t_hi), hi + max(k * t_lo, k * t_hi)
+    if _INF in (abs(lo), abs(hi)) or (lo != hi and extent < MIN_BOUNDED_EXTENT):
+        return set()
+    return {c for b in {lo, hi} if (c := _change_point(test.op, coef, int(b), extent)) is not None}
+
+
+def _change_point(op: KOp, coef: int, const: int, extent: int) -> int | None:
+    """The first i in (0, extent) where coef * i + const <op> 0 differs from its value at i = 0,
+    or None."""
     holds = {KOp.LT: lambda x: x < 0, KOp.LE: lambda x: x <= 0, KOp.GT: lambda x: x > 0,
-             KOp.GE: lambda x: x >= 0}[test.op]
+             KOp.GE: lambda x: x >= 0}[op]
     first = holds(const)
     if holds(coef * (extent - 1) + const) == first:
         return None             # monotone in i: the same outcome at both ends is the same throughout
@@ -125,6 +160,24 @@ def _change_point(test: Call, var: str, extent: int) -> int | None:
         else:
             hi = mid
     return hi
+
+
+_INF = float("inf")
+
+
+def _size(stmts: tuple[Stmt, ...]) -> int:
+    """Statements, nested ones counted."""
+    return sum(1 + _size(s.body) if isinstance(s, (Loop, If)) else 1 for s in stmts)
+
+
+def _var_names(e: Expr) -> set[str]:
+    names, stack = set(), [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Var):
+            names.add(x.name)
+        stack.extend(children(x))
+    return names
 
 
 __all__ = ["MAX_PIECES", "split_loop_ranges"]
