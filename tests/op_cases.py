@@ -802,6 +802,8 @@ def naive_avg_pool2d_grad(dy, x_shape, kernel, stride, padding, count_include_pa
 # (name, x shape, kernel, stride, padding pairs): overlapping windows, padding, rectangles.
 POOL_CONFIGS = [
     ("k2s2", (2, 2, 4, 6), (2, 2), (2, 2), ((0, 0), (0, 0))),
+    ("k2s2_ragged", (2, 1, 5, 7), (2, 2), (2, 2), ((0, 0), (0, 0))),   # a row and column left
+    ("k2x1_s3x2_gaps", (1, 2, 8, 5), (2, 1), (3, 2), ((0, 0), (0, 0))),
     ("k3s1p1_overlap", (1, 2, 5, 4), (3, 3), (1, 1), ((1, 1), (1, 1))),
     ("k3s2_asym_pad", (1, 3, 6, 5), (3, 3), (2, 2), ((1, 0), (0, 1))),
     ("k2x3_s1x2", (2, 1, 4, 7), (2, 3), (1, 2), ((1, 0), (1, 1))),

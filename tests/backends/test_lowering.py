@@ -57,6 +57,22 @@ def test_conv_pool_gradients():
                     rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4))
 
 
+def test_lenet_style_gradients_accumulate_rows_and_store_windows():
+    """col2im adds colg's rows into dx (no tap loop per pixel); 2x2 stride-2 max pooling's
+    gradient stores each window's taps (no read-modify-write of dx, no zero fill)."""
+    def loss(x, w1, w2):
+        y = nnjit.max_pool2d(nnjit.relu(nnjit.conv2d(x, w1, padding=2)), 2)
+        return (nnjit.max_pool2d(nnjit.conv2d(y, w2), 2) ** 2).sum()
+
+    p = lowered_matches(nnjit.grad(loss, argnums=(1, 2)), f32(2, 1, 12, 12), f32(2, 1, 5, 5),
+                        f32(3, 2, 3, 3))
+    by_name = {k.name: str(k.body) for k in p.kernels if isinstance(k, LoopKernel)}
+    col2im = [b for n, b in by_name.items() if n.endswith("col2im")]
+    assert col2im and all("reduce for" not in b for b in col2im)
+    pools = [b for n, b in by_name.items() if "max_pool2d_grad" in n]
+    assert pools and all("z0" not in b for b in pools)  # every window tiles its plane
+
+
 def test_scan_take_and_their_gradients():
     def step(W, h, x):
         h = nnjit.tanh(h @ W + x)

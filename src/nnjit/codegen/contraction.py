@@ -47,7 +47,7 @@ from .index import (
     reshape_coords,
     select,
 )
-from .loops import GroupLowering, _nest, make_loop_kernel, store_all
+from .loops import GroupLowering, _nest, accumulate, make_loop_kernel, store_all, zero_plane
 
 
 def _template(fn):
@@ -401,7 +401,12 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
     gemm = GemmKernel(f"{name}_gemm", c.type.dtype, batch, ckk, ho * wo, og, amat, bmat,
                       _c_matview(colg, batch, ckk, ho * wo, c.op), False, (),
                       (amat.buf, bmat.buf), (colg.buf,), src)
-    # col2im as a gather: race-free and parallel over every input pixel.
+    kernels = kd + kw_ + [gemm]
+    if list(roots) == [c.out] and not epilogue:
+        stmts = _col2im_shifted(lw, c, colg)
+        return kernels + [make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
+    # col2im as a gather: race-free and parallel over every input pixel, each summing its taps
+    # (the fused consumers are computed from that sum).
     vn, vc, vh, vw = loop_vars("i", 4)
     rkh, rkw = loop_vars("r", 2)
     (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
@@ -421,7 +426,35 @@ def _conv2d_grad_input(lw, c: Node, prologue, epilogue, roots, name, src) -> lis
         stores.append(Store(dst.buf, dst.index(coords), glow.value_at(r, coords)))
     body = [Let(acc, Const(0.0, acc.dtype))] + red + store_all(stores)
     stmts = _nest([vn, vc, vh, vw], [n, ch, h, wd], body, parallel=True)
-    return kd + kw_ + [gemm, make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
+    return kernels + [make_loop_kernel(f"{name}_col2im", stmts, src, lw.buffers)]
+
+
+def _col2im_shifted(lw, c: Node, colg: View) -> list[Stmt]:
+    """dx[n, ch] = 0, then for each tap (a, b) colg's row (ch, a, b) added, one output row at a
+    time, to the input pixels that tap read: contiguous rows of adds (in L1, one plane per
+    iteration of the parallel loop), where the gather loaded each pixel's taps from 25 rows
+    apart. Each pixel still sums its taps in (a, b) order. Out-of-image taps (padding) add 0
+    to a clamped pixel; split_loop_ranges leaves the interior without the test."""
+    n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(c.type.shape, c.srcs[1].shape,
+                                                     c.srcs[0].shape, c.attrs)
+    dt = c.type.dtype
+    dst = lw.home(c.out)
+    vn, vc = loop_vars("i", 2)
+    rkh, rkw = loop_vars("r", 2)
+    vh, vw = loop_vars("o", 2)
+    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
+    (pt, _), (pl, _) = c.attrs["padding"]
+    hh = iadd(imul(vh, c64(sh)), isub(imul(rkh, c64(dh)), c64(pt)))
+    ww = iadd(imul(vw, c64(sw)), isub(imul(rkw, c64(dw)), c64(pl)))
+    row = iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw)
+    val = Load(colg.buf, colg.index([vn, row, iadd(imul(vh, c64(wo)), vw)]), dt)
+    if c.attrs["padding"] != ((0, 0), (0, 0)):
+        val = select(land(in_range(hh, 0, h), in_range(ww, 0, wd)), val, Const(0.0, dt))
+        hh, ww = clamp(hh, 0, h - 1), clamp(ww, 0, wd - 1)
+    taps = _nest([rkh, rkw, vh, vw], [kh, kw, ho, wo], [accumulate(dst, [vn, vc, hh, ww], val,
+                                                                   dt)])
+    return _nest([vn, vc], [n, ch], zero_plane(dst, c.type.shape, vn, vc, dt) + taps,
+                 parallel=True)
 
 
 def _output_pixel(vh, vw, rkh, rkw, pad, stride, dilation, ho: int, wo: int):

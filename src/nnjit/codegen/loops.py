@@ -408,6 +408,19 @@ def store_all(stores: Sequence[Store]) -> list[Stmt]:
     return lets + [Store(s.buf, s.index, let.var) for s, let in zip(stores, lets)]
 
 
+def zero_plane(dst: View, shape, vn: Var, vc: Var, dt: DType) -> list[Stmt]:
+    """Loops storing 0 over image plane (vn, vc) of NCHW `dst` (`shape` its full shape)."""
+    hh, ww = loop_vars("z", 2)
+    return _nest([hh, ww], shape[2:], [Store(dst.buf, dst.index([vn, vc, hh, ww]),
+                                             Const(0.0, dt))])
+
+
+def accumulate(dst: View, coords, value, dt: DType) -> Store:
+    """dst[coords] += value."""
+    idx = dst.index(coords)
+    return Store(dst.buf, idx, Call(KOp.ADD, (Load(dst.buf, idx, dt), value), dt))
+
+
 def _runs(axes) -> list[list[int]]:
     """Sorted axes split into runs of consecutive axes: (0, 2, 3) -> [[0], [2, 3]]."""
     runs: list[list[int]] = []
@@ -495,4 +508,4 @@ for _op, _rule in {Op.IOTA: _iota_at, Op.RANDOM_UNIFORM: _random_at, Op.BROADCAS
                   Op.PAD: _pad_at, Op.CONCAT: _concat_at, Op.TAKE: _take_at}.items():
     set_rule(_op, lower=_rule)
 
-__all__ = ["GroupLowering", "make_loop_kernel", "store_all"]
+__all__ = ["GroupLowering", "accumulate", "make_loop_kernel", "store_all", "zero_plane"]

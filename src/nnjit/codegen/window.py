@@ -15,7 +15,7 @@ from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
 from ..ir.opdef import set_rule
 from .index import View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select
-from .loops import GroupLowering, _nest, make_loop_kernel, store_all
+from .loops import GroupLowering, _nest, accumulate, make_loop_kernel, store_all, zero_plane
 
 
 def _template(fn):
@@ -103,17 +103,6 @@ def _only_root(p: Node, epilogue, roots, name) -> None:
         raise CompileError(f"{name}: {p.op.value} takes no fused consumers")
 
 
-def _zero_plane(dst: View, shape, vn, vc, dt: DType) -> list[Stmt]:
-    hh, ww = loop_vars("z", 2)
-    return _nest([hh, ww], shape[2:], [Store(dst.buf, dst.index([vn, vc, hh, ww]),
-                                             Const(0.0, dt))])
-
-
-def _accumulate(dst: View, coords, value, dt) -> Store:
-    idx = dst.index(coords)
-    return Store(dst.buf, idx, Call(KOp.ADD, (Load(dst.buf, idx, dt), value), dt))
-
-
 def _max_pool_grad(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
     """Per plane: zero dx, then for every window find its first maximum and add dy there."""
     _only_root(p, epilogue, roots, name)
@@ -142,12 +131,26 @@ def _max_pool_grad(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
                                        Assign(bi, select(take, ri, bi)),
                                        Assign(bj, select(take, rj, bj)),
                                        Assign(found, Call(KOp.OR, (found, valid), DType.BOOL))])
-    th, tw, _ = _tap(x.shape, vh, vw, bi, bj, geo)
     g = pro.value_at(dy, [vn, vc, vh, vw])
-    window = ([Let(best, Const(-np.inf, dt)), Let(bi, c64(0)), Let(bj, c64(0)),
-               Let(found, Const(False, DType.BOOL))] + search
-              + [_accumulate(dst, [vn, vc, th, tw], g, dt)])
-    per_plane = _zero_plane(dst, x.shape, vn, vc, dt) + _nest([vh, vw], dy.shape[2:], window)
+    window = [Let(best, Const(-np.inf, dt)), Let(bi, c64(0)), Let(bj, c64(0)),
+              Let(found, Const(False, DType.BOOL))] + search
+    sh, sw, padded = geo[2], geo[3], geo[6]
+    zero = zero_plane(dst, x.shape, vn, vc, dt)
+    if not padded and sh >= kh and sw >= kw:
+        # Windows that do not overlap own their pixels: each stores dy at its maximum and 0 at
+        # its other taps (independent stores, where adding into dx chained every window's
+        # read-modify-write to the last). Only pixels no window covers need zeroing first.
+        h, w, _ = _tap(x.shape, vh, vw, ri, rj, geo)
+        hit = land(cmp(KOp.EQ, bi, ri), cmp(KOp.EQ, bj, rj))
+        window += _nest([ri, rj], [kh, kw], [Store(dst.buf, dst.index([vn, vc, h, w]),
+                                                   select(hit, g, Const(0.0, dt)))])
+        (ho, wo), (xh, xw) = dy.shape[2:], x.shape[2:]
+        if (sh, sw) == (kh, kw) and (xh, xw) == (ho * kh, wo * kw):
+            zero = []
+    else:
+        th, tw, _ = _tap(x.shape, vh, vw, bi, bj, geo)
+        window.append(accumulate(dst, [vn, vc, th, tw], g, dt))
+    per_plane = zero + _nest([vh, vw], dy.shape[2:], window)
     return _nest([vn, vc], x.shape[:2], per_plane, parallel=True)
 
 
@@ -177,9 +180,9 @@ def _avg_pool_grad(lw, p: Node, prologue, epilogue, roots, name) -> list[Stmt]:
     sv = Var("share", dt)
     window.append(Let(sv, share))
     h, w, valid = _tap(shape, vh, vw, ri, rj, geo)
-    window += _nest([ri, rj], [kh, kw], [_accumulate(dst, [vn, vc, h, w],
+    window += _nest([ri, rj], [kh, kw], [accumulate(dst, [vn, vc, h, w],
                                                      select(valid, sv, Const(0.0, dt)), dt)])
-    per_plane = _zero_plane(dst, shape, vn, vc, dt) + _nest([vh, vw], dy.shape[2:], window)
+    per_plane = zero_plane(dst, shape, vn, vc, dt) + _nest([vh, vw], dy.shape[2:], window)
     return _nest([vn, vc], shape[:2], per_plane, parallel=True)
 
 
@@ -203,7 +206,7 @@ def _scatter_add(lw, s: Node, prologue, epilogue, roots, name) -> list[Stmt]:
     size = shape[ax]
     i = clamp(select(cmp(KOp.LT, i, c64(0)), iadd(i, c64(size)), i), 0, max(size - 1, 0))
     coords = list(us[:ax]) + [i] + list(us[ax + k:])
-    add = _accumulate(dst, coords, pro.value_at(upd, us), dt)
+    add = accumulate(dst, coords, pro.value_at(upd, us), dt)
     return zero + _nest(us, upd.shape, [add])
 
 
