@@ -75,6 +75,20 @@ def test_shapes(dtype, nthreads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_every_row_and_column_remainder(dtype):
+    """Each micro-kernel variant (short rows x narrow columns) on its edge tiles: M over two
+    row panels plus every remainder, N over whole, narrow and partial column panels."""
+    cfg = gemm._config(dtype)
+    ws = gemm.workspace(dtype, 1)
+    for m in range(1, 2 * cfg.mr + 2):
+        for n in (1, cfg.lanes + 1, cfg.nr - 1, cfg.nr, cfg.nr + 2 * cfg.lanes + 3):
+            a, b = operands(m, n, 11, dtype)
+            c = np.full((m, n), np.nan, dtype)
+            gemm.matmul(a, b, out=c, nthreads=1, ws=ws)
+            check(c, reference(a, b), 11, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("offset", [1, 8, 36])
 def test_misaligned_workspace(dtype, offset):
     nbytes = gemm.gemm_workspace_bytes(dtype, 2)
@@ -317,7 +331,7 @@ def test_microkernel_keeps_accumulators_in_zmm_registers():
         pytest.skip("host has no AVX-512")
     for name, cfg in gemm.CONFIGS.items():
         mod = ir.Module(name="ukernel_only")
-        gemm._emit_microkernel(mod, cfg, cfg.nv).linkage = ""  # keep it: nothing calls it
+        gemm._emit_microkernel(mod, cfg, cfg.nv, cfg.mr).linkage = ""  # nothing calls it
         asm = target.emit_assembly(str(mod))
         start = asm.index(f"nnjit_gemm_{name}.ukernel:")
         body = asm[start:asm.index(".Lfunc_end", start)]

@@ -13,7 +13,7 @@ import pytest
 
 import nnjit
 from nnjit import nn
-from nnjit.backends.llvm import aot
+from nnjit.backends.llvm import aot, gemm
 from nnjit.ir import Op
 from tests.helpers import assert_close
 
@@ -61,7 +61,9 @@ def test_llvm_prepacks_constant_gemm_operands():
     cf = nnjit.jit(model.apply, constants=params, backend="llvm").lower(x)
     kir = cf.kernel_ir()
     # conv weights are A (one panel layout for every image), the linear weight is B
-    assert kir.count("packed(kc=256, width=6)") == 2 and "packed(kc=256, width=64)" in kir
+    cfg = gemm.CONFIGS["f32"]
+    assert kir.count(f"packed(kc={cfg.kc}, width={cfg.mr})") == 2
+    assert f"packed(kc={cfg.kc}, width={cfg.nr})" in kir
     assert re.search(r'call void @"?nnjit_gemm_f32_prepacked"?\(', cf.llvm_ir())
     assert "prepack_constants" in cf.stages()
     # With the weights as arguments nothing is packed ahead of time.

@@ -113,6 +113,9 @@ class GemmConfig:
     #: Narrow micro-kernel variants (vectors per row) for the last, partial column panel. Each
     #: costs ~0.05 s of compile time; 3 (33..48 of 64 columns) did not earn its keep.
     narrow: tuple[int, ...] = (1, 2)
+    #: Short variants (rows) for the last, partial row panel: M = 6 (a conv's out-channels)
+    #: runs 6 rows of FMAs, not 8.
+    short: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # NOTE: packed blocks hold whole micro-panels, so the workspace layout needs these.
@@ -136,12 +139,16 @@ class GemmConfig:
         return _round64(self.mc * self.kc * self.size) + _round64(self.kc * self.nc * self.size)
 
 
-# Tuned on Zen 5 (48 KiB L1d, 1 MiB L2 per core, two 512-bit FMA pipes): a 6 x 4-zmm tile (24
-# accumulators, 4 loads + 6 broadcasts per 24 FMAs) beat 14x2, 12x2 and 8x3 zmm tiles, and for
-# f32 also wastes less on small M (batch 16 = 6+6+4 rows). KC x NR of B (64 KiB f32) streams
-# through L1/L2, MC x KC of A (192 KiB) stays in L2.
+# f32, measured on Zen 4 (32 KiB L1d, 1 MiB L2 per core, 512-bit FMAs on two 256-bit pipes):
+# an 8 x 3-zmm tile (24 accumulators, 3 loads + 8 broadcasts per 24 FMAs) runs large GEMMs at
+# the 6 x 4 tile's rate (1024^3 at 1 thread 21.4 vs 21.2 ms) and fits the batch sizes of small
+# steps (M = 16, 32: whole panels, where 6 rows wasted 1/9), with short variants for M = 6 or
+# 4 past a multiple of 8: char-LSTM step 51.6 -> 47.3 ms. (On Zen 5, 6 x 4 had beaten 14x2,
+# 12x2 and 8x3.) KC x NR of B (48 KiB f32) streams through L1/L2, MC x KC of A (192 KiB) stays
+# in L2.
 CONFIGS = {
-    "f32": GemmConfig("f32", F32, 4, 16, mr=6, nv=4, kc=256, mc=6 * 32, nc=2048),
+    "f32": GemmConfig("f32", F32, 4, 16, mr=8, nv=3, kc=256, mc=8 * 24, nc=2064,
+                      short=(4, 6)),
     "f64": GemmConfig("f64", F64, 8, 8, mr=6, nv=4, kc=256, mc=6 * 20, nc=1024),
 }
 _ALIASES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
@@ -217,14 +224,15 @@ def declare_gemm(module: ir.Module, dtype) -> ir.Function:
 
 
 # --- micro-kernel -----------------------------------------------------------------------------
-def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int) -> ir.Function:
+def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int, rows: int) -> ir.Function:
     """`ukernel(kc, a, b, c, ldc, load_c, mr, nr)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T Bp[kc x NR]
     using the first `nv` vectors of each packed B row (nv < NV: narrow variants for the last,
-    partial column panel, so N = 10 does not pay for 64 columns). The MR*nv accumulators live
-    in registers (loop phis); full tiles use plain vector stores, edge tiles masked ones, so
-    nothing outside the mr x nr tile is read or written."""
+    partial column panel, so N = 10 does not pay for 64 columns) and the first `rows` rows of
+    each A panel (rows < MR: short variants for the last, partial row panel; mr <= rows). The
+    rows*nv accumulators live in registers (loop phis); full tiles use plain vector stores,
+    edge tiles masked ones, so nothing outside the mr x nr tile is read or written."""
     fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64])
-    suffix = "" if nv == cfg.nv else f".n{nv}"
+    suffix = ("" if nv == cfg.nv else f".n{nv}") + ("" if rows == cfg.mr else f".m{rows}")
     fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.ukernel{suffix}")
     fn.linkage = "internal"
     fn.attributes.add("noinline")
@@ -233,7 +241,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int) -> ir.Functio
         p.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = const_float(cfg.vec, 0.0)
-    acc = [[zero] * nv for _ in range(cfg.mr)]
+    acc = [[zero] * nv for _ in range(rows)]
 
     def step(bld: ir.IRBuilder, k: ir.Value, acc: list[list[ir.Value]]) -> list[list[ir.Value]]:
         bv = [load_vec(bld, gep(bld, b, cfg.ty, bld.add(bld.mul(k, const_i64(cfg.nr)),
@@ -241,7 +249,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int) -> ir.Functio
                        cfg.ty, cfg.lanes, align=64) for v in range(nv)]
         arow = gep(bld, a, cfg.ty, bld.mul(k, const_i64(cfg.mr)))
         out = []
-        for i in range(cfg.mr):
+        for i in range(rows):
             ai = splat(bld, load(bld, gep(bld, arow, cfg.ty, i), cfg.ty), cfg.lanes)
             out.append([fma(bld, ai, bv[v], acc[i][v]) for v in range(nv)])
         return out
@@ -251,7 +259,7 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int) -> ir.Functio
                         lambda bld, k, acc: _unrolled(bld, k, acc, step, cfg.unroll), "kmain")
     acc = _carried_loop(builder, main_end, kc, 1, acc, step, "ktail")
 
-    full = builder.and_(builder.icmp_signed("==", mr, const_i64(cfg.mr)),
+    full = builder.and_(builder.icmp_signed("==", mr, const_i64(rows)),
                         builder.icmp_signed("==", nr, const_i64(nv * cfg.lanes)))
     with builder.if_else(full) as (then, otherwise):
         with then:
@@ -298,7 +306,7 @@ def _carried_loop(builder: ir.IRBuilder, start, stop, stride: int, acc, body, na
 def _store_tile(builder, cfg, acc, c, ldc, load_c, mr, nr) -> None:
     """Write the accumulators to C: whole tile (mr is None) or rows < mr, columns < nr."""
     def emit(add: bool) -> None:
-        for i in range(cfg.mr):
+        for i in range(len(acc)):
             def row(i=i):
                 crow = gep(builder, c, cfg.ty, builder.mul(const_i64(i), ldc))
                 for v in range(len(acc[i])):
@@ -481,7 +489,7 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
                         row, col = b.add(ic, ir_), b.add(jc, jr)
                         ctile = b.select(scratch, tile, gep(b, c, cfg.ty, b.add(
                             b.mul(row, ldc), col), inbounds=False))
-                        _call_ukernel(b, ukernels, vectors,
+                        _call_ukernel(b, ukernels, mr, vectors,
                                       [kc, gep(b, ablock, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
                                        tile_ld, load_c, mr, nr])
                         with b.if_then(b.and_(last, has_epi)):
@@ -510,25 +518,33 @@ def _packed_block(b: ir.IRBuilder, cfg: GemmConfig, packed, base, pc, pitch, fir
     return b.select(packed, at, workspace_block)
 
 
-def _call_ukernel(b: ir.IRBuilder, ukernels: dict, vectors, args) -> None:
-    """Call the narrowest micro-kernel variant covering `vectors` B vectors of the tile."""
-    widest = max(ukernels)
+def _call_ukernel(b: ir.IRBuilder, ukernels: dict, mr, vectors, args) -> None:
+    """Call the smallest micro-kernel variant covering the tile's `mr` rows and `vectors` B
+    vectors (`ukernels`: (rows, vectors) -> kernel)."""
     done = b.append_basic_block("uk.done")
-    full = b.append_basic_block("uk.full")
-    switch = b.switch(vectors, full)
-    for nv in range(1, widest):
-        kernel = ukernels[min(v for v in ukernels if v >= nv)]
-        if kernel is ukernels[widest]:
-            continue
-        block = b.append_basic_block(f"uk.n{nv}")
-        switch.add_case(const_i64(nv), block)
-        b.position_at_end(block)
-        b.call(kernel, args)
-        b.branch(done)
-    b.position_at_end(full)
-    b.call(ukernels[widest], args)
-    b.branch(done)
+    _switch(b, mr, sorted({r for r, _ in ukernels}), done, lambda rows: _switch(
+        b, vectors, sorted({v for r, v in ukernels if r == rows}), done,
+        lambda nv: b.call(ukernels[rows, nv], args)))
     b.position_at_end(done)
+
+
+def _switch(b: ir.IRBuilder, value, sizes: list[int], done, emit) -> None:
+    """Branch on `value` (1..max(sizes)) to `emit(size)` for the smallest size >= value (the
+    largest is the default case), each then branching to `done`."""
+    full = b.append_basic_block(f"uk.{sizes[-1]}")
+    switch = b.switch(value, full)
+    for size in sizes[:-1]:
+        block = b.append_basic_block(f"uk.{size}")
+        for v in range(1 + max([s for s in sizes if s < size], default=0), size + 1):
+            switch.add_case(const_i64(v), block)
+        b.position_at_end(block)
+        emit(size)
+        if not b.block.is_terminated:
+            b.branch(done)
+    b.position_at_end(full)
+    emit(sizes[-1])
+    if not b.block.is_terminated:
+        b.branch(done)
 
 
 def _emit_prepacked(module: ir.Module, cfg: GemmConfig, serial: ir.Function) -> ir.Function:
@@ -605,7 +621,8 @@ def _emit_gemm(module: ir.Module, cfg: GemmConfig) -> ir.Function:
     """The exported entry: picks a thread count, splits M or N (in micro-panel units) into one
     contiguous range per thread, and runs the serial driver on each range with that thread's
     slice of the workspace. No barriers: the ranges share nothing writable."""
-    ukernels = {nv: _emit_microkernel(module, cfg, nv) for nv in {*cfg.narrow, cfg.nv}}
+    ukernels = {(rows, nv): _emit_microkernel(module, cfg, nv, rows)
+                for rows in {*cfg.short, cfg.mr} for nv in {*cfg.narrow, cfg.nv}}
     pack_a = _emit_pack(module, cfg, "a")
     pack_b = _emit_pack(module, cfg, "b")
     serial = _emit_serial(module, cfg, ukernels, pack_a, pack_b)
