@@ -339,4 +339,5 @@ def test_microkernel_keeps_accumulators_in_zmm_registers():
         hot = max(blocks, key=lambda blk: blk.count("vfmadd"))
         assert hot.count("vfmadd") >= cfg.mr * cfg.nv * cfg.unroll
         assert all("zmm" in line for line in hot.splitlines() if "vfmadd" in line)
-        assert "rsp" not in hot and "rbp" not in hot, "spills in the micro-kernel loop"
+        # (rbp may serve as an address register; a spill would be a stack slot)
+        assert not re.search(r"\(%rsp\)|-\d+\(%rbp\)", hot), "spills in the micro-kernel loop"

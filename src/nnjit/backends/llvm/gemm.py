@@ -153,6 +153,9 @@ CONFIGS = {
 }
 _ALIASES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 
+#: A sub-problem of at most this many row panels reads B in place instead of packing it.
+DIRECT_B_ROWS = 2
+
 
 def _round64(n: int) -> int:
     return (n + 63) // 64 * 64
@@ -225,18 +228,19 @@ def declare_gemm(module: ir.Module, dtype) -> ir.Function:
 
 # --- micro-kernel -----------------------------------------------------------------------------
 def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int, rows: int) -> ir.Function:
-    """`ukernel(kc, a, b, c, ldc, load_c, mr, nr)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T Bp[kc x NR]
-    using the first `nv` vectors of each packed B row (nv < NV: narrow variants for the last,
+    """`ukernel(kc, a, b, c, ldc, load_c, mr, nr, ldb)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T
+    B[kc x NR], B's row k at b + k * ldb (NR in a packed panel; B's own row stride where small
+    M reads B in place), using the first `nv` vectors of each B row (nv < NV: narrow variants for the last,
     partial column panel, so N = 10 does not pay for 64 columns) and the first `rows` rows of
     each A panel (rows < MR: short variants for the last, partial row panel; mr <= rows). The
     rows*nv accumulators live in registers (loop phis); full tiles use plain vector stores,
     edge tiles masked ones, so nothing outside the mr x nr tile is read or written."""
-    fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64])
+    fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64])
     suffix = ("" if nv == cfg.nv else f".n{nv}") + ("" if rows == cfg.mr else f".m{rows}")
     fn = ir.Function(module, fnty, f"nnjit_gemm_{cfg.name}.ukernel{suffix}")
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    kc, a, b, c, ldc, load_c, mr, nr = fn.args
+    kc, a, b, c, ldc, load_c, mr, nr, ldb = fn.args
     for p in (a, b, c):
         p.add_attribute("noalias")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -244,9 +248,9 @@ def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int, rows: int) ->
     acc = [[zero] * nv for _ in range(rows)]
 
     def step(bld: ir.IRBuilder, k: ir.Value, acc: list[list[ir.Value]]) -> list[list[ir.Value]]:
-        bv = [load_vec(bld, gep(bld, b, cfg.ty, bld.add(bld.mul(k, const_i64(cfg.nr)),
+        bv = [load_vec(bld, gep(bld, b, cfg.ty, bld.add(bld.mul(k, ldb),
                                                          const_i64(v * cfg.lanes))),
-                       cfg.ty, cfg.lanes, align=64) for v in range(nv)]
+                       cfg.ty, cfg.lanes) for v in range(nv)]
         arow = gep(bld, a, cfg.ty, bld.mul(k, const_i64(cfg.mr)))
         out = []
         for i in range(rows):
@@ -461,6 +465,12 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
                      b.and_(b.not_(accumulate), b.icmp_signed("==", kblocks, const_i64(1))))
     tile = gep(b, ws, ir.IntType(8), cfg.tile_offset())
     tile_ld = b.select(scratch, const_i64(cfg.nr), ldc)
+    # With a few rows of A, each B panel serves one or two micro-tiles: packing it (a copy of
+    # all of B per call) cost more than the reads it saved. Rows of B with unit column stride
+    # are then read in place (the MLP step's forward at batch 16: a 784 x 512 weight).
+    direct = b.and_(b.icmp_signed("==", csb, const_i64(1)),
+                    b.icmp_signed("<=", m, const_i64(DIRECT_B_ROWS * cfg.mr)))
+    direct_ok = b.not_(b_packed) if prepacked else None
     with for_range(b, 0, n, step=cfg.nc, name="jc") as jc:
         nc = imin(b, const_i64(cfg.nc), b.sub(n, jc))
         with for_range(b, 0, kblocks, name="pb") as pb:
@@ -471,8 +481,13 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
             bsrc = gep(b, bm, cfg.ty, b.add(b.mul(pc, rsb), b.mul(jc, csb)), inbounds=False)
             bblock = _packed_block(b, cfg, b_packed, bm, pc, rsb, b.add(col0, jc), kc, bp) \
                 if prepacked else bp
-            _unless(b, b_packed if prepacked else None,
-                    lambda: b.call(pack_b, [nc, kc, bsrc, csb, rsb, bp]))
+            # Whole panels of an in-place B; the last, partial one is packed (zero-padded).
+            in_place = direct if direct_ok is None else b.and_(direct, direct_ok)
+            nwhole = b.select(in_place, b.mul(b.sdiv(nc, const_i64(cfg.nr)), const_i64(cfg.nr)),
+                              const_i64(0))
+            _unless(b, b_packed if prepacked else None, lambda: b.call(pack_b, [
+                b.sub(nc, nwhole), kc, gep(b, bsrc, cfg.ty, nwhole, inbounds=False), csb, rsb,
+                bp]))
             with for_range(b, 0, m, step=cfg.mc, name="ic") as ic:
                 mc = imin(b, const_i64(cfg.mc), b.sub(m, ic))
                 asrc = gep(b, a, cfg.ty, b.add(b.mul(ic, rsa), b.mul(pc, csa)), inbounds=False)
@@ -482,7 +497,10 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
                         lambda: b.call(pack_a, [mc, kc, asrc, rsa, csa, ap]))
                 with for_range(b, 0, nc, step=cfg.nr, name="jr") as jr:
                     nr = imin(b, const_i64(cfg.nr), b.sub(nc, jr))
-                    bpanel = gep(b, bblock, cfg.ty, b.mul(jr, kc))
+                    whole = b.icmp_signed("<", jr, nwhole)
+                    bpanel = b.select(whole, gep(b, bsrc, cfg.ty, jr, inbounds=False),
+                                      gep(b, bblock, cfg.ty, b.mul(b.sub(jr, nwhole), kc)))
+                    ldb = b.select(whole, rsb, const_i64(cfg.nr))
                     vectors = ceil_div(b, nr, cfg.lanes)
                     with for_range(b, 0, mc, step=cfg.mr, name="ir") as ir_:
                         mr = imin(b, const_i64(cfg.mr), b.sub(mc, ir_))
@@ -491,7 +509,7 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
                             b.mul(row, ldc), col), inbounds=False))
                         _call_ukernel(b, ukernels, mr, vectors,
                                       [kc, gep(b, ablock, cfg.ty, b.mul(ir_, kc)), bpanel, ctile,
-                                       tile_ld, load_c, mr, nr])
+                                       tile_ld, load_c, mr, nr, ldb])
                         with b.if_then(b.and_(last, has_epi)):
                             call_indirect(b, EPILOGUE_TYPE, epi,
                                           [ctx, ctile, b.add(row0, row), b.add(col0, col),
