@@ -237,11 +237,42 @@ class LoopID(ir.MDValue):
         return self is other
 
 
+class AccessGroup(ir.MDValue):
+    """A distinct, empty `!llvm.access.group` node: memory accesses tagged with it (see
+    `tag_access`) carry no dependence between iterations of a loop whose hints name it."""
+
+    def __init__(self, module: ir.Module):
+        super().__init__(module, [], name=str(len(module.metadata)))
+
+    def descr(self, buf):
+        buf.append("distinct ")
+        super().descr(buf)
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+
+def tag_access(inst: ir.Instruction, group: AccessGroup | None) -> ir.Instruction:
+    """`inst` (a load or store) as a member of `group` (None: untouched)."""
+    if group is not None:
+        inst.set_metadata("llvm.access.group", group)
+    return inst
+
+
 def loop_hints(module: ir.Module, vectorize: int | bool | None = None,
-               unroll: int | bool | None = None, interleave: int | None = None) -> LoopID:
-    """Loop metadata: `vectorize=True|False|width`, `unroll=True|False|count` and
-    `interleave=count` (independent vector accumulators of a vectorized reduction)."""
+               unroll: int | bool | None = None, interleave: int | None = None,
+               parallel: AccessGroup | None = None) -> LoopID:
+    """Loop metadata: `vectorize=True|False|width`, `unroll=True|False|count`,
+    `interleave=count` (independent vector accumulators of a vectorized reduction) and
+    `parallel`: the access group whose loads and stores no iteration orders against another's
+    (so the vectorizer needs no runtime overlap checks: an update written in place over the
+    array it reads, at the same index, vectorizes)."""
     hints = []
+    if parallel is not None:
+        hints.append(module.add_metadata([ir.MetaDataString(module, "llvm.loop.parallel_accesses"),
+                                          parallel]))
 
     def hint(key: str, value: ir.Value) -> None:
         hints.append(module.add_metadata([ir.MetaDataString(module, key), value]))
@@ -265,12 +296,13 @@ def loop_hints(module: ir.Module, vectorize: int | bool | None = None,
 def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
               step: int = 1, vectorize: int | bool | None = None,
               unroll: int | bool | None = None, name: str = "i",
-              interleave: int | None = None) -> Iterator[ir.Value]:
+              interleave: int | None = None,
+              parallel: AccessGroup | None = None) -> Iterator[ir.Value]:
     """`for i in range(start, stop, step)` over i64 (step is a nonzero Python int).
 
     Yields the index (a phi); the body emitted inside the `with` may create blocks of its own.
     After the `with`, the builder is positioned after the loop. `vectorize`/`unroll` attach
-    `!llvm.loop` hints (also `interleave`). Example::
+    `!llvm.loop` hints (also `interleave` and `parallel`). Example::
 
         with for_range(b, 0, n, vectorize=True) as i:
             store(b, gep(b, out, F32, i), ...)
@@ -291,8 +323,10 @@ def for_range(builder: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int
     nxt = builder.add(idx, const_i64(step), name=f"{name}.next", flags=["nsw"])
     idx.add_incoming(nxt, builder.block)
     latch = builder.branch(head)
-    if vectorize is not None or unroll is not None or interleave is not None:
-        latch.set_metadata("llvm.loop", loop_hints(builder.module, vectorize, unroll, interleave))
+    if vectorize is not None or unroll is not None or interleave is not None or \
+            parallel is not None:
+        latch.set_metadata("llvm.loop", loop_hints(builder.module, vectorize, unroll, interleave,
+                                                   parallel))
     builder.position_at_end(end)
 
 

@@ -34,6 +34,7 @@ from ...ir.kernel import (
 from . import mathlib, special
 from .helpers import (
     F32,
+    AccessGroup,
     F64,
     I1,
     I8,
@@ -46,6 +47,7 @@ from .helpers import (
     imin,
     intrinsic,
     prefetch_range,
+    tag_access,
 )
 from .random import emit_philox_uniform
 
@@ -296,14 +298,16 @@ class _Scope:
 class StmtRenderer:
     """Renders statement lists at `builder`'s position. `bufs` maps buffer names to `BufRef`s;
     `bindings` are SSA values for free Vars (loop indices of an outer function, GEMM epilogue
-    "acc"/"row"/"col"); `bounds` adds a trap on every out-of-range load/store."""
+    "acc"/"row"/"col"); `bounds` adds a trap on every out-of-range load/store; `access_group`
+    tags every array load and store (see helpers.AccessGroup)."""
 
     def __init__(self, builder: ir.IRBuilder, bufs: dict[str, BufRef],
                  bindings: dict[str, ir.Value] | None = None, bounds: bool = False,
-                 where: str = "kernel"):
+                 where: str = "kernel", access_group: AccessGroup | None = None):
         self.b = builder
         self.bufs = bufs
         self.bounds = bounds
+        self.access_group = access_group
         self.where = where
         self.scopes = [_Scope(env={k: ("ssa", v) for k, v in (bindings or {}).items()})]
         self._canon: dict[int, int] = {}
@@ -406,7 +410,8 @@ class StmtRenderer:
         val = self.expr(s.value)
         if ref.dtype == DType.BOOL:
             val = self.b.zext(val, I8)
-        self.b.store(val, self._addr(ref, s.index), align=_align(ref.dtype))
+        tag_access(self.b.store(val, self._addr(ref, s.index), align=_align(ref.dtype)),
+                   self.access_group)
         self._forget(("b", s.buf))
 
     def let(self, s: Let) -> None:
@@ -457,8 +462,8 @@ class StmtRenderer:
             return self.b.load(v, typ=REG_TYPE[e.dtype]) if kind == "slot" else v
         if isinstance(e, Load):
             ref = self._buf(e.buf)
-            val = self.b.load(self._addr(ref, e.index), typ=MEM_TYPE[ref.dtype],
-                              align=_align(ref.dtype))
+            val = tag_access(self.b.load(self._addr(ref, e.index), typ=MEM_TYPE[ref.dtype],
+                                         align=_align(ref.dtype)), self.access_group)
             return self.b.icmp_unsigned("!=", val, ir.Constant(I8, 0)) \
                 if ref.dtype == DType.BOOL else val
         if isinstance(e, Call):
