@@ -199,6 +199,15 @@ def _conv_geometry(x_shape, w_shape, y_shape, attrs):
     return n, ch, h, w, o, kh, kw, ho, wo
 
 
+def _input_pixel(vh, vw, rkh, rkw, attrs):
+    """The input pixel (unpadded coordinates, possibly outside the image) that output pixel
+    (vh, vw) reads at kernel offset (rkh, rkw): the inverse of `_output_pixel`."""
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    (pt, _), (pl, _) = attrs["padding"]
+    return (iadd(imul(vh, c64(sh)), isub(imul(rkh, c64(dh)), c64(pt))),
+            iadd(imul(vw, c64(sw)), isub(imul(rkw, c64(dw)), c64(pl))))
+
+
 def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name, images_inner=False
             ) -> tuple[View, object]:
     """col[n, (c, kh, kw), (ho, wo)] = x[n, c, ho*s - p + kh*d, wo*s - p + kw*d] (0 outside).
@@ -214,10 +223,7 @@ def _im2col(lw, x: Value, w_shape, y_shape, attrs, prologue, name, images_inner=
         # one channel: a loop over channels would leave nothing to split).
         vrow = vc
         vc, vkh, vkw = idiv(vrow, kh * kw), imod(idiv(vrow, kw), kh), imod(vrow, kw)
-    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
-    (pt, _), (pl, _) = attrs["padding"]
-    hh = iadd(imul(vho, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
-    ww = iadd(imul(vwo, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
+    hh, ww = _input_pixel(vho, vwo, vkh, vkw, attrs)
     row = vrow if images_inner else iadd(imul(iadd(imul(vc, c64(kh)), vkh), c64(kw)), vkw)
     pix = iadd(imul(vho, c64(wo)), vwo)
     idx = [row, iadd(imul(vn, c64(ho * wo)), pix)] if images_inner else [vn, row, pix]
@@ -442,10 +448,7 @@ def _col2im_shifted(lw, c: Node, colg: View) -> list[Stmt]:
     vn, vc = loop_vars("i", 2)
     rkh, rkw = loop_vars("r", 2)
     vh, vw = loop_vars("o", 2)
-    (sh, sw), (dh, dw) = c.attrs["stride"], c.attrs["dilation"]
-    (pt, _), (pl, _) = c.attrs["padding"]
-    hh = iadd(imul(vh, c64(sh)), isub(imul(rkh, c64(dh)), c64(pt)))
-    ww = iadd(imul(vw, c64(sw)), isub(imul(rkw, c64(dw)), c64(pl)))
+    hh, ww = _input_pixel(vh, vw, rkh, rkw, c.attrs)
     row = iadd(imul(iadd(imul(vc, c64(kh)), rkh), c64(kw)), rkw)
     val = Load(colg.buf, colg.index([vn, row, iadd(imul(vh, c64(wo)), vw)]), dt)
     if c.attrs["padding"] != ((0, 0), (0, 0)):
@@ -514,14 +517,13 @@ def _direct_conv2d(lw, c: Node, others, roots, name, src) -> list:
     """y[n, o, i, j] = sum over (c', a, b) of x[n, group(o) * cg + c', tap] * w[o, c', a, b]."""
     x, w = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, w.shape, c.type.shape, c.attrs)
-    cg, og, (sh, sw), (dh, dw), (pt, pl) = _direct_window(c.attrs, ch, o)
+    cg, og, *_ = _direct_window(c.attrs, ch, o)
     vn, vo, vh, vw = loop_vars("i", 4)
     rc, rkh, rkw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
     glow = GroupLowering(others, lw.views, name, overrides={c.out: acc})
     cin = iadd(imul(idiv(vo, og), c64(cg)), rc)
-    hh = iadd(imul(vh, c64(sh)), isub(imul(rkh, c64(dh)), c64(pt)))
-    ww = iadd(imul(vw, c64(sw)), isub(imul(rkw, c64(dw)), c64(pl)))
+    hh, ww = _input_pixel(vh, vw, rkh, rkw, c.attrs)
     tap = _tap_value(glow, x, vn, cin, hh, ww, h, wd, c.attrs["padding"], c.type.dtype)
     red = _nest([rc, rkh, rkw], [cg, kh, kw],
                 [_fma(acc, tap, glow.value_at(w, [vo, rc, rkh, rkw]))], kind=LoopKind.REDUCE)
@@ -558,14 +560,13 @@ def _direct_conv2d_grad_weight(lw, c: Node, others, name, src) -> list:
     """dw[o, c', a, b] = sum over (n, i, j) of dy[n, o, i, j] * x[n, group(o) * cg + c', tap]."""
     x, dy = c.srcs
     n, ch, h, wd, o, kh, kw, ho, wo = _conv_geometry(x.shape, c.type.shape, dy.shape, c.attrs)
-    cg, og, (sh, sw), (dh, dw), (pt, pl) = _direct_window(c.attrs, ch, o)
+    cg, og, *_ = _direct_window(c.attrs, ch, o)
     vo, vc, vkh, vkw = loop_vars("i", 4)
     rn, rh, rw = loop_vars("r", 3)
     acc = Var("acc0", c.type.dtype)
     glow = GroupLowering(others, lw.views, name)
     cin = iadd(imul(idiv(vo, og), c64(cg)), vc)
-    hh = iadd(imul(rh, c64(sh)), isub(imul(vkh, c64(dh)), c64(pt)))
-    ww = iadd(imul(rw, c64(sw)), isub(imul(vkw, c64(dw)), c64(pl)))
+    hh, ww = _input_pixel(rh, rw, vkh, vkw, c.attrs)
     tap = _tap_value(glow, x, rn, cin, hh, ww, h, wd, c.attrs["padding"], c.type.dtype)
     red = _nest([rn, rh, rw], [n, ho, wo], [_fma(acc, glow.value_at(dy, [rn, vo, rh, rw]), tap)],
                 kind=LoopKind.REDUCE)

@@ -34,7 +34,7 @@ from ..ir.kernel import (
     Var,
     children,
 )
-from .analysis import accesses, affine_terms, expressions, interval, loops_in
+from .analysis import accesses, affine_terms, deps, expressions, interval, loops_in
 from .index import I64, c64, iadd
 from .index import isub as ix_sub
 from .subst import substitute
@@ -124,23 +124,17 @@ def _change_points(test: Call, var: str, extent: int, ranges: dict[str, int]) ->
     """For `test` = (a * i + b <op> 0) with b over [lo, hi]: the first i in (0, extent) where
     the test differs from its value at i = 0, for b = lo and for b = hi (between the two, the
     outcome depends on b; outside them every b agrees)."""
-    terms = affine_terms(ix_sub(test.args[0], test.args[1]))
-    if terms is None:
+    diff = ix_sub(test.args[0], test.args[1])
+    terms = affine_terms(diff)
+    if terms is None or not terms.get(var):
         return set()
-    coef = terms.pop(var, 0)
-    if coef == 0:
-        return set()
-    lo = hi = terms.pop(1, 0)
-    for key, k in terms.items():
-        if isinstance(key, str):
-            t_lo, t_hi = (0, ranges[key] - 1) if key in ranges else (-_INF, _INF)
-        elif var in _var_names(key):
-            return set()        # not linear in i
-        else:
-            t_lo, t_hi = interval(key, ranges)
-        lo, hi = lo + min(k * t_lo, k * t_hi), hi + max(k * t_lo, k * t_hi)
+    memo: dict = {}
+    if any(("v", var) in deps(key, memo) for key in terms if not isinstance(key, (str, int))):
+        return set()            # not linear in i
+    lo, hi = interval(diff, {**ranges, var: 1})       # b: the test with i = 0
     if _INF in (abs(lo), abs(hi)) or (lo != hi and extent < MIN_BOUNDED_EXTENT):
         return set()
+    coef = terms[var]
     return {c for b in {lo, hi} if (c := _change_point(test.op, coef, int(b), extent)) is not None}
 
 
@@ -168,16 +162,6 @@ _INF = float("inf")
 def _size(stmts: tuple[Stmt, ...]) -> int:
     """Statements, nested ones counted."""
     return sum(1 + _size(s.body) if isinstance(s, (Loop, If)) else 1 for s in stmts)
-
-
-def _var_names(e: Expr) -> set[str]:
-    names, stack = set(), [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Var):
-            names.add(x.name)
-        stack.extend(children(x))
-    return names
 
 
 __all__ = ["MAX_PIECES", "split_loop_ranges"]

@@ -14,7 +14,7 @@ import numpy as np
 from ..ir import CompileError, DType, Node, Op, Value
 from ..ir.kernel import Assign, Call, Const, KOp, Let, Load, LoopKind, Stmt, Store, Var
 from ..ir.opdef import set_rule
-from .index import View, c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select
+from .index import c64, clamp, cmp, iadd, imul, in_range, isub, land, loop_vars, select
 from .loops import GroupLowering, _nest, accumulate, make_loop_kernel, store_all, zero_plane
 
 

@@ -230,10 +230,10 @@ def declare_gemm(module: ir.Module, dtype) -> ir.Function:
 def _emit_microkernel(module: ir.Module, cfg: GemmConfig, nv: int, rows: int) -> ir.Function:
     """`ukernel(kc, a, b, c, ldc, load_c, mr, nr, ldb)`: C[0:mr, 0:nr] (+)= Ap[kc x MR]^T
     B[kc x NR], B's row k at b + k * ldb (NR in a packed panel; B's own row stride where small
-    M reads B in place), using the first `nv` vectors of each B row (nv < NV: narrow variants for the last,
-    partial column panel, so N = 10 does not pay for 64 columns) and the first `rows` rows of
-    each A panel (rows < MR: short variants for the last, partial row panel; mr <= rows). The
-    rows*nv accumulators live in registers (loop phis); full tiles use plain vector stores,
+    M reads B in place), using the first `nv` vectors of each B row (nv < NV: narrow variants
+    for the last, partial column panel, so N = 10 does not pay for 48 columns) and the first
+    `rows` rows of each A panel (rows < MR: short variants for the last, partial row panel;
+    mr <= rows). The rows*nv accumulators live in registers (loop phis); full tiles use plain vector stores,
     edge tiles masked ones, so nothing outside the mr x nr tile is read or written."""
     fnty = ir.FunctionType(VOID, [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64])
     suffix = ("" if nv == cfg.nv else f".n{nv}") + ("" if rows == cfg.mr else f".m{rows}")
@@ -470,7 +470,8 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
     # are then read in place (the MLP step's forward at batch 16: a 784 x 512 weight).
     direct = b.and_(b.icmp_signed("==", csb, const_i64(1)),
                     b.icmp_signed("<=", m, const_i64(DIRECT_B_ROWS * cfg.mr)))
-    direct_ok = b.not_(b_packed) if prepacked else None
+    if prepacked:
+        direct = b.and_(direct, b.not_(b_packed))
     with for_range(b, 0, n, step=cfg.nc, name="jc") as jc:
         nc = imin(b, const_i64(cfg.nc), b.sub(n, jc))
         with for_range(b, 0, kblocks, name="pb") as pb:
@@ -482,8 +483,7 @@ def _emit_serial(module: ir.Module, cfg: GemmConfig, ukernels, pack_a, pack_b,
             bblock = _packed_block(b, cfg, b_packed, bm, pc, rsb, b.add(col0, jc), kc, bp) \
                 if prepacked else bp
             # Whole panels of an in-place B; the last, partial one is packed (zero-padded).
-            in_place = direct if direct_ok is None else b.and_(direct, direct_ok)
-            nwhole = b.select(in_place, b.mul(b.sdiv(nc, const_i64(cfg.nr)), const_i64(cfg.nr)),
+            nwhole = b.select(direct, b.mul(b.sdiv(nc, const_i64(cfg.nr)), const_i64(cfg.nr)),
                               const_i64(0))
             _unless(b, b_packed if prepacked else None, lambda: b.call(pack_b, [
                 b.sub(nc, nwhole), kc, gep(b, bsrc, cfg.ty, nwhole, inbounds=False), csb, rsb,

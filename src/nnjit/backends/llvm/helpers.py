@@ -220,38 +220,33 @@ def alloca_once(builder: ir.IRBuilder, ty: ir.Type, size: int | ir.Value | None 
     return slot
 
 
-class LoopID(ir.MDValue):
+class DistinctNode(ir.MDValue):
+    """A `distinct` metadata node (llvmlite prints uniqued ones only): compared by identity."""
+
+    def __init__(self, module: ir.Module, operands: Sequence[ir.MDValue] = ()):
+        super().__init__(module, list(operands), name=str(len(module.metadata)))
+
+    def descr(self, buf):
+        buf.append("distinct ")
+        super().descr(buf)
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other
+
+
+class LoopID(DistinctNode):
     """A distinct, self-referential `!llvm.loop` node carrying loop hints."""
 
     def __init__(self, module: ir.Module, hints: Sequence[ir.MDValue]):
-        super().__init__(module, [], name=str(len(module.metadata)))
+        super().__init__(module)
         self.operands = (self, *hints)
 
-    def descr(self, buf):
-        buf.append("distinct ")
-        super().descr(buf)
 
-    __hash__ = object.__hash__
-
-    def __eq__(self, other):
-        return self is other
-
-
-class AccessGroup(ir.MDValue):
+class AccessGroup(DistinctNode):
     """A distinct, empty `!llvm.access.group` node: memory accesses tagged with it (see
     `tag_access`) carry no dependence between iterations of a loop whose hints name it."""
-
-    def __init__(self, module: ir.Module):
-        super().__init__(module, [], name=str(len(module.metadata)))
-
-    def descr(self, buf):
-        buf.append("distinct ")
-        super().descr(buf)
-
-    __hash__ = object.__hash__
-
-    def __eq__(self, other):
-        return self is other
 
 
 def tag_access(inst: ir.Instruction, group: AccessGroup | None) -> ir.Instruction:

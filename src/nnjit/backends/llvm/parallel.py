@@ -31,7 +31,6 @@ from .helpers import (
     const_i64,
     for_range,
     gep,
-    get_or_declare,
     imax,
     imin,
     load,
