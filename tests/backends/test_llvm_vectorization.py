@@ -53,3 +53,22 @@ def test_an_in_place_update_in_a_gemm_epilogue_vectorizes(n):
     assert not any(re.search(r"icmp \w+ ptr", e) for e in epilogues)
     got = step(w.copy(), x, dy)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("width", [28, 10, 9])
+def test_a_stride_two_pool_over_short_rows_reads_with_interleaved_loads(pool, width):
+    """A 2x2 stride-2 pool whose output rows are shorter than a vector (LeNet's 14- and
+    5-wide rows): LLVM vectorized such loops only with masks, and each strided load became a
+    gather (4x slower), or unrolled the row and gathered down the columns."""
+    x = np.random.default_rng(2).standard_normal((8, 6, width, width)).astype(np.float32)
+    b = np.linspace(-0.5, 0.5, 6, dtype=np.float32).reshape(1, 6, 1, 1)
+    op = nnjit.max_pool2d if pool == "max" else nnjit.avg_pool2d
+    fn = nnjit.jit(lambda x: op(nnjit.relu(x + b), 2), backend="llvm")
+    ir_text = fn.lower(x).llvm_ir(optimized=True)
+    assert "llvm.masked.gather" not in ir_text
+    assert re.search(r"<(8|16) x float>", ir_text)
+    h = width // 2
+    y = np.maximum(x + b, 0)[:, :, :2 * h, :2 * h].reshape(8, 6, h, 2, h, 2)
+    want = y.max(axis=(3, 5)) if pool == "max" else y.mean(axis=(3, 5))
+    np.testing.assert_allclose(fn(x), want, rtol=1e-6, atol=1e-6)

@@ -30,6 +30,11 @@ def _init() -> None:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     llvm.initialize_native_asmparser()
+    # Let the loop vectorizer use masked interleaved groups (off by default on x86). A short
+    # strided loop, such as a stride-2 pool's 14-wide rows, is vectorized only with its tail
+    # folded into masks; without this, every strided load in it becomes a gather. A 2x2
+    # stride-2 max pool over LeNet's 28x28 planes ran in 32 us instead of 135.
+    llvm.set_option("nnjit", "-enable-masked-interleaved-mem-accesses")
 
 
 @functools.cache
